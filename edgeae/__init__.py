@@ -1,0 +1,45 @@
+"""edgeae: autoencoders from training to a microcontroller and back.
+
+The public API, imported lazily so that the runtime half never loads TensorFlow:
+
+    train(recipe, data, out)            edgeae.train     (needs edgeae[train])
+    export(run_or_model, out)           edgeae.export    (needs edgeae[train])
+    verify(export_dir, data=None)       edgeae.verify
+    load_recipe(path), read_series(path), windows(series, length, hop), Normalizer
+    Export.open(dir), Model(tflite)     manifest / runtime
+    simulate.machine(...)               the embedded default data
+"""
+
+from importlib import import_module
+
+from .errors import EdgeaeError
+
+__version__ = "0.1.0"
+
+_API = {
+    "train": ("train", "train"),
+    "export": ("export", "export"),
+    "split": ("export", "split"),
+    "verify": ("verify", "verify"),
+    "Floors": ("verify", "Floors"),
+    "load_recipe": ("recipe", "load"),
+    "Recipe": ("recipe", "Recipe"),
+    "read_series": ("data", "read_series"),
+    "Series": ("data", "Series"),
+    "windows": ("data", "windows"),
+    "Normalizer": ("data", "Normalizer"),
+    "Export": ("manifest", "Export"),
+    "Model": ("runtime", "Model"),
+}
+
+
+def __getattr__(name):
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(import_module(f".{module}", __name__), attr)
+    if name in ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize"):
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'edgeae' has no attribute {name!r}")
+
+
+__all__ = ["EdgeaeError", *_API]

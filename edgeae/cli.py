@@ -1,0 +1,151 @@
+"""The `edgeae` command: a thin click layer over the Python API.
+
+Nothing heavy is imported at module level, so `edgeae --help` answers at once; each command
+imports what it needs. An `EdgeaeError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EdgeaeError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeaeError as e:
+            click.echo(f"edgeae: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeae")
+def main():
+    """Autoencoders from training to a microcontroller and back.
+
+    \b
+    edgeae demo                                     the whole chain on simulated data
+    edgeae train  --recipe models/X.toml --data F   train (and prune) -> runs/X
+    edgeae export --int8 runs/X --out dist/X         full-int8 encoder + decoder + manifest
+    edgeae verify dist/X [--data F]                  LiteRT = TFLite Micro, fidelity vs float
+
+    Data files are CSV (any delimiter, header row, optional time and 0/1 label columns) or
+    .npz (data, channels, labels).
+    """
+
+
+@main.command()
+@click.option("--out", default="edgeae-demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--seconds", default=120.0, show_default=True, help="Length of each simulated recording.")
+def demo(out, seconds):
+    """Simulate a machine, train, prune, export to int8 and verify; print a summary."""
+    from . import demo as demo_
+
+    click.echo(demo_.summary(demo_.run(out, seconds=seconds)))
+
+
+@main.command()
+@click.option("--recipe", "recipe_path", required=True, type=click.Path(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml.")
+@click.option("--data", required=True, type=click.Path(), help="Training data: CSV or .npz.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
+@click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
+@click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(recipe_path, data, out, sparsity, train_rows, quiet):
+    """Train an autoencoder (and prune it with --sparsity) into a run directory."""
+    from . import recipe as R
+    from .train import train as train_
+
+    recipe = R.load(recipe_path)
+    rows = _parse_rows(train_rows) if train_rows else None
+    run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows, progress=not quiet)
+    history = json.loads((run / "history.json").read_text())
+    last = {k: v[-1] for k, v in history["train"].items()}
+    click.echo(f"trained {recipe.name}: {len(history['train']['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    if (run / "pruning.json").is_file():
+        p = json.loads((run / "pruning.json").read_text())
+        click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")
+        for row in p["layers"]:
+            click.echo(f"  {row['model']:<8} {row['layer']:<14} {row['weights']:>7} weights  {row['sparsity']:6.1%} zero" + ("  (tied)" if row.get("tied") else ""))
+    click.echo(f"run written to {run}")
+
+
+def _parse_rows(text: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(p) for p in text.split(":"))
+    except ValueError:
+        raise EdgeaeError(f"--train-rows must be START:STOP, got {text!r}") from None
+    if not 0 <= start < stop:
+        raise EdgeaeError(f"--train-rows must have 0 <= START < STOP, got {text!r}")
+    return start, stop
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("--int8", "int8", is_flag=True, help="Full-integer quantization of the encoder (int8 in and out).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory.")
+@click.option("--decoder-int8", is_flag=True, help="Also quantize the decoder to int8 (default float32).")
+@click.option("--calibration", type=click.Path(), help="Representative data (CSV / .npz) instead of the training windows.")
+@click.option("--code-layer", help="For your own .keras / .h5 autoencoder: the bottleneck layer to split at.")
+@click.option("--normalization", type=click.Path(), help="For your own model: normalization JSON (channels, mean, std).")
+def export(source, int8, out, decoder_int8, calibration, code_layer, normalization):
+    """Export a run directory (or your own Keras autoencoder) for the device and the host."""
+    if not int8:
+        raise EdgeaeError("only full-int8 export is supported: pass --int8")
+    from .export import export as export_
+
+    path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration, code_layer=code_layer,
+                   normalization=normalization)  # fmt: skip
+    man = json.loads((path / "manifest.json").read_text())
+    for name, meta in man["artifacts"].items():
+        click.echo(f"  {name:<26} {meta['bytes']:>9} bytes  sha256 {meta['sha256'][:16]}")
+    q = man["quantization"]
+    click.echo(f"code: {man['code_size']} int8 values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
+               f" per window of {man['raw_bytes_per_window']['int16']} raw int16 bytes")  # fmt: skip
+    click.echo(f"export written to {path}")
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--data", type=click.Path(), help="Labelled data (CSV / .npz) for ROC-AUC float vs int8.")
+@click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
+@click.option("--max-error-increase", type=float, default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
+@click.option("--max-auc-drop", type=float, default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
+@click.option("--max-runtime-mismatch", type=float, default=0.02, show_default=True, help="Ceiling on the fraction of code values LiteRT and TFLite Micro round differently.")
+@click.option("--arena", type=int, default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_mismatch, arena, as_json):
+    """Check an export without TensorFlow: hashes, LiteRT = TFLite Micro, fidelity vs float."""
+    from .verify import Floors, verify as verify_
+
+    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_mismatch=max_runtime_mismatch, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    sys.exit(0 if report.passed else 1)
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .npz).")
+@click.option("--seconds", default=120.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def simulate(out, seconds, seed):
+    """Write a simulated labelled recording of the demo machine (see edgeae.simulate)."""
+    import numpy as np
+
+    from . import simulate as sim
+
+    s = sim.machine(seconds=seconds, seed=seed)
+    out = Path(out)
+    if out.suffix == ".npz":
+        np.savez(out, data=s.values, channels=np.array(s.channels), labels=s.labels)
+    else:
+        t = np.arange(len(s)) / 1000.0
+        table = np.column_stack([t, s.values, s.labels])
+        np.savetxt(out, table, delimiter=",", header=",".join(["time", *s.channels, "label"]), comments="",
+                   fmt=["%.3f"] + ["%.5g"] * len(s.channels) + ["%d"])  # fmt: skip
+    click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")

@@ -1,0 +1,271 @@
+"""Sensor data: reading CSV / .npz files, cutting sliding windows, per-channel normalization.
+
+Numpy only, so the device and host halves can use it without TensorFlow.
+
+A `Series` is a multichannel time series: `values` of shape (rows, channels), the channel
+names, and optionally a 0/1 `labels` per row (1 = anomalous). Every reader validates once,
+here at the edge: missing columns, non-numeric cells, NaN / inf values and too little data
+are reported as an `EdgeaeError` naming the file, the column and the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeaeError
+
+#: Column names treated as labels / timestamps when a recipe does not name them.
+DEFAULT_LABEL_COLUMNS = ("label", "anomaly")
+DEFAULT_TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+
+
+@dataclass
+class Series:
+    """A multichannel time series with optional per-row labels."""
+
+    values: np.ndarray  # (rows, channels) float32
+    channels: list[str]
+    labels: np.ndarray | None = None  # (rows,) int8, 1 = anomalous
+    source: str = "<memory>"
+
+    def __post_init__(self):
+        self.values = np.asarray(self.values, dtype=np.float32)
+        if self.values.ndim == 1:
+            self.values = self.values[:, None]
+        if self.values.ndim != 2:
+            raise EdgeaeError(f"{self.source}: expected a 2-D (rows, channels) array, got shape {self.values.shape}")
+        if self.values.shape[1] != len(self.channels):
+            raise EdgeaeError(
+                f"{self.source}: {self.values.shape[1]} value columns but {len(self.channels)} channel names"
+            )
+        bad = ~np.isfinite(self.values)
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            raise EdgeaeError(
+                f"{self.source}: {len(set(rows.tolist()))} row(s) with NaN or inf values, first at row {rows[0]} "
+                f"in channel '{self.channels[cols[0]]}'"
+            )
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels)
+            if self.labels.shape != (len(self.values),):
+                raise EdgeaeError(f"{self.source}: {len(self.labels)} labels for {len(self.values)} rows")
+            if not np.isin(self.labels, (0, 1)).all():
+                raise EdgeaeError(f"{self.source}: labels must be 0 (normal) or 1 (anomalous)")
+            self.labels = self.labels.astype(np.int8)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def select(self, channels: list[str] | None) -> "Series":
+        """The same series with only `channels`, in that order (all when None)."""
+        if channels is None:
+            return self
+        missing = [c for c in channels if c not in self.channels]
+        if missing:
+            raise EdgeaeError(
+                f"{self.source}: missing channel column(s) {', '.join(map(repr, missing))} "
+                f"(have: {', '.join(self.channels)})"
+            )
+        idx = [self.channels.index(c) for c in channels]
+        return Series(self.values[:, idx], list(channels), self.labels, self.source)
+
+    def rows(self, start: int, stop: int | None) -> "Series":
+        """Rows [start, stop) as a new series."""
+        labels = None if self.labels is None else self.labels[start:stop]
+        return Series(self.values[start:stop], self.channels, labels, f"{self.source}[{start}:{stop}]")
+
+    def fingerprint(self) -> str:
+        """sha256 of the channel names, values and labels: identifies the training data."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.channels).encode())
+        h.update(np.ascontiguousarray(self.values, dtype="<f4").tobytes())
+        if self.labels is not None:
+            h.update(self.labels.astype(np.int8).tobytes())
+        return h.hexdigest()
+
+
+def read_series(
+    path: str | Path,
+    channels: list[str] | None = None,
+    label: str | None = None,
+    time: str | None = None,
+) -> Series:
+    """Read a CSV (any delimiter, header row) or .npz file into a `Series`.
+
+    CSV: an optional time column (`time`, or a first column that is not numeric), named channel
+    columns, and an optional 0/1 label column (`label`, else a column named `label` or `anomaly`).
+    .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,).
+    When `channels` is given, only those columns are used, in that order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeaeError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        return _read_npz(path, channels, label)
+    return _read_csv(path, channels, label, time)
+
+
+def _read_npz(path: Path, channels, label) -> Series:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # numpy raises many types for a corrupt archive
+        raise EdgeaeError(f"{path}: not a readable .npz file ({e.__class__.__name__})") from None
+    if "data" not in arrays:
+        raise EdgeaeError(f"{path}: .npz has no 'data' array (has: {', '.join(arrays) or 'nothing'})")
+    data = arrays["data"]
+    if data.ndim != 2:
+        raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
+    names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
+    labels = arrays.get(label or "labels")
+    if not np.issubdtype(data.dtype, np.number):
+        raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
+    return Series(data, names, labels, str(path)).select(channels)
+
+
+def _read_csv(path: Path, channels, label, time) -> Series:
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise EdgeaeError(f"{path}: not a text CSV file") from None
+    lines = text.splitlines()
+    if len(lines) < 2:
+        raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
+    try:
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t| ")
+        delimiter = dialect.delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    body = [row for row in reader if row and any(cell.strip() for cell in row)]
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise EdgeaeError(f"{path}: row {i + 1} has {len(row)} fields, the header has {len(header)}")
+
+    label = label or next((c for c in DEFAULT_LABEL_COLUMNS if c in header), None)
+    if label is not None and label not in header:
+        raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
+    if time is None:
+        time = next((c for c in header if c.lower() in DEFAULT_TIME_COLUMNS), None)
+        if time is None and body and not _is_number(body[0][0]):
+            time = header[0]
+    if channels is None:
+        skip = {label, time, "changepoint"}
+        channels = [c for c in header if c not in skip]
+    missing = [c for c in channels if c not in header]
+    if missing:
+        raise EdgeaeError(
+            f"{path}: missing channel column(s) {', '.join(map(repr, missing))} (have: {', '.join(header)})"
+        )
+    if not channels:
+        raise EdgeaeError(f"{path}: no channel columns")
+
+    cols = [header.index(c) for c in channels]
+    values = np.empty((len(body), len(cols)), dtype=np.float32)
+    for i, row in enumerate(body):
+        for j, c in enumerate(cols):
+            cell = row[c].strip()
+            try:
+                values[i, j] = float(cell) if cell else np.nan
+            except ValueError:
+                raise EdgeaeError(
+                    f"{path}: row {i + 1}, column '{channels[j]}': '{cell}' is not a number"
+                ) from None
+    labels = None
+    if label is not None:
+        li = header.index(label)
+        try:
+            labels = np.array([int(float(row[li])) for row in body])
+        except ValueError:
+            raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1") from None
+    return Series(values, list(channels), labels, str(path))
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def windows(series: Series, length: int, hop: int = 1) -> np.ndarray:
+    """Sliding windows of `length` rows every `hop` rows: shape (n, length, channels)."""
+    if length < 1 or hop < 1:
+        raise EdgeaeError(f"window length and hop must be positive (got {length}, {hop})")
+    if len(series) < length:
+        raise EdgeaeError(f"{series.source}: {len(series)} rows, fewer than one window of {length}")
+    view = np.lib.stride_tricks.sliding_window_view(series.values, length, axis=0)  # (n, C, L)
+    return np.ascontiguousarray(view[::hop].transpose(0, 2, 1))
+
+
+def window_labels(series: Series, length: int, hop: int = 1) -> np.ndarray | None:
+    """Per-window labels: a window is anomalous when its last row is (as in SKAB's protocol)."""
+    if series.labels is None:
+        return None
+    return series.labels[length - 1 :: hop][: (len(series) - length) // hop + 1].copy()
+
+
+def normal_windows_mask(series: Series, length: int, hop: int = 1) -> np.ndarray:
+    """True for windows whose rows are all labelled normal (all True without labels)."""
+    n = (len(series) - length) // hop + 1
+    if series.labels is None:
+        return np.ones(n, dtype=bool)
+    anomalous = np.lib.stride_tricks.sliding_window_view(series.labels, length)[::hop].any(axis=1)
+    return ~anomalous[:n]
+
+
+@dataclass
+class Normalizer:
+    """Per-channel standardization z = (x - mean) / std, fitted on training windows only."""
+
+    channels: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, windows_: np.ndarray, channels: list[str]) -> "Normalizer":
+        flat = windows_.reshape(-1, windows_.shape[-1]).astype(np.float64)
+        std = flat.std(axis=0)
+        std = np.where(std < 1e-8, 1.0, std)  # a constant channel stays as is
+        return cls(list(channels), flat.mean(axis=0).astype(np.float32), std.astype(np.float32))
+
+    @classmethod
+    def identity(cls, channels: list[str]) -> "Normalizer":
+        n = len(channels)
+        return cls(list(channels), np.zeros(n, np.float32), np.ones(n, np.float32))
+
+    def __call__(self, windows_: np.ndarray) -> np.ndarray:
+        return ((windows_ - self.mean) / self.std).astype(np.float32)
+
+    def check_channels(self, channels: list[str], where: str) -> None:
+        """Raise when `channels` are not the ones the model was trained on, in order."""
+        if list(channels) != self.channels:
+            raise EdgeaeError(
+                f"{where}: channels {channels} do not match the model's channels {self.channels}"
+            )
+
+    def to_dict(self) -> dict:
+        return {"channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(list(d["channels"]), np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def to_input(windows_: np.ndarray, input_shape) -> np.ndarray:
+    """Reshape (n, length, channels) windows to a model's per-window input shape (e.g. flat)."""
+    shape = tuple(int(s) for s in input_shape)
+    if int(np.prod(shape)) != int(np.prod(windows_.shape[1:])):
+        raise EdgeaeError(
+            f"windows of shape {tuple(windows_.shape[1:])} do not fit the model input {shape}"
+        )
+    return windows_.reshape((len(windows_),) + shape)

@@ -1,0 +1,213 @@
+"""`edgeae export --int8`: a run directory (or a user's own Keras autoencoder) -> an export.
+
+The encoder becomes a full-int8 .tflite for the device, calibrated on training windows (or a
+set from `calibration/`); the decoder a float32 .tflite for the host (int8 on request,
+calibrated on the encoder's codes). The float encoder's outputs on the reference windows are
+recorded so `verify` can measure what quantization changed. The directory is written
+atomically, and exporting the same run twice gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from . import manifest as M
+from .errors import EdgeaeError
+from .fsutil import atomic_dir, write_json
+from .recipe import Recipe, from_dict
+
+REFERENCE_WINDOWS = 256
+
+
+def export(
+    source: str | Path,
+    out: str | Path,
+    decoder_int8: bool = False,
+    calibration: str | Path | None = None,
+    code_layer: str | None = None,
+    normalization: str | Path | None = None,
+) -> Path:
+    """Export a run directory, or a Keras autoencoder file split at `code_layer`."""
+    source = Path(source)
+    if source.is_dir():
+        if code_layer is not None:
+            raise EdgeaeError("--code-layer is for a Keras model file, not a run directory")
+        parts = _from_run(source, calibration)
+    elif source.suffix in (".keras", ".h5"):
+        if code_layer is None or calibration is None:
+            raise EdgeaeError(f"{source}: exporting your own model needs --code-layer and --calibration")
+        parts = _from_keras_file(source, code_layer, calibration, normalization)
+    else:
+        raise EdgeaeError(f"{source}: not a run directory or a .keras / .h5 model")
+    return _write(out, decoder_int8=decoder_int8, **parts)
+
+
+def _from_run(run: Path, calibration) -> dict:
+    from ._tf import keras
+
+    needed = ["encoder.keras", "decoder.keras", "recipe.json", "normalization.json", "data.json", "calibration.npy"]
+    missing = [n for n in needed if not (run / n).is_file()]
+    if missing:
+        raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
+    recipe = from_dict(json.loads((run / "recipe.json").read_text()))
+    norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
+    info = json.loads((run / "data.json").read_text())
+    try:
+        encoder = keras.models.load_model(run / "encoder.keras", compile=False)
+        decoder = keras.models.load_model(run / "decoder.keras", compile=False)
+    except Exception as e:
+        raise EdgeaeError(f"{run}: cannot load the Keras models ({e.__class__.__name__}: {str(e)[:120]})") from None
+    calibration = calibration or recipe.export.calibration
+    if calibration is not None:
+        rep = _calibration_windows(calibration, norm, recipe.data.window, recipe.data.hop, encoder.input_shape[1:],
+                                   recipe.export.calibration_windows, recipe.train.seed)  # fmt: skip
+    else:
+        rep = np.load(run / "calibration.npy")
+    reference = np.load(run / "validation.npy")
+    pruning = json.loads((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
+    return dict(
+        encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
+        representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,
+    )  # fmt: skip
+
+
+def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int):
+    """Normalized windows from a calibration file; its channels must be the model's."""
+    series = D.read_series(path).select(norm.channels)
+    w = norm(D.windows(series, window, hop))
+    w = w[np.sort(np.random.default_rng(seed).permutation(len(w))[:limit])]
+    return D.to_input(w, input_shape)
+
+
+def _from_keras_file(path: Path, code_layer: str, calibration, normalization) -> dict:
+    from . import zoo
+    from ._tf import keras
+
+    try:
+        model = keras.models.load_model(
+            path, compile=False,
+            custom_objects={c.__name__: c for c in (zoo.DenseTied, zoo.Conv1DTransposeTied, zoo.RandomMask, zoo.CodePenalty)},
+        )  # fmt: skip
+    except Exception as e:
+        raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({e.__class__.__name__}: {str(e)[:120]})") from None
+    encoder, decoder = split(model, code_layer)
+    series = D.read_series(calibration)
+    shape = encoder.input_shape[1:]
+    n_in = int(np.prod(shape))
+    if n_in % len(series.channels):
+        raise EdgeaeError(
+            f"{calibration}: {len(series.channels)} channels do not divide the model's {n_in} inputs"
+        )
+    window = n_in // len(series.channels)
+    if normalization is not None:
+        try:
+            norm = D.Normalizer.from_dict(json.loads(Path(normalization).read_text()))
+        except (OSError, ValueError, KeyError) as e:
+            raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__})") from None
+        norm.check_channels(series.channels, str(calibration))
+    else:
+        norm = D.Normalizer.identity(series.channels)
+    hop = max(1, window // 4)
+    rep = D.to_input(norm(D.windows(series, window, hop)), shape)
+    sample = np.random.default_rng(0).permutation(len(rep))
+    return dict(
+        encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
+        representative=rep[np.sort(sample[:256])], reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
+        recipe=None, fingerprint=series.fingerprint(), pruning=None,
+    )  # fmt: skip
+
+
+def split(model, code_layer: str):
+    """Split an autoencoder at its bottleneck layer into (encoder, decoder) Keras models.
+
+    The decoder replays every layer downstream of `code_layer` on a new input; a layer that
+    also reads from upstream of the code (a skip connection) makes the split impossible.
+    """
+    from ._tf import keras, tf
+
+    names = [l.name for l in model.layers]
+    if code_layer not in names:
+        raise EdgeaeError(f"no layer named '{code_layer}' in the model (layers: {', '.join(names)})")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise EdgeaeError("only autoencoders with one input and one output can be split")
+    bottleneck = model.get_layer(code_layer)
+    if len(bottleneck._inbound_nodes) != 1:
+        raise EdgeaeError(f"layer '{code_layer}' is used more than once; cannot split there")
+    encoder = keras.Model(model.inputs[0], bottleneck.output, name="encoder")
+
+    code_in = keras.Input(bottleneck.output.shape[1:], name="code_in")
+    produced = {id(bottleneck.output): code_in}
+    for layer in model.layers[names.index(code_layer) + 1 :]:
+        for node in list(layer._inbound_nodes):  # calling the layer below adds nodes
+            inputs = tf.nest.flatten(node.input_tensors)
+            known = [id(t) in produced for t in inputs]
+            if not any(known):
+                continue  # a layer of the encoder side
+            if not all(known):
+                raise EdgeaeError(
+                    f"cannot split at '{code_layer}': layer '{layer.name}' also reads from upstream of the code "
+                    "(a skip connection)"
+                )
+            args = [produced[id(t)] for t in inputs]
+            produced[id(tf.nest.flatten(node.output_tensors)[0])] = layer(args if len(args) > 1 else args[0])
+    final = model.outputs[0]
+    if id(final) not in produced:
+        raise EdgeaeError(f"cannot split at '{code_layer}': the model's output does not depend on it")
+    return encoder, keras.Model(code_in, produced[id(final)], name="decoder")
+
+
+def _write(out, *, encoder, decoder, normalizer, window, hop, representative, reference, recipe: Recipe | None,
+           fingerprint, pruning, decoder_int8) -> Path:  # fmt: skip
+    from .quantize import to_tflite
+    from .runtime import Model
+
+    if len(representative) == 0:
+        raise EdgeaeError("no calibration windows to quantize with")
+    enc_int8 = to_tflite(encoder, representative)
+    enc_f32 = to_tflite(encoder)
+    codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
+    dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
+    dec = to_tflite(decoder, codes_rep if decoder_int8 else None)
+
+    ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
+    recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
+    ref_errors = np.mean((recon.reshape(len(reference), -1) - reference.reshape(len(reference), -1)) ** 2, axis=1)
+
+    device = Model(enc_int8)
+    in_scale, in_zp = device.input_quant
+    code_scale, code_zp = device.output_quant
+    code_size = int(np.prod(device.output_shape))
+    channels = normalizer.channels
+
+    with atomic_dir(out) as tmp:
+        (tmp / M.ENCODER_INT8).write_bytes(enc_int8)
+        (tmp / M.ENCODER_FLOAT).write_bytes(enc_f32)
+        (tmp / dec_name).write_bytes(dec)
+        for name, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
+            np.save(tmp / name, np.asarray(arr, dtype=np.float32))
+        artifacts = {f.name: M.artifact_entry(f) for f in sorted(tmp.iterdir())}
+        manifest = {
+            "format_version": M.FORMAT_VERSION,
+            "artifacts": artifacts,
+            "window": {"length": window, "hop": hop, "channels": channels,
+                       "input_shape": list(device.input_shape)},  # fmt: skip
+            "normalization": normalizer.to_dict(),
+            "quantization": {
+                "input": {"scale": in_scale, "zero_point": in_zp, "dtype": "int8"},
+                "code": {"scale": code_scale, "zero_point": code_zp, "dtype": "int8"},
+            },
+            "code_size": code_size,
+            "code_bytes": code_size,
+            "raw_bytes_per_window": {"int16": window * len(channels) * 2, "float32": window * len(channels) * 4},
+            "decoder": {"file": dec_name, "dtype": "int8" if decoder_int8 else "float32"},
+            "score": "mean squared reconstruction error per window, in normalized units",
+            "recipe": recipe.to_dict() if recipe is not None else None,
+            "training_data_fingerprint": fingerprint,
+            "pruning": pruning,
+        }
+        write_json(tmp / M.MANIFEST, manifest)
+    return Path(out)

@@ -1,0 +1,110 @@
+"""An export directory and its manifest.json: what the device and host halves read.
+
+Numpy only. `Export.open` checks the manifest's format version and the sha256 of every
+artifact before anything uses them, so a truncated or altered file is caught up front.
+
+An export directory holds:
+
+    encoder_int8.tflite     the device model: int8 window in, int8 code out
+    encoder_float32.tflite  the same encoder in float32: reference for verify and bench
+    decoder_float32.tflite  (or decoder_int8.tflite) the host model: code in, window out
+    reference_windows.npy   normalized windows recorded at export (validation windows)
+    reference_codes.npy     the float encoder's codes for them
+    reference_errors.npy    the float autoencoder's reconstruction error for them
+    manifest.json           format version, sha256 of every file above, window shape, channel
+                            names, normalization, input and code quantization, code size,
+                            recipe and training-data fingerprint
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import Normalizer
+from .errors import EdgeaeError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ENCODER_INT8 = "encoder_int8.tflite"
+ENCODER_FLOAT = "encoder_float32.tflite"
+REFERENCE = ("reference_windows.npy", "reference_codes.npy", "reference_errors.npy")
+
+
+@dataclass
+class Export:
+    """An opened, hash-checked export directory."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Export":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise EdgeaeError(f"{path}: no such export directory")
+        if not mpath.is_file():
+            raise EdgeaeError(f"{path}: not an edgeae export (no {MANIFEST})")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EdgeaeError(f"{mpath}: not valid JSON ({e})") from None
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version != FORMAT_VERSION:
+            raise EdgeaeError(f"{mpath}: format version {version!r}, this edgeae reads {FORMAT_VERSION}")
+        for name, meta in manifest["artifacts"].items():
+            f = path / name
+            if not f.is_file():
+                raise EdgeaeError(f"{f}: missing from the export")
+            data = f.read_bytes()
+            if len(data) != meta["bytes"]:
+                raise EdgeaeError(f"{f}: {len(data)} bytes, the manifest says {meta['bytes']} (truncated or altered)")
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise EdgeaeError(f"{f}: sha256 does not match the manifest (file altered)")
+        return cls(path, manifest)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def encoder_int8(self) -> Path:
+        return self.path / ENCODER_INT8
+
+    @property
+    def encoder_float(self) -> Path:
+        return self.path / ENCODER_FLOAT
+
+    @property
+    def decoder(self) -> Path:
+        return self.path / self.manifest["decoder"]["file"]
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_dict(self.manifest["normalization"])
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.manifest["window"]["channels"])
+
+    @property
+    def window(self) -> int:
+        return int(self.manifest["window"]["length"])
+
+    @property
+    def hop(self) -> int:
+        return int(self.manifest["window"]["hop"])
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(windows, float codes, float reconstruction errors) recorded at export."""
+        return tuple(np.load(self.path / name) for name in REFERENCE)
+
+
+def artifact_entry(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+

@@ -1,0 +1,201 @@
+"""Model recipes: TOML files in `models/` that say what to build and how to train it.
+
+A recipe has four tables; every key is optional except `model.kind`, and an unknown key is an
+error (a typo must not silently fall back to a default). See `models/*.toml` for examples.
+
+    [model]   kind = "dense" | "conv1d", hidden / filters, kernel_size, code_size,
+              activation, code_activation, tied
+    [model.sparse]   kind = "l1" | "kl", weight, target          (activity penalty on the code)
+    [model.denoise]  kind = "gaussian" | "mask", stddev, rate   (corruption while training)
+    [data]    channels, label, time, window, hop, train_rows
+    [train]   epochs, batch_size, learning_rate, validation_split, patience, seed
+    [prune]   sparsity, epochs, frequency
+    [export]  calibration_windows, calibration
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EdgeaeError
+
+
+@dataclass
+class Sparse:
+    kind: str = "l1"  # l1 | kl
+    weight: float = 1e-3
+    target: float = 0.05  # KL only: the desired mean activation of each code unit
+
+
+@dataclass
+class Denoise:
+    kind: str = "gaussian"  # gaussian | mask
+    stddev: float = 0.1  # gaussian: noise std in normalized units
+    rate: float = 0.1  # mask: fraction of inputs set to zero
+
+
+@dataclass
+class Model:
+    kind: str = "dense"  # dense | conv1d
+    hidden: list[int] = field(default_factory=lambda: [64, 32])  # dense: units per encoder layer
+    filters: list[int] = field(default_factory=lambda: [16, 32])  # conv1d: filters per stride-2 layer
+    kernel_size: int = 5
+    code_size: int = 8
+    activation: str = "relu"
+    code_activation: str = "linear"
+    tied: bool = False
+    sparse: Sparse | None = None
+    denoise: Denoise | None = None
+
+
+@dataclass
+class Data:
+    channels: list[str] | None = None  # None: every numeric column but time and label
+    label: str | None = None
+    time: str | None = None
+    window: int = 64
+    hop: int = 16
+    train_rows: list[int] | None = None  # [start, stop): train on these rows, else on normal rows
+
+
+@dataclass
+class Train:
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    validation_split: float = 0.1
+    patience: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Prune:
+    sparsity: float = 0.0  # 0: no pruning
+    epochs: int = 8  # fine-tuning epochs while sparsity ramps up
+    frequency: int = 10  # steps between mask updates
+
+
+@dataclass
+class Export:
+    calibration_windows: int = 256
+    calibration: str | None = None  # a file in calibration/ (CSV or .npz); default: training windows
+
+
+@dataclass
+class Recipe:
+    name: str = "model"
+    model: Model = field(default_factory=Model)
+    data: Data = field(default_factory=Data)
+    train: Train = field(default_factory=Train)
+    prune: Prune = field(default_factory=Prune)
+    export: Export = field(default_factory=Export)
+
+    def to_dict(self) -> dict:
+        return _drop_none(dataclasses.asdict(self))
+
+    def validate(self) -> "Recipe":
+        m, d = self.model, self.data
+        _one_of("model.kind", m.kind, ("dense", "conv1d"))
+        if m.code_size < 1:
+            raise EdgeaeError(f"recipe: model.code_size must be positive, got {m.code_size}")
+        if m.sparse is not None:
+            _one_of("model.sparse.kind", m.sparse.kind, ("l1", "kl"))
+            if m.sparse.kind == "kl" and m.code_activation != "sigmoid":
+                raise EdgeaeError('recipe: the KL sparsity penalty needs model.code_activation = "sigmoid"')
+        if m.denoise is not None:
+            _one_of("model.denoise.kind", m.denoise.kind, ("gaussian", "mask"))
+        if m.kind == "conv1d" and d.window % (2 ** len(m.filters)) != 0:
+            raise EdgeaeError(
+                f"recipe: data.window ({d.window}) must be divisible by 2^{len(m.filters)} "
+                f"for {len(m.filters)} stride-2 conv layers"
+            )
+        if d.window < 2 or d.hop < 1:
+            raise EdgeaeError(f"recipe: data.window must be >= 2 and data.hop >= 1")
+        if d.train_rows is not None and (len(d.train_rows) != 2 or d.train_rows[0] >= d.train_rows[1]):
+            raise EdgeaeError(f"recipe: data.train_rows must be [start, stop), got {d.train_rows}")
+        if not 0.0 <= self.prune.sparsity < 1.0:
+            raise EdgeaeError(f"recipe: prune.sparsity must be in [0, 1), got {self.prune.sparsity}")
+        if not 0.0 <= self.train.validation_split < 0.9:
+            raise EdgeaeError("recipe: train.validation_split must be in [0, 0.9)")
+        return self
+
+
+def _one_of(key, value, allowed):
+    if value not in allowed:
+        raise EdgeaeError(f"recipe: {key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _drop_none(d):
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def _build(cls, table: dict, where: str):
+    """Instantiate dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
+    if not isinstance(table, dict):
+        raise EdgeaeError(f"recipe: [{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise EdgeaeError(
+            f"recipe: unknown key(s) {', '.join(f'{where}.{k}' if where else k for k in unknown)} "
+            f"(known: {', '.join(fields)})"
+        )
+    kwargs = {}
+    for key, value in table.items():
+        nested = _NESTED.get((cls, key))
+        if nested is not None:
+            kwargs[key] = _build(nested, value, f"{where}.{key}" if where else key)
+            continue
+        expected = _expected_type(cls, key)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be {expected.__name__}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+#: Types of the keys whose default is None.
+_OPTIONAL_TYPES = {"channels": list, "label": str, "time": str, "train_rows": list, "calibration": str}
+
+
+def _expected_type(cls, key):
+    default = getattr(cls(), key)
+    return _OPTIONAL_TYPES[key] if default is None else type(default)
+
+
+_NESTED = {
+    (Recipe, "model"): Model,
+    (Recipe, "data"): Data,
+    (Recipe, "train"): Train,
+    (Recipe, "prune"): Prune,
+    (Recipe, "export"): Export,
+    (Model, "sparse"): Sparse,
+    (Model, "denoise"): Denoise,
+}
+
+
+def from_dict(d: dict, name: str = "model") -> Recipe:
+    d = dict(d)
+    d.setdefault("name", name)
+    return _build(Recipe, d, "").validate()
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeaeError(f"{path}: no such recipe file")
+    try:
+        d = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EdgeaeError(f"{path}: not valid TOML ({e})") from None
+    try:
+        return from_dict(d, name=path.stem)
+    except EdgeaeError as e:
+        raise EdgeaeError(f"{path}: {e}") from None

@@ -1,0 +1,125 @@
+"""Running exported .tflite models without TensorFlow: LiteRT, and TFLite Micro in a subprocess.
+
+`Model` wraps a LiteRT interpreter and takes / returns float arrays, applying the model's own
+input and output quantization, so callers never handle scales and zero points by hand; `run_raw`
+takes and returns the model's own dtypes (int8 for the device encoder).
+
+TFLite Micro can abort the whole process (a too-small arena), so `tflm_run` runs it in a child
+Python process and turns a crash into an `EdgeaeError`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeaeError
+
+DEFAULT_ARENA_BYTES = 256 * 1024
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class Model:
+    """A .tflite model in LiteRT, run on batches of windows."""
+
+    def __init__(self, path_or_bytes: str | Path | bytes, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.name = "<bytes>" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+        content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+        try:
+            self._it = Interpreter(model_content=content, num_threads=threads)
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise EdgeaeError(f"{self.name}: not a loadable TFLite model ({str(e).splitlines()[0]})") from None
+        self.input = self._it.get_input_details()[0]
+        self.output = self._it.get_output_details()[0]
+        self._batch = 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.input["shape"][1:])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.output["shape"][1:])
+
+    @property
+    def input_quant(self) -> tuple[float, int]:
+        return _quant(self.input)
+
+    @property
+    def output_quant(self) -> tuple[float, int]:
+        return _quant(self.output)
+
+    @property
+    def is_int8(self) -> bool:
+        return self.input["dtype"] == np.int8
+
+    def run_raw(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Run on inputs already in the model's input dtype; outputs in its output dtype."""
+        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
+        outs = [self._invoke(x[i : i + batch]) for i in range(0, len(x), batch)]
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.output["dtype"])
+
+    def __call__(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Float in, float out: quantizes the input and dequantizes the output when int8."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.input["dtype"] != np.float32:
+            x = quantize(x, *self.input_quant, dtype=self.input["dtype"])
+        y = self.run_raw(x, batch)
+        if self.output["dtype"] != np.float32:
+            y = dequantize(y, *self.output_quant)
+        return y
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:
+            self._it.resize_tensor_input(self.input["index"], (len(x),) + self.input_shape)
+            self._it.allocate_tensors()
+            self._batch = len(x)
+        self._it.set_tensor(self.input["index"], x)
+        self._it.invoke()
+        return self._it.get_tensor(self.output["index"]).copy()
+
+
+def _quant(details) -> tuple[float, int]:
+    scale, zero_point = details["quantization"]
+    return float(scale), int(zero_point)
+
+
+def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFAULT_ARENA_BYTES) -> np.ndarray:
+    """Run a model in the TFLite Micro interpreter, one input at a time (TFLM is batch 1).
+
+    Runs in a child process: TFLM aborts the process when the arena is too small.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgeae-tflm-") as tmp:
+        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+        np.save(src, np.asarray(inputs))
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeae._tflm_worker", str(model_path), str(src), str(dst), str(arena_bytes)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+        if proc.returncode != 0 or not dst.exists():
+            reason = _last_line(proc.stderr) or f"exit code {proc.returncode}"
+            if proc.returncode < 0:
+                reason = f"the interpreter aborted (signal {-proc.returncode}); is the {arena_bytes}-byte arena too small?"
+            raise EdgeaeError(f"{model_path}: TFLite Micro failed: {reason}")
+        return np.load(dst)
+
+
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else ""

@@ -1,0 +1,125 @@
+"""The embedded default data: a simulated sensor node on a rotating machine.
+
+A motor drives a shaft carrying a rolling-element bearing. The node samples at `fs` Hz:
+
+- `vib_x`, `vib_y` (g): two accelerometers on the bearing housing, 90 degrees apart. Healthy
+  vibration is the shaft rotation frequency f_r and its 2x and 3x harmonics (residual
+  imbalance and misalignment), the motor's twice-line-frequency hum, and broadband noise.
+- `current` (A): one motor phase, a line-frequency sine whose amplitude follows the load.
+- `temperature` (degC): bearing housing, a slow first-order response to the load.
+
+Speed and load drift slowly (a random walk between set points), as on a real pump.
+
+Faults, each in a labelled segment (label 1):
+
+- `outer_race`: a spall on the fixed outer race. Every ball passing it gives an impact, at the
+  ball-pass frequency BPFO = (n/2) f_r (1 - d/D cos a), which rings the housing's structural
+  resonance (an exponentially decaying sine, here at `resonance` Hz).
+- `inner_race`: a spall on the rotating inner race: impacts at BPFI = (n/2) f_r (1 + d/D cos a),
+  amplitude-modulated at f_r because the spall passes in and out of the load zone.
+- `imbalance`: a larger 1x component, in quadrature on the two axes.
+- `looseness`: many harmonics of f_r and a half-order sub-harmonic, with clipping-like impacts.
+
+The bearing geometry is that of a 6205 deep-groove ball bearing (9 balls, d = 7.94 mm,
+D = 39.04 mm, contact angle 0), which gives BPFO ~ 3.59 f_r and BPFI ~ 5.41 f_r.
+Everything is seeded: the same arguments give the same data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Series
+
+CHANNELS = ["vib_x", "vib_y", "current", "temperature"]
+FAULTS = ("outer_race", "inner_race", "imbalance", "looseness")
+
+N_BALLS, BALL_D, PITCH_D = 9, 7.94, 39.04
+BPFO_ORDER = N_BALLS / 2 * (1 - BALL_D / PITCH_D)
+BPFI_ORDER = N_BALLS / 2 * (1 + BALL_D / PITCH_D)
+
+
+def default_schedule(seconds: float) -> list[tuple[str, float, float]]:
+    """Faults as (kind, start s, end s): the first half is healthy, then each fault in turn
+    with healthy gaps between."""
+    half = seconds / 2
+    seg = seconds / 2 / (2 * len(FAULTS))
+    return [(kind, half + (2 * i + 0.5) * seg, half + (2 * i + 1.5) * seg) for i, kind in enumerate(FAULTS)]
+
+
+def machine(
+    seconds: float = 120.0,
+    fs: float = 1000.0,
+    seed: int = 0,
+    shaft_hz: float = 24.6,
+    line_hz: float = 50.0,
+    resonance: float = 310.0,
+    severity: float = 1.0,
+    schedule: list[tuple[str, float, float]] | None = None,
+) -> Series:
+    """Simulate `seconds` of the sensor node; returns a labelled `Series` (see module doc)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fs))
+    t = np.arange(n) / fs
+    schedule = default_schedule(seconds) if schedule is None else schedule
+    unknown = {k for k, _, _ in schedule} - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {FAULTS}")
+
+    # Slow operating-point drift: speed +-4 %, load 0.6..1.0, each a smoothed random walk.
+    def drift(scale: float) -> np.ndarray:
+        steps = rng.normal(0, 1, n // 200 + 2).cumsum()
+        steps = (steps - steps.mean()) / (np.abs(steps).max() + 1e-9)
+        return np.interp(t, np.linspace(0, seconds, len(steps)), steps) * scale
+
+    speed = shaft_hz * (1 + drift(0.04))
+    load = 0.8 + drift(0.2)
+    phase = 2 * np.pi * np.cumsum(speed) / fs  # shaft angle
+
+    vx = 0.05 * np.sin(phase) + 0.02 * np.sin(2 * phase + 0.7) + 0.01 * np.sin(3 * phase + 1.3)
+    vy = 0.05 * np.cos(phase) + 0.02 * np.cos(2 * phase + 0.7) + 0.01 * np.cos(3 * phase + 1.3)
+    hum = 0.01 * load * np.sin(2 * np.pi * 2 * line_hz * t)
+    vx, vy = vx + hum, vy + 0.8 * hum
+
+    labels = np.zeros(n, dtype=np.int8)
+    for kind, start, end in schedule:
+        seg = (t >= start) & (t < end)
+        labels[seg] = 1
+        fx, fy = _fault(kind, t, phase, speed, fs, resonance, rng)
+        vx = vx + severity * fx * seg
+        vy = vy + severity * fy * seg
+
+    vx = vx + rng.normal(0, 0.02, n)
+    vy = vy + rng.normal(0, 0.02, n)
+    current = 10.0 * load * np.sin(2 * np.pi * line_hz * t) + rng.normal(0, 0.1, n)
+    # First-order thermal response to load (time constant 20 s) around 45 degC.
+    temp = np.empty(n)
+    temp[0] = 45 + 10 * (load[0] - 0.8)
+    alpha = 1 / (20 * fs)
+    for i in range(1, n):
+        temp[i] = temp[i - 1] + alpha * (45 + 10 * (load[i] - 0.8) - temp[i - 1])
+    temp = temp + rng.normal(0, 0.05, n)
+
+    values = np.stack([vx, vy, current, temp], axis=1)
+    return Series(values, list(CHANNELS), labels, source=f"simulate.machine(seed={seed})")
+
+
+def _fault(kind, t, phase, speed, fs, resonance, rng):
+    """Extra vibration (x, y) of one fault over the whole time axis."""
+    if kind == "imbalance":
+        return 0.12 * np.sin(phase), 0.12 * np.cos(phase)
+    if kind == "looseness":
+        x = sum(0.03 / k * np.sin(k * phase + k) for k in range(2, 11)) + 0.04 * np.sin(phase / 2)
+        return x, 0.7 * x
+    order = BPFO_ORDER if kind == "outer_race" else BPFI_ORDER
+    defect_angle = phase * order  # impacts at the defect frequency
+    hits = np.nonzero(np.diff(np.floor(defect_angle / (2 * np.pi))) > 0)[0] + 1
+    impulses = np.zeros(len(t))
+    amp = 0.6 * (1 + 0.1 * rng.normal(size=len(hits)))
+    if kind == "inner_race":
+        amp = amp * (0.6 + 0.4 * np.cos(phase[hits]))  # load-zone modulation at f_r
+    impulses[hits] = amp
+    ring_t = np.arange(int(0.02 * fs)) / fs
+    ring = np.exp(-ring_t * 2 * np.pi * resonance * 0.05) * np.sin(2 * np.pi * resonance * ring_t)
+    x = np.convolve(impulses, ring)[: len(t)]
+    return x, 0.6 * x

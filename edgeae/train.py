@@ -1,0 +1,149 @@
+"""Training: recipe + data -> a run directory holding everything export needs.
+
+A run directory (written atomically) holds:
+
+    recipe.json          the recipe used, with every default filled in
+    encoder.keras        the trained (and, with sparsity, pruned) encoder
+    decoder.keras        the decoder, with tied layers made plain (see zoo.untie)
+    normalization.json   per-channel mean / std fitted on the training windows only
+    data.json            source, fingerprint, channels, rows and window counts used
+    history.json         loss and val_loss per epoch (training, then pruning fine-tuning)
+    pruning.json         sparsity per layer and gzip sizes before / after (when pruned)
+    calibration.npy      normalized training windows for the int8 representative set
+    validation.npy       normalized validation windows, the reference set of export / verify
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from .errors import EdgeaeError
+from .fsutil import atomic_dir, write_json
+from .recipe import Recipe
+
+MIN_TRAIN_WINDOWS = 16
+REFERENCE_WINDOWS = 256
+
+
+def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
+    """The recipe's channels of a file (or an in-memory series)."""
+    if isinstance(data, D.Series):
+        return data.select(recipe.data.channels)
+    return D.read_series(data, recipe.data.channels, recipe.data.label, recipe.data.time)
+
+
+def training_windows(recipe: Recipe, series: D.Series, train_rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Raw windows to train on: the given row range, else windows of rows labelled normal."""
+    d = recipe.data
+    rows = train_rows or d.train_rows
+    if rows is not None:
+        start, stop = rows
+        if stop > len(series):
+            raise EdgeaeError(f"{series.source}: train rows [{start}, {stop}) beyond the {len(series)} rows")
+        series = series.rows(start, stop)
+    w = D.windows(series, d.window, d.hop)
+    if rows is None:
+        w = w[D.normal_windows_mask(series, d.window, d.hop)]
+    if len(w) < MIN_TRAIN_WINDOWS:
+        raise EdgeaeError(
+            f"{series.source}: only {len(w)} normal training windows of {d.window} rows; need at least {MIN_TRAIN_WINDOWS}"
+        )
+    return w
+
+
+def train(
+    recipe: Recipe,
+    data: str | Path | D.Series,
+    out: str | Path,
+    sparsity: float | None = None,
+    train_rows: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the recipe's autoencoder on `data`, prune it when asked, and write the run to `out`."""
+    if sparsity is not None:
+        if not 0.0 <= sparsity < 1.0:
+            raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
+        recipe.prune.sparsity = sparsity
+    series = load_data(recipe, data)
+    raw = training_windows(recipe, series, train_rows)
+    norm = D.Normalizer.fit(raw, series.channels)
+    windows = norm(raw)
+
+    from . import pruning, zoo
+    from ._tf import keras
+
+    encoder, decoder = zoo.build(recipe, len(series.channels))
+    x = D.to_input(windows, encoder.input_shape[1:])
+    n_val = int(len(x) * recipe.train.validation_split)
+    x_train, x_val = (x[:-n_val], x[-n_val:]) if n_val else (x, x[:0])
+
+    model = zoo.training_model(encoder, decoder, recipe)
+    monitor = "val_loss" if n_val else "loss"
+    stop = keras.callbacks.EarlyStopping(monitor, patience=recipe.train.patience, restore_best_weights=True)
+    hist = model.fit(
+        x_train, x_train,
+        validation_data=(x_val, x_val) if n_val else None,
+        epochs=recipe.train.epochs, batch_size=recipe.train.batch_size, shuffle=True, verbose=0,
+        callbacks=[stop, ProgressBar("train", recipe.train.epochs, progress)],
+    )  # fmt: skip
+    history = {"train": _history(hist)}
+
+    prune_report = None
+    if recipe.prune.sparsity > 0:
+        encoder, decoder, prune_hist, prune_report = pruning.prune(encoder, decoder, recipe, x_train, x_val, progress)
+        history["prune"] = prune_hist
+    decoder = zoo.untie(decoder)
+
+    rng = np.random.default_rng(recipe.train.seed)
+    calib = x_train[np.sort(rng.permutation(len(x_train))[: recipe.export.calibration_windows])]
+    reference = x_val if len(x_val) else x_train
+    reference = reference[np.sort(rng.permutation(len(reference))[:REFERENCE_WINDOWS])]
+
+    with atomic_dir(out) as tmp:
+        encoder.save(tmp / "encoder.keras")
+        decoder.save(tmp / "decoder.keras")
+        write_json(tmp / "recipe.json", recipe.to_dict())
+        write_json(tmp / "normalization.json", norm.to_dict())
+        write_json(tmp / "history.json", history)
+        write_json(tmp / "data.json", {
+            "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
+            "channels": series.channels, "train_rows": list(train_rows or recipe.data.train_rows or []) or None,
+            "train_windows": len(x_train), "validation_windows": len(x_val),
+        })  # fmt: skip
+        if prune_report is not None:
+            write_json(tmp / "pruning.json", prune_report)
+        np.save(tmp / "calibration.npy", calib)
+        np.save(tmp / "validation.npy", reference)
+    return Path(out)
+
+
+def _history(hist) -> dict:
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def ProgressBar(label: str, epochs: int, enabled: bool = True):
+    """A Keras callback showing one tqdm bar over the epochs, with the current losses."""
+    from tqdm.auto import tqdm
+
+    from ._tf import keras
+
+    class _Bar(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, desc=label, unit="epoch", disable=None if enabled else True, leave=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items()})
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return _Bar()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))

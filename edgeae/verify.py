@@ -1,0 +1,172 @@
+"""`edgeae verify`: check an export without TensorFlow, and measure what int8 changed.
+
+1. The manifest's hashes (done by `Export.open`).
+2. The int8 encoder in LiteRT and in the TFLite Micro interpreter. The two cannot always agree
+   bit for bit: TFLite Micro's reference kernels requantize with two roundings, LiteRT's kernels
+   with one (tflite-micro issue 3252), so a value may land one code step apart. The check
+   requires that no value differs by more than one step and that few do, and reports both.
+3. Against the float outputs recorded at export: code SQNR and the change of reconstruction error.
+4. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
+   reconstruction error through the exported decoder).
+
+Each figure has a floor; `Report.passed` is False when one is missed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from .errors import EdgeaeError
+from .manifest import Export
+from .metrics import reconstruction_error, roc_auc, sqnr_db
+from .runtime import DEFAULT_ARENA_BYTES, Model, dequantize, quantize, tflm_run
+
+
+@dataclass
+class Floors:
+    """Fidelity floors; verify fails when any is missed."""
+
+    min_code_sqnr_db: float = 20.0
+    max_runtime_mismatch: float = 0.02  # fraction of code values LiteRT and TFLM may round differently
+    max_error_increase: float = 0.10  # relative increase of the mean reconstruction error
+    max_auc_drop: float = 0.01
+
+
+@dataclass
+class Report:
+    export: str
+    windows: int
+    litert_tflm_max_diff: int  # in code steps
+    litert_tflm_mismatch: float  # fraction of code values that differ
+    code_sqnr_db: float
+    error_float: float
+    error_int8: float
+    error_increase: float
+    data: str | None = None
+    data_windows: int | None = None
+    anomalous_windows: int | None = None
+    auc_float: float | None = None
+    auc_int8: float | None = None
+    floors: Floors = field(default_factory=Floors)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def litert_tflm_identical(self) -> bool:
+        return self.litert_tflm_max_diff == 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+    def runtime_agreement(self) -> str:
+        if self.litert_tflm_identical:
+            return "identical codes"
+        return f"{1 - self.litert_tflm_mismatch:.2%} of values equal, max diff {self.litert_tflm_max_diff} step"
+
+    def table(self) -> str:
+        f = self.floors
+        rows = [
+            ("windows checked", f"{self.windows}", ""),
+            ("LiteRT vs TFLite Micro", self.runtime_agreement(), f"max 1 step, <= {f.max_runtime_mismatch:.0%} of values"),
+            ("code SQNR", f"{self.code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
+            ("recon. error float", f"{self.error_float:.4g}", ""),
+            ("recon. error int8", f"{self.error_int8:.4g} ({self.error_increase:+.1%})", f"<= {f.max_error_increase:+.0%}"),
+        ]  # fmt: skip
+        if self.auc_float is not None:
+            rows += [
+                ("labelled windows", f"{self.data_windows} ({self.anomalous_windows} anomalous)", ""),
+                ("ROC-AUC float", f"{self.auc_float:.4f}", ""),
+                ("ROC-AUC int8", f"{self.auc_int8:.4f} ({self.auc_int8 - self.auc_float:+.4f})", f"drop <= {f.max_auc_drop:g}"),
+            ]  # fmt: skip
+        w = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+        lines = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c}".rstrip() for a, b, c in rows]
+        lines.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
+        return "\n".join(lines)
+
+
+class Pipeline:
+    """The exported models on the host: windows -> codes -> reconstructions -> scores."""
+
+    def __init__(self, export: Export):
+        self.export = export
+        self.norm = export.normalizer
+        self.encoder = Model(export.encoder_int8)
+        self.encoder_float = Model(export.encoder_float)
+        self.decoder = Model(export.decoder)
+
+    def device_input(self, normalized: np.ndarray) -> np.ndarray:
+        """What the device feeds its encoder: normalized windows quantized to int8."""
+        x = D.to_input(normalized, self.encoder.input_shape)
+        return quantize(x, *self.encoder.input_quant)
+
+    def codes_int8(self, normalized: np.ndarray) -> np.ndarray:
+        return self.encoder.run_raw(self.device_input(normalized))
+
+    def scores(self, normalized: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return reconstruction_error(normalized, self.decoder(codes))
+
+    def float_scores(self, normalized: np.ndarray) -> np.ndarray:
+        x = D.to_input(normalized, self.encoder_float.input_shape)
+        return self.scores(normalized, self.encoder_float(x))
+
+    def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
+        return self.scores(normalized, dequantize(self.codes_int8(normalized), *self.encoder.output_quant))
+
+
+def verify(
+    export_dir: str | Path,
+    data: str | Path | None = None,
+    floors: Floors | None = None,
+    arena_bytes: int = DEFAULT_ARENA_BYTES,
+) -> Report:
+    floors = floors or Floors()
+    ex = Export.open(export_dir)
+    pipe = Pipeline(ex)
+    ref_windows, ref_codes, ref_errors = ex.reference()
+
+    device_in = pipe.device_input(ref_windows)
+    q_litert = pipe.encoder.run_raw(device_in)
+    q_tflm = tflm_run(ex.encoder_int8, device_in, arena_bytes).reshape(q_litert.shape)
+    diff = np.abs(q_litert.astype(np.int16) - q_tflm.astype(np.int16))
+    codes = dequantize(q_litert, *pipe.encoder.output_quant)
+    err_int8 = pipe.scores(ref_windows, codes)
+    report = Report(
+        export=str(export_dir), windows=len(ref_windows),
+        litert_tflm_max_diff=int(diff.max(initial=0)), litert_tflm_mismatch=float(np.mean(diff > 0)),
+        code_sqnr_db=sqnr_db(ref_codes, codes.reshape(ref_codes.shape)),
+        error_float=float(ref_errors.mean()), error_int8=float(err_int8.mean()),
+        error_increase=float(err_int8.mean() / ref_errors.mean() - 1), floors=floors,
+    )  # fmt: skip
+
+    if data is not None:
+        recipe = ex.manifest.get("recipe") or {}
+        label = recipe.get("data", {}).get("label")
+        series = D.read_series(data, label=label, time=recipe.get("data", {}).get("time")).select(ex.channels)
+        if series.labels is None:
+            raise EdgeaeError(f"{data}: no label column; verify --data needs labelled data for ROC-AUC")
+        windows = pipe.norm(D.windows(series, ex.window, ex.hop))
+        labels = D.window_labels(series, ex.window, ex.hop)
+        report.data, report.data_windows, report.anomalous_windows = str(data), len(windows), int(labels.sum())
+        report.auc_float = roc_auc(labels, pipe.float_scores(windows))
+        report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))
+
+    if report.litert_tflm_max_diff > 1 or report.litert_tflm_mismatch > floors.max_runtime_mismatch:
+        report.failures.append(
+            f"LiteRT and TFLite Micro codes differ by up to {report.litert_tflm_max_diff} step(s) "
+            f"in {report.litert_tflm_mismatch:.2%} of values"
+        )
+    if report.code_sqnr_db < floors.min_code_sqnr_db:
+        report.failures.append(f"code SQNR {report.code_sqnr_db:.1f} dB < {floors.min_code_sqnr_db:g} dB")
+    if report.error_increase > floors.max_error_increase:
+        report.failures.append(f"reconstruction error +{report.error_increase:.1%} > +{floors.max_error_increase:.0%}")
+    if report.auc_float is not None and report.auc_float - report.auc_int8 > floors.max_auc_drop:
+        report.failures.append(f"ROC-AUC drop {report.auc_float - report.auc_int8:.4f} > {floors.max_auc_drop:g}")
+    return report
+

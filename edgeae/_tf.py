@@ -17,5 +17,6 @@ except ImportError as e:  # the runtime-only install has no TensorFlow
     ) from None
 
 tf.get_logger().setLevel("ERROR")
+tf.config.experimental.enable_op_determinism()  # seeded training repeats exactly
 
 __all__ = ["tf", "keras", "tfmot"]

@@ -3,8 +3,9 @@
 1. The manifest's hashes (done by `Export.open`).
 2. The int8 encoder in LiteRT and in the TFLite Micro interpreter. The two cannot always agree
    bit for bit: TFLite Micro's reference kernels requantize with two roundings, LiteRT's kernels
-   with one (tflite-micro issue 3252), so a value may land one code step apart. The check
-   requires that no value differs by more than one step and that few do, and reports both.
+   with one (tflite-micro issue 3252), so a value may land a step apart, and in a deep model a
+   step early on can grow to two at the code. The check requires that few values differ and
+   that the TFLite Micro codes meet the same SQNR floor as LiteRT's; it reports both.
 3. Against the float outputs recorded at export: code SQNR and the change of reconstruction error.
 4. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
    reconstruction error through the exported decoder).
@@ -42,7 +43,8 @@ class Report:
     windows: int
     litert_tflm_max_diff: int  # in code steps
     litert_tflm_mismatch: float  # fraction of code values that differ
-    code_sqnr_db: float
+    code_sqnr_db: float  # LiteRT's int8 codes vs the float codes
+    tflm_code_sqnr_db: float  # TFLite Micro's int8 codes vs the float codes
     error_float: float
     error_int8: float
     error_increase: float
@@ -68,14 +70,15 @@ class Report:
     def runtime_agreement(self) -> str:
         if self.litert_tflm_identical:
             return "identical codes"
-        return f"{1 - self.litert_tflm_mismatch:.2%} of values equal, max diff {self.litert_tflm_max_diff} step"
+        return f"{self.litert_tflm_mismatch:.2%} of values differ, by <= {self.litert_tflm_max_diff} step(s)"
 
     def table(self) -> str:
         f = self.floors
         rows = [
             ("windows checked", f"{self.windows}", ""),
-            ("LiteRT vs TFLite Micro", self.runtime_agreement(), f"max 1 step, <= {f.max_runtime_mismatch:.0%} of values"),
-            ("code SQNR", f"{self.code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
+            ("LiteRT vs TFLite Micro", self.runtime_agreement(), f"<= {f.max_runtime_mismatch:.0%} of values differ"),
+            ("code SQNR LiteRT", f"{self.code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
+            ("code SQNR TFLite Micro", f"{self.tflm_code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
             ("recon. error float", f"{self.error_float:.4g}", ""),
             ("recon. error int8", f"{self.error_int8:.4g} ({self.error_increase:+.1%})", f"<= {f.max_error_increase:+.0%}"),
         ]  # fmt: skip
@@ -136,11 +139,13 @@ def verify(
     q_tflm = tflm_run(ex.encoder_int8, device_in, arena_bytes).reshape(q_litert.shape)
     diff = np.abs(q_litert.astype(np.int16) - q_tflm.astype(np.int16))
     codes = dequantize(q_litert, *pipe.encoder.output_quant)
+    codes_tflm = dequantize(q_tflm, *pipe.encoder.output_quant)
     err_int8 = pipe.scores(ref_windows, codes)
     report = Report(
         export=str(export_dir), windows=len(ref_windows),
         litert_tflm_max_diff=int(diff.max(initial=0)), litert_tflm_mismatch=float(np.mean(diff > 0)),
         code_sqnr_db=sqnr_db(ref_codes, codes.reshape(ref_codes.shape)),
+        tflm_code_sqnr_db=sqnr_db(ref_codes, codes_tflm.reshape(ref_codes.shape)),
         error_float=float(ref_errors.mean()), error_int8=float(err_int8.mean()),
         error_increase=float(err_int8.mean() / ref_errors.mean() - 1), floors=floors,
     )  # fmt: skip
@@ -157,13 +162,11 @@ def verify(
         report.auc_float = roc_auc(labels, pipe.float_scores(windows))
         report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))
 
-    if report.litert_tflm_max_diff > 1 or report.litert_tflm_mismatch > floors.max_runtime_mismatch:
-        report.failures.append(
-            f"LiteRT and TFLite Micro codes differ by up to {report.litert_tflm_max_diff} step(s) "
-            f"in {report.litert_tflm_mismatch:.2%} of values"
-        )
-    if report.code_sqnr_db < floors.min_code_sqnr_db:
-        report.failures.append(f"code SQNR {report.code_sqnr_db:.1f} dB < {floors.min_code_sqnr_db:g} dB")
+    if report.litert_tflm_mismatch > floors.max_runtime_mismatch:
+        report.failures.append(f"LiteRT and TFLite Micro codes differ in {report.litert_tflm_mismatch:.2%} of values")
+    for runtime, sqnr in (("LiteRT", report.code_sqnr_db), ("TFLite Micro", report.tflm_code_sqnr_db)):
+        if sqnr < floors.min_code_sqnr_db:
+            report.failures.append(f"{runtime} code SQNR {sqnr:.1f} dB < {floors.min_code_sqnr_db:g} dB")
     if report.error_increase > floors.max_error_increase:
         report.failures.append(f"reconstruction error +{report.error_increase:.1%} > +{floors.max_error_increase:.0%}")
     if report.auc_float is not None and report.auc_float - report.auc_int8 > floors.max_auc_drop:

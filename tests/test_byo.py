@@ -1,0 +1,91 @@
+"""Bring your own model: split a user's Keras autoencoder at its bottleneck and export it."""
+
+import numpy as np
+import pytest
+
+from conftest import save_npz
+from edgeae import simulate
+from edgeae.errors import EdgeaeError
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    return save_npz(tmp_path_factory.mktemp("byo") / "calib.npz", simulate.machine(seconds=10, seed=3))
+
+
+def _sequential_ae():
+    from edgeae._tf import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(16, activation="relu", name="e1"),
+        keras.layers.Dense(4, name="bottleneck"),
+        keras.layers.Dense(16, activation="relu", name="d1"),
+        keras.layers.Dense(64, name="out"),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_split_and_export_own_model(tmp_path, calib, suffix):
+    from edgeae.export import export
+    from edgeae.verify import verify
+
+    model = _sequential_ae()
+    path = tmp_path / f"ae{suffix}"
+    model.save(path)
+    out = export(path, tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    rep = verify(out)
+    assert rep.windows > 0 and rep.passed, rep.table()
+    from edgeae.manifest import Export
+
+    ex = Export.open(out)
+    assert ex.window == 16 and ex.channels == simulate.CHANNELS  # 64 inputs / 4 channels
+    assert ex.manifest["code_size"] == 4 and ex.manifest["recipe"] is None
+
+
+def test_split_matches_the_original(tmp_path):
+    from edgeae.export import split
+
+    model = _sequential_ae()
+    enc, dec = split(model, "bottleneck")
+    x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    np.testing.assert_allclose(dec(enc(x)).numpy(), model(x).numpy(), rtol=1e-6)
+    assert enc.output_shape == (None, 4)
+
+
+def test_missing_code_layer(tmp_path):
+    from edgeae.export import split
+
+    with pytest.raises(EdgeaeError, match="no layer named 'code'.*bottleneck"):
+        split(_sequential_ae(), "code")
+
+
+def test_skip_connection_cannot_be_split():
+    from edgeae._tf import keras
+    from edgeae.export import split
+
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(16, name="e1")(inp)
+    code = keras.layers.Dense(4, name="bottleneck")(h)
+    d = keras.layers.Dense(16, name="d1")(code)
+    out = keras.layers.Dense(64, name="out")(keras.layers.Concatenate(name="skip")([d, h]))
+    with pytest.raises(EdgeaeError, match="layer 'skip' also reads from upstream of the code"):
+        split(keras.Model(inp, out), "bottleneck")
+
+
+def test_byo_needs_code_layer_and_calibration(tmp_path, calib):
+    from edgeae.export import export
+
+    path = tmp_path / "ae.keras"
+    _sequential_ae().save(path)
+    with pytest.raises(EdgeaeError, match="needs --code-layer and --calibration"):
+        export(path, tmp_path / "dist", calibration=calib)
+    with pytest.raises(EdgeaeError, match="channels do not divide"):
+        export(path, tmp_path / "dist", code_layer="bottleneck",
+               calibration=save_npz(tmp_path / "c3.npz", simulate.machine(seconds=2).select(["vib_x", "vib_y", "current"])))  # fmt: skip
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(EdgeaeError, match="cannot load as a tf-keras model"):
+        export(bad, tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    assert not (tmp_path / "dist").exists()

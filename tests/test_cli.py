@@ -1,0 +1,143 @@
+"""The CLI: one-line errors and non-zero exits, and the runtime half without TensorFlow."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, save_npz
+from edgeae import simulate
+
+# Makes `import tensorflow` (and tf_keras, TFMOT) fail, as on a gateway without the train extra.
+NO_TF = "import sys\nfor m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'): sys.modules[m] = None\n"
+
+
+def edgeae(*args, no_tf=False, cwd=ROOT):
+    code = (NO_TF if no_tf else "") + "from edgeae.cli import main\nmain()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("edgeae: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys\nfrom edgeae.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('tensorflow' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip().endswith("False"), proc.stdout
+    assert "edgeae demo" in proc.stdout
+
+
+def test_verify_runs_without_tensorflow(small_export, sim_test):
+    proc = edgeae("verify", small_export, "--data", sim_test, "--json", no_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["passed"] and report["auc_int8"] > 0.8
+
+
+def test_train_without_tensorflow_says_what_to_install(tmp_path, sim_train):
+    proc = edgeae("train", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--out", tmp_path / "r", no_tf=True)
+    assert_one_line_error(proc, "needs the training extra")
+
+
+def test_verify_exit_code_on_floor(small_export):
+    proc = edgeae("verify", small_export, "--min-sqnr", "200")
+    assert proc.returncode == 1 and "FAIL" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "csv, pattern",
+    [
+        ("vib_x,vib_y,current\n1,2,3\n", "missing channel column(s) 'temperature'"),
+        ("vib_x,vib_y,current,temperature\n1,2,3,4\n1,,3,4\n", "row(s) with NaN or inf values"),
+        ("vib_x,vib_y,current,temperature\n" + "1,2,3,4\n" * 20, "fewer than one window of 160"),
+    ],
+    ids=["missing-column", "nan-row", "window-longer-than-data"],
+)
+def test_train_bad_data(tmp_path, csv, pattern):
+    data = tmp_path / "d.csv"
+    data.write_text(csv)
+    proc = edgeae("train", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", data, "--out", tmp_path / "run")
+    assert_one_line_error(proc, pattern)
+    assert not (tmp_path / "run").exists()
+    assert not list(tmp_path.glob(".run*"))  # no temporary leftovers
+
+
+def test_train_unknown_recipe_key(tmp_path, sim_train):
+    r = tmp_path / "r.toml"
+    r.write_text('[model]\nkind = "dense"\n[train]\nepoch = 3\n')
+    assert_one_line_error(edgeae("train", "--recipe", r, "--data", sim_train), "unknown key(s) train.epoch")
+
+
+def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
+    assert_one_line_error(edgeae("export", small_run, "--out", tmp_path / "x"), "pass --int8")
+    assert_one_line_error(edgeae("export", "--int8", tmp_path / "nothing", "--out", tmp_path / "x"), "not a run directory")
+    other = save_npz(tmp_path / "o.npz", simulate.machine(seconds=5, seed=2).select(["vib_x", "vib_y"]))
+    assert_one_line_error(edgeae("export", "--int8", small_run, "--out", tmp_path / "x", "--calibration", other), "missing channel column")
+    assert_one_line_error(edgeae("verify", small_export, "--data", other), "missing channel column")
+    assert_one_line_error(edgeae("verify", tmp_path), "not an edgeae export")
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_truncated_tflite(tmp_path, small_export):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    f = bad / "encoder_int8.tflite"
+    f.write_bytes(f.read_bytes()[:100])
+    assert_one_line_error(edgeae("verify", bad), "truncated or altered")
+
+
+def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
+    r = tmp_path / "tiny.toml"
+    r.write_text(textwrap.dedent("""
+        [model]
+        kind = "dense"
+        hidden = [16]
+        code_size = 4
+        [data]
+        window = 16
+        hop = 8
+        [train]
+        epochs = 3
+        [prune]
+        epochs = 3
+    """))
+    proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "pruned to 50%" in proc.stdout and "enc_dense_0" in proc.stdout
+    proc = edgeae("export", "--int8", tmp_path / "run", "--out", tmp_path / "dist")
+    assert proc.returncode == 0, proc.stderr
+    assert "encoder_int8.tflite" in proc.stdout
+    proc = edgeae("verify", tmp_path / "dist", "--data", sim_test)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS" in proc.stdout
+
+
+def test_train_rows_flag(tmp_path, sim_train):
+    from conftest import small_recipe
+    from edgeae.train import training_windows, load_data
+
+    r = small_recipe()
+    w = training_windows(r, load_data(r, sim_train), train_rows=(0, 1000))
+    assert len(w) == (1000 - 32) // 8 + 1
+    proc = edgeae("train", "--recipe", ROOT / "models" / "skab.toml", "--data", sim_train, "--train-rows", "5")
+    assert_one_line_error(proc, "--train-rows must be START:STOP")
+
+
+def test_simulate_command(tmp_path):
+    proc = edgeae("simulate", "--out", tmp_path / "m.csv", "--seconds", "2")
+    assert proc.returncode == 0, proc.stderr
+    from edgeae.data import read_series
+
+    s = read_series(tmp_path / "m.csv")
+    assert s.channels == simulate.CHANNELS and len(s) == 2000 and s.labels is not None
+    np.testing.assert_allclose(s.values, simulate.machine(seconds=2).values, rtol=1e-4, atol=1e-4)

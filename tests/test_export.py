@@ -1,0 +1,135 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import save_npz
+from edgeae import simulate
+from edgeae.errors import EdgeaeError
+from edgeae.manifest import Export
+
+
+def test_manifest_contents(small_export, small_run):
+    m = json.loads((small_export / "manifest.json").read_text())
+    assert m["format_version"] == 1
+    assert set(m["artifacts"]) == {
+        "encoder_int8.tflite", "encoder_float32.tflite", "decoder_float32.tflite",
+        "reference_windows.npy", "reference_codes.npy", "reference_errors.npy",
+    }  # fmt: skip
+    assert m["window"] == {"length": 32, "hop": 8, "channels": simulate.CHANNELS, "input_shape": [128]}
+    assert m["code_size"] == m["code_bytes"] == 4
+    assert m["quantization"]["code"]["dtype"] == "int8" and m["quantization"]["input"]["scale"] > 0
+    assert m["training_data_fingerprint"] == json.loads((small_run / "data.json").read_text())["fingerprint"]
+    assert m["recipe"]["model"]["code_size"] == 4
+    assert m["normalization"]["channels"] == simulate.CHANNELS
+
+
+def test_encoder_is_full_int8(small_export):
+    from edgeae.runtime import Model
+
+    enc = Model(small_export / "encoder_int8.tflite")
+    assert enc.input["dtype"] == np.int8 and enc.output["dtype"] == np.int8
+    assert Model(small_export / "decoder_float32.tflite").input["dtype"] == np.float32
+
+
+def test_export_is_byte_identical(small_run, small_export, tmp_path):
+    from edgeae.export import export
+
+    again = export(small_run, tmp_path / "again")
+    for f in sorted(small_export.iterdir()):
+        assert f.read_bytes() == (again / f.name).read_bytes(), f.name
+
+
+def test_decoder_int8_on_request(small_run, tmp_path):
+    from edgeae.export import export
+    from edgeae.verify import verify
+
+    out = export(small_run, tmp_path / "d8", decoder_int8=True)
+    assert (out / "decoder_int8.tflite").is_file()
+    assert verify(out).windows > 0
+
+
+def test_calibration_file_with_other_channels_is_rejected(small_run, tmp_path):
+    from edgeae.export import export
+
+    s = simulate.machine(seconds=5, seed=2).select(["vib_x", "vib_y"])
+    calib = save_npz(tmp_path / "calib.npz", s)
+    with pytest.raises(EdgeaeError, match=r"missing channel column\(s\) 'current', 'temperature'"):
+        export(small_run, tmp_path / "out", calibration=calib)
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_file_is_used(small_run, small_export, tmp_path):
+    from edgeae.export import export
+
+    calib = save_npz(tmp_path / "calib.npz", simulate.machine(seconds=10, seed=5))
+    out = export(small_run, tmp_path / "out", calibration=calib)
+    assert (out / "encoder_int8.tflite").read_bytes() != (small_export / "encoder_int8.tflite").read_bytes()
+
+
+def test_incomplete_run(tmp_path):
+    from edgeae.export import export
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(EdgeaeError, match="not a complete edgeae run"):
+        export(tmp_path / "run", tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_artifact_is_caught(small_export, tmp_path, damage):
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    f = bad / "encoder_int8.tflite"
+    data = bytearray(f.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(EdgeaeError, match="truncated or altered" if damage == "truncate" else "sha256 does not match"):
+        Export.open(bad)
+
+
+def test_not_an_export(tmp_path):
+    with pytest.raises(EdgeaeError, match="no manifest.json"):
+        Export.open(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(EdgeaeError, match="not valid JSON"):
+        Export.open(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format_version": 99}')
+    with pytest.raises(EdgeaeError, match="format version 99"):
+        Export.open(tmp_path)
+
+
+def test_verify_reports_fidelity(small_export, sim_test):
+    from edgeae.verify import verify
+
+    rep = verify(small_export, data=sim_test)
+    assert rep.passed, rep.table()
+    assert rep.litert_tflm_mismatch <= 0.02
+    assert rep.code_sqnr_db > 20 and rep.tflm_code_sqnr_db > 20
+    assert rep.auc_float - rep.auc_int8 <= 0.01
+    assert "ROC-AUC int8" in rep.table()
+
+
+def test_verify_channel_mismatch(small_export, tmp_path):
+    from edgeae.verify import verify
+
+    other = save_npz(tmp_path / "o.npz", simulate.machine(seconds=5, seed=2).select(["vib_x", "current"]))
+    with pytest.raises(EdgeaeError, match="missing channel column"):
+        verify(small_export, data=other)
+
+
+def test_verify_fails_a_floor(small_export):
+    from edgeae.verify import Floors, verify
+
+    rep = verify(small_export, floors=Floors(min_code_sqnr_db=200))
+    assert not rep.passed and "LiteRT code SQNR" in rep.failures[0]
+
+
+def test_tflm_too_small_arena_is_an_error_not_a_crash(small_export):
+    from edgeae.verify import verify
+
+    with pytest.raises(EdgeaeError, match="TFLite Micro failed"):
+        verify(small_export, arena_bytes=512)

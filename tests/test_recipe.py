@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from edgeae import recipe
+from edgeae.errors import EdgeaeError
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_recipes_are_valid(path):
+    r = recipe.load(path)
+    assert r.name == path.stem
+
+
+def test_mlperf_recipe_shape():
+    r = recipe.load(MODELS / "mlperf-ad.toml")
+    assert r.data.window * len(r.data.channels) == 640
+    assert r.model.hidden == [128] * 4 and r.model.code_size == 8
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('[model]\nkind = "dense"\ncode_sise = 8\n')
+    with pytest.raises(EdgeaeError, match=r"unknown key\(s\) model.code_sise"):
+        recipe.load(p)
+
+
+def test_unknown_table_and_nested_key():
+    with pytest.raises(EdgeaeError, match="unknown key"):
+        recipe.from_dict({"modle": {}})
+    with pytest.raises(EdgeaeError, match="model.sparse.wieght"):
+        recipe.from_dict({"model": {"sparse": {"wieght": 1}}})
+
+
+def test_wrong_types_and_values():
+    with pytest.raises(EdgeaeError, match="code_size must be int"):
+        recipe.from_dict({"model": {"code_size": "8"}})
+    with pytest.raises(EdgeaeError, match="tied must be bool"):
+        recipe.from_dict({"model": {"tied": 1}})
+    with pytest.raises(EdgeaeError, match="must be one of dense, conv1d"):
+        recipe.from_dict({"model": {"kind": "lstm"}})
+    with pytest.raises(EdgeaeError, match="needs model.code_activation"):
+        recipe.from_dict({"model": {"sparse": {"kind": "kl"}}})
+    with pytest.raises(EdgeaeError, match="divisible"):
+        recipe.from_dict({"model": {"kind": "conv1d", "filters": [4, 4]}, "data": {"window": 30}})
+    with pytest.raises(EdgeaeError, match="sparsity"):
+        recipe.from_dict({"prune": {"sparsity": 1.5}})
+
+
+def test_int_accepted_for_float():
+    assert recipe.from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
+
+
+def test_invalid_toml(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("[model\n")
+    with pytest.raises(EdgeaeError, match="not valid TOML"):
+        recipe.load(p)

@@ -141,11 +141,15 @@ def simulate(out, seconds, seed):
 
     s = sim.machine(seconds=seconds, seed=seed)
     out = Path(out)
-    if out.suffix == ".npz":
-        np.savez(out, data=s.values, channels=np.array(s.channels), labels=s.labels)
-    else:
-        t = np.arange(len(s)) / 1000.0
-        table = np.column_stack([t, s.values, s.labels])
-        np.savetxt(out, table, delimiter=",", header=",".join(["time", *s.channels, "label"]), comments="",
-                   fmt=["%.3f"] + ["%.5g"] * len(s.channels) + ["%d"])  # fmt: skip
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    try:
+        if out.suffix == ".npz":
+            np.savez(tmp, data=s.values, channels=np.array(s.channels), labels=s.labels)
+        else:
+            table = np.column_stack([np.arange(len(s)) / 1000.0, s.values, s.labels])
+            np.savetxt(tmp, table, delimiter=",", header=",".join(["time", *s.channels, "label"]), comments="",
+                       fmt=["%.3f"] + ["%.5g"] * len(s.channels) + ["%d"])  # fmt: skip
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")

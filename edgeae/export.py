@@ -67,12 +67,18 @@ def _from_run(run: Path, calibration) -> dict:
                                    recipe.export.calibration_windows, recipe.train.seed)  # fmt: skip
     else:
         rep = np.load(run / "calibration.npy")
+    rep = with_margin(rep, recipe.export.input_margin)
     reference = np.load(run / "validation.npy")
     pruning = json.loads((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
     return dict(
         encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
         representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,
     )  # fmt: skip
+
+
+def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
+    """The representative set plus copies scaled by `margin` (see recipe.Export.input_margin)."""
+    return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
 
 
 def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int):
@@ -114,9 +120,10 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     hop = max(1, window // 4)
     rep = D.to_input(norm(D.windows(series, window, hop)), shape)
     sample = np.random.default_rng(0).permutation(len(rep))
+    margin = Recipe().export.input_margin
     return dict(
         encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
-        representative=rep[np.sort(sample[:256])], reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
+        representative=with_margin(rep[np.sort(sample[:256])], margin), reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
         recipe=None, fingerprint=series.fingerprint(), pruning=None,
     )  # fmt: skip
 

@@ -10,7 +10,7 @@ error (a typo must not silently fall back to a default). See `models/*.toml` for
     [data]    channels, label, time, window, hop, train_rows
     [train]   epochs, batch_size, learning_rate, validation_split, patience, seed
     [prune]   sparsity, epochs, frequency
-    [export]  calibration_windows, calibration
+    [export]  calibration_windows, input_margin, calibration
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ class Prune:
 @dataclass
 class Export:
     calibration_windows: int = 256
+    # The int8 input range is calibrated on the calibration windows and on copies scaled by this
+    # factor, so data drifting past the training range is not clipped at the encoder's input.
+    # On SKAB a margin of 3 closed a 0.06 ROC-AUC gap between int8 and float for ~9 dB of SQNR.
+    input_margin: float = 3.0
     calibration: str | None = None  # a file in calibration/ (CSV or .npz); default: training windows
 
 
@@ -118,6 +122,8 @@ class Recipe:
             raise EdgeaeError(f"recipe: data.train_rows must be [start, stop), got {d.train_rows}")
         if not 0.0 <= self.prune.sparsity < 1.0:
             raise EdgeaeError(f"recipe: prune.sparsity must be in [0, 1), got {self.prune.sparsity}")
+        if self.export.input_margin < 1.0:
+            raise EdgeaeError(f"recipe: export.input_margin must be >= 1, got {self.export.input_margin}")
         if not 0.0 <= self.train.validation_split < 0.9:
             raise EdgeaeError("recipe: train.validation_split must be in [0, 0.9)")
         return self

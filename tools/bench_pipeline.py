@@ -1,0 +1,99 @@
+"""Pipeline benchmark: per recipe, training and export time, artifact sizes, per-layer sparsity,
+code SQNR, ROC-AUC float / int8, and the CLI's start-up time. Writes JSON.
+
+Runs the shipped simulated-data recipes (mlperf-ad, conv1d-vibration) on a simulated
+training recording and verifies on a separate one.
+
+    python tools/bench_pipeline.py [--recipes mlperf-ad,conv1d-vibration] [--seconds 120] [--out tools/out/pipeline.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgeae import recipe as R  # noqa: E402
+from edgeae import simulate  # noqa: E402
+
+
+def cli_startup_s(repeats: int = 5) -> dict:
+    """Wall time of `edgeae --help` in a fresh interpreter (median and max of `repeats`)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edgeae", "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return {"median": statistics.median(times), "max": max(times), "repeats": repeats}
+
+
+def bench_recipe(name: str, train_data: Path, test_data: Path, work: Path) -> dict:
+    from edgeae.export import export
+    from edgeae.train import train
+    from edgeae.verify import verify
+
+    recipe = R.load(ROOT / "models" / f"{name}.toml")
+    t0 = time.perf_counter()
+    run = train(recipe, train_data, work / "run", progress=False)
+    t1 = time.perf_counter()
+    out = export(run, work / "dist")
+    t2 = time.perf_counter()
+    rep = verify(out, data=test_data)
+    t3 = time.perf_counter()
+    man = json.loads((out / "manifest.json").read_text())
+    pruning = man["pruning"] or {}
+    return {
+        "recipe": name,
+        "train_s": t1 - t0,
+        "export_s": t2 - t1,
+        "verify_s": t3 - t2,
+        "artifact_bytes": {k: v["bytes"] for k, v in man["artifacts"].items() if k.endswith(".tflite")},
+        "code_bytes": man["code_bytes"],
+        "raw_bytes_per_window_int16": man["raw_bytes_per_window"]["int16"],
+        "gzip_weight_bytes": {"before": pruning.get("gzip_bytes_before"), "after": pruning.get("gzip_bytes_after")},
+        "layer_sparsity": {f"{l['model']}/{l['layer']}": l["sparsity"] for l in pruning.get("layers", [])},
+        "code_sqnr_db": {"litert": rep.code_sqnr_db, "tflm": rep.tflm_code_sqnr_db},
+        "litert_tflm_mismatch": rep.litert_tflm_mismatch,
+        "recon_error": {"float": rep.error_float, "int8": rep.error_int8},
+        "auc": {"float": rep.auc_float, "int8": rep.auc_int8},
+        "verify_passed": rep.passed,
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default="mlperf-ad,conv1d-vibration")
+    ap.add_argument("--seconds", type=float, default=120.0, help="length of each simulated recording")
+    ap.add_argument("--out", default=str(ROOT / "tools" / "out" / "pipeline.json"))
+    args = ap.parse_args(argv)
+
+    result = {"cli_startup_s": cli_startup_s(), "recipes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = {}
+        for split, seed in (("train", 0), ("test", 1)):
+            s = simulate.machine(seconds=args.seconds, seed=seed)
+            paths[split] = tmp / f"{split}.npz"
+            np.savez(paths[split], data=s.values, channels=np.array(s.channels), labels=s.labels)
+        for name in args.recipes.split(","):
+            result["recipes"].append(bench_recipe(name, paths["train"], paths["test"], tmp / name))
+            print(json.dumps(result["recipes"][-1], indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"CLI start-up (edgeae --help): median {result['cli_startup_s']['median'] * 1000:.0f} ms")
+    print(f"written to {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -117,14 +117,14 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
 @click.option("--max-error-increase", type=float, default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
 @click.option("--max-auc-drop", type=float, default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
-@click.option("--max-runtime-mismatch", type=float, default=0.02, show_default=True, help="Ceiling on the fraction of code values LiteRT and TFLite Micro round differently.")
+@click.option("--max-runtime-rms", type=float, default=round(12**-0.5, 4), show_default=True, help="Ceiling on the RMS difference of TFLite Micro's codes from LiteRT's, in code steps.")
 @click.option("--arena", type=int, default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_mismatch, arena, as_json):
+def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_rms, arena, as_json):
     """Check an export without TensorFlow: hashes, LiteRT = TFLite Micro, fidelity vs float."""
     from .verify import Floors, verify as verify_
 
-    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_mismatch=max_runtime_mismatch, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
+    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_rms_steps=max_runtime_rms, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.passed else 1)
 

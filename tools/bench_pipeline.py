@@ -63,7 +63,7 @@ def bench_recipe(name: str, train_data: Path, test_data: Path, work: Path) -> di
         "gzip_weight_bytes": {"before": pruning.get("gzip_bytes_before"), "after": pruning.get("gzip_bytes_after")},
         "layer_sparsity": {f"{l['model']}/{l['layer']}": l["sparsity"] for l in pruning.get("layers", [])},
         "code_sqnr_db": {"litert": rep.code_sqnr_db, "tflm": rep.tflm_code_sqnr_db},
-        "litert_tflm_mismatch": rep.litert_tflm_mismatch,
+        "litert_tflm": {"rms_steps": rep.litert_tflm_rms_steps, "mismatch": rep.litert_tflm_mismatch, "max_diff": rep.litert_tflm_max_diff},
         "recon_error": {"float": rep.error_float, "int8": rep.error_int8},
         "auc": {"float": rep.auc_float, "int8": rep.auc_int8},
         "verify_passed": rep.passed,

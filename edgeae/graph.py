@@ -1,0 +1,177 @@
+"""Reading a .tflite flatbuffer without TensorFlow: its operators, tensors, parameters and MACs.
+
+Uses the schema bindings that ship with LiteRT (`ai_edge_litert.schema_py_generated`).
+`edgeae inspect`, the MCU op resolver and the Edge TPU checker all read models through here.
+
+MACs count multiply-accumulates per inference (batch 1) of the ops that do them:
+FULLY_CONNECTED (in x out), CONV_2D (out positions x kernel area x in channels x out channels),
+DEPTHWISE_CONV_2D and TRANSPOSE_CONV likewise; element-wise and shape ops count 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeaeError
+
+_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8", 7: "int16", 6: "bool", 10: "float64"}
+_NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int64": np.int64}
+WEIGHTED_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: list[float]
+    zero_point: list[int]
+    data: np.ndarray | None  # constant tensors only
+    shape_signature: tuple[int, ...] = ()
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+
+@dataclass
+class Op:
+    index: int
+    name: str
+    version: int
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    options: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> Tensor | None:
+        return self.inputs[1] if self.name in WEIGHTED_OPS and len(self.inputs) > 1 else None
+
+    @property
+    def bias(self) -> Tensor | None:
+        if self.name == "TRANSPOSE_CONV":
+            return self.inputs[3] if len(self.inputs) > 3 else None
+        return self.inputs[2] if self.name in WEIGHTED_OPS and len(self.inputs) > 2 else None
+
+    @property
+    def parameters(self) -> int:
+        return sum(int(t.data.size) for t in (self.weights, self.bias) if t is not None and t.data is not None)
+
+    @property
+    def macs(self) -> int:
+        w = self.weights
+        if w is None:
+            return 0
+        out = self.outputs[0].shape
+        if self.name == "FULLY_CONNECTED":
+            rows = int(np.prod(out[:-1])) if len(out) > 1 else 1
+            return rows * int(np.prod(w.shape))  # weights are (out, in)
+        if self.name == "CONV_2D":  # weights (out_c, kh, kw, in_c); output (1, h, w, out_c)
+            return int(np.prod(out[:-1])) * int(np.prod(w.shape))
+        if self.name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, out_c)
+            return int(np.prod(out[:-1])) * int(np.prod(w.shape))
+        if self.name == "TRANSPOSE_CONV":  # each input position scatters a full kernel
+            x = self.inputs[2].shape
+            return int(np.prod(x[:-1])) * int(np.prod(w.shape))
+        return 0
+
+    @property
+    def zero_weight_fraction(self) -> float | None:
+        w = self.weights
+        if w is None or w.data is None:
+            return None
+        zero = w.zero_point[0] if w.zero_point and len(set(w.zero_point)) == 1 else 0
+        return float(np.mean(w.data == zero))
+
+
+@dataclass
+class Graph:
+    ops: list[Op]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    size_bytes: int
+    subgraphs: int
+    sparse_tensors: int  # tensors stored in the TFLite sparse format (needs DENSIFY)
+
+    @property
+    def op_names(self) -> list[str]:
+        """Distinct operator names in first-use order (what an op resolver must register)."""
+        return list(dict.fromkeys(op.name for op in self.ops))
+
+    @property
+    def parameters(self) -> int:
+        return sum(op.parameters for op in self.ops)
+
+    @property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+
+def read(model: str | Path | bytes) -> Graph:
+    """Parse a .tflite flatbuffer; a file that is not one is an `EdgeaeError`."""
+    from ai_edge_litert import schema_py_generated as S
+
+    name = "<bytes>" if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes):
+        if not Path(model).is_file():
+            raise EdgeaeError(f"{name}: no such file")
+        model = Path(model).read_bytes()
+    if len(model) < 8 or model[4:8] != b"TFL3":
+        raise EdgeaeError(f"{name}: not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        m = S.ModelT.InitFromPackedBuf(model, 0)
+    except Exception as e:  # a damaged flatbuffer fails in many ways
+        raise EdgeaeError(f"{name}: damaged TFLite flatbuffer ({e.__class__.__name__})") from None
+    if not m.subgraphs:
+        raise EdgeaeError(f"{name}: the model has no subgraph")
+    op_names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+    g = m.subgraphs[0]
+    tensors = [_tensor(i, t, m.buffers) for i, t in enumerate(g.tensors)]
+    ops = []
+    for i, o in enumerate(g.operators):
+        code = m.operatorCodes[o.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        ops.append(Op(
+            index=i, name=op_names.get(builtin, f"UNKNOWN_{builtin}"), version=code.version,
+            inputs=[tensors[j] for j in o.inputs if j >= 0], outputs=[tensors[j] for j in o.outputs],
+            options=_options(o.builtinOptions),
+        ))  # fmt: skip
+    return Graph(
+        ops=ops, inputs=[tensors[i] for i in g.inputs], outputs=[tensors[i] for i in g.outputs],
+        size_bytes=len(model), subgraphs=len(m.subgraphs), sparse_tensors=sum(t.sparsity is not None for t in g.tensors),
+    )  # fmt: skip
+
+
+def _tensor(index, t, buffers) -> Tensor:
+    dtype = _DTYPES.get(t.type, f"type{t.type}")
+    q = t.quantization
+    scale = [float(s) for s in (q.scale if q is not None and q.scale is not None else [])]
+    zp = [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])]
+    shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+    data = None
+    buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+    if buf is not None and buf.data is not None and len(buf.data) and dtype in _NUMPY:
+        data = np.frombuffer(bytes(bytearray(buf.data)), dtype=_NUMPY[dtype])
+        if shape and data.size == int(np.prod(shape)):
+            data = data.reshape(shape)
+    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
+    return Tensor(index, name, shape, dtype, scale, zp, data, sig)
+
+
+def _options(opts) -> dict:
+    if opts is None:
+        return {}
+    out = {}
+    for k, v in vars(opts).items():
+        if isinstance(v, (int, float, bool)):
+            out[k] = v
+    return out

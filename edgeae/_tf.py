@@ -5,10 +5,28 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-repeatable CPU kernels
 
+import contextlib
+import tempfile
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Send C++ chatter on fd 2 (absl, the converter) to a buffer; yield a function reading it."""
+    with tempfile.TemporaryFile(mode="w+") as buf:
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield lambda: (buf.seek(0), buf.read())[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 try:
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
+    with native_stderr_captured():
+        import tensorflow as tf
+        import tensorflow_model_optimization as tfmot
+        import tf_keras as keras
 except ImportError as e:  # the runtime-only install has no TensorFlow
     from .errors import EdgeaeError
 

@@ -56,15 +56,17 @@ def demo(out, seconds):
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
+@click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(recipe_path, data, out, sparsity, train_rows, quiet):
+def train(recipe_path, data, out, sparsity, train_rows, qat, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
     from . import recipe as R
     from .train import train as train_
 
     recipe = R.load(recipe_path)
     rows = _parse_rows(train_rows) if train_rows else None
-    run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows, progress=not quiet)
+    run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows,
+                 progress=not quiet, qat=qat)  # fmt: skip
     history = json.loads((run / "history.json").read_text())
     last = {k: v[-1] for k, v in history["train"].items()}
     click.echo(f"trained {recipe.name}: {len(history['train']['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
@@ -73,6 +75,9 @@ def train(recipe_path, data, out, sparsity, train_rows, quiet):
         click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")
         for row in p["layers"]:
             click.echo(f"  {row['model']:<8} {row['layer']:<14} {row['weights']:>7} weights  {row['sparsity']:6.1%} zero" + ("  (tied)" if row.get("tied") else ""))
+    if "qat" in history:
+        q = history["qat"]
+        click.echo("quantization-aware fine-tuning: " + ("applied" if q["applied"] else f"not applied: {q['reason']}"))
     click.echo(f"run written to {run}")
 
 
@@ -94,20 +99,30 @@ def _parse_rows(text: str) -> tuple[int, int]:
 @click.option("--calibration", type=click.Path(), help="Representative data (CSV / .npz) instead of the training windows.")
 @click.option("--code-layer", help="For your own .keras / .h5 autoencoder: the bottleneck layer to split at.")
 @click.option("--normalization", type=click.Path(), help="For your own model: normalization JSON (channels, mean, std).")
-def export(source, int8, out, decoder_int8, calibration, code_layer, normalization):
+@click.option("--target", type=click.Choice(["mcu", "edgetpu"]), help="mcu: + TFLite Micro C sources with the measured arena; edgetpu: per-tensor weights + compatibility report.")
+@click.option("--io-type", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True, help="The int8 encoder's input/output type.")
+def export(source, int8, out, decoder_int8, calibration, code_layer, normalization, target, io_type):
     """Export a run directory (or your own Keras autoencoder) for the device and the host."""
     if not int8:
         raise EdgeaeError("only full-int8 export is supported: pass --int8")
     from .export import export as export_
 
     path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration, code_layer=code_layer,
-                   normalization=normalization)  # fmt: skip
+                   normalization=normalization, target=target, io_type=io_type)  # fmt: skip
     man = json.loads((path / "manifest.json").read_text())
     for name, meta in man["artifacts"].items():
         click.echo(f"  {name:<26} {meta['bytes']:>9} bytes  sha256 {meta['sha256'][:16]}")
     q = man["quantization"]
-    click.echo(f"code: {man['code_size']} int8 values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
+    click.echo(f"code: {man['code_size']} {q['code']['dtype']} values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
                f" per window of {man['raw_bytes_per_window']['int16']} raw int16 bytes")  # fmt: skip
+    if "mcu" in man:
+        a = man["mcu"]["arena"]
+        click.echo(f"mcu: C sources {man['mcu']['sources']}_*; tensor arena {a['stated_bytes']} bytes "
+                   f"(smallest that ran {a['minimum_bytes']}, +{a['margin']:.0%})")  # fmt: skip
+    if "edgetpu" in man:
+        from .targets import edgetpu_table
+
+        click.echo(edgetpu_table(json.loads((path / "edgetpu_report.json").read_text())))
     click.echo(f"export written to {path}")
 
 
@@ -117,14 +132,14 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
 @click.option("--max-error-increase", type=float, default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
 @click.option("--max-auc-drop", type=float, default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
-@click.option("--max-runtime-rms", type=float, default=round(12**-0.5, 4), show_default=True, help="Ceiling on the RMS difference of TFLite Micro's codes from LiteRT's, in code steps.")
+@click.option("--max-runtime-noise", type=float, default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's.")
 @click.option("--arena", type=int, default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_rms, arena, as_json):
+def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, arena, as_json):
     """Check an export without TensorFlow: hashes, LiteRT = TFLite Micro, fidelity vs float."""
     from .verify import Floors, verify as verify_
 
-    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_rms_steps=max_runtime_rms, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
+    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_excess_noise=max_runtime_noise, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.passed else 1)
 
@@ -153,3 +168,53 @@ def simulate(out, seconds, seed):
     finally:
         tmp.unlink(missing_ok=True)
     click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--edgetpu", is_flag=True, help="Also check each op against the Edge TPU's supported ops.")
+def inspect(path, as_json, edgetpu):
+    """Per-op table and totals of an export's int8 encoder, or of any .tflite (no TensorFlow)."""
+    from . import graph, targets
+    from .manifest import Export
+
+    p = Path(path)
+    if p.is_dir():
+        ex = Export.open(p)
+        model = ex.encoder_int8
+        arena = ex.manifest.get("mcu", {}).get("arena") or targets.measure_arena(model)
+    else:
+        model, arena = p, None
+        graph.read(model)  # a clear error for a file that is not a flatbuffer, before measuring
+        arena = targets.measure_arena(model)
+    d = graph.describe(model, arena)
+    if edgetpu:
+        d["edgetpu"] = targets.edgetpu_report(model)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(graph.table(d))
+        if edgetpu:
+            click.echo(targets.edgetpu_table(d["edgetpu"]))
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--threads", type=int, help="LiteRT threads (default: LiteRT's choice).")
+@click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--repeats", default=200, show_default=True, help="Timed invocations at batch 1 (fewer for larger batches).")
+@click.option("--edgetpu", is_flag=True, help="Also run the int8 encoder through the Edge TPU delegate.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON here too.")
+def bench(export_dir, threads, batches, repeats, edgetpu, out):
+    """Encoder latency on this CPU through LiteRT: int8 vs float32, p50 / p99, windows per second."""
+    from . import bench as bench_
+
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        raise EdgeaeError(f"--batches must be comma-separated integers, got {batches!r}") from None
+    result = bench_.bench(export_dir, threads=threads, batches=sizes, repeats=repeats, edgetpu=edgetpu)
+    click.echo(bench_.table(result))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")

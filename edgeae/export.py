@@ -30,8 +30,19 @@ def export(
     calibration: str | Path | None = None,
     code_layer: str | None = None,
     normalization: str | Path | None = None,
+    target: str | None = None,
+    io_type: str = "int8",
 ) -> Path:
-    """Export a run directory, or a Keras autoencoder file split at `code_layer`."""
+    """Export a run directory, or a Keras autoencoder file split at `code_layer`.
+
+    `target`: None (the .tflite files and manifest), "mcu" (+ TFLite Micro C sources with the
+    measured arena) or "edgetpu" (per-tensor weights + an Edge TPU compatibility report).
+    `io_type`: the int8 encoder's input / output type, "int8" or "uint8".
+    """
+    if target not in (None, "mcu", "edgetpu"):
+        raise EdgeaeError(f"unknown target {target!r}; choose mcu or edgetpu")
+    if io_type not in ("int8", "uint8"):
+        raise EdgeaeError(f"--io-type must be int8 or uint8, got {io_type!r}")
     source = Path(source)
     if source.is_dir():
         if code_layer is not None:
@@ -43,21 +54,25 @@ def export(
         parts = _from_keras_file(source, code_layer, calibration, normalization)
     else:
         raise EdgeaeError(f"{source}: not a run directory or a .keras / .h5 model")
-    return _write(out, decoder_int8=decoder_int8, **parts)
+    return _write(out, decoder_int8=decoder_int8, target=target, io_type=io_type, **parts)
 
 
 def _from_run(run: Path, calibration) -> dict:
     from ._tf import keras
 
-    needed = ["encoder.keras", "decoder.keras", "recipe.json", "normalization.json", "data.json", "calibration.npy"]
+    encoder_file = next((run / n for n in ("encoder.keras", "encoder.h5") if (run / n).is_file()), run / "encoder.keras")
+    needed = [encoder_file.name, "decoder.keras", "recipe.json", "normalization.json", "data.json", "calibration.npy"]
     missing = [n for n in needed if not (run / n).is_file()]
     if missing:
         raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
     recipe = from_dict(json.loads((run / "recipe.json").read_text()))
     norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
     info = json.loads((run / "data.json").read_text())
+    from .qat import load_scope
+
     try:
-        encoder = keras.models.load_model(run / "encoder.keras", compile=False)
+        with load_scope():  # a QAT encoder holds TFMOT quantize wrappers
+            encoder = keras.models.load_model(encoder_file, compile=False)
         decoder = keras.models.load_model(run / "decoder.keras", compile=False)
     except Exception as e:
         raise EdgeaeError(f"{run}: cannot load the Keras models ({e.__class__.__name__}: {str(e)[:120]})") from None
@@ -71,7 +86,7 @@ def _from_run(run: Path, calibration) -> dict:
     reference = np.load(run / "validation.npy")
     pruning = json.loads((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
     return dict(
-        encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
+        name=recipe.name, encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
         representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,
     )  # fmt: skip
 
@@ -122,7 +137,7 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     sample = np.random.default_rng(0).permutation(len(rep))
     margin = Recipe().export.input_margin
     return dict(
-        encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
+        name=path.stem, encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
         representative=with_margin(rep[np.sort(sample[:256])], margin), reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
         recipe=None, fingerprint=series.fingerprint(), pruning=None,
     )  # fmt: skip
@@ -167,14 +182,16 @@ def split(model, code_layer: str):
     return encoder, keras.Model(code_in, produced[id(final)], name="decoder")
 
 
-def _write(out, *, encoder, decoder, normalizer, window, hop, representative, reference, recipe: Recipe | None,
-           fingerprint, pruning, decoder_int8) -> Path:  # fmt: skip
+def _write(out, *, name, encoder, decoder, normalizer, window, hop, representative, reference, recipe: Recipe | None,
+           fingerprint, pruning, decoder_int8, target, io_type) -> Path:  # fmt: skip
+    from . import targets
     from .quantize import to_tflite
     from .runtime import Model
 
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
-    enc_int8 = to_tflite(encoder, representative)
+    edgetpu = target == "edgetpu"
+    enc_int8 = to_tflite(encoder, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
     enc_f32 = to_tflite(encoder)
     codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
@@ -189,32 +206,40 @@ def _write(out, *, encoder, decoder, normalizer, window, hop, representative, re
     code_scale, code_zp = device.output_quant
     code_size = int(np.prod(device.output_shape))
     channels = normalizer.channels
+    manifest = {
+        "format_version": M.FORMAT_VERSION,
+        "name": name,
+        "window": {"length": window, "hop": hop, "channels": channels, "input_shape": list(device.input_shape)},
+        "normalization": normalizer.to_dict(),
+        "quantization": {
+            "input": {"scale": in_scale, "zero_point": in_zp, "dtype": io_type},
+            "code": {"scale": code_scale, "zero_point": code_zp, "dtype": io_type},
+            "weights": "per-tensor" if target == "edgetpu" else "per-channel",
+        },
+        "code_size": code_size,
+        "code_bytes": code_size,
+        "raw_bytes_per_window": {"int16": window * len(channels) * 2, "float32": window * len(channels) * 4},
+        "decoder": {"file": dec_name, "dtype": "int8" if decoder_int8 else "float32"},
+        "score": "mean squared reconstruction error per window, in normalized units",
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "training_data_fingerprint": fingerprint,
+        "pruning": pruning,
+        "target": target,
+    }
 
     with atomic_dir(out) as tmp:
         (tmp / M.ENCODER_INT8).write_bytes(enc_int8)
         (tmp / M.ENCODER_FLOAT).write_bytes(enc_f32)
         (tmp / dec_name).write_bytes(dec)
-        for name, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
-            np.save(tmp / name, np.asarray(arr, dtype=np.float32))
-        artifacts = {f.name: M.artifact_entry(f) for f in sorted(tmp.iterdir())}
-        manifest = {
-            "format_version": M.FORMAT_VERSION,
-            "artifacts": artifacts,
-            "window": {"length": window, "hop": hop, "channels": channels,
-                       "input_shape": list(device.input_shape)},  # fmt: skip
-            "normalization": normalizer.to_dict(),
-            "quantization": {
-                "input": {"scale": in_scale, "zero_point": in_zp, "dtype": "int8"},
-                "code": {"scale": code_scale, "zero_point": code_zp, "dtype": "int8"},
-            },
-            "code_size": code_size,
-            "code_bytes": code_size,
-            "raw_bytes_per_window": {"int16": window * len(channels) * 2, "float32": window * len(channels) * 4},
-            "decoder": {"file": dec_name, "dtype": "int8" if decoder_int8 else "float32"},
-            "score": "mean squared reconstruction error per window, in normalized units",
-            "recipe": recipe.to_dict() if recipe is not None else None,
-            "training_data_fingerprint": fingerprint,
-            "pruning": pruning,
-        }
+        for fname, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
+            np.save(tmp / fname, np.asarray(arr, dtype=np.float32))
+        if target == "mcu":
+            manifest["mcu"] = {"arena": targets.measure_arena(tmp / M.ENCODER_INT8), "sources": targets.c_identifier(name)}
+            targets.mcu_sources(tmp, targets.c_identifier(name), enc_int8, manifest, manifest["mcu"]["arena"])
+        elif target == "edgetpu":
+            report = targets.edgetpu_report(tmp / M.ENCODER_INT8)
+            write_json(tmp / "edgetpu_report.json", report)
+            manifest["edgetpu"] = {"all_supported": report["all_supported"], "split": report["split"]}
+        manifest["artifacts"] = {f.name: M.artifact_entry(f) for f in sorted(tmp.iterdir())}
         write_json(tmp / M.MANIFEST, manifest)
     return Path(out)

@@ -175,3 +175,59 @@ def _options(opts) -> dict:
         if isinstance(v, (int, float, bool)):
             out[k] = v
     return out
+
+
+def describe(path: str | Path, arena: dict | None = None) -> dict:
+    """What `edgeae inspect` shows for one .tflite: per-op rows and totals (JSON-ready)."""
+    g = read(path)
+    out = g.outputs[0]
+    ops = [
+        {
+            "index": op.index,
+            "op": op.name,
+            "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in op.inputs if t.data is None],
+            "outputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in op.outputs],
+            "options": op.options,
+            "parameters": op.parameters,
+            "macs": op.macs,
+            "zero_weight_fraction": op.zero_weight_fraction,
+        }
+        for op in g.ops
+    ]
+    return {
+        "model": str(path),
+        "ops": ops,
+        "totals": {
+            "parameters": g.parameters,
+            "macs_per_window": g.macs,
+            "flash_bytes": g.size_bytes,
+            "arena_bytes": arena,
+            "output_bytes_per_window": int(np.prod(out.shape[1:] or (1,))) * np.dtype(_NUMPY.get(out.dtype, np.float32)).itemsize,
+            "input": {"shape": list(g.inputs[0].shape), "dtype": g.inputs[0].dtype},
+            "output": {"shape": list(out.shape), "dtype": out.dtype},
+        },
+    }
+
+
+def table(d: dict) -> str:
+    """A human-readable per-op table of `describe`'s result."""
+
+    def shapes(ts):
+        return ", ".join(f"{t['dtype']}{t['shape']}" for t in ts)
+
+    lines = [f"{d['model']}", f"{'#':>3}  {'op':<18} {'inputs':<28} {'outputs':<20} {'params':>8} {'MACs':>9} {'zero w':>7}"]
+    for r in d["ops"]:
+        zero = "" if r["zero_weight_fraction"] is None else f"{r['zero_weight_fraction']:.1%}"
+        lines.append(
+            f"{r['index']:>3}  {r['op']:<18} {shapes(r['inputs']):<28} {shapes(r['outputs']):<20} "
+            f"{r['parameters']:>8} {r['macs']:>9} {zero:>7}"
+        )
+    t = d["totals"]
+    arena = t["arena_bytes"]
+    lines += [
+        f"parameters {t['parameters']}, MACs per window {t['macs_per_window']}, flash {t['flash_bytes']} bytes, "
+        f"output {t['output_bytes_per_window']} bytes per window",
+        "arena: " + (f"{arena['stated_bytes']} bytes stated (smallest that ran {arena['minimum_bytes']}, recorded "
+                     f"{arena['recorded_bytes']})" if arena else "not measured"),  # fmt: skip
+    ]
+    return "\n".join(lines)

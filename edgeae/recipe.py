@@ -8,7 +8,7 @@ error (a typo must not silently fall back to a default). See `models/*.toml` for
     [model.sparse]   kind = "l1" | "kl", weight, target          (activity penalty on the code)
     [model.denoise]  kind = "gaussian" | "mask", stddev, rate   (corruption while training)
     [data]    channels, label, time, window, hop, train_rows
-    [train]   epochs, batch_size, learning_rate, validation_split, patience, seed
+    [train]   epochs, batch_size, learning_rate, validation_split, patience, seed, qat, qat_epochs
     [prune]   sparsity, epochs, frequency
     [export]  calibration_windows, input_margin, calibration
 """
@@ -69,6 +69,8 @@ class Train:
     validation_split: float = 0.1
     patience: int = 5
     seed: int = 0
+    qat: bool = False  # quantization-aware fine-tuning of the encoder after training / pruning
+    qat_epochs: int = 5
 
 
 @dataclass

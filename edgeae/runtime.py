@@ -35,19 +35,20 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class Model:
     """A .tflite model in LiteRT, run on batches of windows."""
 
-    def __init__(self, path_or_bytes: str | Path | bytes, threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, path_or_bytes: str | Path | bytes, threads: int | None = None, delegates=None):
+        Interpreter, _ = _litert()
         self.name = "<bytes>" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
         content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         try:
-            self._it = Interpreter(model_content=content, num_threads=threads)
+            self._it = Interpreter(model_content=content, num_threads=threads, experimental_delegates=delegates)
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgeaeError(f"{self.name}: not a loadable TFLite model ({str(e).splitlines()[0]})") from None
         self.input = self._it.get_input_details()[0]
         self.output = self._it.get_output_details()[0]
         self._batch = 1
+        #: False for a model with a fixed batch of 1 (the Edge TPU export): it runs window by window.
+        self.batchable = int(self.input["shape_signature"][0]) == -1
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -72,6 +73,7 @@ class Model:
     def run_raw(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """Run on inputs already in the model's input dtype; outputs in its output dtype."""
         x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
+        batch = batch if self.batchable else 1
         outs = [self._invoke(x[i : i + batch]) for i in range(0, len(x), batch)]
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.output["dtype"])
 
@@ -95,6 +97,31 @@ class Model:
         return self._it.get_tensor(self.output["index"]).copy()
 
 
+def _litert():
+    """(Interpreter, load_delegate) from LiteRT, or from the older tflite_runtime package that
+    Coral's own board images ship."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, load_delegate
+        except ImportError:
+            raise EdgeaeError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)") from None
+    return Interpreter, load_delegate
+
+
+def edgetpu_delegate():
+    """The Edge TPU delegate (libedgetpu), or a clear error where the device has none."""
+    import ctypes
+
+    _, load_delegate = _litert()
+    try:
+        ctypes.CDLL("libedgetpu.so.1")  # checked first: a failing load_delegate leaves a noisy __del__
+        return load_delegate("libedgetpu.so.1")
+    except (ValueError, OSError) as e:
+        raise EdgeaeError(f"no Edge TPU delegate: libedgetpu.so.1 could not be loaded ({str(e).splitlines()[0]})") from None
+
+
 def _quant(details) -> tuple[float, int]:
     scale, zero_point = details["quantization"]
     return float(scale), int(zero_point)
@@ -109,7 +136,7 @@ def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFA
         src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
         np.save(src, np.asarray(inputs))
         proc = subprocess.run(
-            [sys.executable, "-m", "edgeae._tflm_worker", str(model_path), str(src), str(dst), str(arena_bytes)],
+            [sys.executable, "-m", "edgeae._tflm_worker", "run", str(model_path), str(src), str(dst), str(arena_bytes)],
             capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip
         if proc.returncode != 0 or not dst.exists():

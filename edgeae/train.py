@@ -3,7 +3,8 @@
 A run directory (written atomically) holds:
 
     recipe.json          the recipe used, with every default filled in
-    encoder.keras        the trained (and, with sparsity, pruned) encoder
+    encoder.keras        the trained (and, with sparsity, pruned) encoder; encoder.h5 after QAT,
+                         because TFMOT's quantize wrappers do not round-trip through .keras
     decoder.keras        the decoder, with tied layers made plain (see zoo.untie)
     normalization.json   per-channel mean / std fitted on the training windows only
     data.json            source, fingerprint, channels, rows and window counts used
@@ -62,8 +63,12 @@ def train(
     sparsity: float | None = None,
     train_rows: tuple[int, int] | None = None,
     progress: bool = True,
+    qat: bool | None = None,
 ) -> Path:
-    """Train the recipe's autoencoder on `data`, prune it when asked, and write the run to `out`."""
+    """Train the recipe's autoencoder on `data`, prune it and fine-tune it quantization-aware
+    when asked, and write the run to `out`. Where QAT cannot apply, history.json says why."""
+    if qat is not None:
+        recipe.train.qat = qat
     if sparsity is not None:
         if not 0.0 <= sparsity < 1.0:
             raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
@@ -96,6 +101,15 @@ def train(
     if recipe.prune.sparsity > 0:
         encoder, decoder, prune_hist, prune_report = pruning.prune(encoder, decoder, recipe, x_train, x_val, progress)
         history["prune"] = prune_hist
+    if recipe.train.qat:
+        from . import qat as Q
+
+        reason = Q.unavailable(recipe, encoder)
+        if reason is None:
+            encoder, qat_hist = Q.qat(encoder, decoder, recipe, x_train, x_val, progress)
+            history["qat"] = {"applied": True, "history": qat_hist}
+        else:
+            history["qat"] = {"applied": False, "reason": f"{reason}; post-training quantization is used instead"}
     decoder = zoo.untie(decoder)
 
     rng = np.random.default_rng(recipe.train.seed)
@@ -104,7 +118,7 @@ def train(
     reference = reference[np.sort(rng.permutation(len(reference))[:REFERENCE_WINDOWS])]
 
     with atomic_dir(out) as tmp:
-        encoder.save(tmp / "encoder.keras")
+        encoder.save(tmp / ("encoder.h5" if history.get("qat", {}).get("applied") else "encoder.keras"))
         decoder.save(tmp / "decoder.keras")
         write_json(tmp / "recipe.json", recipe.to_dict())
         write_json(tmp / "normalization.json", norm.to_dict())

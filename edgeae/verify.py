@@ -1,13 +1,14 @@
 """`edgeae verify`: check an export without TensorFlow, and measure what int8 changed.
 
 1. The manifest's hashes (done by `Export.open`).
-2. The int8 encoder in LiteRT and in the TFLite Micro interpreter. The two cannot always agree
-   bit for bit: TFLite Micro's reference kernels requantize with two roundings, LiteRT's kernels
-   with one (tflite-micro issue 3252), so a value may land a step apart, and in a deep model a
-   step early on can grow to two at the code. The check requires the disagreement to be
-   smaller than one rounding's worth of noise (RMS difference <= 1/sqrt(12) code step, the RMS
-   error of a single uniform rounding), requires TFLite Micro's codes to meet the same fidelity
-   floor as LiteRT's, and reports how many values differ and by how much.
+2. The int8 encoder in LiteRT and in the TFLite Micro interpreter. The two cannot be required
+   to agree bit for bit: TFLite Micro's reference kernels requantize with two roundings and
+   LiteRT's with one (tflite-micro issue 3252), and some ops (LOGISTIC) use different int8
+   algorithms, so a few code values land one or more steps apart. The float model is the
+   reference both approximate: each runtime's codes must meet the SQNR floor against it, and
+   TFLite Micro's may be no further from it than LiteRT's plus one rounding's worth of noise
+   (1/12 code step squared, the variance of a uniform rounding). How many values differ, and by
+   how much, is reported.
 3. Against the float outputs recorded at export: code SQNR and the change of reconstruction error.
 4. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
    reconstruction error through the exported decoder).
@@ -34,7 +35,7 @@ class Floors:
     """Fidelity floors; verify fails when any is missed."""
 
     min_code_sqnr_db: float = 20.0
-    max_runtime_rms_steps: float = 12**-0.5  # RMS difference of TFLite Micro's codes from LiteRT's
+    max_runtime_excess_noise: float = 1 / 12  # step^2 TFLite Micro's codes may add over LiteRT's
     max_error_increase: float = 0.10  # relative increase of the mean reconstruction error
     max_auc_drop: float = 0.01
 
@@ -48,6 +49,7 @@ class Report:
     litert_tflm_rms_steps: float  # RMS difference, in code steps
     code_sqnr_db: float  # LiteRT's int8 codes vs the float codes
     tflm_code_sqnr_db: float  # TFLite Micro's int8 codes vs the float codes
+    tflm_excess_noise: float  # mean squared error vs float, TFLite Micro minus LiteRT, in code steps^2
     error_float: float
     error_int8: float
     error_increase: float
@@ -82,9 +84,10 @@ class Report:
         f = self.floors
         rows = [
             ("windows checked", f"{self.windows}", ""),
-            ("LiteRT vs TFLite Micro", self.runtime_agreement(), f"RMS <= {f.max_runtime_rms_steps:.2f} step"),
+            ("LiteRT vs TFLite Micro", self.runtime_agreement(), "reported"),
             ("code SQNR LiteRT", f"{self.code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
             ("code SQNR TFLite Micro", f"{self.tflm_code_sqnr_db:.1f} dB", f">= {f.min_code_sqnr_db:g} dB"),
+            ("TFLM noise over LiteRT", f"{self.tflm_excess_noise:+.3f} step^2", f"<= {f.max_runtime_excess_noise:.3f} (one rounding)"),
             ("recon. error float", f"{self.error_float:.4g}", ""),
             ("recon. error int8", f"{self.error_int8:.4g} ({self.error_increase:+.1%})", f"<= {f.max_error_increase:+.0%}"),
         ]  # fmt: skip
@@ -113,7 +116,7 @@ class Pipeline:
     def device_input(self, normalized: np.ndarray) -> np.ndarray:
         """What the device feeds its encoder: normalized windows quantized to int8."""
         x = D.to_input(normalized, self.encoder.input_shape)
-        return quantize(x, *self.encoder.input_quant)
+        return quantize(x, *self.encoder.input_quant, dtype=self.encoder.input["dtype"])
 
     def codes_int8(self, normalized: np.ndarray) -> np.ndarray:
         return self.encoder.run_raw(self.device_input(normalized))
@@ -153,6 +156,10 @@ def verify(
         litert_tflm_rms_steps=float(np.sqrt(np.mean(diff.astype(np.float64) ** 2))),
         code_sqnr_db=sqnr_db(ref_codes, codes.reshape(ref_codes.shape)),
         tflm_code_sqnr_db=sqnr_db(ref_codes, codes_tflm.reshape(ref_codes.shape)),
+        tflm_excess_noise=float(
+            (np.mean((codes_tflm.reshape(ref_codes.shape) - ref_codes) ** 2) - np.mean((codes.reshape(ref_codes.shape) - ref_codes) ** 2))
+            / pipe.encoder.output_quant[0] ** 2
+        ),
         error_float=float(ref_errors.mean()), error_int8=float(err_int8.mean()),
         error_increase=float(err_int8.mean() / ref_errors.mean() - 1), floors=floors,
     )  # fmt: skip
@@ -169,10 +176,10 @@ def verify(
         report.auc_float = roc_auc(labels, pipe.float_scores(windows))
         report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))
 
-    if report.litert_tflm_rms_steps > floors.max_runtime_rms_steps:
+    if report.tflm_excess_noise > floors.max_runtime_excess_noise:
         report.failures.append(
-            f"TFLite Micro codes differ from LiteRT's by RMS {report.litert_tflm_rms_steps:.2f} step "
-            f"> {floors.max_runtime_rms_steps:.2f}"
+            f"TFLite Micro codes add {report.tflm_excess_noise:.3f} step^2 of noise over LiteRT's "
+            f"> {floors.max_runtime_excess_noise:.3f}"
         )
     for runtime, sqnr in (("LiteRT", report.code_sqnr_db), ("TFLite Micro", report.tflm_code_sqnr_db)):
         if sqnr < floors.min_code_sqnr_db:

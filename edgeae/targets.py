@@ -1,0 +1,365 @@
+"""Export targets: what a device needs beyond the .tflite files. No TensorFlow.
+
+`mcu`: C sources for a TensorFlow Lite Micro project — the encoder flatbuffer as an aligned
+const array, a config header with every constant the firmware needs (window shape, channel
+order, normalization, input and code quantization, the measured tensor arena), an op resolver
+registering exactly the model's ops, and a README. The arena is measured in the TFLite Micro
+interpreter (its recording allocator, and the smallest arena that runs, found by bisection in
+child processes because a too-small arena can abort the process).
+
+`edgetpu`: a compatibility report from the flatbuffer alone: each op checked against the Edge
+TPU's documented support table and constraints (coral.ai/docs/edgetpu/models-intro), and where
+the first unsupported op would split the graph (the compiler maps ops in order up to it; that
+op and everything after run on the CPU). If `edgetpu_compiler` is on PATH it is run too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import graph as G
+from .errors import EdgeaeError
+
+ARENA_MARGIN = 0.20  # over the smallest arena that ran here (64-bit host, reference kernels)
+
+# TFLite op name -> MicroMutableOpResolver method.
+MICRO_RESOLVER = {
+    "ADD": "AddAdd", "AVERAGE_POOL_2D": "AddAveragePool2D", "CONCATENATION": "AddConcatenation",
+    "CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize",
+    "EXPAND_DIMS": "AddExpandDims", "FULLY_CONNECTED": "AddFullyConnected", "LEAKY_RELU": "AddLeakyRelu",
+    "LOGISTIC": "AddLogistic", "MAX_POOL_2D": "AddMaxPool2D", "MEAN": "AddMean", "MUL": "AddMul",
+    "PACK": "AddPack", "PAD": "AddPad", "QUANTIZE": "AddQuantize", "RELU": "AddRelu", "RELU6": "AddRelu6",
+    "RESHAPE": "AddReshape", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "SHAPE": "AddShape",
+    "SOFTMAX": "AddSoftmax", "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
+    "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv", "SPLIT": "AddSplit",
+    "SLICE": "AddSlice", "MINIMUM": "AddMinimum", "MAXIMUM": "AddMaximum", "GATHER": "AddGather",
+}  # fmt: skip
+
+# Edge TPU supported ops and their documented constraints (coral.ai/docs/edgetpu/models-intro).
+EDGETPU_OPS = {
+    "ADD": "", "AVERAGE_POOL_2D": "no fused activation", "CONCATENATION": "no fused activation",
+    "CONV_2D": "same dilation in x and y", "DEPTHWISE_CONV_2D": "same dilation in x and y",
+    "EXPAND_DIMS": "", "FULLY_CONNECTED": "default weights format only; one-dimensional output",
+    "L2_NORMALIZATION": "", "LOGISTIC": "", "LSTM": "unidirectional only", "MAXIMUM": "",
+    "MAX_POOL_2D": "no fused activation", "MEAN": "no reduction over the batch dimension", "MINIMUM": "",
+    "MUL": "", "PACK": "not in the batch dimension", "PAD": "not in the batch dimension", "PRELU": "",
+    "QUANTIZE": "", "REDUCE_MAX": "not over the batch dimension", "REDUCE_MIN": "not over the batch dimension",
+    "RELU": "", "RELU6": "", "RELU_N1_TO_1": "", "RESHAPE": "large reshapes may not map",
+    "RESIZE_BILINEAR": "3-D input/output", "RESIZE_NEAREST_NEIGHBOR": "3-D input/output", "RSQRT": "",
+    "SLICE": "", "SOFTMAX": "1-D input, at most 16,000 elements", "SPACE_TO_DEPTH": "", "SPLIT": "",
+    "SQUEEZE": "", "STRIDED_SLICE": "", "SUB": "", "SUM": "", "SQUARED_DIFFERENCE": "", "TANH": "",
+    "TRANSPOSE": "", "TRANSPOSE_CONV": "",
+}  # fmt: skip
+_NO_FUSED_ACTIVATION = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}
+
+
+# ---------------------------------------------------------------- MCU
+
+
+def measure_arena(model_path: str | Path) -> dict:
+    """The tensor arena the model needs in TFLite Micro: the recording allocator's total, the
+    smallest arena that allocates and invokes (bisection, 16-byte steps), and the stated size
+    (smallest + ARENA_MARGIN, rounded up to 16 bytes)."""
+    recorded = _recorded_arena(model_path)
+    lo, hi = 0, max(recorded, 1024)
+    while not _arena_runs(model_path, hi):
+        lo, hi = hi, hi * 2
+        if hi > 64 * 1024 * 1024:
+            raise EdgeaeError(f"{model_path}: does not run in TFLite Micro even with a 64 MiB arena")
+    while hi - lo > 16:  # invariant: lo fails (or is 0), hi runs
+        mid = (lo + hi) // 2 // 16 * 16
+        if mid <= lo:
+            break
+        lo, hi = (lo, mid) if _arena_runs(model_path, mid) else (mid, hi)
+    return {
+        "recorded_bytes": recorded,
+        "minimum_bytes": hi,
+        "stated_bytes": int(math.ceil(hi * (1 + ARENA_MARGIN) / 16) * 16),
+        "margin": ARENA_MARGIN,
+    }
+
+
+def _worker(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeae._tflm_worker", *map(str, args)], capture_output=True, text=True)
+
+
+def _arena_runs(model_path, arena: int) -> bool:
+    return _worker("probe", model_path, arena).returncode == 0
+
+
+def _recorded_arena(model_path) -> int:
+    proc = _worker("allocations", model_path, 16 * 1024 * 1024)
+    m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr)
+    if proc.returncode != 0 or m is None:
+        reason = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or [f"exit code {proc.returncode}"]
+        raise EdgeaeError(f"{model_path}: TFLite Micro cannot run this model ({reason[0].strip()})")
+    return int(m.group(1))
+
+
+def c_identifier(name: str) -> str:
+    ident = re.sub(r"\W", "_", name)
+    return ident if not ident[:1].isdigit() else f"m_{ident}"
+
+
+def resolver_methods(g: G.Graph) -> list[str]:
+    if g.sparse_tensors:
+        raise EdgeaeError("the model has sparse-encoded tensors; TFLite Micro has no DENSIFY op")
+    missing = [op for op in g.op_names if op not in MICRO_RESOLVER]
+    if missing:
+        raise EdgeaeError(f"op(s) {', '.join(missing)} have no TFLite Micro resolver entry known to edgeae")
+    return [MICRO_RESOLVER[op] for op in g.op_names]
+
+
+def mcu_sources(out: Path, name: str, encoder: bytes, manifest: dict, arena: dict) -> list[Path]:
+    """Write the TFLite Micro C sources for the int8 encoder into `out`; returns their paths.
+    `name` must be a C identifier (see `c_identifier`); it prefixes files and symbols."""
+    ident = name
+    upper = ident.upper()
+    g = G.read(encoder)
+    methods = resolver_methods(g)
+    files = {
+        f"{name}_model_data.h": _model_data_h(ident, upper),
+        f"{name}_model_data.cc": _model_data_cc(ident, name, encoder),
+        f"{name}_config.h": _config_h(upper, ident, manifest, arena),
+        f"{name}_op_resolver.h": _resolver_h(ident, upper, g.op_names, methods),
+        "README.md": _mcu_readme(name, ident, upper, manifest, arena, g.op_names, len(encoder)),
+    }
+    paths = []
+    for fname, text in files.items():
+        (out / fname).write_text(text)
+        paths.append(out / fname)
+    return paths
+
+
+def _model_data_h(ident, upper):
+    return f"""// Generated by edgeae. The int8 encoder flatbuffer, kept in flash.
+#ifndef EDGEAE_{upper}_MODEL_DATA_H_
+#define EDGEAE_{upper}_MODEL_DATA_H_
+
+extern const unsigned char g_{ident}_model_data[];
+extern const unsigned int g_{ident}_model_data_len;
+
+#endif  // EDGEAE_{upper}_MODEL_DATA_H_
+"""
+
+
+def _model_data_cc(ident, name, data: bytes):
+    rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 12]) for i in range(0, len(data), 12)]
+    body = ",\n    ".join(rows)
+    return f"""// Generated by edgeae: the bytes of encoder_int8.tflite ({len(data)} bytes).
+#include "{name}_model_data.h"
+
+// 16-byte alignment as TFLite Micro requires; const so it stays in flash.
+alignas(16) const unsigned char g_{ident}_model_data[] = {{
+    {body}}};
+const unsigned int g_{ident}_model_data_len = {len(data)};
+"""
+
+
+def _c_float(x: float) -> str:
+    return f"{float(x):.9g}f" if math.isfinite(x) else "0.0f"
+
+
+def _config_h(upper, ident, m: dict, arena: dict) -> str:
+    w, q, norm = m["window"], m["quantization"], m["normalization"]
+    channels = w["channels"]
+    chan_list = ", ".join(f'"{c}"' for c in channels)
+    means = ", ".join(_c_float(v) for v in norm["mean"])
+    stds = ", ".join(_c_float(v) for v in norm["std"])
+    in_type = "uint8_t" if q["input"]["dtype"] == "uint8" else "int8_t"
+    lo, hi = (0, 255) if in_type == "uint8_t" else (-128, 127)
+    return f"""// Generated by edgeae: everything the firmware needs to feed the encoder and send its code.
+// C99 / C++; include it from exactly the files that need it.
+#ifndef EDGEAE_{upper}_CONFIG_H_
+#define EDGEAE_{upper}_CONFIG_H_
+
+#include <math.h>
+#include <stdint.h>
+
+// One window: WINDOW_LENGTH samples of each of NUM_CHANNELS channels, hop HOP samples.
+// The encoder's input is time-major: element [t * NUM_CHANNELS + c] is sample t of channel c.
+#define EDGEAE_{upper}_WINDOW_LENGTH {w["length"]}
+#define EDGEAE_{upper}_HOP {w["hop"]}
+#define EDGEAE_{upper}_NUM_CHANNELS {len(channels)}
+#define EDGEAE_{upper}_INPUT_SIZE {w["length"] * len(channels)}
+
+// Input quantization: q = round(z / INPUT_SCALE) + INPUT_ZERO_POINT, z the normalized sample.
+#define EDGEAE_{upper}_INPUT_SCALE {_c_float(q["input"]["scale"])}
+#define EDGEAE_{upper}_INPUT_ZERO_POINT {q["input"]["zero_point"]}
+
+// The code: CODE_SIZE int8 values per window, sent as CODE_BYTES bytes.
+// Real value = (q - CODE_ZERO_POINT) * CODE_SCALE.
+#define EDGEAE_{upper}_CODE_SIZE {m["code_size"]}
+#define EDGEAE_{upper}_CODE_BYTES {m["code_bytes"]}
+#define EDGEAE_{upper}_CODE_SCALE {_c_float(q["code"]["scale"])}
+#define EDGEAE_{upper}_CODE_ZERO_POINT {q["code"]["zero_point"]}
+
+// Tensor arena, measured in the TFLite Micro interpreter: the smallest arena that ran was
+// {arena["minimum_bytes"]} bytes (recording allocator: {arena["recorded_bytes"]} bytes); stated with a
+// {arena["margin"]:.0%} margin for other kernels (e.g. CMSIS-NN scratch buffers) and platforms.
+#define EDGEAE_{upper}_TENSOR_ARENA_SIZE {arena["stated_bytes"]}
+
+static const char* const k_{ident}_channel_names[EDGEAE_{upper}_NUM_CHANNELS] = {{{chan_list}}};
+// Per-channel normalization fitted on the training windows: z = (x - mean) / std.
+static const float k_{ident}_mean[EDGEAE_{upper}_NUM_CHANNELS] = {{{means}}};
+static const float k_{ident}_std[EDGEAE_{upper}_NUM_CHANNELS] = {{{stds}}};
+
+// Raw sample of `channel` -> the encoder's input value (rounding half to even, as edgeae does).
+static inline {in_type} edgeae_{ident}_quantize_input(float raw, int channel) {{
+  float z = (raw - k_{ident}_mean[channel]) / k_{ident}_std[channel];
+  long q = lrintf(z / EDGEAE_{upper}_INPUT_SCALE) + EDGEAE_{upper}_INPUT_ZERO_POINT;
+  return ({in_type})(q < {lo} ? {lo} : (q > {hi} ? {hi} : q));
+}}
+
+// An int8 code value -> its real value (what the host's decoder takes).
+static inline float edgeae_{ident}_dequantize_code(int8_t q) {{
+  return (float)(q - EDGEAE_{upper}_CODE_ZERO_POINT) * EDGEAE_{upper}_CODE_SCALE;
+}}
+
+#endif  // EDGEAE_{upper}_CONFIG_H_
+"""
+
+
+def _resolver_h(ident, upper, ops, methods) -> str:
+    adds = "\n".join(f"  TF_LITE_ENSURE_STATUS(resolver.{m}());  // {op}" for op, m in zip(ops, methods))
+    camel = "".join(p.capitalize() for p in ident.split("_"))
+    return f"""// Generated by edgeae: an op resolver with exactly the {len(ops)} op(s) the encoder uses.
+#ifndef EDGEAE_{upper}_OP_RESOLVER_H_
+#define EDGEAE_{upper}_OP_RESOLVER_H_
+
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+
+constexpr int kEdgeae{camel}OpCount = {len(ops)};
+using Edgeae{camel}OpResolver = tflite::MicroMutableOpResolver<kEdgeae{camel}OpCount>;
+
+inline TfLiteStatus RegisterEdgeae{camel}Ops(Edgeae{camel}OpResolver& resolver) {{
+{adds}
+  return kTfLiteOk;
+}}
+
+#endif  // EDGEAE_{upper}_OP_RESOLVER_H_
+"""
+
+
+def _mcu_readme(name, ident, upper, m, arena, ops, encoder_bytes) -> str:
+    camel = "".join(p.capitalize() for p in ident.split("_"))
+    w = m["window"]
+    return f"""# {name}: the edgeae encoder for TensorFlow Lite Micro
+
+| file | what |
+|---|---|
+| `{name}_model_data.cc/.h` | the int8 encoder (`encoder_int8.tflite`, {encoder_bytes} bytes) as a 16-byte-aligned const array |
+| `{name}_config.h` | window shape, channel order, normalization, input / code quantization, arena size |
+| `{name}_op_resolver.h` | `RegisterEdgeae{camel}Ops()`: the op(s) {", ".join(ops)} |
+
+The window is {w["length"]} samples of {len(w["channels"])} channel(s) ({", ".join(w["channels"])}), every {w["hop"]} samples;
+the code is {m["code_size"]} int8 values. Tensor arena: {arena["stated_bytes"]} bytes (smallest that ran: {arena["minimum_bytes"]}).
+
+```cpp
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "{name}_model_data.h"
+#include "{name}_config.h"
+#include "{name}_op_resolver.h"
+
+alignas(16) static uint8_t tensor_arena[EDGEAE_{upper}_TENSOR_ARENA_SIZE];
+
+void setup_and_encode(const float samples[EDGEAE_{upper}_WINDOW_LENGTH][EDGEAE_{upper}_NUM_CHANNELS],
+                      int8_t code[EDGEAE_{upper}_CODE_SIZE]) {{
+  static Edgeae{camel}OpResolver resolver;
+  static bool registered = RegisterEdgeae{camel}Ops(resolver) == kTfLiteOk;
+  static tflite::MicroInterpreter interpreter(tflite::GetModel(g_{ident}_model_data), resolver,
+                                              tensor_arena, sizeof(tensor_arena));
+  static bool allocated = registered && interpreter.AllocateTensors() == kTfLiteOk;
+  if (!allocated) return;
+  int8_t* in = interpreter.input(0)->data.int8;
+  for (int t = 0; t < EDGEAE_{upper}_WINDOW_LENGTH; ++t)
+    for (int c = 0; c < EDGEAE_{upper}_NUM_CHANNELS; ++c)
+      in[t * EDGEAE_{upper}_NUM_CHANNELS + c] = edgeae_{ident}_quantize_input(samples[t][c], c);
+  if (interpreter.Invoke() != kTfLiteOk) return;
+  for (int i = 0; i < EDGEAE_{upper}_CODE_SIZE; ++i) code[i] = interpreter.output(0)->data.int8[i];
+}}
+```
+
+Send the {m["code_bytes"]} code bytes upstream; the host decodes them with the export's decoder.
+"""
+
+
+# ---------------------------------------------------------------- Edge TPU
+
+
+def edgetpu_report(model: str | Path | bytes) -> dict:
+    """Op-by-op Edge TPU compatibility of a .tflite, and where the graph would split."""
+    g = G.read(model)
+    if any(t.dtype == "float32" for op in g.ops for t in op.inputs + op.outputs):
+        raise EdgeaeError("the model is not fully int8 (float32 tensors); the Edge TPU needs full-integer quantization")
+    rows = []
+    for op in g.ops:
+        problems = []
+        if op.name not in EDGETPU_OPS:
+            problems.append("op not supported by the Edge TPU")
+        for t in op.inputs + op.outputs:
+            if t.data is not None:
+                continue  # weights, biases and shape constants: their own formats apply
+            if t.dtype not in ("int8", "uint8"):
+                problems.append(f"tensor '{t.name}' is {t.dtype}")
+            if t.dynamic:
+                problems.append(f"tensor '{t.name}' has a dynamic shape (export --target edgetpu fixes the batch to 1)")
+            if len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3]):
+                problems.append(f"tensor '{t.name}' {list(t.shape)}: only the 3 innermost dimensions may exceed 1")
+        if op.name in _NO_FUSED_ACTIVATION and op.options.get("fusedActivationFunction", 0):
+            problems.append("fused activation not supported here")
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.options.get("dilationWFactor", 1) != op.options.get(
+            "dilationHFactor", 1
+        ):
+            problems.append("different dilation in x and y")
+        notes = []
+        if op.weights is not None and op.weights.per_channel:
+            notes.append("per-channel weights (export --target edgetpu quantizes per tensor)")
+        rows.append({
+            "index": op.index, "op": op.name, "supported": not problems, "problems": problems,
+            "constraint": EDGETPU_OPS.get(op.name, ""), "notes": notes,
+        })  # fmt: skip
+    first_bad = next((r["index"] for r in rows if not r["supported"]), None)
+    for r in rows:
+        r["runs_on"] = "edgetpu" if first_bad is None or r["index"] < first_bad else "cpu"
+    return {
+        "ops": rows,
+        "all_supported": first_bad is None,
+        "split_at": first_bad,
+        "split": _split_text(rows, first_bad),
+        "compiler": edgetpu_compile(model) if isinstance(model, (str, Path)) else None,
+    }
+
+
+def _split_text(rows, first_bad) -> str:
+    if first_bad is None:
+        return "none: the whole graph maps to the Edge TPU"
+    where = f"at op {first_bad} ({rows[first_bad]['op']})"
+    if first_bad == 0:
+        return f"{where}: nothing maps to the Edge TPU; all {len(rows)} ops run on the CPU"
+    return f"{where}: ops 0..{first_bad - 1} on the Edge TPU, ops {first_bad}..{len(rows) - 1} on the CPU"
+
+
+def edgetpu_compile(model_path: str | Path) -> dict:
+    """Run `edgetpu_compiler` when it is installed; otherwise say so."""
+    exe = shutil.which("edgetpu_compiler")
+    if exe is None:
+        return {"ran": False, "log": "edgetpu_compiler is not on PATH; the report above comes from edgeae's own checker"}
+    out_dir = Path(model_path).parent
+    proc = subprocess.run([exe, "-s", "-o", str(out_dir), str(model_path)], capture_output=True, text=True)
+    return {"ran": True, "returncode": proc.returncode, "log": proc.stdout + proc.stderr}
+
+
+def edgetpu_table(report: dict) -> str:
+    lines = [f"{'#':>3}  {'op':<24} {'runs on':<8} problems / notes"]
+    for r in report["ops"]:
+        lines.append(f"{r['index']:>3}  {r['op']:<24} {r['runs_on']:<8} {'; '.join(r['problems'] + r['notes'])}")
+    lines.append(f"split: {report['split']}")
+    if report["compiler"] is not None:
+        lines.append(("edgetpu_compiler log:\n" + report["compiler"]["log"]) if report["compiler"]["ran"] else report["compiler"]["log"])
+    return "\n".join(lines)

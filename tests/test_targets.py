@@ -1,0 +1,199 @@
+"""Device targets: MCU C sources, arena measurement, Edge TPU checker, inspect, bench."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, small_recipe
+from edgeae import graph, recipe, simulate, targets
+from edgeae.errors import EdgeaeError
+from test_cli import assert_one_line_error, edgeae
+
+pytestmark = pytest.mark.slow
+CXX, CC = shutil.which("g++"), shutil.which("gcc")
+
+
+@pytest.fixture(scope="module", params=["mlperf-ad", "conv1d-vibration"])
+def mcu_export(request, tmp_path_factory, sim_train):
+    """The shipped recipe's shape, trained briefly, exported with --target mcu."""
+    from edgeae.export import export
+    from edgeae.train import train
+
+    r = recipe.load(ROOT / "models" / f"{request.param}.toml")
+    r.train.epochs, r.prune.epochs = 2, 2
+    tmp = tmp_path_factory.mktemp(request.param)
+    run = train(r, sim_train, tmp / "run", progress=False)
+    return export(run, tmp / "dist", target="mcu")
+
+
+def _ident(out):
+    return json.loads((out / "manifest.json").read_text())["mcu"]["sources"]
+
+
+@pytest.mark.skipif(CXX is None or CC is None, reason="no system C/C++ compiler")
+def test_c_sources_compile_and_hold_the_model(mcu_export, tmp_path):
+    ident = _ident(mcu_export)
+    man = json.loads((mcu_export / "manifest.json").read_text())
+    n = man["window"]["length"] * len(man["window"]["channels"])
+    (tmp_path / "dump.cc").write_text(f"""
+#include <cstdio>
+#include <cstdint>
+#include "{ident}_model_data.h"
+#include "{ident}_config.h"
+int main(int argc, char** argv) {{
+  if ((reinterpret_cast<uintptr_t>(g_{ident}_model_data) % 16) != 0) return 3;
+  std::FILE* f = std::fopen(argv[1], "wb");
+  std::fwrite(g_{ident}_model_data, 1, g_{ident}_model_data_len, f);
+  std::fclose(f);
+  // quantize a fixed ramp of raw samples, as the firmware would
+  std::FILE* q = std::fopen(argv[2], "wb");
+  for (int i = 0; i < EDGEAE_{ident.upper()}_INPUT_SIZE; ++i) {{
+    int c = i % EDGEAE_{ident.upper()}_NUM_CHANNELS;
+    float raw = k_{ident}_mean[c] + k_{ident}_std[c] * (-4.0f + 8.0f * i / EDGEAE_{ident.upper()}_INPUT_SIZE);
+    int8_t v = edgeae_{ident}_quantize_input(raw, c);
+    std::fwrite(&v, 1, 1, q);
+  }}
+  std::fclose(q);
+  return 0;
+}}
+""")
+    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", "-c", str(mcu_export / f"{ident}_model_data.cc"),
+                    "-o", str(tmp_path / "data.o")], check=True)  # fmt: skip
+    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "dump.cc"),
+                    str(tmp_path / "data.o"), "-o", str(tmp_path / "dump")], check=True)  # fmt: skip
+    subprocess.run([str(tmp_path / "dump"), str(tmp_path / "model.bin"), str(tmp_path / "q.bin")], check=True)
+    assert (tmp_path / "model.bin").read_bytes() == (mcu_export / "encoder_int8.tflite").read_bytes()
+
+    # The config header is valid C99 too, and the firmware's quantizer equals edgeae's.
+    (tmp_path / "c.c").write_text(f'#include "{ident}_config.h"\nint f(void) {{ return edgeae_{ident}_quantize_input(1.0f, 0); }}\n')
+    subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "c.c"), "-o", str(tmp_path / "c.o")], check=True)
+    from edgeae.data import Normalizer
+    from edgeae.runtime import quantize
+
+    norm = Normalizer.from_dict(man["normalization"])
+    ch = np.arange(n) % len(norm.channels)
+    raw = norm.mean[ch] + norm.std[ch] * (np.float32(-4.0) + np.float32(8.0) * np.arange(n, dtype=np.float32) / np.float32(n))
+    z = ((raw.astype(np.float32) - norm.mean[ch]) / norm.std[ch]).astype(np.float32)
+    expected = quantize(z, man["quantization"]["input"]["scale"], man["quantization"]["input"]["zero_point"])
+    np.testing.assert_array_equal(np.frombuffer((tmp_path / "q.bin").read_bytes(), np.int8), expected)
+
+
+def test_op_resolver_lists_exactly_the_models_ops(mcu_export):
+    ident = _ident(mcu_export)
+    text = (mcu_export / f"{ident}_op_resolver.h").read_text()
+    registered = re.findall(r"resolver\.(Add\w+)\(\)", text)
+    ops = graph.read(mcu_export / "encoder_int8.tflite").op_names
+    assert registered == [targets.MICRO_RESOLVER[op] for op in ops]
+    assert len(set(registered)) == len(registered)
+    count = int(re.search(r"OpCount = (\d+);", text).group(1))
+    assert count == len(ops)
+
+
+def test_stated_arena_runs_and_ten_percent_below_minimum_does_not(mcu_export):
+    arena = json.loads((mcu_export / "manifest.json").read_text())["mcu"]["arena"]
+    model = mcu_export / "encoder_int8.tflite"
+    assert arena["stated_bytes"] >= arena["minimum_bytes"] >= 16
+    assert targets._arena_runs(model, arena["stated_bytes"])
+    assert targets._arena_runs(model, arena["minimum_bytes"])
+    assert not targets._arena_runs(model, int(arena["minimum_bytes"] * 0.9))
+    ident = _ident(mcu_export)
+    assert f"TENSOR_ARENA_SIZE {arena['stated_bytes']}" in (mcu_export / f"{ident}_config.h").read_text()
+
+
+def test_zoo_encoders_pass_the_edgetpu_checker(mcu_export, tmp_path):
+    from edgeae.export import export
+
+    run = mcu_export.parent / "run"
+    out = export(run, tmp_path / "tpu", target="edgetpu", io_type="uint8")
+    report = json.loads((out / "edgetpu_report.json").read_text())
+    assert report["all_supported"], targets.edgetpu_table(report)
+    assert report["split_at"] is None
+    assert all(w is None or len(w.scale) == 1 for w in (op.weights for op in graph.read(out / "encoder_int8.tflite").ops))
+
+
+def _int8_tflite(model, n_in, path):
+    from edgeae.quantize import to_tflite
+
+    rep = np.random.default_rng(0).normal(size=(64, *n_in)).astype(np.float32)
+    path.write_bytes(to_tflite(model, rep, static_batch=True))
+    return path
+
+
+def test_edgetpu_checker_flags_an_unsupported_op_and_the_split(tmp_path):
+    from edgeae._tf import keras
+
+    inp = keras.Input((32,))
+    x = keras.layers.Dense(16, name="d0")(inp)
+    x = keras.layers.LeakyReLU(0.1, name="leaky")(x)
+    x = keras.layers.Dense(4, name="d1")(x)
+    path = _int8_tflite(keras.Model(inp, x), (32,), tmp_path / "m.tflite")
+    report = targets.edgetpu_report(path)
+    bad = [r for r in report["ops"] if not r["supported"]]
+    assert [r["op"] for r in bad] == ["LEAKY_RELU"]
+    assert report["split_at"] == bad[0]["index"] == 1
+    assert report["ops"][0]["runs_on"] == "edgetpu" and report["ops"][-1]["runs_on"] == "cpu"
+    assert "at op 1 (LEAKY_RELU)" in report["split"]
+    assert "edgetpu_compiler" in targets.edgetpu_table(report)
+
+
+def test_inspect_totals_match_a_hand_count(tmp_path):
+    from edgeae._tf import keras
+
+    inp = keras.Input((32, 2))
+    ones = {"bias_initializer": "ones"}  # the converter drops all-zero biases
+    x = keras.layers.Conv1D(4, 3, strides=2, padding="same", name="conv", **ones)(inp)  # out (16, 4)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, name="d0", **ones)(x)  # 64 -> 16
+    x = keras.layers.Dense(4, name="d1", **ones)(x)  # 16 -> 4
+    path = _int8_tflite(keras.Model(inp, x), (32, 2), tmp_path / "m.tflite")
+    proc = edgeae("inspect", path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    conv_p, d0_p, d1_p = 3 * 2 * 4 + 4, 64 * 16 + 16, 16 * 4 + 4
+    conv_m, d0_m, d1_m = 16 * 4 * (3 * 2), 64 * 16, 16 * 4
+    assert d["totals"]["parameters"] == conv_p + d0_p + d1_p == 1136
+    assert d["totals"]["macs_per_window"] == conv_m + d0_m + d1_m == 1472
+    assert d["totals"]["flash_bytes"] == path.stat().st_size
+    assert d["totals"]["output_bytes_per_window"] == 4
+    assert d["totals"]["arena_bytes"]["stated_bytes"] > 0
+    by_op = {r["op"]: r for r in d["ops"]}
+    assert by_op["CONV_2D"]["macs"] == conv_m and by_op["CONV_2D"]["parameters"] == conv_p
+
+
+def test_inspect_export_table(mcu_export):
+    proc = edgeae("inspect", mcu_export, "--edgetpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "MACs per window" in proc.stdout and "arena:" in proc.stdout
+    # the MCU export keeps a dynamic batch dimension, which the Edge TPU compiler rejects
+    assert "split: at op 0" in proc.stdout and "export --target edgetpu fixes the batch" in proc.stdout
+
+
+def test_bench_writes_json(mcu_export, tmp_path):
+    proc = edgeae("bench", mcu_export, "--repeats", "5", "--batches", "1,8", "--threads", "1", "--out", tmp_path / "b.json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert set(d["models"]) == {"int8", "float32"}
+    for rows in d["models"].values():
+        assert [r["batch"] for r in rows] == [1, 8]
+        assert all(r["windows_per_s"] > 0 and r["p99_us_per_window"] >= r["p50_us_per_window"] for r in rows)
+
+
+def test_bad_inputs(tmp_path, small_export):
+    from edgeae._tf import keras
+    from edgeae.quantize import to_tflite
+
+    inp = keras.Input((8,))
+    float_model = tmp_path / "float.tflite"
+    float_model.write_bytes(to_tflite(keras.Model(inp, keras.layers.Dense(2)(inp))))
+    assert_one_line_error(edgeae("inspect", float_model, "--edgetpu"), "not fully int8")
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    assert_one_line_error(edgeae("inspect", junk), "not a TFLite flatbuffer")
+    assert_one_line_error(edgeae("verify", small_export, "--arena", "256"), "TFLite Micro failed")
+    assert_one_line_error(edgeae("bench", small_export, "--edgetpu"), "no Edge TPU delegate")
+    with pytest.raises(EdgeaeError, match="TFLite Micro cannot run this model"):
+        targets.measure_arena(junk)

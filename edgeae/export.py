@@ -91,6 +91,19 @@ def _from_run(run: Path, calibration) -> dict:
     )  # fmt: skip
 
 
+def _device_model(encoder, decoder):
+    """window -> (code, residual): the encoder plus the decoder and the window's mean squared
+    reconstruction error, so the device can send its own anomaly evidence in one byte."""
+    from ._tf import keras, tf
+
+    inp = keras.Input(encoder.input_shape[1:], name="window")
+    code = encoder(inp)
+    recon = keras.layers.Reshape((-1,), name="flat_reconstruction")(decoder(code))
+    flat = keras.layers.Reshape((-1,), name="flat_window")(inp)
+    residual = keras.layers.Lambda(lambda t: tf.reduce_mean(tf.square(t[0] - t[1]), axis=-1, keepdims=True), name="residual")([recon, flat])
+    return keras.Model(inp, [code, residual], name="device")
+
+
 def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
     """The representative set plus copies scaled by `margin` (see recipe.Export.input_margin)."""
     return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
@@ -197,19 +210,24 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
     dec = to_tflite(decoder, codes_rep if decoder_int8 else None)
 
+    device = _device_model(encoder, decoder)
+    dev_int8 = to_tflite(device, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
+
     ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
     recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
     ref_errors = np.mean((recon.reshape(len(reference), -1) - reference.reshape(len(reference), -1)) ** 2, axis=1)
 
-    device = Model(enc_int8)
-    in_scale, in_zp = device.input_quant
-    code_scale, code_zp = device.output_quant
-    code_size = int(np.prod(device.output_shape))
+    enc_rt = Model(enc_int8)
+    in_scale, in_zp = enc_rt.input_quant
+    code_scale, code_zp = enc_rt.output_quant
+    code_size = int(np.prod(enc_rt.output_shape))
+    dev_rt = Model(dev_int8)
+    code_out, residual_out = dev_rt.output_index(code_size)
     channels = normalizer.channels
     manifest = {
         "format_version": M.FORMAT_VERSION,
         "name": name,
-        "window": {"length": window, "hop": hop, "channels": channels, "input_shape": list(device.input_shape)},
+        "window": {"length": window, "hop": hop, "channels": channels, "input_shape": list(enc_rt.input_shape)},
         "normalization": normalizer.to_dict(),
         "quantization": {
             "input": {"scale": in_scale, "zero_point": in_zp, "dtype": io_type},
@@ -220,6 +238,12 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
         "code_bytes": code_size,
         "raw_bytes_per_window": {"int16": window * len(channels) * 2, "float32": window * len(channels) * 4},
         "decoder": {"file": dec_name, "dtype": "int8" if decoder_int8 else "float32"},
+        "device": {
+            "file": M.DEVICE_INT8,
+            "outputs": {"code": code_out, "residual": residual_out},
+            "residual": dict(zip(("scale", "zero_point"), dev_rt.output_quant_of(residual_out)), dtype=io_type),
+            "residual_byte": "uint8 byte = the residual output as uint8 (an int8 output + 128)",
+        },
         "score": "mean squared reconstruction error per window, in normalized units",
         "recipe": recipe.to_dict() if recipe is not None else None,
         "training_data_fingerprint": fingerprint,
@@ -230,6 +254,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     with atomic_dir(out) as tmp:
         (tmp / M.ENCODER_INT8).write_bytes(enc_int8)
         (tmp / M.ENCODER_FLOAT).write_bytes(enc_f32)
+        (tmp / M.DEVICE_INT8).write_bytes(dev_int8)
         (tmp / dec_name).write_bytes(dec)
         for fname, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
             np.save(tmp / fname, np.asarray(arr, dtype=np.float32))

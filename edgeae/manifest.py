@@ -7,6 +7,8 @@ An export directory holds:
 
     encoder_int8.tflite     the device model: int8 window in, int8 code out
     encoder_float32.tflite  the same encoder in float32: reference for verify and bench
+    device_int8.tflite      encoder + decoder on the device: window in, code and residual out
+                            (the window's reconstruction error, sent as one byte)
     decoder_float32.tflite  (or decoder_int8.tflite) the host model: code in, window out
     reference_windows.npy   normalized windows recorded at export (validation windows)
     reference_codes.npy     the float encoder's codes for them
@@ -32,6 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER_INT8 = "encoder_int8.tflite"
 ENCODER_FLOAT = "encoder_float32.tflite"
+DEVICE_INT8 = "device_int8.tflite"
 REFERENCE = ("reference_windows.npy", "reference_codes.npy", "reference_errors.npy")
 
 
@@ -78,6 +81,10 @@ class Export:
     @property
     def encoder_float(self) -> Path:
         return self.path / ENCODER_FLOAT
+
+    @property
+    def device(self) -> Path:
+        return self.path / DEVICE_INT8
 
     @property
     def decoder(self) -> Path:

@@ -36,3 +36,17 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     if noise == 0:
         return float("inf")
     return float(10 * np.log10(np.sum(reference**2) / noise))
+
+
+def detection_rates(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    """F1 of the anomalous class, FAR = false alarms / true normals (%), MAR = missed / true anomalies (%)."""
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(predicted).astype(bool)
+    tp, fp, fn, tn = int(np.sum(y & p)), int(np.sum(~y & p)), int(np.sum(y & ~p)), int(np.sum(~y & ~p))
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {
+        "f1": f1,
+        "far": 100.0 * fp / (fp + tn) if fp + tn else 0.0,
+        "mar": 100.0 * fn / (fn + tp) if fn + tp else 0.0,
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    }  # fmt: skip

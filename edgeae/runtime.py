@@ -66,9 +66,30 @@ class Model:
     def output_quant(self) -> tuple[float, int]:
         return _quant(self.output)
 
-    @property
-    def is_int8(self) -> bool:
-        return self.input["dtype"] == np.int8
+    def output_index(self, code_size: int) -> tuple[int, int]:
+        """For a (code, residual) model: the positions of its code and residual outputs."""
+        sizes = [int(np.prod(d["shape"][1:])) for d in self._it.get_output_details()]
+        if len(sizes) != 2 or sorted(sizes) != sorted([code_size, 1]):
+            raise EdgeaeError(f"{self.name}: expected a code ({code_size}) and a residual (1) output, got {sizes}")
+        code = sizes.index(code_size) if code_size != 1 else 0
+        return code, 1 - code
+
+    def output_quant_of(self, index: int) -> tuple[float, int]:
+        return _quant(self._it.get_output_details()[index])
+
+    def run_outputs_raw(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs, in the model's own dtypes, window by window batched as `run_raw`."""
+        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
+        details = self._it.get_output_details()
+        outs = [[] for _ in details]
+        batch = 256 if self.batchable else 1
+        for i in range(0, len(x), batch):
+            self._prepare(len(x[i : i + batch]))
+            self._it.set_tensor(self.input["index"], x[i : i + batch])
+            self._it.invoke()
+            for o, d in zip(outs, details):
+                o.append(self._it.get_tensor(d["index"]).copy())
+        return [np.concatenate(o) for o in outs]
 
     def run_raw(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """Run on inputs already in the model's input dtype; outputs in its output dtype."""
@@ -87,11 +108,14 @@ class Model:
             y = dequantize(y, *self.output_quant)
         return y
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:
-            self._it.resize_tensor_input(self.input["index"], (len(x),) + self.input_shape)
+    def _prepare(self, n: int) -> None:
+        if n != self._batch:
+            self._it.resize_tensor_input(self.input["index"], (n,) + self.input_shape)
             self._it.allocate_tensors()
-            self._batch = len(x)
+            self._batch = n
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        self._prepare(len(x))
         self._it.set_tensor(self.input["index"], x)
         self._it.invoke()
         return self._it.get_tensor(self.output["index"]).copy()

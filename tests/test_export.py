@@ -14,7 +14,7 @@ def test_manifest_contents(small_export, small_run):
     m = json.loads((small_export / "manifest.json").read_text())
     assert m["format_version"] == 1
     assert set(m["artifacts"]) == {
-        "encoder_int8.tflite", "encoder_float32.tflite", "decoder_float32.tflite",
+        "encoder_int8.tflite", "encoder_float32.tflite", "decoder_float32.tflite", "device_int8.tflite",
         "reference_windows.npy", "reference_codes.npy", "reference_errors.npy",
     }  # fmt: skip
     assert m["window"] == {"length": 32, "hop": 8, "channels": simulate.CHANNELS, "input_shape": [128]}

@@ -5,22 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-repeatable CPU kernels
 
-import contextlib
-import tempfile
-
-
-@contextlib.contextmanager
-def native_stderr_captured():
-    """Send C++ chatter on fd 2 (absl, the converter) to a buffer; yield a function reading it."""
-    with tempfile.TemporaryFile(mode="w+") as buf:
-        saved = os.dup(2)
-        os.dup2(buf.fileno(), 2)
-        try:
-            yield lambda: (buf.seek(0), buf.read())[1]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
+from .runtime import native_stderr_captured
 
 try:
     with native_stderr_captured():

@@ -34,6 +34,9 @@ def main():
     edgeae train  --recipe models/X.toml --data F   train (and prune) -> runs/X
     edgeae export --int8 runs/X --out dist/X         full-int8 encoder + decoder + manifest
     edgeae verify dist/X [--data F]                  LiteRT = TFLite Micro, fidelity vs float
+    edgeae encode dist/X --data F --sensor 1 --out p.bin | --mqtt HOST:PORT   device loop -> packets
+    edgeae calibrate dist/X --data F                 fit the host's anomaly scorer
+    edgeae serve dist/X --mqtt HOST:PORT --db r.sqlite   decode, score, store every packet
 
     Data files are CSV (any delimiter, header row, optional time and 0/1 label columns) or
     .npz (data, channels, labels).
@@ -218,3 +221,112 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
     click.echo(bench_.table(result))
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--data", required=True, help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin.")
+@click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
+@click.option("--mqtt", "broker", help="Publish to this MQTT broker, HOST:PORT.")
+@click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
+@click.option("--key", help="Hex HMAC key: tag every packet (serve must have the same key).")
+@click.option("--t0", type=float, default=None, help="Timestamp of row 0, Unix seconds [default: now].")
+@click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows.")
+@click.option("--start-seq", type=int, default=0, show_default=True, help="First sequence number.")
+def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq):
+    """Device loop: window a sensor stream, run the int8 device model, emit packets."""
+    import time
+
+    from . import device, wire
+
+    if (out is None) == (broker is None):
+        raise EdgeaeError("give exactly one of --out and --mqtt")
+    try:
+        key_bytes = bytes.fromhex(key) if key else None
+    except ValueError:
+        raise EdgeaeError("--key must be hexadecimal") from None
+    enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
+    packets = enc.packets(device.windows_from(data, enc.ex))
+    n = 0
+    if broker:
+        from .mqtt import Publisher
+
+        pub = Publisher(broker)
+        try:
+            for n, pkt in enumerate(packets, start=1):
+                pub.publish(topic.format(sensor=sensor), pkt)
+        finally:
+            pub.close()
+    elif out == "-":
+        for n, pkt in enumerate(packets, start=1):
+            sys.stdout.buffer.write(wire.frame(pkt))
+        sys.stdout.buffer.flush()
+    else:
+        target = Path(out)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                for n, pkt in enumerate(packets, start=1):
+                    f.write(wire.frame(pkt))
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    click.echo(f"sensor {sensor}: {n} packets of {wire.packet_size(enc.ex.manifest['code_size'], True, key_bytes is not None)} bytes"
+               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else ""), err=True)  # fmt: skip
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled.")
+@click.option("--mode", type=click.Choice(["residual", "code", "combined", "reconstruction"]), default="residual", show_default=True)
+@click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
+              help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
+@click.option("--q", type=float, help="The quantile (percentile) or the false-alarm rate (far).")
+@click.option("--train-rows", help="Fit on rows START:STOP instead of the rows labelled normal.")
+@click.option("--f1", is_flag=True, help="Move the threshold to the F1-optimal one on the labelled windows.")
+def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
+    """Fit the host's anomaly scorer and store it in the export (scorer.json)."""
+    from .score import calibrate as calibrate_
+
+    rows = _parse_rows(train_rows) if train_rows else None
+    _, report = calibrate_(export_dir, data, mode, rule, q, rows, f1)
+    click.echo(json.dumps(report, indent=2))
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path())
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite database for results.")
+@click.option("--mqtt", "broker", help="Subscribe on this MQTT broker, HOST:PORT.")
+@click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
+@click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
+@click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
+def serve(export_dir, db, broker, topic, packets, keys):
+    """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM."""
+    from . import serve as serve_
+
+    if (broker is None) == (packets is None):
+        raise EdgeaeError("give exactly one of --mqtt and --packets")
+    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None)
+    try:
+        if packets:
+            server.run_file(packets)
+        else:
+            stop = serve_.stop_on_signals()
+            server.run_mqtt(broker, topic, stop,
+                            ready=lambda: click.echo(f"serving {topic} on {broker} into {db} (SIGTERM to stop)", err=True))  # fmt: skip
+    finally:
+        server.close()
+    click.echo(f"stored {server.counts['stored']}, rejected {server.counts['rejected']}", err=True)
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--parquet", type=click.Path(dir_okay=False), help="Also write the packets table as Parquet.")
+def results(db, parquet):
+    """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
+    from . import serve as serve_
+
+    click.echo(json.dumps(serve_.summary(db), indent=2))
+    if parquet:
+        click.echo(f"packets written to {serve_.to_parquet(db, parquet)}", err=True)

@@ -223,6 +223,9 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     code_size = int(np.prod(enc_rt.output_shape))
     dev_rt = Model(dev_int8)
     code_out, residual_out = dev_rt.output_index(code_size)
+    if dev_rt.input_quant != enc_rt.input_quant or dev_rt.output_quant_of(code_out) != enc_rt.output_quant:
+        # packets carry the device model's code, decoded with the encoder's constants
+        raise EdgeaeError("the device model's input / code quantization differs from the encoder's; cannot export")
     channels = normalizer.channels
     manifest = {
         "format_version": M.FORMAT_VERSION,

@@ -71,6 +71,11 @@ class Export:
                 raise EdgeaeError(f"{f}: sha256 does not match the manifest (file altered)")
         return cls(path, manifest)
 
+    @property
+    def model_id(self) -> int:
+        """The 32-bit identifier packets carry: the first 4 bytes of the manifest's sha256."""
+        return int.from_bytes(hashlib.sha256((self.path / MANIFEST).read_bytes()).digest()[:4], "big")
+
     def file(self, name: str) -> Path:
         return self.path / name
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tf import keras, native_stderr_captured, tf
+from ._tf import keras, tf
+from .runtime import native_stderr_captured
 from .errors import EdgeaeError
 
 

@@ -10,6 +10,7 @@ Python process and turns a crash into an `EdgeaeError`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,20 @@ import numpy as np
 from .errors import EdgeaeError
 
 DEFAULT_ARENA_BYTES = 256 * 1024
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Send C++ chatter on fd 2 (LiteRT's delegate banner, absl, the converter) to a buffer;
+    yield a function that reads it, for error messages."""
+    with tempfile.TemporaryFile(mode="w+") as buf:
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield lambda: (buf.seek(0), buf.read())[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
@@ -40,8 +55,9 @@ class Model:
         self.name = "<bytes>" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
         content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         try:
-            self._it = Interpreter(model_content=content, num_threads=threads, experimental_delegates=delegates)
-            self._it.allocate_tensors()
+            with native_stderr_captured():
+                self._it = Interpreter(model_content=content, num_threads=threads, experimental_delegates=delegates)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgeaeError(f"{self.name}: not a loadable TFLite model ({str(e).splitlines()[0]})") from None
         self.input = self._it.get_input_details()[0]

@@ -26,8 +26,9 @@ import numpy as np
 from . import data as D
 from .errors import EdgeaeError
 from .manifest import Export
-from .metrics import reconstruction_error, roc_auc, sqnr_db
-from .runtime import DEFAULT_ARENA_BYTES, Model, dequantize, quantize, tflm_run
+from .metrics import roc_auc, sqnr_db
+from .pipeline import Pipeline
+from .runtime import DEFAULT_ARENA_BYTES, dequantize, tflm_run
 
 
 @dataclass
@@ -101,35 +102,6 @@ class Report:
         lines = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c}".rstrip() for a, b, c in rows]
         lines.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return "\n".join(lines)
-
-
-class Pipeline:
-    """The exported models on the host: windows -> codes -> reconstructions -> scores."""
-
-    def __init__(self, export: Export):
-        self.export = export
-        self.norm = export.normalizer
-        self.encoder = Model(export.encoder_int8)
-        self.encoder_float = Model(export.encoder_float)
-        self.decoder = Model(export.decoder)
-
-    def device_input(self, normalized: np.ndarray) -> np.ndarray:
-        """What the device feeds its encoder: normalized windows quantized to int8."""
-        x = D.to_input(normalized, self.encoder.input_shape)
-        return quantize(x, *self.encoder.input_quant, dtype=self.encoder.input["dtype"])
-
-    def codes_int8(self, normalized: np.ndarray) -> np.ndarray:
-        return self.encoder.run_raw(self.device_input(normalized))
-
-    def scores(self, normalized: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return reconstruction_error(normalized, self.decoder(codes))
-
-    def float_scores(self, normalized: np.ndarray) -> np.ndarray:
-        x = D.to_input(normalized, self.encoder_float.input_shape)
-        return self.scores(normalized, self.encoder_float(x))
-
-    def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
-        return self.scores(normalized, dequantize(self.codes_int8(normalized), *self.encoder.output_quant))
 
 
 def verify(

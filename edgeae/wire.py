@@ -6,6 +6,7 @@ Layout (big-endian; specified in docs/wire-format.md):
     0       1     version            1
     1       1     flags              bit 0: residual byte present; bit 1: tag present; others 0
     2       4     model id           first 4 bytes of the sha256 of the export's manifest.json
+                                     (manifest.Export.model_id)
     6       2     sensor id          0..65535
     8       4     sequence number    0..2^32-1, +1 per window
     12      4     timestamp          seconds since 1970-01-01 UTC
@@ -79,11 +80,6 @@ class Packet:
                                   ("seq", self.seq, 32), ("timestamp", self.timestamp, 32)):  # fmt: skip
             if not 0 <= value < 2**bits:
                 raise ValueError(f"{name} must fit in {bits} bits, got {value}")
-
-
-def model_id(manifest_bytes: bytes) -> int:
-    """The 32-bit model identifier of an export: the first 4 bytes of its manifest's sha256."""
-    return int.from_bytes(hashlib.sha256(manifest_bytes).digest()[:4], "big")
 
 
 def crc16(data: bytes) -> int:

@@ -67,7 +67,7 @@ def run_file(path: Path, recipe: R.Recipe, work: Path) -> dict:
     from edgeae.export import export
     from edgeae.manifest import Export
     from edgeae.train import load_data, train
-    from edgeae.verify import Pipeline
+    from edgeae.pipeline import Pipeline
 
     series = load_data(recipe, path)
     w = recipe.data.window

@@ -1,0 +1,109 @@
+"""The device-side loop (`edgeae encode`): sensor rows in, packets out.
+
+Rows are windowed exactly as in training (length and hop from the export), normalized with the
+export's constants, quantized to the model's input type, and run through the int8 device model
+in LiteRT; each window becomes one wire-format packet with its code and residual byte. The
+bytes are those the firmware produces from the MCU export's constants.
+
+Rows come from a CSV / .npz file or, for a live stream, CSV lines on stdin (a header line first).
+The timestamp of a window is `t0 + period * (index of its last row)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from . import wire
+from .errors import EdgeaeError
+from .manifest import Export
+from .pipeline import Pipeline
+
+BATCH = 64  # windows per LiteRT call
+
+
+def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>") -> Iterator[np.ndarray]:
+    """Parse CSV lines (header first) into rows of the given channels, validating each row."""
+    lines = iter(lines)
+    header_line = next(lines, None)
+    if header_line is None:
+        raise EdgeaeError(f"{source}: no header line")
+    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+    header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    missing = [c for c in channels if c not in header]
+    if missing:
+        raise EdgeaeError(f"{source}: missing channel column(s) {', '.join(map(repr, missing))} (have: {', '.join(header)})")
+    idx = [header.index(c) for c in channels]
+    for n, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        cells = next(csv.reader([line], delimiter=delimiter))
+        try:
+            row = np.array([float(cells[i]) for i in idx], dtype=np.float32)
+        except (ValueError, IndexError):
+            raise EdgeaeError(f"{source}: line {n} is not a row of numbers for {', '.join(channels)}") from None
+        if not np.isfinite(row).all():
+            raise EdgeaeError(f"{source}: line {n} has NaN or inf values")
+        yield row
+
+
+def stream_windows(rows: Iterable[np.ndarray], length: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the last row, window) for every window, as `data.windows` cuts them:
+    window k covers rows [k * hop, k * hop + length)."""
+    recent: deque[np.ndarray] = deque(maxlen=length)
+    next_end = length - 1
+    for i, row in enumerate(rows):
+        recent.append(row)
+        if i == next_end:
+            yield i, np.stack(recent)
+            next_end += hop
+
+
+class Encoder:
+    """Windows -> packets for one sensor, with sequence numbers and optional HMAC tags."""
+
+    def __init__(self, export_dir, sensor: int, key: bytes | None = None, t0: float = 0.0, period: float = 1.0,
+                 start_seq: int = 0):  # fmt: skip
+        self.ex = Export.open(export_dir)
+        self.pipe = Pipeline(self.ex)
+        self.model_id = self.ex.model_id
+        self.sensor, self.key, self.t0, self.period, self.seq = sensor, key, t0, period, start_seq
+        if not 0 <= sensor < 2**16:
+            raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
+
+    def packets(self, windows: Iterable[tuple[int, np.ndarray]]) -> Iterator[bytes]:
+        batch: list[tuple[int, np.ndarray]] = []
+        for item in windows:
+            batch.append(item)
+            if len(batch) == BATCH:
+                yield from self._batch(batch)
+                batch = []
+        if batch:
+            yield from self._batch(batch)
+
+    def _batch(self, batch) -> Iterator[bytes]:
+        raw = np.stack([w for _, w in batch])
+        codes, residuals = self.pipe.device_outputs(self.pipe.norm(raw))
+        for (last_row, _), code, res in zip(batch, codes, residuals):
+            code = code.astype(np.int16) - 128 if code.dtype == np.uint8 else code  # uint8 I/O
+            p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(self.t0 + self.period * last_row) % 2**32,
+                            tuple(int(v) for v in code), int(res))  # fmt: skip
+            self.seq += 1
+            yield wire.encode(p, self.key)
+
+
+def windows_from(source: str, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
+    """Windows of a file (CSV / .npz) or of CSV lines on stdin ('-')."""
+    if source == "-":
+        lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+        return stream_windows(stream_rows(lines, ex.channels), ex.window, ex.hop)
+    series = D.read_series(Path(source)).select(ex.channels)
+    w = D.windows(series, ex.window, ex.hop)
+    return ((i * ex.hop + ex.window - 1, win) for i, win in enumerate(w))

@@ -1,0 +1,90 @@
+"""MQTT over paho-mqtt: a publisher for the device loop and a subscriber for serve."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from .errors import EdgeaeError
+
+DEFAULT_TOPIC = "edgeae/{sensor}/up"
+
+
+def parse_broker(url: str) -> tuple[str, int]:
+    """'host:port' (or 'host', port 1883) -> (host, port)."""
+    host, _, port = url.rpartition(":") if ":" in url else (url, "", "1883")
+    try:
+        return host or "localhost", int(port)
+    except ValueError:
+        raise EdgeaeError(f"--mqtt must be HOST:PORT, got {url!r}") from None
+
+
+def _client(client_id: str):
+    try:
+        import paho.mqtt.client as paho
+    except ImportError:
+        raise EdgeaeError("MQTT needs paho-mqtt: pip install 'edgeae[serve]'") from None
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id), paho
+
+
+def _connect(client, url: str, timeout: float = 10.0) -> None:
+    host, port = parse_broker(url)
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as e:
+        raise EdgeaeError(f"cannot connect to the MQTT broker at {host}:{port} ({e.strerror or e})") from None
+    client.loop_start()
+    deadline = time.monotonic() + timeout
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            client.loop_stop()
+            raise EdgeaeError(f"the MQTT broker at {host}:{port} did not accept the connection")
+        time.sleep(0.01)
+
+
+class Publisher:
+    """Publishes packets with QoS 1 and waits until the broker has them."""
+
+    def __init__(self, url: str, client_id: str = ""):
+        self.client, _ = _client(client_id)
+        _connect(self.client, url)
+        self._pending = []
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._pending.append(self.client.publish(topic, payload, qos=1))
+        if len(self._pending) >= 100:
+            self.flush()
+
+    def flush(self) -> None:
+        for info in self._pending:
+            info.wait_for_publish(timeout=30)
+            if not info.is_published():
+                raise EdgeaeError("the MQTT broker did not acknowledge a packet in 30 s")
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Subscriber:
+    """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t)."""
+
+    def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1):
+        self.messages: queue.Queue = queue.Queue()
+        self.client, _ = _client(client_id)
+        self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload), time.time()))
+        self._subscribed = False
+        self.client.on_subscribe = lambda *a: setattr(self, "_subscribed", True)
+        _connect(self.client, url)
+        self.client.subscribe(pattern, qos=qos)
+        deadline = time.monotonic() + 10
+        while not self._subscribed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._subscribed:
+            raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

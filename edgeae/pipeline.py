@@ -1,0 +1,84 @@
+"""The exported models on the host, end to end, without TensorFlow:
+window -> device input -> (code, residual) -> reconstruction -> anomaly evidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data as D
+from .manifest import Export
+from .metrics import reconstruction_error
+from .runtime import Model, dequantize, quantize
+from .score import Features
+
+
+class Pipeline:
+    """An export's models: the int8 encoder and device model, the float encoder, the decoder."""
+
+    def __init__(self, export: Export):
+        self.export = export
+        self.norm = export.normalizer
+        self.encoder = Model(export.encoder_int8)
+        self.encoder_float = Model(export.encoder_float)
+        self.decoder = Model(export.decoder)
+        self._device = None
+        m = export.manifest
+        self.code_quant = (m["quantization"]["code"]["scale"], m["quantization"]["code"]["zero_point"])
+        self.residual_quant = (m["device"]["residual"]["scale"], m["device"]["residual"]["zero_point"])
+
+    @property
+    def device(self) -> Model:
+        if self._device is None:
+            self._device = Model(self.export.device)
+        return self._device
+
+    def device_input(self, normalized: np.ndarray) -> np.ndarray:
+        """What the device feeds its models: normalized windows quantized to int8 (or uint8)."""
+        x = D.to_input(normalized, self.encoder.input_shape)
+        return quantize(x, *self.encoder.input_quant, dtype=self.encoder.input["dtype"])
+
+    def codes_int8(self, normalized: np.ndarray) -> np.ndarray:
+        return self.encoder.run_raw(self.device_input(normalized))
+
+    def device_outputs(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What a packet carries per window: the quantized code (n, k) and the residual byte (n,)."""
+        outs = self.device.run_outputs_raw(self.device_input(normalized))
+        idx = self.export.manifest["device"]["outputs"]
+        code = outs[idx["code"]].reshape(len(normalized), -1)
+        residual = outs[idx["residual"]].reshape(-1)
+        if residual.dtype == np.int8:
+            residual = (residual.astype(np.int16) + 128).astype(np.uint8)
+        return code, residual
+
+    def packet_features(self, codes_q: np.ndarray, residual_bytes: np.ndarray | None) -> Features:
+        """Features from what packets carry (quantized code, residual byte)."""
+        code = dequantize(np.asarray(codes_q), *self.code_quant)
+        residual = None
+        if residual_bytes is not None:
+            res = np.asarray(residual_bytes, dtype=np.int16)
+            if self.export.manifest["device"]["residual"]["dtype"] == "int8":
+                res = res - 128
+            residual = dequantize(res, *self.residual_quant).astype(np.float64)
+        return Features(code=code, residual=residual)
+
+    def offline_features(self, normalized: np.ndarray) -> Features:
+        """Packet features plus the raw-window reconstruction error (when raw windows exist)."""
+        codes_q, residual = self.device_outputs(normalized)
+        f = self.packet_features(codes_q, residual)
+        f.error = self.scores(normalized, f.code)
+        return f
+
+    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+        """Dequantized codes -> reconstructed windows (normalized units), shape (n, length, channels)."""
+        return self.decoder(codes).reshape(len(codes), self.export.window, len(self.export.channels))
+
+    def scores(self, normalized: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return reconstruction_error(normalized, self.decoder(codes))
+
+    def float_scores(self, normalized: np.ndarray) -> np.ndarray:
+        x = D.to_input(normalized, self.encoder_float.input_shape)
+        return self.scores(normalized, self.encoder_float(x))
+
+    def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
+        return self.scores(normalized, dequantize(self.codes_int8(normalized), *self.encoder.output_quant))

@@ -1,0 +1,214 @@
+"""Anomaly scoring on the host, scikit-learn style: `fit`, `score_samples`, `predict`.
+
+What a window's evidence can be (`Features`):
+  - `code`: the dequantized code from the packet,
+  - `residual`: the device's reconstruction error from the packet's residual byte,
+  - `error`: the reconstruction error of the raw window (offline, when raw windows exist).
+
+Modes:
+  - `code`: Mahalanobis distance (squared) of the code from the normal codes,
+  - `residual`: the device's residual,
+  - `reconstruction`: the raw-window reconstruction error,
+  - `combined`: the larger of the residual and code scores, each divided by its own control
+    limit, so either kind of deviation can raise an alarm.
+
+Scores are anomaly scores: higher means more anomalous, and `predict` returns 1 for an
+anomaly (as the 0/1 labels of the data files), unlike scikit-learn's +1 / -1 outlier API.
+
+Threshold rules, fitted on normal windows: `ucl` (quantile 0.999 x 4/3, the SKAB reference
+rule), `percentile` (a quantile of the normal scores), `far` (the quantile giving a target false
+alarm rate); with labelled validation data `fit_f1` moves it to the F1-optimal threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeaeError
+
+MODES = ("code", "residual", "reconstruction", "combined")
+RULES = ("ucl", "percentile", "far")
+NEEDS = {"code": ("code",), "residual": ("residual",), "reconstruction": ("error",), "combined": ("code", "residual")}
+UCL_QUANTILE, UCL_FACTOR = 0.999, 4 / 3
+
+
+@dataclass
+class Features:
+    code: np.ndarray | None = None  # (n, code_size)
+    residual: np.ndarray | None = None  # (n,)
+    error: np.ndarray | None = None  # (n,)
+
+    def __len__(self) -> int:
+        return len(next(v for v in (self.code, self.residual, self.error) if v is not None))
+
+    def subset(self, mask) -> "Features":
+        return Features(*(None if v is None else v[mask] for v in (self.code, self.residual, self.error)))
+
+
+class AnomalyScorer:
+    """Scores windows from what the host receives; see the module docstring."""
+
+    def __init__(self, mode: str = "residual", rule: str = "ucl", q: float | None = None):
+        if mode not in MODES:
+            raise EdgeaeError(f"scoring mode must be one of {', '.join(MODES)}; got {mode!r}")
+        if rule not in RULES:
+            raise EdgeaeError(f"threshold rule must be one of {', '.join(RULES)}; got {rule!r}")
+        self.mode, self.rule, self.q = mode, rule, q
+
+    # -- the parts of each mode
+    def _code_score(self, code):
+        d = code - self.mean_
+        return np.einsum("ij,jk,ik->i", d, self.precision_, d)
+
+    def _raw(self, f: Features) -> np.ndarray:
+        missing = [k for k in NEEDS[self.mode] if getattr(f, k) is None]
+        if missing:
+            raise EdgeaeError(f"scoring mode '{self.mode}' needs {', '.join(missing)} in the features")
+        if self.mode == "code":
+            return self._code_score(f.code)
+        if self.mode == "residual":
+            return np.asarray(f.residual, dtype=np.float64)
+        if self.mode == "reconstruction":
+            return np.asarray(f.error, dtype=np.float64)
+        return np.maximum(f.residual / self.residual_limit_, self._code_score(f.code) / self.code_limit_)
+
+    def fit(self, normal: Features) -> "AnomalyScorer":
+        """Fit on windows of normal operation: the code statistics and the threshold."""
+        if len(normal) < 2:
+            raise EdgeaeError("need at least 2 normal windows to fit a scorer")
+        if self.mode in ("code", "combined"):
+            code = np.asarray(normal.code, dtype=np.float64)
+            self.mean_ = code.mean(axis=0)
+            cov = np.atleast_2d(np.cov(code.T)) + 1e-6 * np.eye(code.shape[1])
+            self.precision_ = np.linalg.inv(cov)
+        if self.mode == "combined":
+            self.residual_limit_ = _ucl(normal.residual)
+            self.code_limit_ = _ucl(self._code_score(normal.code))
+        scores = self._raw(normal)
+        if self.rule == "ucl":
+            self.threshold_ = _ucl(scores)
+        elif self.rule == "percentile":
+            self.threshold_ = float(np.quantile(scores, self.q if self.q is not None else 0.99))
+        else:
+            self.threshold_ = float(np.quantile(scores, 1 - (self.q if self.q is not None else 0.01)))
+        return self
+
+    def fit_f1(self, features: Features, labels: np.ndarray) -> "AnomalyScorer":
+        """Move the threshold to the one maximizing window-level F1 on labelled data."""
+        scores = self.score_samples(features)
+        y = np.asarray(labels).astype(bool)
+        if y.all() or not y.any():
+            raise EdgeaeError("the F1-optimal threshold needs both normal and anomalous windows")
+        order = np.argsort(-scores)
+        tp = np.cumsum(y[order])
+        fp = np.cumsum(~y[order])
+        f1 = 2 * tp / (tp + fp + y.sum())
+        best = int(np.argmax(f1))
+        nxt = scores[order[best + 1]] if best + 1 < len(order) else scores[order[best]] - 1
+        self.threshold_ = float((scores[order[best]] + nxt) / 2)
+        self.rule = "f1"
+        return self
+
+    def score_samples(self, features: Features) -> np.ndarray:
+        """Anomaly score per window (higher = more anomalous)."""
+        return self._raw(features)
+
+    def predict(self, features: Features) -> np.ndarray:
+        """1 for windows scoring above the threshold, else 0."""
+        return (self.score_samples(features) > self.threshold_).astype(np.int8)
+
+    # -- persistence (JSON, stored beside an export's manifest)
+    def to_dict(self) -> dict:
+        d = {"mode": self.mode, "rule": self.rule, "q": self.q, "threshold": self.threshold_}
+        for k in ("mean_", "precision_", "residual_limit_", "code_limit_"):
+            if hasattr(self, k):
+                v = getattr(self, k)
+                d[k.rstrip("_")] = v.tolist() if isinstance(v, np.ndarray) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AnomalyScorer":
+        s = cls(d["mode"], d["rule"] if d["rule"] in RULES else "ucl", d.get("q"))
+        s.rule, s.threshold_ = d["rule"], float(d["threshold"])
+        if "mean" in d:
+            s.mean_, s.precision_ = np.asarray(d["mean"]), np.asarray(d["precision"])
+        if "residual_limit" in d:
+            s.residual_limit_, s.code_limit_ = float(d["residual_limit"]), float(d["code_limit"])
+        return s
+
+
+def _ucl(scores) -> float:
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), UCL_QUANTILE) * UCL_FACTOR)
+
+
+SCORER_FILE = "scorer.json"
+
+
+def save(scorer: AnomalyScorer, export_dir: Path, model_id: int) -> Path:
+    """Write scorer.json beside the manifest (atomically), tied to the export's model id."""
+    path = Path(export_dir) / SCORER_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"model_id": f"{model_id:08x}", **scorer.to_dict()}, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load(export_dir: Path, model_id: int) -> AnomalyScorer | None:
+    """The export's scorer, or None when it has none; one calibrated for another export is an error."""
+    path = Path(export_dir) / SCORER_FILE
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+        if d["model_id"] != f"{model_id:08x}":
+            raise EdgeaeError(f"{path}: calibrated for model {d['model_id']}, not this export ({model_id:08x})")
+        return AnomalyScorer.from_dict(d)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise EdgeaeError(f"{path}: not a valid scorer file ({e.__class__.__name__})") from None
+
+
+def calibrate(
+    export_dir,
+    data,
+    mode: str = "residual",
+    rule: str = "ucl",
+    q: float | None = None,
+    train_rows: tuple[int, int] | None = None,
+    f1: bool = False,
+) -> tuple[AnomalyScorer, dict]:
+    """Fit a scorer on the normal windows of `data` (the row range, else the rows labelled 0,
+    else all), optionally move its threshold to the F1 optimum, and save it in the export."""
+    from . import data as D
+    from .manifest import Export
+    from .pipeline import Pipeline
+
+    ex = Export.open(export_dir)
+    pipe = Pipeline(ex)
+    recipe = ex.manifest.get("recipe") or {}
+    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
+    series = series.select(ex.channels)
+    windows = pipe.norm(D.windows(series, ex.window, ex.hop))
+    labels = D.window_labels(series, ex.window, ex.hop)
+    if train_rows is not None:
+        last_row = np.arange(len(windows)) * ex.hop + ex.window - 1
+        normal = (last_row >= train_rows[0]) & (last_row < train_rows[1])
+    else:
+        normal = D.normal_windows_mask(series, ex.window, ex.hop)
+    features = pipe.offline_features(windows)
+    scorer = AnomalyScorer(mode, rule, q).fit(features.subset(normal))
+    if f1:
+        if labels is None:
+            raise EdgeaeError(f"{data}: --f1 needs labelled data")
+        scorer.fit_f1(features, labels)
+    save(scorer, ex.path, ex.model_id)
+    report = {"mode": mode, "rule": scorer.rule, "threshold": scorer.threshold_, "normal_windows": int(normal.sum())}
+    if labels is not None:
+        from .metrics import detection_rates, roc_auc
+
+        scores = scorer.score_samples(features)
+        report.update(auc=roc_auc(labels, scores), **detection_rates(labels, scores > scorer.threshold_))
+    return scorer, report

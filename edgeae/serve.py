@@ -1,0 +1,234 @@
+"""`edgeae serve`: packets in (MQTT or a packet file), decoded, scored and stored in SQLite.
+
+Every packet is validated (length, version, CRC, HMAC tag when keys are configured, model
+id). A valid packet is checked against its sensor's sequence numbers: one already stored is
+rejected as `replayed_seq`; one that skips ahead records the missing numbers as a gap; one that
+fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
+export's decoder and scored by the export's scorer (scorer.json from `edgeae calibrate`, or a
+residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
+with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
+one SQLite transaction, so a SIGTERM never leaves a half-written batch.
+
+Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import wire
+from .errors import EdgeaeError
+from .manifest import Export
+from .pipeline import Pipeline
+from .score import AnomalyScorer
+from .score import load as load_scorer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packets (
+    sensor INTEGER NOT NULL, seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    model_id TEXT NOT NULL, code TEXT NOT NULL, residual INTEGER,
+    reconstruction_rms TEXT NOT NULL, score REAL NOT NULL, anomaly INTEGER NOT NULL,
+    reordered INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, stored_at REAL NOT NULL,
+    topic TEXT, PRIMARY KEY (sensor, seq));
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT,
+    reason TEXT NOT NULL, detail TEXT, sensor INTEGER, seq INTEGER, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS missing (
+    sensor INTEGER NOT NULL, seq INTEGER NOT NULL, detected_at REAL NOT NULL, filled_at REAL,
+    PRIMARY KEY (sensor, seq));
+"""
+REPLAYED = "replayed_seq"
+MAX_GAP_RECORDED = 10_000  # a jump larger than this is recorded as its first 10,000 numbers
+
+
+def default_scorer(pipe: Pipeline) -> AnomalyScorer:
+    """A residual scorer fitted on the export's reference (normal validation) windows."""
+    windows = pipe.export.reference()[0].reshape(-1, pipe.export.window, len(pipe.export.channels))
+    return AnomalyScorer("residual").fit(pipe.offline_features(windows))
+
+
+class Server:
+    def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None):
+        self.ex = Export.open(export_dir)
+        self.pipe = Pipeline(self.ex)
+        self.model_id = self.ex.model_id
+        self.scorer = load_scorer(self.ex.path, self.model_id) or default_scorer(self.pipe)
+        if self.scorer.mode == "reconstruction":
+            raise EdgeaeError("the export's scorer uses mode 'reconstruction', which needs raw windows; "
+                              "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
+        self.keys = keys
+        self.db = sqlite3.connect(str(db), check_same_thread=False)
+        self.db.executescript(SCHEMA)
+        self.counts = {"stored": 0, "rejected": 0}
+        self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
+
+    # -- one batch of raw messages: [(topic, payload, received_at)]
+    def handle(self, batch: list[tuple[str | None, bytes, float]]) -> None:
+        valid, rejected = [], []
+        seen_in_batch: set[tuple[int, int]] = set()
+        for topic, raw, t in batch:
+            try:
+                p = wire.decode(raw, self.keys, {self.model_id})
+            except wire.PacketError as e:
+                rejected.append((t, topic, e.reason, str(e), None, None, raw))
+                continue
+            key = (p.sensor, p.seq)
+            if key in seen_in_batch or self._stored(key):
+                rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
+                continue
+            seen_in_batch.add(key)
+            valid.append((topic, p, t))
+        with self.db:  # one transaction per batch
+            if valid:
+                self._store(valid)
+            self.db.executemany(
+                "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",
+                rejected,
+            )
+        self.counts["stored"] += len(valid)
+        self.counts["rejected"] += len(rejected)
+
+    def _stored(self, key) -> bool:
+        return self.db.execute("SELECT 1 FROM packets WHERE sensor=? AND seq=?", key).fetchone() is not None
+
+    def _store(self, valid) -> None:
+        codes = np.array([p.code for _, p, _ in valid], dtype=np.int16)
+        residual = [p.residual for _, p, _ in valid]
+        has_res = all(r is not None for r in residual)
+        f = self.pipe.packet_features(codes, np.array(residual) if has_res else None)
+        recon = self.pipe.reconstruct(f.code) * self.pipe.norm.std + self.pipe.norm.mean  # sensor units
+        rms = np.sqrt(np.mean(recon**2, axis=1))  # per channel
+        if has_res or self.scorer.mode == "code":
+            scores = self.scorer.score_samples(f)
+            flags = (scores > self.scorer.threshold_).astype(int)
+        else:  # packets without a residual byte cannot be scored in residual mode
+            scores, flags = np.full(len(valid), np.nan), np.zeros(len(valid), int)
+        now = time.time()
+        rows = []
+        for (topic, p, t), r, s, a in zip(valid, rms, scores, flags):
+            rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
+                         json.dumps([round(float(v), 6) for v in r]), float(s), int(a), self._sequence(p, now), t, now, topic))  # fmt: skip
+        self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def _sequence(self, p: wire.Packet, now: float) -> int:
+        """Record the gap before this packet; returns 1 when it arrives after a later one
+        (it fills a recorded gap, or precedes the first number seen)."""
+        if p.sensor not in self.last_seq:
+            (self.last_seq[p.sensor],) = self.db.execute("SELECT MAX(seq) FROM packets WHERE sensor=?", (p.sensor,)).fetchone()
+        last = self.last_seq[p.sensor]
+        if last is not None and p.seq < last:
+            self.db.execute("UPDATE missing SET filled_at=? WHERE sensor=? AND seq=?", (now, p.sensor, p.seq))
+            return 1
+        if last is not None and p.seq > last + 1:
+            gap = range(last + 1, min(p.seq, last + 1 + MAX_GAP_RECORDED))
+            self.db.executemany("INSERT OR IGNORE INTO missing VALUES (?,?,?,NULL)", [(p.sensor, s, now) for s in gap])
+        self.last_seq[p.sensor] = p.seq
+        return 0
+
+    # -- sources
+    def run_file(self, path: str | Path, batch: int = 256) -> None:
+        data = Path(path).read_bytes()
+        now = time.time()
+        items = [(None, raw, now) for raw in wire.unframe(data)]
+        for i in range(0, len(items), batch):
+            self.handle(items[i : i + batch])
+
+    def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
+                 ready=lambda: None) -> None:  # fmt: skip
+        """Serve until `stop` is set; `ready()` is called once the subscription is confirmed."""
+        from .mqtt import Subscriber
+
+        sub = Subscriber(url, pattern)
+        ready()
+        try:
+            while not stop.is_set():
+                self._drain(sub.messages, batch, linger)
+        finally:
+            sub.close()
+            while not sub.messages.empty():  # whatever arrived before the disconnect is kept
+                self._drain(sub.messages, batch, 0)
+
+    def _drain(self, q: queue.Queue, batch: int, linger: float) -> None:
+        try:
+            items = [q.get(timeout=0.2)]
+        except queue.Empty:
+            return
+        deadline = time.monotonic() + linger
+        while len(items) < batch:
+            try:
+                items.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        self.handle(items)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a clean shutdown."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def load_keys(path: str | Path) -> dict[int, bytes]:
+    """A keys file: JSON {"<sensor id>": "<hex key>", ...}."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return {int(k): bytes.fromhex(v) for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError) as e:
+        raise EdgeaeError(f"{path}: not a keys file of {{sensor: hex key}} ({e.__class__.__name__})") from None
+
+
+def summary(db: str | Path) -> dict:
+    """What a results database holds: per-sensor counts, open gaps, reordering, rejections."""
+    if not Path(db).is_file():
+        raise EdgeaeError(f"{db}: no such results database")
+    con = sqlite3.connect(str(db))
+    try:
+        q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        return {
+            "packets": q("SELECT COUNT(*) FROM packets")[0][0],
+            "anomalies": q("SELECT COUNT(*) FROM packets WHERE anomaly=1")[0][0],
+            "per_sensor": {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in
+                           q("SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets GROUP BY sensor")},  # fmt: skip
+            "open_gaps": {s: n for s, n in q("SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL GROUP BY sensor")},
+            "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
+            "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
+        }
+    except sqlite3.DatabaseError as e:
+        raise EdgeaeError(f"{db}: not an edgeae results database ({e})") from None
+    finally:
+        con.close()
+
+
+def to_parquet(db: str | Path, out: str | Path) -> Path:
+    """The packets table as Parquet (written to a temporary file, then renamed)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EdgeaeError("Parquet export needs pyarrow: pip install 'edgeae[serve]'") from None
+    con = sqlite3.connect(str(db))
+    try:
+        cur = con.execute("SELECT * FROM packets ORDER BY sensor, seq")
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        con.close()
+    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,205 @@
+"""serve: every valid packet stored once, every bad one rejected with its reason, gaps recorded;
+end to end through a real Mosquitto broker on a loopback port."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, save_npz
+from edgeae import simulate, wire
+from edgeae.manifest import Export
+
+KEYS = {1: "a1" * 16, 2: "b2" * 16, 3: "c3" * 16, 9: "d4" * 16}
+
+
+def _bad_and_gap_packets(export_dir, valid_replay: bytes) -> tuple[list[bytes], dict]:
+    """Injected packets (sensor 9 and bad ones) and what serve must make of them."""
+    mid = Export.open(export_dir).model_id
+    key = bytes.fromhex(KEYS[9])
+
+    def pkt(seq, model=mid, k=key):
+        return wire.encode(wire.Packet(model, 9, seq, 1_700_000_000 + seq, (1, -2, 3, -4), 17), k)
+
+    good = [pkt(s) for s in (0, 1, 2, 5, 6)] + [pkt(4)]  # 3 never arrives, 4 arrives late
+    flipped = bytearray(pkt(7))
+    flipped[18] ^= 0x10
+    bad = {
+        "truncated": pkt(8)[:-5],
+        "bad_crc": bytes(flipped),
+        "wrong_model": pkt(9, model=(mid + 1) % 2**32),
+        "bad_tag": pkt(10, k=b"not the key"),
+        "replayed_seq": valid_replay,
+    }
+    return good + list(bad.values()), {"good": len(good), "reasons": set(bad)}
+
+
+def _check_db(db, expect_per_sensor: dict):
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    per = dict(con.execute("SELECT sensor, COUNT(*) FROM packets GROUP BY sensor").fetchall())
+    assert per == expect_per_sensor
+    for sensor, n in expect_per_sensor.items():
+        if sensor != 9:  # the encoded streams: every sequence number exactly once
+            seqs = [s for (s,) in con.execute("SELECT seq FROM packets WHERE sensor=? ORDER BY seq", (sensor,))]
+            assert seqs == list(range(n))
+    rejected = dict(con.execute("SELECT reason, COUNT(*) FROM rejected GROUP BY reason").fetchall())
+    assert rejected == {r: 1 for r in ("truncated", "bad_crc", "wrong_model", "bad_tag", "replayed_seq")}
+    assert con.execute("SELECT seq, filled_at IS NULL FROM missing WHERE sensor=9 ORDER BY seq").fetchall() == [(3, 1), (4, 0)]
+    assert con.execute("SELECT reordered FROM packets WHERE sensor=9 AND seq=4").fetchone() == (1,)
+    row = con.execute("SELECT code, residual, reconstruction_rms, score, anomaly FROM packets WHERE sensor=1 AND seq=0").fetchone()
+    assert len(json.loads(row[0])) == 4 and 0 <= row[1] <= 255 and len(json.loads(row[2])) == 4 and np.isfinite(row[3])
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory):
+    d = tmp_path_factory.mktemp("streams")
+    return {s: save_npz(d / f"s{s}.npz", simulate.machine(seconds=4, seed=10 + s)) for s in (1, 2, 3)}
+
+
+def _encode_file(export, stream, sensor, out):
+    from edgeae import device
+
+    enc = device.Encoder(export, sensor, bytes.fromhex(KEYS[sensor]), t0=1_700_000_000, period=0.001)
+    return list(enc.packets(device.windows_from(str(stream), enc.ex)))
+
+
+def test_serve_packet_file(tmp_path, small_export, streams):
+    from edgeae.serve import Server
+
+    sent = {s: _encode_file(small_export, streams[s], s, None) for s in (1, 2, 3)}
+    injected, expect = _bad_and_gap_packets(small_export, sent[1][0])
+    (tmp_path / "p.bin").write_bytes(b"".join(wire.frame(p) for s in (1, 2, 3) for p in sent[s]) +
+                                     b"".join(wire.frame(p) for p in injected))  # fmt: skip
+    server = Server(small_export, tmp_path / "r.sqlite", {k: bytes.fromhex(v) for k, v in KEYS.items()})
+    server.run_file(tmp_path / "p.bin", batch=50)  # batches split the injected ones
+    server.close()
+    _check_db(tmp_path / "r.sqlite", {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]})
+
+
+# ---------------------------------------------------------------- through Mosquitto
+
+
+def _mosquitto() -> str:
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if exe is None:
+        pytest.fail("mosquitto is not installed; `bash tools/dev test` installs it (apt-get install mosquitto)")
+    return exe
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto broker on a free loopback port, for this test only."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}")
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw)
+
+
+def _wait_for_line(proc, text: str, timeout: float = 60) -> list[str]:
+    """Read proc's stderr lines until one contains `text`; fail (never block) otherwise."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if text in line:
+            return seen
+    proc.kill()
+    pytest.fail(f"no line with {text!r}; stderr so far: {''.join(seen)[-500:]}")
+
+
+@pytest.mark.slow
+def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
+    from edgeae.mqtt import Publisher
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({str(k): v for k, v in KEYS.items()}))
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, "--keys", keys, stderr=subprocess.PIPE, text=True)
+    _wait_for_line(serve, "serving")
+
+    counts = {}
+    for s in (1, 2, 3):  # three device loops publishing through the broker
+        enc = _cli("encode", small_export, "--data", streams[s], "--sensor", s, "--mqtt", broker, "--key", KEYS[s],
+                   "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
+        _, err = enc.communicate(timeout=120)
+        assert enc.returncode == 0, err
+        counts[s] = int(err.split(": ")[1].split()[0])
+    first = _encode_file(small_export, streams[1], 1, None)[0]  # sensor 1, seq 0 again: a replay
+    injected, expect = _bad_and_gap_packets(small_export, first)
+    pub = Publisher(broker)
+    for raw in injected:
+        pub.publish("edgeae/9/up", raw)
+        pub.flush()
+    pub.close()
+
+    total = sum(counts.values()) + expect["good"] + len(expect["reasons"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(db)
+        n = con.execute("SELECT (SELECT COUNT(*) FROM packets) + (SELECT COUNT(*) FROM rejected)").fetchone()[0]
+        con.close()
+        if n >= total:
+            break
+        time.sleep(0.2)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    _check_db(db, {**counts, 9: expect["good"]})
+
+    out = subprocess.run([sys.executable, "-m", "edgeae", "results", db, "--parquet", tmp_path / "r.parquet"],
+                         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["open_gaps"] == {"9": 1} and summary["reordered"] == 1
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == summary["packets"] == total - len(expect["reasons"])
+
+
+def test_broker_unreachable_is_one_line(small_export, tmp_path):
+    from test_cli import assert_one_line_error, edgeae
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
+    assert_one_line_error(proc, "cannot connect to the MQTT broker")

@@ -104,6 +104,10 @@ def windows_from(source: str, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
     if source == "-":
         lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
         return stream_windows(stream_rows(lines, ex.channels), ex.window, ex.hop)
-    series = D.read_series(Path(source)).select(ex.channels)
-    w = D.windows(series, ex.window, ex.hop)
+    return windows_from_series(D.read_series(Path(source)), ex)
+
+
+def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the last row, window) for an in-memory series, with the export's channels."""
+    w = D.windows(series.select(ex.channels), ex.window, ex.hop)
     return ((i * ex.hop + ex.window - 1, win) for i, win in enumerate(w))

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import shutil
+import socket
+import subprocess
 import time
+from pathlib import Path
 
 from .errors import EdgeaeError
 
@@ -88,3 +94,32 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def local_broker(workdir: Path):
+    """A Mosquitto broker (Debian's package) on a free loopback port, for tests and benchmarks.
+    Yields its 'host:port'; stops it on exit."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if exe is None:
+        raise EdgeaeError("mosquitto is not installed (bash tools/dev test installs it: apt-get install mosquitto)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = Path(workdir) / f"mosquitto-{port}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise EdgeaeError(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

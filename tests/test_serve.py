@@ -2,8 +2,6 @@
 end to end through a real Mosquitto broker on a loopback port."""
 
 import json
-import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -90,35 +88,13 @@ def test_serve_packet_file(tmp_path, small_export, streams):
 # ---------------------------------------------------------------- through Mosquitto
 
 
-def _mosquitto() -> str:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if exe is None:
-        pytest.fail("mosquitto is not installed; `bash tools/dev test` installs it (apt-get install mosquitto)")
-    return exe
-
-
 @pytest.fixture
 def broker(tmp_path):
     """A Mosquitto broker on a free loopback port, for this test only."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([_mosquitto(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}")
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    from edgeae.mqtt import local_broker
+
+    with local_broker(tmp_path) as url:
+        yield url
 
 
 def _cli(*args, **kw):

@@ -1,14 +1,15 @@
-"""SKAB benchmark: ROC-AUC of the reconstruction-error score, float vs int8 vs PCA.
+"""SKAB benchmark: detection quality of every scoring mode, float vs int8 vs PCA.
 
-The published per-file protocol (../shared/data/README.md): for each of the 34 labelled files,
-train on the first 400 rows (normal) with the scaler fitted on them, test on the remaining
-rows, windows of 60 steps. Each window is scored by its reconstruction error and labelled by
-its last row. Scores are made comparable across files by dividing by the file's UCL
-(quantile 0.999 of the training windows' scores x 4/3), then all test windows are pooled.
+The published per-file protocol (../shared/data/README.md; edgeae.protocols): for each of the
+34 labelled files, train on the first 400 rows, export to int8, score every 60-row window.
 
-Reported: pooled ROC-AUC and mean per-file ROC-AUC for the float autoencoder, the exported
-int8 encoder (through LiteRT, decoded by the exported float decoder), and PCA with the same
-code size fitted on the same training windows.
+1. ROC-AUC of the reconstruction-error score (window labelled by its last row, test windows):
+   float autoencoder vs the int8 export vs PCA with the same code size. Pooled over files after
+   dividing each file's scores by its UCL, and the mean of the per-file AUCs.
+2. F1 / FAR / MAR by the published rule (UCL = quantile 0.999 x 4/3 of the training windows'
+   scores; row i flagged when all windows starting in [i-59, i-1] exceed it; test rows of all
+   files concatenated), for each scoring mode: what the host can compute from the raw window
+   (reconstruction, float and int8), from the packet alone (residual byte, code, combined), PCA.
 
     python tools/bench_skab.py [--recipe models/skab.toml] [--out tools/out/skab.json] [--files N]
 """
@@ -19,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,77 +27,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeae import data as D  # noqa: E402
+from edgeae import protocols as P  # noqa: E402
 from edgeae import recipe as R  # noqa: E402
-from edgeae.metrics import reconstruction_error, roc_auc  # noqa: E402
+from edgeae.metrics import detection_rates, roc_auc  # noqa: E402
 
 SKAB = ROOT.parent / "shared" / "data" / "skab"
-TRAIN_ROWS = 400
-
-
-def skab_files() -> list[Path]:
-    files = [p for sub in ("valve1", "valve2", "other") for p in (SKAB / sub).glob("*.csv")]
-    return sorted(files, key=lambda p: (p.parent.name, int(p.stem)))
-
-
-def ucl(train_scores: np.ndarray) -> float:
-    return float(np.quantile(train_scores, 0.999) * 4 / 3)
-
-
-class PCA:
-    """PCA reconstruction with k components, fitted on flattened training windows."""
-
-    def __init__(self, k: int):
-        self.k = k
-
-    def fit(self, x):
-        x = x.reshape(len(x), -1)
-        self.mean = x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)
-        self.components = vt[: self.k]
-        return self
-
-    def score_samples(self, x):
-        flat = x.reshape(len(x), -1) - self.mean
-        recon = flat @ self.components.T @ self.components
-        return reconstruction_error(flat, recon)
-
-
-def run_file(path: Path, recipe: R.Recipe, work: Path) -> dict:
-    from edgeae.export import export
-    from edgeae.manifest import Export
-    from edgeae.train import load_data, train
-    from edgeae.pipeline import Pipeline
-
-    series = load_data(recipe, path)
-    w = recipe.data.window
-    t0 = time.perf_counter()
-    run = train(recipe, series, work / "run", train_rows=(0, TRAIN_ROWS), progress=False)
-    t1 = time.perf_counter()
-    out = export(run, work / "dist")
-    t2 = time.perf_counter()
-    pipe = Pipeline(Export.open(out))
-
-    windows = pipe.norm(D.windows(series, w, 1))
-    labels = D.window_labels(series, w, 1)
-    last_row = np.arange(len(windows)) + w - 1
-    train_w, test = windows[last_row < TRAIN_ROWS], last_row >= TRAIN_ROWS
-    scores = {
-        "float": pipe.float_scores(windows),
-        "int8": pipe.int8_scores(windows),
-        "pca": PCA(recipe.model.code_size).fit(train_w).score_samples(windows),
-    }
-    train_mask = last_row < TRAIN_ROWS
-    return {
-        "file": f"{path.parent.name}/{path.name}",
-        "test_windows": int(test.sum()),
-        "anomalous": int(labels[test].sum()),
-        "train_s": t1 - t0,
-        "export_s": t2 - t1,
-        "auc": {k: roc_auc(labels[test], s[test]) for k, s in scores.items()},
-        "_scaled": {k: s[test] / ucl(s[train_mask]) for k, s in scores.items()},
-        "_labels": labels[test],
-    }
+MODES = {
+    "float": "reconstruction, float model (raw window)",
+    "int8": "reconstruction, int8 code (raw window)",
+    "residual": "residual byte (packet only)",
+    "code": "code Mahalanobis (packet only)",
+    "combined": "residual + code (packet only)",
+    "pca": "PCA, same code size (raw window)",
+}
 
 
 def main(argv=None) -> dict:
@@ -109,37 +51,49 @@ def main(argv=None) -> dict:
     if not SKAB.is_dir():
         sys.exit(f"bench_skab: {SKAB} not found (the shared data sits beside the project)")
     recipe = R.load(args.recipe)
-    files = skab_files()[: args.files]
 
     from tqdm import tqdm
 
-    rows = []
-    for path in tqdm(files, desc="SKAB files", unit="file"):
+    per_file = []
+    for path in tqdm(P.skab_files(SKAB)[: args.files], desc="SKAB files", unit="file"):
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run_file(path, recipe, Path(tmp)))
+            per_file.append(P.skab_file_scores(path, recipe, Path(tmp)))
 
-    labels = np.concatenate([r.pop("_labels") for r in rows])
-    scaled = [r.pop("_scaled") for r in rows]
-    pooled = {k: roc_auc(labels, np.concatenate([s[k] for s in scaled])) for k in ("float", "int8", "pca")}
-    mean_file = {k: float(np.nanmean([r["auc"][k] for r in rows])) for k in ("float", "int8", "pca")}
+    auc, detection = {}, {}
+    y_rows = np.concatenate([r["labels"][P.SKAB_TRAIN_ROWS :] for r in per_file])
+    for mode in MODES:
+        scaled, y_win, file_aucs, rows = [], [], [], []
+        for r in per_file:
+            s, test = r["scores"][mode], ~r["train_mask"]
+            limit = P.ucl(s[r["train_mask"]])
+            scaled.append(s[test] / limit)
+            y_win.append(r["window_labels"][test])
+            file_aucs.append(roc_auc(r["window_labels"][test], s[test]))
+            rows.append(P.skab_rows(s, limit, r["rows"])[P.SKAB_TRAIN_ROWS :])
+        auc[mode] = {"pooled": roc_auc(np.concatenate(y_win), np.concatenate(scaled)), "mean_file": float(np.nanmean(file_aucs))}
+        detection[mode] = detection_rates(y_rows, np.concatenate(rows))
+
     result = {
         "recipe": recipe.to_dict(),
-        "files": len(rows),
-        "code_size": recipe.model.code_size,
-        "pooled_auc": pooled,
-        "mean_file_auc": mean_file,
-        "int8_minus_float": {"pooled": pooled["int8"] - pooled["float"], "mean_file": mean_file["int8"] - mean_file["float"]},
-        "train_s_total": sum(r["train_s"] for r in rows),
-        "export_s_total": sum(r["export_s"] for r in rows),
-        "per_file": rows,
+        "files": len(per_file),
+        "auc": auc,
+        "int8_minus_float_auc": {k: auc["int8"][k] - auc["float"][k] for k in ("pooled", "mean_file")},
+        "detection": detection,
+        "train_s_total": sum(r["train_s"] for r in per_file),
+        "export_s_total": sum(r["export_s"] for r in per_file),
+        "per_file_auc": {r["file"]: {m: roc_auc(r["window_labels"][~r["train_mask"]], r["scores"][m][~r["train_mask"]])
+                                     for m in MODES} for r in per_file},  # fmt: skip
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"SKAB, {len(rows)} files, code size {recipe.model.code_size}, window {recipe.data.window}")
-    print(f"{'':14}{'float AE':>10}{'int8 AE':>10}{'PCA':>10}")
-    for name, d in (("pooled AUC", pooled), ("mean file AUC", mean_file)):
-        print(f"{name:14}{d['float']:>10.4f}{d['int8']:>10.4f}{d['pca']:>10.4f}")
-    print(f"int8 - float: pooled {result['int8_minus_float']['pooled']:+.4f}, mean file {result['int8_minus_float']['mean_file']:+.4f}")
+
+    print(f"SKAB, {len(per_file)} files, code size {recipe.model.code_size}, window {recipe.data.window}")
+    print(f"{'mode':<44}{'pooled AUC':>11}{'file AUC':>10}{'F1':>7}{'FAR %':>8}{'MAR %':>8}")
+    for mode, label in MODES.items():
+        a, d = auc[mode], detection[mode]
+        print(f"{label:<44}{a['pooled']:>11.4f}{a['mean_file']:>10.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}")
+    diff = result["int8_minus_float_auc"]
+    print(f"int8 - float ROC-AUC: pooled {diff['pooled']:+.4f}, mean file {diff['mean_file']:+.4f}")
     print(f"written to {args.out}")
     return result
 

@@ -1,0 +1,67 @@
+"""The device loop: the same windows as training, the same codes as the int8 encoder."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from edgeae import data as D
+from edgeae import device, simulate, wire
+from edgeae.manifest import Export
+from edgeae.pipeline import Pipeline
+from test_cli import assert_one_line_error
+
+
+@pytest.mark.parametrize("length, hop", [(32, 8), (5, 5), (4, 7), (6, 1)])
+def test_stream_windows_match_training_windows(length, hop):
+    s = D.Series(np.arange(120.0).reshape(60, 2), ["a", "b"])
+    streamed = list(device.stream_windows(iter(s.values), length, hop))
+    expected = D.windows(s, length, hop)
+    assert len(streamed) == len(expected)
+    for (last, w), e in zip(streamed, expected):
+        np.testing.assert_array_equal(w, e)
+        np.testing.assert_array_equal(s.values[last], e[-1])
+
+
+def _csv(series, path):
+    np.savetxt(path, series.values, delimiter=",", header=",".join(series.channels), comments="", fmt="%.6g")
+    return path
+
+
+def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export):
+    s = simulate.machine(seconds=2, seed=4)
+    csv = _csv(s, tmp_path / "s.csv")
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--t0", "0", "--period", "0.001"]
+    from_file = subprocess.run(args + ["--data", str(csv), "--out", "-"], capture_output=True, cwd=ROOT)
+    from_stdin = subprocess.run(args + ["--data", "-", "--out", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
+    assert from_file.stdout == from_stdin.stdout and len(from_file.stdout) > 0
+
+
+def test_packet_codes_are_the_int8_encoders(tmp_path, small_export):
+    ex = Export.open(small_export)
+    s = simulate.machine(seconds=2, seed=4)
+    enc = device.Encoder(small_export, 1)
+    packets = [wire.decode(p, None, {ex.model_id}) for p in enc.packets(device.windows_from_series(s, ex))]
+    pipe = Pipeline(ex)
+    codes = pipe.codes_int8(pipe.norm(D.windows(s, ex.window, ex.hop)))
+    assert [p.code for p in packets] == [tuple(int(v) for v in c) for c in codes]
+    assert [p.seq for p in packets] == list(range(len(codes)))
+
+
+def test_bad_stream_lines(tmp_path, small_export):
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-", "--out", "-"]
+    head = ",".join(simulate.CHANNELS) + "\n"
+    bad = subprocess.run(args, input=(head + "1,2,3,4\n1,x,3,4\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(bad), "line 3 is not a row of numbers")
+    nan = subprocess.run(args, input=(head + "1,2,nan,4\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(nan), "line 2 has NaN or inf values")
+    cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
+
+
+def _text(proc):
+    proc.stderr = proc.stderr.decode()
+    return proc

@@ -37,6 +37,10 @@ def main():
     edgeae encode dist/X --data F --sensor 1 --out p.bin | --mqtt HOST:PORT   device loop -> packets
     edgeae calibrate dist/X --data F                 fit the host's anomaly scorer
     edgeae serve dist/X --mqtt HOST:PORT --db r.sqlite   decode, score, store every packet
+    edgeae eval dist/X --data F --out reports/X      detection and compression vs baselines
+    edgeae eval --protocol skab --recipe models/skab.toml --data ../shared/data/skab --out reports/skab
+    edgeae sweep --recipe R --data F --code-sizes 2,4,8,16,32 --out reports/rd
+    edgeae report reports/X                          one HTML page with the plots
 
     Data files are CSV (any delimiter, header row, optional time and 0/1 label columns) or
     .npz (data, channels, labels).
@@ -330,3 +334,71 @@ def results(db, parquet):
     click.echo(json.dumps(serve_.summary(db), indent=2))
     if parquet:
         click.echo(f"packets written to {serve_.to_parquet(db, parquet)}", err=True)
+
+
+@main.command(name="eval")
+@click.argument("export_dir", required=False, type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Labelled data: a CSV / .npz file, or the SKAB / NAB folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (metrics.json, scores for the report).")
+@click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (needs --recipe).")
+@click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol.")
+@click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
+@click.option("--files", type=int, help="SKAB: only the first N files.")
+@click.option("--train-rows", help="Rows START:STOP to fit thresholds and baselines on (default: before the first anomaly).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, quiet):
+    """Detection and compression quality on labelled data, beside baselines and published results."""
+    from . import evaluate
+
+    if protocol:
+        if export_dir or not recipe_path:
+            raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
+        from . import recipe as R
+
+        m = evaluate.evaluate_protocol(protocol, R.load(recipe_path), data, out, sparsity=sparsity, files=files, progress=not quiet)
+    elif export_dir:
+        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None)
+    else:
+        raise EdgeaeError("give an export directory, or --protocol with --recipe")
+    unit = "rows" if m["protocol"] == "skab" else "windows"
+    click.echo(f"{'detector':<18}{'ROC-AUC':>8}{'PR-AUC':>8}{'F1':>7}{'FAR %':>8}{'MAR %':>8}   ({unit})")
+    for name, d in m["detectors"].items():
+        click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}")
+    if m.get("published"):
+        click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
+    b = m["bytes_per_window"]
+    click.echo(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
+
+
+@main.command()
+@click.option("--recipe", "recipe_path", required=True, type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Labelled data file, or the SKAB folder with --protocol skab.")
+@click.option("--code-sizes", default="2,4,8,16,32", show_default=True)
+@click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
+@click.option("--files", type=int, help="SKAB: only the first N files.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def sweep(recipe_path, data, code_sizes, protocol, files, out):
+    """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
+    from . import evaluate
+    from . import recipe as R
+
+    try:
+        sizes = [int(k) for k in code_sizes.split(",")]
+    except ValueError:
+        raise EdgeaeError(f"--code-sizes must be comma-separated integers, got {code_sizes!r}") from None
+    rd = evaluate.sweep(R.load(recipe_path), data, out, sizes, protocol, files)
+    click.echo(f"{'bytes':>6}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
+    for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
+                             rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip
+        click.echo(f"{k:>6}{a:>11.2f}{p:>12.2f}{x:>8.4f}{y:>9.4f}")
+    click.echo(f"written to {out}/rd.json")
+
+
+@main.command()
+@click.argument("folder", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Write the page and PNGs here instead.")
+def report(folder, out):
+    """One self-contained HTML page (plots embedded) from an eval or sweep folder."""
+    from .report import render
+
+    click.echo(f"report written to {render(folder, out)}")

@@ -50,3 +50,45 @@ def detection_rates(labels: np.ndarray, predicted: np.ndarray) -> dict:
         "mar": 100.0 * fn / (fn + tp) if fn + tp else 0.0,
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
     }  # fmt: skip
+
+
+def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision (scikit-learn's definition:
+    sum over thresholds of (recall_n - recall_{n-1}) * precision_n); nan without positives."""
+    y = np.asarray(labels).astype(bool)
+    if not y.any():
+        return float("nan")
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def channel_fidelity(windows: np.ndarray, reconstructed: np.ndarray) -> dict:
+    """Per channel: NMSE = sum (x - x_hat)^2 / sum x^2 and SNR = -10 log10 NMSE (dB), over
+    (n, length, channels) windows in normalized units."""
+    x = windows.reshape(-1, windows.shape[-1]).astype(np.float64)
+    e = x - reconstructed.reshape(x.shape)
+    nmse = np.sum(e**2, axis=0) / np.maximum(np.sum(x**2, axis=0), 1e-12)
+    return {"nmse": nmse.tolist(), "snr_db": (-10 * np.log10(np.maximum(nmse, 1e-12))).tolist()}
+
+
+def segments(labels: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of 1s."""
+    y = np.r_[0, np.asarray(labels).astype(np.int8), 0]
+    edges = np.diff(y)
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+
+def detection_delays(labels: np.ndarray, predicted: np.ndarray) -> list[int | None]:
+    """For each anomaly segment, steps from its start to the first flag inside it (None: missed)."""
+    p = np.asarray(predicted).astype(bool)
+    out = []
+    for start, stop in segments(labels):
+        hits = np.nonzero(p[start:stop])[0]
+        out.append(int(hits[0]) if len(hits) else None)
+    return out

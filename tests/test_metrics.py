@@ -23,3 +23,49 @@ def test_sqnr_and_error():
     assert sqnr_db(x, x) == float("inf")
     w = np.zeros((3, 2, 2))
     np.testing.assert_allclose(reconstruction_error(w, w + 1), [1, 1, 1])
+
+
+def test_pr_auc_matches_average_precision():
+    from sklearn.metrics import average_precision_score
+
+    from edgeae.metrics import pr_auc
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 2, 300)
+        s = np.round(rng.normal(y * 0.7, 1), 1)
+        assert abs(pr_auc(y, s) - average_precision_score(y, s)) < 1e-12
+    assert np.isnan(pr_auc(np.zeros(4), np.arange(4)))
+
+
+def test_detection_rates_match_sklearn():
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from edgeae.metrics import detection_rates
+
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 2, 500), rng.integers(0, 2, 500)
+    d = detection_rates(y, p)
+    tn, fp, fn, tp = confusion_matrix(y, p).ravel()
+    assert abs(d["f1"] - f1_score(y, p)) < 1e-12
+    assert abs(d["far"] - 100 * fp / (fp + tn)) < 1e-12 and abs(d["mar"] - 100 * fn / (fn + tp)) < 1e-12
+    assert detection_rates([0, 0], [0, 0]) == {"f1": 0.0, "far": 0.0, "mar": 0.0, "tp": 0, "fp": 0, "fn": 0, "tn": 2}
+
+
+def test_channel_fidelity_by_hand():
+    from edgeae.metrics import channel_fidelity
+
+    x = np.ones((2, 3, 2))
+    xh = x.copy()
+    xh[..., 1] = 0.9  # error 0.1 on channel 1: NMSE 0.01, SNR 20 dB
+    d = channel_fidelity(x, xh)
+    assert d["nmse"][0] == 0 and abs(d["nmse"][1] - 0.01) < 1e-12 and abs(d["snr_db"][1] - 20) < 1e-9
+
+
+def test_segments_and_delays_by_hand():
+    from edgeae.metrics import detection_delays, segments
+
+    y = [0, 1, 1, 1, 0, 0, 1, 1, 0, 1]
+    assert segments(y) == [(1, 4), (6, 8), (9, 10)]
+    p = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1]
+    assert detection_delays(y, p) == [2, None, 0]

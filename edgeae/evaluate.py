@@ -1,0 +1,422 @@
+"""`edgeae eval`: detection and compression quality on labelled data, beside baselines.
+
+Every detector scores the same windows; each threshold is the UCL rule (quantile 0.999 x 4/3
+of the detector's scores on the training windows):
+
+    float         the float autoencoder's reconstruction error (raw window)
+    int8          reconstruction error through the int8 export (host decoder on the int8 code)
+    int8_pruned   the same, for the export pruned to 50 % sparsity (protocol runs)
+    residual      the device's residual byte (packet only)
+    code          Mahalanobis distance of the code (packet only)
+    pca_q         PCA with the same code size: reconstruction error (Q statistic)
+    pca_t2q       PCA T^2 + Q, each divided by its own control limit
+    iforest       Isolation Forest on the flattened windows
+
+Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
+windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
+its labelled anomaly windows, train on the recipe's rows), `generic` (train on the given rows,
+test on the rest, window labels = last row). `evaluate_export` scores an existing export.
+
+Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
+
+metrics.json, schema "edgeae.metrics/1":
+    protocol, data, recipe, channels, windows {train, test, anomalous}
+    bytes_per_window {raw_int16, code, packet, compression_ratio}
+    detectors.<name> {roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
+        mean, missed}}      (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %)
+    reconstruction.<float|int8|int8_pruned|decimation> {nmse[], snr_db[]}   per channel, normalized units
+    code_sqnr_db, pruning {layers, target_sparsity}, published (skab: the leaderboard)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from . import metrics as MT
+from . import protocols as P
+from .errors import EdgeaeError
+from .fsutil import atomic_dir, write_json
+from .manifest import Export
+from .pipeline import Pipeline
+from .runtime import dequantize
+from .score import AnomalyScorer
+
+SCHEMA = "edgeae.metrics/1"
+AE = ("float", "int8", "int8_pruned")
+SKAB_LEADERBOARD = [
+    ("Conv-AE", 0.78, 13.55, 28.02), ("MSET", 0.78, 39.73, 14.13), ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92), ("T-squared", 0.66, 19.21, 42.6), ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla AE", 0.39, 2.59, 75.15), ("Isolation forest", 0.29, 2.56, 82.89),
+]  # fmt: skip
+
+
+@dataclass
+class Part:
+    """One dataset to score: all windows (normalized), which ones train, labels per window and row."""
+
+    name: str
+    windows: np.ndarray
+    train_mask: np.ndarray
+    window_labels: np.ndarray
+    row_labels: np.ndarray
+    window_hop: int
+    scores: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+
+class PCA:
+    """PCA with k components on flattened windows; `q` is the reconstruction error, `t2` the
+    Hotelling statistic of the component scores."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def fit(self, windows: np.ndarray) -> "PCA":
+        x = windows.reshape(len(windows), -1).astype(np.float64)
+        self.mean_ = x.mean(axis=0)
+        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
+        self.components_ = vt[: self.k]
+        self.var_ = np.maximum(s[: self.k] ** 2 / max(len(x) - 1, 1), 1e-12)
+        return self
+
+    def transform(self, windows):
+        return (windows.reshape(len(windows), -1) - self.mean_) @ self.components_.T
+
+    def inverse(self, t, shape):
+        return (t @ self.components_ + self.mean_).reshape((len(t),) + shape)
+
+    def q(self, windows):
+        return MT.reconstruction_error(windows, self.inverse(self.transform(windows), windows.shape[1:]))
+
+    def t2(self, windows):
+        return np.sum(self.transform(windows) ** 2 / self.var_, axis=1)
+
+
+def _limit(train_scores) -> float:
+    return P.ucl(train_scores)
+
+
+def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
+    """Fill `part.scores` with every detector's window scores, and `extras` for the report."""
+    from sklearn.ensemble import IsolationForest
+
+    w, tr = part.windows, part.train_mask
+    main = pipes["int8"]
+    f = main.offline_features(w)
+    part.scores["float"] = main.float_scores(w)
+    part.scores["int8"] = f.error
+    if "int8_pruned" in pipes:
+        part.scores["int8_pruned"] = pipes["int8_pruned"].int8_scores(w)
+    normal = f.subset(tr)
+    part.scores["residual"] = AnomalyScorer("residual").fit(normal).score_samples(f)
+    part.scores["code"] = AnomalyScorer("code").fit(normal).score_samples(f)
+    pca = PCA(code_size).fit(w[tr])
+    q, t2 = pca.q(w), pca.t2(w)
+    part.scores["pca_q"] = q
+    part.scores["pca_t2q"] = q / _limit(q[tr]) + t2 / _limit(t2[tr])
+    forest = IsolationForest(n_estimators=200, random_state=seed).fit(w[tr].reshape(tr.sum(), -1))
+    part.scores["iforest"] = -forest.score_samples(w.reshape(len(w), -1))
+
+    test = ~tr
+    recon = main.reconstruct(f.code)
+    float_codes = main.encoder_float(D.to_input(w, main.encoder_float.input_shape))
+    part.extras = {
+        "test_windows": w[test],
+        "recon_int8": recon[test],
+        "recon_float": main.reconstruct(float_codes)[test],
+        "codes": f.code[test],
+        "code_error": (f.code - float_codes.reshape(f.code.shape))[test],
+        "pca_int8": _pca_int8_recon(pca, w[tr], w[test]),
+        "decimation": decimate(w[test], main.export.manifest["code_bytes"], w[tr]),
+    }
+    if "int8_pruned" in pipes:
+        p = pipes["int8_pruned"]
+        part.extras["recon_int8_pruned"] = p.reconstruct(dequantize(p.codes_int8(w[test]), *p.encoder.output_quant))
+    return part
+
+
+def _pca_int8_recon(pca: PCA, train, test):
+    """PCA codes quantized to int8 (per component, symmetric range from the training codes)."""
+    t_train = pca.transform(train)
+    scale = np.maximum(np.abs(t_train).max(axis=0), 1e-12) / 127
+    t = np.clip(np.round(pca.transform(test) / scale), -128, 127) * scale
+    return pca.inverse(t, test.shape[1:])
+
+
+def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray:
+    """The compression baseline: keep n_bytes int8 samples per window (evenly spaced, split over
+    the channels, each quantized with its channel's training range), interpolate back linearly."""
+    n, length, channels = windows.shape
+    per = max(1, n_bytes // channels)
+    idx = np.linspace(0, length - 1, per).round().astype(int)
+    lo, hi = train.min(axis=(0, 1)), train.max(axis=(0, 1))
+    scale = np.maximum(hi - lo, 1e-12) / 255
+    kept = np.clip(np.round((windows[:, idx, :] - lo) / scale), 0, 255) * scale + lo
+    out = np.empty_like(windows)
+    for c in range(channels):
+        for i in range(n):
+            out[i, :, c] = np.interp(np.arange(length), idx, kept[i, :, c]) if per > 1 else kept[i, 0, c]
+    return out
+
+
+def detector_metrics(parts: list[Part], protocol: str) -> dict:
+    """ROC-AUC / PR-AUC on test windows (scores divided by each part's UCL, then pooled), and
+    F1 / FAR / MAR and detection delays at the UCL threshold: rows by the SKAB rule for skab,
+    test windows otherwise."""
+    out = {}
+    for name in parts[0].scores:
+        scaled, y_win, preds, y_pred = [], [], [], []
+        for p in parts:
+            s, tr = p.scores[name], p.train_mask
+            limit = _limit(s[tr])
+            scaled.append(s[~tr] / limit)
+            y_win.append(p.window_labels[~tr])
+            if protocol == "skab":
+                preds.append(P.skab_rows(s, limit, len(p.row_labels))[P.SKAB_TRAIN_ROWS :])
+                y_pred.append(p.row_labels[P.SKAB_TRAIN_ROWS :])
+            else:
+                preds.append((s[~tr] > limit).astype(np.int8))
+                y_pred.append(p.window_labels[~tr])
+        yw, sw = np.concatenate(y_win), np.concatenate(scaled)
+        delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
+        hit = [d for d in delays if d is not None]
+        out[name] = {
+            "roc_auc": MT.roc_auc(yw, sw),
+            "pr_auc": MT.pr_auc(yw, sw),
+            **MT.detection_rates(np.concatenate(y_pred), np.concatenate(preds)),
+            "detection_delay": {"per_segment": delays, "mean": float(np.mean(hit)) if hit else None,
+                                "missed": sum(d is None for d in delays),
+                                "unit": "rows" if protocol == "skab" else "windows"},  # fmt: skip
+        }
+    return out
+
+
+def reconstruction_metrics(parts: list[Part]) -> dict:
+    cat = lambda k: np.concatenate([p.extras[k] for p in parts if k in p.extras])  # noqa: E731
+    x = cat("test_windows")
+    out = {"float": MT.channel_fidelity(x, cat("recon_float")), "int8": MT.channel_fidelity(x, cat("recon_int8")),
+           "pca_int8": MT.channel_fidelity(x, cat("pca_int8")), "decimation": MT.channel_fidelity(x, cat("decimation"))}  # fmt: skip
+    if all("recon_int8_pruned" in p.extras for p in parts):
+        out["int8_pruned"] = MT.channel_fidelity(x, cat("recon_int8_pruned"))
+    return out
+
+
+# ---------------------------------------------------------------- protocols
+
+
+def _train_and_export(recipe, series, work: Path, train_rows, sparsity: float | None) -> Pipeline:
+    from .export import export
+    from .train import train
+
+    run = train(recipe, series, work / "run", sparsity=sparsity, train_rows=train_rows, progress=False)
+    return Pipeline(Export.open(export(run, work / "dist")))
+
+
+def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
+    pipes = {"int8": _train_and_export(recipe, series, work / "dense", train_rows, 0.0)}
+    if sparsity:
+        pipes["int8_pruned"] = _train_and_export(recipe, series, work / "pruned", train_rows, sparsity)
+    return pipes
+
+
+def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
+    w = pipe.norm(D.windows(series, pipe.export.window, hop))
+    last = np.arange(len(w)) * hop + pipe.export.window - 1
+    return Part(name, w, (last >= train_rows[0]) & (last < train_rows[1]), D.window_labels(series, pipe.export.window, hop),
+                series.labels, hop)  # fmt: skip
+
+
+def nab_series(root: str | Path) -> D.Series:
+    """NAB machine temperature with labels from its anomaly windows (a row is anomalous when its
+    timestamp lies inside a window)."""
+    from datetime import datetime
+
+    root = Path(root)
+    path = root / "machine_temperature_system_failure.csv"
+    s = D.read_series(path, ["value"], time="timestamp")
+    stamps = [line.split(",")[0] for line in path.read_text().splitlines()[1:] if line.strip()]
+    t = np.array([datetime.fromisoformat(x).timestamp() for x in stamps])
+    windows = json.loads((root / "combined_windows.json").read_text())
+    windows = next(iter(windows.values())) if isinstance(windows, dict) else windows
+    labels = np.zeros(len(t), np.int8)
+    for start, end in windows:
+        labels[(t >= datetime.fromisoformat(start[:19]).timestamp()) & (t <= datetime.fromisoformat(end[:19]).timestamp())] = 1
+    return D.Series(s.values, s.channels, labels, str(path))
+
+
+def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, files: int | None = None,
+                      progress: bool = True) -> dict:  # fmt: skip
+    """Train (and prune), export and score as the protocol prescribes; write the output folder."""
+    from tqdm.auto import tqdm
+
+    data = Path(data)
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if protocol == "skab":
+            if not data.is_dir():
+                raise EdgeaeError(f"{data}: --protocol skab needs the SKAB folder (valve1/, valve2/, other/)")
+            paths = P.skab_files(data)[:files]
+            if not paths:
+                raise EdgeaeError(f"{data}: no SKAB files found")
+            rows = (0, P.SKAB_TRAIN_ROWS)
+            for i, path in enumerate(tqdm(paths, desc="SKAB files", unit="file", disable=None if progress else True)):
+                from .train import load_data
+
+                series = load_data(recipe, path)
+                pipes = _pipes(recipe, series, tmp / str(i), rows, sparsity)
+                parts.append(score_part(_part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows),
+                                        pipes, recipe.model.code_size))  # fmt: skip
+        else:
+            series = nab_series(data if data.is_dir() else data.parent) if protocol == "nab" else None
+            if protocol == "generic":
+                from .train import load_data
+
+                series = load_data(recipe, data)
+                if series.labels is None:
+                    raise EdgeaeError(f"{data}: the generic protocol needs a label column")
+            rows = tuple(recipe.data.train_rows or (0, _first_anomaly(series)))
+            pipes = _pipes(recipe, series, tmp, rows, sparsity)
+            parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size))
+        return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
+
+
+def _first_anomaly(series: D.Series) -> int:
+    idx = np.nonzero(series.labels)[0]
+    if not len(idx):
+        raise EdgeaeError(f"{series.source}: no anomalous rows to test against")
+    return int(idx[0])
+
+
+def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None) -> dict:
+    """Score an existing export on labelled data: baselines and thresholds are fitted on the
+    `train_rows` (default: the rows before the first anomaly), the rest is the test."""
+    ex = Export.open(export_dir)
+    recipe = ex.manifest.get("recipe") or {}
+    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
+    series = series.select(ex.channels)
+    if series.labels is None:
+        raise EdgeaeError(f"{data}: eval needs a label column")
+    rows = train_rows or (0, _first_anomaly(series))
+    pipe = Pipeline(ex)
+    part = score_part(_part(Path(data).name, series, pipe, ex.hop, rows), {"int8": pipe}, ex.manifest["code_size"])
+    if not part.train_mask.any() or part.train_mask.all():
+        raise EdgeaeError(f"{data}: train rows {rows} leave no training or no test windows")
+    return _write(out, "export", str(data), recipe, [part], {"int8": pipe})
+
+
+def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
+    main = pipes["int8"].export.manifest
+    code_bytes, channels = main["code_bytes"], main["window"]["channels"]
+    raw = main["raw_bytes_per_window"]["int16"]
+    from .wire import packet_size
+
+    metrics = {
+        "schema": SCHEMA,
+        "protocol": protocol,
+        "data": data,
+        "recipe": recipe,
+        "channels": channels,
+        "parts": [p.name for p in parts],
+        "windows": {"train": int(sum(p.train_mask.sum() for p in parts)), "test": int(sum((~p.train_mask).sum() for p in parts)),
+                    "anomalous": int(sum(p.window_labels[~p.train_mask].sum() for p in parts))},  # fmt: skip
+        "bytes_per_window": {"raw_int16": raw, "code": code_bytes, "packet": packet_size(code_bytes),
+                             "compression_ratio": raw / code_bytes},  # fmt: skip
+        "detectors": detector_metrics(parts, protocol),
+        "reconstruction": reconstruction_metrics(parts),
+        "code_sqnr_db": _code_sqnr(parts),
+        "pruning": pipes["int8_pruned"].export.manifest["pruning"] if "int8_pruned" in pipes else main.get("pruning"),
+        "published": [dict(zip(("algorithm", "f1", "far", "mar"), r)) for r in SKAB_LEADERBOARD] if protocol == "skab" else None,
+    }
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        np.savez_compressed(tmp / "scores.npz", **_flat_scores(parts))
+        np.savez_compressed(tmp / "details.npz", **_details(parts))
+    return metrics
+
+
+def _code_sqnr(parts) -> float:
+    """SQNR of the int8 codes against the float codes (code_error = int8 - float)."""
+    err = np.concatenate([p.extras["code_error"] for p in parts])
+    codes = np.concatenate([p.extras["codes"] for p in parts])
+    return MT.sqnr_db(codes - err, codes)
+
+
+def _flat_scores(parts: list[Part]) -> dict:
+    """Per detector the test-window scores over time, divided by each part's UCL (threshold = 1)."""
+    out = {"labels": np.concatenate([p.window_labels[~p.train_mask] for p in parts]),
+           "part_index": np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])}  # fmt: skip
+    for name in parts[0].scores:
+        out[name] = np.concatenate([p.scores[name][~p.train_mask] / _limit(p.scores[name][p.train_mask]) for p in parts])
+    return out
+
+
+def _details(parts: list[Part]) -> dict:
+    """What the report plots besides scores: worst reconstructions, codes, code errors."""
+    cat = lambda k: np.concatenate([p.extras[k] for p in parts])  # noqa: E731
+    x, recon = cat("test_windows"), cat("recon_int8")
+    err = MT.reconstruction_error(x, recon)
+    worst = np.argsort(-err)[:4]
+    labels = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
+    return {"worst_windows": x[worst], "worst_recon": recon[worst], "worst_error": err[worst], "worst_labels": labels[worst],
+            "codes": cat("codes"), "code_labels": labels, "code_error": cat("code_error")}  # fmt: skip
+
+
+def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "generic", files: int | None = None,
+          progress: bool = True) -> dict:  # fmt: skip
+    """Rate-distortion: for each code size, bytes per window vs reconstruction SNR (test windows,
+    all channels, normalized units) and vs ROC-AUC, for the int8 autoencoder and for PCA with
+    int8 codes of the same size, fitted on the same training windows. Writes rd.json."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from .train import load_data
+
+    data = Path(data)
+    if protocol == "skab":
+        datasets = [(p, (0, P.SKAB_TRAIN_ROWS), 1) for p in P.skab_files(data)[:files]]
+    else:
+        series = load_data(recipe, data)
+        if series.labels is None:
+            raise EdgeaeError(f"{data}: the sweep needs a label column for ROC-AUC")
+        datasets = [(data, tuple(recipe.data.train_rows or (0, _first_anomaly(series))), recipe.data.hop)]
+    result = {"code_sizes": list(code_sizes), "bytes_per_window": list(code_sizes), "protocol": protocol, "data": str(data),
+              "autoencoder_int8": {"snr_db": [], "roc_auc": []}, "pca_int8": {"snr_db": [], "roc_auc": []}}  # fmt: skip
+    steps = [(k, d) for k in code_sizes for d in datasets]
+    bar = tqdm(total=len(steps), desc="sweep", unit="model", disable=None if progress else True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in code_sizes:
+            r = copy.deepcopy(recipe)
+            r.model.code_size = k
+            x, ae, pca, y, ae_s, pca_s = [], [], [], [], [], []
+            for i, (path, rows, hop) in enumerate(datasets):
+                series = load_data(r, path)
+                pipe = _train_and_export(r, series, Path(tmp) / f"{k}-{i}", rows, 0.0)
+                part = _part(str(path), series, pipe, hop, rows)
+                w, tr = part.windows, part.train_mask
+                f = pipe.offline_features(w)
+                model = PCA(k).fit(w[tr])
+                rec_pca = _pca_int8_recon(model, w[tr], w)
+                e_pca = MT.reconstruction_error(w, rec_pca)
+                x.append(w[~tr]), ae.append(pipe.reconstruct(f.code)[~tr]), pca.append(rec_pca[~tr])  # fmt: skip
+                y.append(part.window_labels[~tr])
+                ae_s.append(f.error[~tr] / _limit(f.error[tr]))
+                pca_s.append(e_pca[~tr] / _limit(e_pca[tr]))
+                bar.update(1)
+            x, yy = np.concatenate(x), np.concatenate(y)
+            for name, rec, s in (("autoencoder_int8", ae, ae_s), ("pca_int8", pca, pca_s)):
+                result[name]["snr_db"].append(MT.sqnr_db(x, np.concatenate(rec)))
+                result[name]["roc_auc"].append(MT.roc_auc(yy, np.concatenate(s)))
+    bar.close()
+    ae_snr, pca_snr = result["autoencoder_int8"]["snr_db"], result["pca_int8"]["snr_db"]
+    result["autoencoder_above_pca_snr"] = {str(k): a > p for k, a, p in zip(code_sizes, ae_snr, pca_snr)}
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "rd.json", result)
+    return result

@@ -1,0 +1,224 @@
+"""`edgeae report`: one self-contained HTML page (plots embedded, opens offline) from an eval
+folder (metrics.json, scores.npz, details.npz) and / or a sweep folder (rd.json). The PNGs are
+also saved beside it. Every figure has labelled axes with units and a legend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeaeError
+from .metrics import segments
+
+NAMES = {
+    "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
+    "code": "code Mahalanobis (packet)", "pca_q": "PCA Q", "pca_t2q": "PCA T²+Q", "iforest": "Isolation Forest",
+}  # fmt: skip
+CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
+
+
+def _roc(y, s):
+    order = np.argsort(-s, kind="mergesort")
+    y = y[order].astype(bool)
+    tpr = np.r_[0, np.cumsum(y) / max(y.sum(), 1)]
+    fpr = np.r_[0, np.cumsum(~y) / max((~y).sum(), 1)]
+    return fpr, tpr
+
+
+def _pr(y, s):
+    order = np.argsort(-s, kind="mergesort")
+    y = y[order].astype(bool)
+    tp = np.cumsum(y)
+    return tp / max(y.sum(), 1), tp / np.arange(1, len(y) + 1)
+
+
+def _figures(folder: Path) -> list[tuple[str, str, object]]:
+    """(file stem, caption, matplotlib figure) for everything the folder holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    mpath, rdpath = folder / "metrics.json", folder / "rd.json"
+    if mpath.is_file():
+        m = json.loads(mpath.read_text())
+        sc = np.load(folder / "scores.npz")
+        det = np.load(folder / "details.npz")
+        y = sc["labels"].astype(bool)
+        names = [n for n in CURVES if n in sc.files]
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+        for n in names:
+            fpr, tpr = _roc(y, sc[n])
+            a.plot(fpr, tpr, label=f"{NAMES[n]} (AUC {m['detectors'][n]['roc_auc']:.3f})")
+            rec, prec = _pr(y, sc[n])
+            b.plot(rec, prec, label=f"{NAMES[n]} (AP {m['detectors'][n]['pr_auc']:.3f})")
+        a.plot([0, 1], [0, 1], "k:", lw=0.8, label="chance")
+        a.set(xlabel="false positive rate (fraction of normal windows)", ylabel="true positive rate (fraction of anomalous windows)", title="ROC, test windows")
+        b.set(xlabel="recall (fraction of anomalous windows)", ylabel="precision (fraction of flagged windows)", title="Precision-recall, test windows")
+        a.legend(fontsize=7), b.legend(fontsize=7)
+        figs.append(("roc_pr", "ROC and precision-recall curves: float vs int8 vs baselines", fig))
+
+        fig, ax = plt.subplots(figsize=(11, 3.8))
+        t = np.arange(len(y))
+        for start, stop in segments(y):
+            ax.axvspan(start, stop, color="tab:red", alpha=0.15, lw=0)
+        ax.plot(t, sc["int8"], lw=0.7, label="AE int8 score")
+        if "residual" in sc.files:
+            ax.plot(t, sc["residual"], lw=0.7, alpha=0.7, label="residual byte score")
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold (UCL)")
+        ax.fill_between([], [], color="tab:red", alpha=0.15, label="labelled anomaly")
+        for b_ in np.nonzero(np.diff(sc["part_index"]))[0]:
+            ax.axvline(b_ + 0.5, color="grey", lw=0.5)
+        ax.set(yscale="log", xlabel="test window (files / parts concatenated; grey lines separate them)",
+               ylabel="score / UCL (dimensionless)", title="Anomaly score over time")  # fmt: skip
+        ax.legend(fontsize=7, loc="upper left")
+        figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
+
+        ww, wr = det["worst_windows"], det["worst_recon"]
+        chans = m["channels"]
+        fig, axes = plt.subplots(1, len(ww), figsize=(3.2 * len(ww), 3.4), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            for c in range(min(len(chans), 4)):
+                line = ax.plot(ww[i][:, c], lw=1, label=f"{chans[c]}")[0]
+                ax.plot(wr[i][:, c], lw=1, ls="--", color=line.get_color(), label=f"{chans[c]} rec.")
+            ax.set(xlabel="sample in window", ylabel="value (std. units)",
+                   title=f"error {det['worst_error'][i]:.3g}, {'anomalous' if det['worst_labels'][i] else 'normal'}")  # fmt: skip
+        axes[0][0].legend(fontsize=6)
+        fig.tight_layout()
+        figs.append(("worst", "The worst-reconstructed test windows (solid) and their int8 reconstructions (dashed), first 4 channels", fig))
+
+        codes, cl = det["codes"], det["code_labels"].astype(bool)
+        centred = codes - codes.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
+        ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
+        ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title="Code space, test windows")
+        ax.legend(fontsize=8)
+        figs.append(("code_space", "The int8 codes projected on their first two principal components, coloured by label", fig))
+
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        err = det["code_error"].ravel()
+        ax.hist(err, bins=60, label=f"int8 − float code (SQNR {m['code_sqnr_db']:.1f} dB)")
+        ax.set(xlabel="code error (code units)", ylabel="count (code values)", title="Quantization error of the code")
+        ax.legend(fontsize=8)
+        figs.append(("quant_error", "Histogram of the code's quantization error", fig))
+
+        layers = (m.get("pruning") or {}).get("layers") or []
+        if layers:
+            fig, ax = plt.subplots(figsize=(8, 3.5))
+            labels = [f"{l['model'][:3]}/{l['layer']}" for l in layers]
+            ax.bar(labels, [100 * l["sparsity"] for l in layers], label="zero weights")
+            ax.axhline(100 * m["pruning"]["target_sparsity"], color="k", ls="--", lw=1, label="target")
+            ax.set(xlabel="layer", ylabel="sparsity (% of kernel weights)", title="Per-layer sparsity of the pruned model")
+            ax.tick_params(axis="x", rotation=60, labelsize=7)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            figs.append(("sparsity", "Per-layer sparsity after pruning", fig))
+    if rdpath.is_file():
+        rd = json.loads(rdpath.read_text())
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for key, label, mk in (("autoencoder_int8", "autoencoder, int8 code", "o-"), ("pca_int8", "PCA, int8 code", "s--")):
+            a.plot(rd["bytes_per_window"], rd[key]["snr_db"], mk, label=label)
+            b.plot(rd["bytes_per_window"], rd[key]["roc_auc"], mk, label=label)
+        for ax in (a, b):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("code bytes per window (bytes)")
+            ax.legend(fontsize=8)
+        a.set(ylabel="reconstruction SNR (dB)", title="Rate-distortion")
+        b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
+        figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
+    if not figs:
+        raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep)")
+    return figs
+
+
+def _summary(folder: Path) -> str:
+    parts = []
+    mpath, rdpath = folder / "metrics.json", folder / "rd.json"
+    if mpath.is_file():
+        m = json.loads(mpath.read_text())
+        b = m["bytes_per_window"]
+        parts.append(f"<p>Protocol <b>{html.escape(m['protocol'])}</b> on <code>{html.escape(m['data'])}</code>: "
+                     f"{m['windows']['train']} training and {m['windows']['test']} test windows ({m['windows']['anomalous']} anomalous). "
+                     f"Bytes per window: raw {b['raw_int16']} (int16) → code {b['code']} (packet {b['packet']}), "
+                     f"compression {b['compression_ratio']:.0f}×. Code SQNR {m['code_sqnr_db']:.1f} dB.</p>")  # fmt: skip
+        unit = "rows" if m["protocol"] == "skab" else "windows"
+        rows = "".join(
+            f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
+            f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td></tr>"
+            for n, d in m["detectors"].items()
+        )
+        parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
+                     f"<th>mean delay ({unit}), missed</th></tr>{rows}</table>")  # fmt: skip
+        rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
+                      for k, r in m["reconstruction"].items())  # fmt: skip
+        parts.append(f"<h3>Reconstruction SNR per channel (dB)</h3><table><tr><th></th>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in m["channels"]) + f"</tr>{rec}</table>")  # fmt: skip
+        if m.get("published"):
+            pub = "".join(f"<tr><td>{html.escape(r['algorithm'])}</td><td>{r['f1']:.2f}</td><td>{r['far']:.2f}</td><td>{r['mar']:.2f}</td></tr>"
+                          for r in m["published"])  # fmt: skip
+            ours = m["detectors"]["int8"]
+            parts.append(f"<h3>Beside the published SKAB leaderboard</h3><table><tr><th>algorithm</th><th>F1</th><th>FAR %</th><th>MAR %</th></tr>"
+                         f"<tr class='ours'><td>edgeae AE int8 (this run)</td><td>{ours['f1']:.2f}</td><td>{ours['far']:.2f}</td><td>{ours['mar']:.2f}</td></tr>{pub}</table>")  # fmt: skip
+    if rdpath.is_file():
+        rd = json.loads(rdpath.read_text())
+        cells = "".join(f"<tr><td>{k}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>" for k, a, p, x, y in zip(
+            rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
+            rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
+        parts.append("<h3>Rate-distortion sweep</h3><table><tr><th>bytes</th><th>AE SNR dB</th><th>PCA SNR dB</th>"
+                     f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>")  # fmt: skip
+    return "\n".join(parts)
+
+
+def _delay(d) -> str:
+    mean = "–" if d["mean"] is None else f"{d['mean']:.1f}"
+    return f"{mean}, {d['missed']} of {len(d['per_segment'])}"
+
+
+STYLE = """body{font-family:sans-serif;max-width:1180px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}tr.ours{background:#eef6ee;font-weight:bold}
+figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:0.9em}"""
+# Records, for tests and people, that every embedded image decoded.
+SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];
+document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
+
+
+def render(folder: str | Path, out: str | Path | None = None, progress: bool = True) -> Path:
+    """Write report.html (and the PNGs) into `folder` (or `out`); returns the HTML path."""
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgeaeError(f"{folder}: no such report folder")
+    out = Path(out) if out else folder
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+
+    sections = []
+    for stem, caption, fig in tqdm(_figures(folder), desc="figures", unit="fig", disable=None if progress else True):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        (out / f"{stem}.png").write_bytes(buf.getvalue())
+        data = base64.b64encode(buf.getvalue()).decode()
+        sections.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeae report: {html.escape(folder.name)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>edgeae report: {html.escape(folder.name)}</h1>"
+            f"{_summary(folder)}{''.join(sections)}<script>{SCRIPT}</script></body></html>")  # fmt: skip
+    path = out / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path

@@ -99,7 +99,11 @@ def _device_model(encoder, decoder):
     inp = keras.Input(encoder.input_shape[1:], name="window")
     code = encoder(inp)
     recon = keras.layers.Reshape((-1,), name="flat_reconstruction")(decoder(code))
-    flat = keras.layers.Reshape((-1,), name="flat_window")(inp)
+    # Compare with the input as the encoder sees it: a QAT encoder's QuantizeLayer must stay the
+    # raw input's only consumer, or the converter calibrates the input differently from the encoder.
+    first = encoder.layers[1]
+    seen = first(inp) if first.__class__.__name__ == "QuantizeLayer" else inp
+    flat = keras.layers.Reshape((-1,), name="flat_window")(seen)
     residual = keras.layers.Lambda(lambda t: tf.reduce_mean(tf.square(t[0] - t[1]), axis=-1, keepdims=True), name="residual")([recon, flat])
     return keras.Model(inp, [code, residual], name="device")
 

@@ -8,7 +8,8 @@ A motor drives a shaft carrying a rolling-element bearing. The node samples at `
 - `current` (A): one motor phase, a line-frequency sine whose amplitude follows the load.
 - `temperature` (degC): bearing housing, a slow first-order response to the load.
 
-Speed and load drift slowly (a random walk between set points), as on a real pump.
+Speed and load drift slowly (random-phase oscillations of a tenth to a third of the recording),
+as on a pump following demand.
 
 Faults, each in a labelled segment (label 1):
 
@@ -66,11 +67,13 @@ def machine(
     if unknown:
         raise ValueError(f"unknown fault kind(s) {sorted(unknown)}; known: {FAULTS}")
 
-    # Slow operating-point drift: speed +-4 %, load 0.6..1.0, each a smoothed random walk.
+    # Slow operating-point drift: speed +-4 %, load 0.6..1.0, each a sum of random-phase
+    # oscillations with periods of a tenth to a third of the recording, so that any healthy
+    # stretch of a few periods visits the whole operating range.
     def drift(scale: float) -> np.ndarray:
-        steps = rng.normal(0, 1, n // 200 + 2).cumsum()
-        steps = (steps - steps.mean()) / (np.abs(steps).max() + 1e-9)
-        return np.interp(t, np.linspace(0, seconds, len(steps)), steps) * scale
+        periods = seconds / rng.uniform(3, 10, 4)
+        x = sum(np.sin(2 * np.pi * t / p + rng.uniform(0, 2 * np.pi)) for p in periods)
+        return x / np.abs(x).max() * scale
 
     speed = shaft_hz * (1 + drift(0.04))
     load = 0.8 + drift(0.2)
@@ -94,7 +97,7 @@ def machine(
     current = 10.0 * load * np.sin(2 * np.pi * line_hz * t) + rng.normal(0, 0.1, n)
     # First-order thermal response to load (time constant 20 s) around 45 degC.
     temp = np.empty(n)
-    temp[0] = 45 + 10 * (load[0] - 0.8)
+    temp[0] = 45 + 10 * (load.mean() - 0.8)  # in steady state from the start: no warm-up transient
     alpha = 1 / (20 * fs)
     for i in range(1, n):
         temp[i] = temp[i - 1] + alpha * (45 + 10 * (load[i] - 0.8) - temp[i - 1])

@@ -1,0 +1,135 @@
+"""eval, sweep and report: metrics JSON, baselines, the rate-distortion sweep, the HTML page."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED, small_recipe
+from edgeae import evaluate
+from edgeae.errors import EdgeaeError
+from test_cli import assert_one_line_error, edgeae
+
+pytestmark = pytest.mark.slow
+DETECTORS = {"float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest"}
+
+
+@pytest.fixture(scope="module")
+def generic_eval(tmp_path_factory, sim_train):
+    r = small_recipe()
+    r.data.train_rows = [0, 20000]  # the simulated recording is healthy for its first half
+    out = tmp_path_factory.mktemp("eval") / "sim"
+    return out, evaluate.evaluate_protocol("generic", r, sim_train, out, sparsity=0.5, progress=False)
+
+
+def test_generic_protocol_metrics(generic_eval):
+    out, m = generic_eval
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    assert m["schema"] == "edgeae.metrics/1" and set(m["detectors"]) == DETECTORS
+    for d in m["detectors"].values():
+        assert 0 <= d["roc_auc"] <= 1 and 0 <= d["pr_auc"] <= 1 and 0 <= d["f1"] <= 1
+        assert d["tp"] + d["fn"] == m["windows"]["anomalous"]
+        assert len(d["detection_delay"]["per_segment"]) == 4  # the four simulated faults
+    assert m["detectors"]["int8"]["roc_auc"] > 0.85  # measured 0.915 on this seed
+    assert abs(m["detectors"]["int8"]["roc_auc"] - m["detectors"]["float"]["roc_auc"]) < 0.01
+    assert set(m["reconstruction"]) == {"float", "int8", "int8_pruned", "pca_int8", "decimation"}
+    assert len(m["reconstruction"]["int8"]["snr_db"]) == 4
+    b = m["bytes_per_window"]
+    assert b["raw_int16"] == 32 * 4 * 2 and b["code"] == 4 and b["compression_ratio"] == 64
+    assert m["pruning"]["target_sparsity"] == 0.5
+
+
+def test_report_opens_in_headless_chromium_with_its_images(generic_eval, tmp_path):
+    from edgeae.report import render
+
+    out, _ = generic_eval
+    page = render(out, tmp_path / "r", progress=False)
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text  # opens offline
+    n_images = text.count("<img ")
+    assert n_images >= 6 and len(list((tmp_path / "r").glob("*.png"))) == n_images
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed; `bash tools/dev test` installs it (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'ud1'}", "--window-size=1280,2400",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 50_000
+    dom = subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'ud2'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    assert f'data-images-loaded="{n_images}/{n_images}"' in dom
+
+
+def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
+    from edgeae.report import _figures
+
+    out, _ = generic_eval
+    for stem, _, fig in _figures(out):
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), stem
+            assert "(" in ax.get_xlabel() + ax.get_ylabel(), f"{stem}: no unit"
+        assert any(ax.get_legend() is not None for ax in fig.axes), stem
+
+
+def test_eval_an_export(small_export, sim_test, tmp_path):
+    proc = edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path / "e")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert set(m["detectors"]) == DETECTORS - {"int8_pruned"}
+    assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
+
+
+def test_sweep_and_its_report(sim_train, tmp_path):
+    r = small_recipe()
+    r.data.train_rows = [0, 20000]
+    rd = evaluate.sweep(r, sim_train, tmp_path / "rd", code_sizes=(2, 8), progress=False)
+    assert rd["bytes_per_window"] == [2, 8]
+    for key in ("autoencoder_int8", "pca_int8"):
+        assert len(rd[key]["snr_db"]) == 2 and all(0 <= a <= 1 for a in rd[key]["roc_auc"])
+    assert rd["pca_int8"]["snr_db"][1] > rd["pca_int8"]["snr_db"][0]  # more bytes, less distortion
+    from edgeae.report import render
+
+    assert "Rate-distortion" in render(tmp_path / "rd", progress=False).read_text()
+
+
+def test_decimation_baseline_by_hand():
+    t = np.linspace(0, 1, 9)
+    w = np.stack([t, 2 * t], axis=-1)[None]  # one window, two linear channels
+    out = evaluate.decimate(w, n_bytes=4, train=w)  # 2 samples per channel: the ends
+    np.testing.assert_allclose(out, w, atol=2 / 255)  # linear interpolation is exact up to int8 steps
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+def test_skab_protocol_on_two_files(tmp_path):
+    from edgeae import recipe
+
+    r = recipe.load(ROOT / "models" / "skab.toml")
+    m = evaluate.evaluate_protocol("skab", r, SHARED / "skab", tmp_path / "skab", sparsity=0.5, files=2, progress=False)
+    assert m["parts"] == ["valve1/0.csv", "valve1/1.csv"]
+    d = m["detectors"]["int8"]
+    labels = sum(len(np.nonzero(np.loadtxt(SHARED / "skab" / "valve1" / f, delimiter=";", skiprows=1, usecols=9)[400:])[0])
+                 for f in ("0.csv", "1.csv"))  # fmt: skip
+    assert d["tp"] + d["fn"] == labels  # F1 / FAR / MAR count the test rows
+    assert m["published"][0]["algorithm"] == "Conv-AE"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+def test_nab_labels_from_the_windows():
+    from edgeae.metrics import segments
+
+    s = evaluate.nab_series(SHARED / "nab")
+    assert len(s) == 22695 and len(segments(s.labels)) == 4 and 0 < s.labels.mean() < 0.15
+
+
+def test_bad_inputs(tmp_path, sim_train):
+    assert_one_line_error(edgeae("eval", "--data", sim_train, "--out", tmp_path / "x"), "give an export directory")
+    assert_one_line_error(edgeae("eval", "--protocol", "skab", "--data", sim_train, "--out", tmp_path / "x"), "--recipe")
+    assert_one_line_error(edgeae("report", tmp_path), "nothing to report")
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train,
+                                 "--code-sizes", "2,x", "--out", tmp_path / "rd"), "--code-sizes")  # fmt: skip
+    with pytest.raises(EdgeaeError, match="needs the SKAB folder"):
+        evaluate.evaluate_protocol("skab", small_recipe(), sim_train, tmp_path / "s", progress=False)

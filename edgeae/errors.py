@@ -7,3 +7,13 @@ prints its message on one line and exits non-zero, without a traceback.
 
 class EdgeaeError(Exception):
     """A user-facing problem: bad data, a bad recipe, a corrupted or mismatched model."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or raise an `EdgeaeError` naming the extra that installs it."""
+    from importlib import import_module
+
+    try:
+        return import_module(module)
+    except ImportError as e:
+        raise EdgeaeError(f"this command needs the {extra} extra ({e.name} is not installed): pip install 'edgeae[{extra}]'") from None

@@ -40,7 +40,7 @@ import numpy as np
 from . import data as D
 from . import metrics as MT
 from . import protocols as P
-from .errors import EdgeaeError
+from .errors import EdgeaeError, require
 from .fsutil import atomic_dir, write_json
 from .manifest import Export
 from .pipeline import Pipeline
@@ -104,7 +104,7 @@ def _limit(train_scores) -> float:
 
 def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
     """Fill `part.scores` with every detector's window scores, and `extras` for the report."""
-    from sklearn.ensemble import IsolationForest
+    IsolationForest = require("sklearn.ensemble", "eval").IsolationForest
 
     w, tr = part.windows, part.train_mask
     main = pipes["int8"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, require
 from .metrics import segments
 
 NAMES = {
@@ -40,9 +40,7 @@ def _pr(y, s):
 
 def _figures(folder: Path) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib figure) for everything the folder holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
     figs = []
@@ -202,11 +200,12 @@ def render(folder: str | Path, out: str | Path | None = None, progress: bool = T
     if not folder.is_dir():
         raise EdgeaeError(f"{folder}: no such report folder")
     out = Path(out) if out else folder
-    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(folder)
     import matplotlib.pyplot as plt
 
+    out.mkdir(parents=True, exist_ok=True)
     sections = []
-    for stem, caption, fig in tqdm(_figures(folder), desc="figures", unit="fig", disable=None if progress else True):
+    for stem, caption, fig in tqdm(figures, desc="figures", unit="fig", disable=None if progress else True):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -1,5 +1,6 @@
 """Pipeline benchmark: per recipe, training and export time, artifact sizes, per-layer sparsity,
-code SQNR, ROC-AUC float / int8, and the CLI's start-up time. Writes JSON.
+code SQNR, ROC-AUC float / int8, encoder latency int8 vs float32 (`edgeae bench`), and the CLI's
+start-up time. Writes JSON.
 
 Runs the shipped simulated-data recipes (mlperf-ad, conv1d-vibration) on a simulated
 training recording and verifies on a separate one.
@@ -38,6 +39,7 @@ def cli_startup_s(repeats: int = 5) -> dict:
 
 
 def bench_recipe(name: str, train_data: Path, test_data: Path, work: Path) -> dict:
+    from edgeae.bench import bench
     from edgeae.export import export
     from edgeae.train import train
     from edgeae.verify import verify
@@ -67,6 +69,7 @@ def bench_recipe(name: str, train_data: Path, test_data: Path, work: Path) -> di
         "recon_error": {"float": rep.error_float, "int8": rep.error_int8},
         "auc": {"float": rep.auc_float, "int8": rep.auc_int8},
         "verify_passed": rep.passed,
+        "latency": bench(out)["models"],
     }
 
 

@@ -98,10 +98,6 @@ class PCA:
         return np.sum(self.transform(windows) ** 2 / self.var_, axis=1)
 
 
-def _limit(train_scores) -> float:
-    return P.ucl(train_scores)
-
-
 def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
     """Fill `part.scores` with every detector's window scores, and `extras` for the report."""
     IsolationForest = require("sklearn.ensemble", "eval").IsolationForest
@@ -119,7 +115,7 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     pca = PCA(code_size).fit(w[tr])
     q, t2 = pca.q(w), pca.t2(w)
     part.scores["pca_q"] = q
-    part.scores["pca_t2q"] = q / _limit(q[tr]) + t2 / _limit(t2[tr])
+    part.scores["pca_t2q"] = q / P.ucl(q[tr]) + t2 / P.ucl(t2[tr])
     forest = IsolationForest(n_estimators=200, random_state=seed).fit(w[tr].reshape(tr.sum(), -1))
     part.scores["iforest"] = -forest.score_samples(w.reshape(len(w), -1))
 
@@ -174,7 +170,7 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
         scaled, y_win, preds, y_pred = [], [], [], []
         for p in parts:
             s, tr = p.scores[name], p.train_mask
-            limit = _limit(s[tr])
+            limit = P.ucl(s[tr])
             scaled.append(s[~tr] / limit)
             y_win.append(p.window_labels[~tr])
             if protocol == "skab":
@@ -353,7 +349,7 @@ def _flat_scores(parts: list[Part]) -> dict:
     out = {"labels": np.concatenate([p.window_labels[~p.train_mask] for p in parts]),
            "part_index": np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])}  # fmt: skip
     for name in parts[0].scores:
-        out[name] = np.concatenate([p.scores[name][~p.train_mask] / _limit(p.scores[name][p.train_mask]) for p in parts])
+        out[name] = np.concatenate([p.scores[name][~p.train_mask] / P.ucl(p.scores[name][p.train_mask]) for p in parts])
     return out
 
 
@@ -407,8 +403,8 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
                 e_pca = MT.reconstruction_error(w, rec_pca)
                 x.append(w[~tr]), ae.append(pipe.reconstruct(f.code)[~tr]), pca.append(rec_pca[~tr])  # fmt: skip
                 y.append(part.window_labels[~tr])
-                ae_s.append(f.error[~tr] / _limit(f.error[tr]))
-                pca_s.append(e_pca[~tr] / _limit(e_pca[tr]))
+                ae_s.append(f.error[~tr] / P.ucl(f.error[tr]))
+                pca_s.append(e_pca[~tr] / P.ucl(e_pca[tr]))
                 bar.update(1)
             x, yy = np.concatenate(x), np.concatenate(y)
             for name, rec, s in (("autoencoder_int8", ae, ae_s), ("pca_int8", pca, pca_s)):

@@ -30,7 +30,9 @@ def skab_files(root: str | Path) -> list[Path]:
 
 
 def ucl(train_scores: np.ndarray) -> float:
-    return float(np.quantile(train_scores, SKAB_QUANTILE) * SKAB_UCL_FACTOR)
+    """The upper control limit of the SKAB reference pipelines: quantile 0.999 of the training
+    scores x 4/3 (also the default threshold rule of the anomaly scorer)."""
+    return float(np.quantile(np.asarray(train_scores, dtype=np.float64), SKAB_QUANTILE) * SKAB_UCL_FACTOR)
 
 
 def skab_rows(window_scores: np.ndarray, limit: float, n_rows: int, window: int = SKAB_WINDOW) -> np.ndarray:

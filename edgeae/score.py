@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError
+from .protocols import ucl
 
 MODES = ("code", "residual", "reconstruction", "combined")
 RULES = ("ucl", "percentile", "far")
 NEEDS = {"code": ("code",), "residual": ("residual",), "reconstruction": ("error",), "combined": ("code", "residual")}
-UCL_QUANTILE, UCL_FACTOR = 0.999, 4 / 3
 
 
 @dataclass
@@ -86,11 +86,11 @@ class AnomalyScorer:
             cov = np.atleast_2d(np.cov(code.T)) + 1e-6 * np.eye(code.shape[1])
             self.precision_ = np.linalg.inv(cov)
         if self.mode == "combined":
-            self.residual_limit_ = _ucl(normal.residual)
-            self.code_limit_ = _ucl(self._code_score(normal.code))
+            self.residual_limit_ = ucl(normal.residual)
+            self.code_limit_ = ucl(self._code_score(normal.code))
         scores = self._raw(normal)
         if self.rule == "ucl":
-            self.threshold_ = _ucl(scores)
+            self.threshold_ = ucl(scores)
         elif self.rule == "percentile":
             self.threshold_ = float(np.quantile(scores, self.q if self.q is not None else 0.99))
         else:
@@ -139,10 +139,6 @@ class AnomalyScorer:
         if "residual_limit" in d:
             s.residual_limit_, s.code_limit_ = float(d["residual_limit"]), float(d["code_limit"])
         return s
-
-
-def _ucl(scores) -> float:
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), UCL_QUANTILE) * UCL_FACTOR)
 
 
 SCORER_FILE = "scorer.json"

@@ -15,8 +15,10 @@ from edgeae import simulate
 NO_TF = "import sys\nfor m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'): sys.modules[m] = None\n"
 
 
-def edgeae(*args, no_tf=False, cwd=ROOT):
-    code = (NO_TF if no_tf else "") + "from edgeae.cli import main\nmain()"
+def edgeae(*args, no_tf=False, hide=(), cwd=ROOT):
+    """Run the CLI in a fresh interpreter; `no_tf` / `hide` make those modules fail to import."""
+    hidden = "".join(f"sys.modules[{m!r}] = None\n" for m in hide)
+    code = (NO_TF if no_tf else "") + ("import sys\n" + hidden if hidden else "") + "from edgeae.cli import main\nmain()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 

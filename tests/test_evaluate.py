@@ -64,6 +64,12 @@ def test_report_opens_in_headless_chromium_with_its_images(generic_eval, tmp_pat
     assert f'data-images-loaded="{n_images}/{n_images}"' in dom
 
 
+def test_report_without_the_eval_extra_says_what_to_install(generic_eval, tmp_path):
+    proc = edgeae("report", generic_eval[0], "--out", tmp_path / "page", hide=["matplotlib"])
+    assert_one_line_error(proc, "needs the eval extra (matplotlib is not installed)")
+    assert not (tmp_path / "page").exists()
+
+
 def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
     from edgeae.report import _figures
 

@@ -132,7 +132,7 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("code bytes per window (bytes)")
             ax.legend(fontsize=8)
-        a.set(ylabel="reconstruction SNR (dB)", title="Rate-distortion")
+        a.set(ylabel="reconstruction SNR, normal test windows (dB)", title="Rate-distortion")
         b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
         figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
     if not figs:
@@ -149,7 +149,7 @@ def _summary(folder: Path) -> str:
         parts.append(f"<p>Protocol <b>{html.escape(m['protocol'])}</b> on <code>{html.escape(m['data'])}</code>: "
                      f"{m['windows']['train']} training and {m['windows']['test']} test windows ({m['windows']['anomalous']} anomalous). "
                      f"Bytes per window: raw {b['raw_int16']} (int16) → code {b['code']} (packet {b['packet']}), "
-                     f"compression {b['compression_ratio']:.0f}×. Code SQNR {m['code_sqnr_db']:.1f} dB.</p>")  # fmt: skip
+                     f"compression {b['compression_ratio']:.0f}×. Code SQNR (normal test windows) {m['code_sqnr_db']:.1f} dB.</p>")  # fmt: skip
         unit = "rows" if m["protocol"] == "skab" else "windows"
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
@@ -160,7 +160,7 @@ def _summary(folder: Path) -> str:
                      f"<th>mean delay ({unit}), missed</th></tr>{rows}</table>")  # fmt: skip
         rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
                       for k, r in m["reconstruction"].items())  # fmt: skip
-        parts.append(f"<h3>Reconstruction SNR per channel (dB)</h3><table><tr><th></th>"
+        parts.append(f"<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in m["channels"]) + f"</tr>{rec}</table>")  # fmt: skip
         if m.get("published"):
             pub = "".join(f"<tr><td>{html.escape(r['algorithm'])}</td><td>{r['f1']:.2f}</td><td>{r['far']:.2f}</td><td>{r['mar']:.2f}</td></tr>"
@@ -174,8 +174,18 @@ def _summary(folder: Path) -> str:
             rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
             rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
         parts.append("<h3>Rate-distortion sweep</h3><table><tr><th>bytes</th><th>AE SNR dB</th><th>PCA SNR dB</th>"
-                     f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>")  # fmt: skip
+                     f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>{_rd_verdict(rd)}")  # fmt: skip
     return "\n".join(parts)
+
+
+def _rd_verdict(rd: dict) -> str:
+    """Says plainly at which code sizes the int8 autoencoder's SNR is above PCA's, and where not."""
+    above = [k for k, v in rd["autoencoder_above_pca_snr"].items() if v]
+    below = [k for k, v in rd["autoencoder_above_pca_snr"].items() if not v]
+    say = lambda ks: ", ".join(ks) + " bytes"  # noqa: E731
+    text = (f"At equal bytes per window the int8 autoencoder reconstructs better than PCA with int8 codes at {say(above)}"
+            if above else "The int8 autoencoder does not reconstruct better than PCA with int8 codes at any code size")
+    return f"<p>{text}{f'; not at {say(below)}' if above and below else ''}.</p>"
 
 
 def _delay(d) -> str:

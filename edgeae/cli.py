@@ -123,9 +123,9 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     click.echo(f"code: {man['code_size']} {q['code']['dtype']} values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
                f" per window of {man['raw_bytes_per_window']['int16']} raw int16 bytes")  # fmt: skip
     if "mcu" in man:
-        a = man["mcu"]["arena"]
-        click.echo(f"mcu: C sources {man['mcu']['sources']}_*; tensor arena {a['stated_bytes']} bytes "
-                   f"(smallest that ran {a['minimum_bytes']}, +{a['margin']:.0%})")  # fmt: skip
+        a, d = man["mcu"]["arena"], man["mcu"]["device_arena"]
+        click.echo(f"mcu: C sources {man['mcu']['sources']}_*; tensor arena {a['stated_bytes']} bytes for the encoder, "
+                   f"{d['stated_bytes']} for the device model (smallest that ran {a['minimum_bytes']} / {d['minimum_bytes']}, +{a['margin']:.0%})")  # fmt: skip
     if "edgetpu" in man:
         from .targets import edgetpu_table
 

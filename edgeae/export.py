@@ -215,7 +215,9 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     dec = to_tflite(decoder, codes_rep if decoder_int8 else None)
 
     device = _device_model(encoder, decoder)
-    dev_int8 = to_tflite(device, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
+    # A fixed batch of 1: with a dynamic batch the flattening reshapes become SHAPE / STRIDED_SLICE /
+    # PACK ops on a dynamic shape, which TFLite Micro cannot allocate; the device runs one window anyway.
+    dev_int8 = to_tflite(device, representative, io_type=io_type, per_tensor=edgetpu, static_batch=True)
 
     ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
     recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
@@ -266,8 +268,9 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
         for fname, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
             np.save(tmp / fname, np.asarray(arr, dtype=np.float32))
         if target == "mcu":
-            manifest["mcu"] = {"arena": targets.measure_arena(tmp / M.ENCODER_INT8), "sources": targets.c_identifier(name)}
-            targets.mcu_sources(tmp, targets.c_identifier(name), enc_int8, manifest, manifest["mcu"]["arena"])
+            manifest["mcu"] = {"arena": targets.measure_arena(tmp / M.ENCODER_INT8),
+                               "device_arena": targets.measure_arena(tmp / M.DEVICE_INT8), "sources": targets.c_identifier(name)}  # fmt: skip
+            targets.mcu_sources(tmp, targets.c_identifier(name), enc_int8, dev_int8, manifest)
         elif target == "edgetpu":
             report = targets.edgetpu_report(tmp / M.ENCODER_INT8)
             write_json(tmp / "edgetpu_report.json", report)

@@ -167,13 +167,14 @@ def _quant(details) -> tuple[float, int]:
     return float(scale), int(zero_point)
 
 
-def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFAULT_ARENA_BYTES) -> np.ndarray:
-    """Run a model in the TFLite Micro interpreter, one input at a time (TFLM is batch 1).
+def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFAULT_ARENA_BYTES) -> list[np.ndarray]:
+    """Run a model in the TFLite Micro interpreter, one input at a time (TFLM is batch 1);
+    returns each of the model's outputs, stacked over the inputs, in the model's output order.
 
     Runs in a child process: TFLM aborts the process when the arena is too small.
     """
     with tempfile.TemporaryDirectory(prefix="edgeae-tflm-") as tmp:
-        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npz"
         np.save(src, np.asarray(inputs))
         proc = subprocess.run(
             [sys.executable, "-m", "edgeae._tflm_worker", "run", str(model_path), str(src), str(dst), str(arena_bytes)],
@@ -184,7 +185,8 @@ def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFA
             if proc.returncode < 0:
                 reason = f"the interpreter aborted (signal {-proc.returncode}); is the {arena_bytes}-byte arena too small?"
             raise EdgeaeError(f"{model_path}: TFLite Micro failed: {reason}")
-        return np.load(dst)
+        with np.load(dst) as outputs:
+            return [outputs[f"arr_{i}"] for i in range(len(outputs.files))]
 
 
 def _last_line(text: str) -> str:

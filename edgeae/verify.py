@@ -121,7 +121,7 @@ def verify(
 
     device_in = pipe.device_input(ref_windows)
     q_litert = pipe.encoder.run_raw(device_in)
-    q_tflm = tflm_run(ex.encoder_int8, device_in, arena_bytes).reshape(q_litert.shape)
+    q_tflm = tflm_run(ex.encoder_int8, device_in, arena_bytes)[0].reshape(q_litert.shape)
     diff = np.abs(q_litert.astype(np.int16) - q_tflm.astype(np.int16))
     codes = dequantize(q_litert, *pipe.encoder.output_quant)
     codes_tflm = dequantize(q_tflm, *pipe.encoder.output_quant)

@@ -181,9 +181,19 @@ def _conv1d(recipe: Recipe, channels: int):
         if m.tied:
             x = Conv1DTransposeTied(mirror, activation=act, name=name)(x)
         else:
-            x = keras.layers.UpSampling1D(2, name=f"upsample_{i}")(x)
+            x = _upsample2(x, f"upsample_{i}")
             x = keras.layers.Conv1D(f, m.kernel_size, padding="same", activation=act, name=name)(x)
     return encoder, keras.Model(code, x, name="decoder")
+
+
+def _upsample2(x, name: str):
+    """UpSampling1D(2) as reshape / concatenate-with-itself / reshape. Keras' own layer converts
+    to one CONCATENATION of every time step at a fixed batch, more inputs than TFLite Micro's
+    CONCATENATION takes (10), so the device model (encoder + decoder) would not run there."""
+    steps, channels = x.shape[1], x.shape[2]
+    x = keras.layers.Reshape((steps, 1, channels), name=f"{name}_split")(x)
+    x = keras.layers.Concatenate(axis=2, name=name)([x, x])
+    return keras.layers.Reshape((2 * steps, channels), name=f"{name}_merge")(x)
 
 
 def training_model(encoder: keras.Model, decoder: keras.Model, recipe: Recipe) -> keras.Model:

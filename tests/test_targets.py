@@ -61,15 +61,31 @@ int main(int argc, char** argv) {{
   return 0;
 }}
 """)
-    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", "-c", str(mcu_export / f"{ident}_model_data.cc"),
-                    "-o", str(tmp_path / "data.o")], check=True)  # fmt: skip
-    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "dump.cc"),
-                    str(tmp_path / "data.o"), "-o", str(tmp_path / "dump")], check=True)  # fmt: skip
+    (tmp_path / "dump_device.cc").write_text(f"""
+#include <cstdio>
+#include <cstdint>
+#include "{ident}_device_model_data.h"
+int main(int argc, char** argv) {{
+  if ((reinterpret_cast<uintptr_t>(g_{ident}_device_model_data) % 16) != 0) return 3;
+  std::FILE* f = std::fopen(argv[1], "wb");
+  std::fwrite(g_{ident}_device_model_data, 1, g_{ident}_device_model_data_len, f);
+  std::fclose(f);
+  return 0;
+}}
+""")
+    for data, main, exe in ((ident, "dump", "dump"), (f"{ident}_device", "dump_device", "dump_device")):
+        subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", "-c", str(mcu_export / f"{data}_model_data.cc"),
+                        "-o", str(tmp_path / f"{data}.o")], check=True)  # fmt: skip
+        subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / f"{main}.cc"),
+                        str(tmp_path / f"{data}.o"), "-o", str(tmp_path / exe)], check=True)  # fmt: skip
     subprocess.run([str(tmp_path / "dump"), str(tmp_path / "model.bin"), str(tmp_path / "q.bin")], check=True)
     assert (tmp_path / "model.bin").read_bytes() == (mcu_export / "encoder_int8.tflite").read_bytes()
+    subprocess.run([str(tmp_path / "dump_device"), str(tmp_path / "device.bin")], check=True)
+    assert (tmp_path / "device.bin").read_bytes() == (mcu_export / "device_int8.tflite").read_bytes()
 
     # The config header is valid C99 too, and the firmware's quantizer equals edgeae's.
-    (tmp_path / "c.c").write_text(f'#include "{ident}_config.h"\nint f(void) {{ return edgeae_{ident}_quantize_input(1.0f, 0); }}\n')
+    (tmp_path / "c.c").write_text(f'#include "{ident}_config.h"\nint f(void) {{ return edgeae_{ident}_quantize_input(1.0f, 0); }}\n'
+                                  f'int g(void) {{ return edgeae_{ident}_residual_byte(-128); }}\n')  # fmt: skip
     subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "c.c"), "-o", str(tmp_path / "c.o")], check=True)
     from edgeae.data import Normalizer
     from edgeae.runtime import quantize
@@ -82,26 +98,49 @@ int main(int argc, char** argv) {{
     np.testing.assert_array_equal(np.frombuffer((tmp_path / "q.bin").read_bytes(), np.int8), expected)
 
 
-def test_op_resolver_lists_exactly_the_models_ops(mcu_export):
-    ident = _ident(mcu_export)
+@pytest.mark.parametrize("model", ["encoder", "device"])
+def test_op_resolver_lists_exactly_the_models_ops(mcu_export, model):
+    ident = _ident(mcu_export) + ("_device" if model == "device" else "")
     text = (mcu_export / f"{ident}_op_resolver.h").read_text()
     registered = re.findall(r"resolver\.(Add\w+)\(\)", text)
-    ops = graph.read(mcu_export / "encoder_int8.tflite").op_names
+    ops = graph.read(mcu_export / f"{model}_int8.tflite").op_names
     assert registered == [targets.MICRO_RESOLVER[op] for op in ops]
     assert len(set(registered)) == len(registered)
     count = int(re.search(r"OpCount = (\d+);", text).group(1))
     assert count == len(ops)
 
 
-def test_stated_arena_runs_and_ten_percent_below_minimum_does_not(mcu_export):
-    arena = json.loads((mcu_export / "manifest.json").read_text())["mcu"]["arena"]
-    model = mcu_export / "encoder_int8.tflite"
+@pytest.mark.parametrize("model, key, define", [("encoder", "arena", "TENSOR_ARENA_SIZE"),
+                                                ("device", "device_arena", "DEVICE_TENSOR_ARENA_SIZE")])  # fmt: skip
+def test_stated_arena_runs_and_ten_percent_below_minimum_does_not(mcu_export, model, key, define):
+    arena = json.loads((mcu_export / "manifest.json").read_text())["mcu"][key]
+    path = mcu_export / f"{model}_int8.tflite"
     assert arena["stated_bytes"] >= arena["minimum_bytes"] >= 16
-    assert targets._arena_runs(model, arena["stated_bytes"])
-    assert targets._arena_runs(model, arena["minimum_bytes"])
-    assert not targets._arena_runs(model, int(arena["minimum_bytes"] * 0.9))
+    assert targets._arena_runs(path, arena["stated_bytes"])
+    assert targets._arena_runs(path, arena["minimum_bytes"])
+    assert not targets._arena_runs(path, int(arena["minimum_bytes"] * 0.9))
     ident = _ident(mcu_export)
-    assert f"TENSOR_ARENA_SIZE {arena['stated_bytes']}" in (mcu_export / f"{ident}_config.h").read_text()
+    assert f"_{define} {arena['stated_bytes']}\n" in (mcu_export / f"{ident}_config.h").read_text()
+
+
+def test_device_model_runs_in_tflite_micro_as_the_encode_loop_runs_it(mcu_export):
+    """What the firmware computes from the MCU export (TFLite Micro, the stated arena) is what
+    `edgeae encode` puts in packets (LiteRT), to within one quantization step: the two
+    runtimes' kernels round differently in a few values (see edgeae.verify)."""
+    from edgeae.manifest import Export
+    from edgeae.pipeline import Pipeline
+    from edgeae.runtime import tflm_run
+
+    ex = Export.open(mcu_export)
+    pipe = Pipeline(ex)
+    windows = ex.reference()[0][:64].reshape(-1, ex.window, len(ex.channels))
+    code, residual = pipe.device_outputs(windows)
+    outs = tflm_run(ex.device, pipe.device_input(windows), ex.manifest["mcu"]["device_arena"]["stated_bytes"])
+    idx = ex.manifest["device"]["outputs"]
+    tflm_code = outs[idx["code"]].reshape(code.shape).astype(int)
+    tflm_residual = outs[idx["residual"]].reshape(-1).astype(int) + 128  # the residual byte, as the config header computes it
+    assert np.abs(tflm_code - code).max() <= 1 and np.mean(tflm_code != code) < 0.1
+    assert np.abs(tflm_residual - residual.astype(int)).max() <= 1
 
 
 def test_zoo_encoders_pass_the_edgetpu_checker(mcu_export, tmp_path):

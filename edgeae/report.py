@@ -180,8 +180,9 @@ def _summary(folder: Path) -> str:
 
 def _rd_verdict(rd: dict) -> str:
     """Says plainly at which code sizes the int8 autoencoder's SNR is above PCA's, and where not."""
-    above = [k for k, v in rd["autoencoder_above_pca_snr"].items() if v]
-    below = [k for k, v in rd["autoencoder_above_pca_snr"].items() if not v]
+    wins = rd["autoencoder_above_pca_snr"]  # keyed by code size as text (sorted as text in the JSON)
+    above = [str(k) for k in rd["code_sizes"] if wins[str(k)]]
+    below = [str(k) for k in rd["code_sizes"] if not wins[str(k)]]
     say = lambda ks: ", ".join(ks) + " bytes"  # noqa: E731
     text = (f"At equal bytes per window the int8 autoencoder reconstructs better than PCA with int8 codes at {say(above)}"
             if above else "The int8 autoencoder does not reconstruct better than PCA with int8 codes at any code size")

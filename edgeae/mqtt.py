@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, require
 
 DEFAULT_TOPIC = "edgeae/{sensor}/up"
 
@@ -26,10 +26,7 @@ def parse_broker(url: str) -> tuple[str, int]:
 
 
 def _client(client_id: str):
-    try:
-        import paho.mqtt.client as paho
-    except ImportError:
-        raise EdgeaeError("MQTT needs paho-mqtt: pip install 'edgeae[serve]'") from None
+    paho = require("paho.mqtt.client", "serve")
     return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id), paho
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import wire
-from .errors import EdgeaeError
+from .errors import EdgeaeError, require
 from .manifest import Export
 from .pipeline import Pipeline
 from .score import AnomalyScorer
@@ -214,11 +214,8 @@ def summary(db: str | Path) -> dict:
 
 def to_parquet(db: str | Path, out: str | Path) -> Path:
     """The packets table as Parquet (written to a temporary file, then renamed)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise EdgeaeError("Parquet export needs pyarrow: pip install 'edgeae[serve]'") from None
+    pa = require("pyarrow", "serve")
+    pq = require("pyarrow.parquet", "serve")
     con = sqlite3.connect(str(db))
     try:
         cur = con.execute("SELECT * FROM packets ORDER BY sensor, seq")

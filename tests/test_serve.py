@@ -179,3 +179,16 @@ def test_broker_unreachable_is_one_line(small_export, tmp_path):
         port = s.getsockname()[1]
     proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
     assert_one_line_error(proc, "cannot connect to the MQTT broker")
+
+
+def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
+    from test_cli import assert_one_line_error, edgeae
+
+    proc = edgeae("serve", small_export, "--mqtt", "127.0.0.1:1", "--db", tmp_path / "r.sqlite", hide=["paho"])
+    assert_one_line_error(proc, "needs the serve extra (paho")
+    from edgeae.serve import Server
+
+    Server(small_export, tmp_path / "r.sqlite").close()
+    proc = edgeae("results", tmp_path / "r.sqlite", "--parquet", tmp_path / "r.parquet", hide=["pyarrow"])
+    assert_one_line_error(proc, "needs the serve extra (pyarrow is not installed)")
+    assert not (tmp_path / "r.parquet").exists()

@@ -43,14 +43,20 @@ def test_c_sources_compile_and_hold_the_model(mcu_export, tmp_path):
 #include <cstdio>
 #include <cstdint>
 #include "{ident}_model_data.h"
+#include "{ident}_device_model_data.h"
 #include "{ident}_config.h"
-int main(int argc, char** argv) {{
-  if ((reinterpret_cast<uintptr_t>(g_{ident}_model_data) % 16) != 0) return 3;
-  std::FILE* f = std::fopen(argv[1], "wb");
-  std::fwrite(g_{ident}_model_data, 1, g_{ident}_model_data_len, f);
+static bool dump(const unsigned char* data, unsigned int len, const char* path) {{
+  if ((reinterpret_cast<uintptr_t>(data) % 16) != 0) return false;
+  std::FILE* f = std::fopen(path, "wb");
+  std::fwrite(data, 1, len, f);
   std::fclose(f);
+  return true;
+}}
+int main(int argc, char** argv) {{
+  if (!dump(g_{ident}_model_data, g_{ident}_model_data_len, argv[1])) return 3;
+  if (!dump(g_{ident}_device_model_data, g_{ident}_device_model_data_len, argv[2])) return 3;
   // quantize a fixed ramp of raw samples, as the firmware would
-  std::FILE* q = std::fopen(argv[2], "wb");
+  std::FILE* q = std::fopen(argv[3], "wb");
   for (int i = 0; i < EDGEAE_{ident.upper()}_INPUT_SIZE; ++i) {{
     int c = i % EDGEAE_{ident.upper()}_NUM_CHANNELS;
     float raw = k_{ident}_mean[c] + k_{ident}_std[c] * (-4.0f + 8.0f * i / EDGEAE_{ident.upper()}_INPUT_SIZE);
@@ -61,26 +67,15 @@ int main(int argc, char** argv) {{
   return 0;
 }}
 """)
-    (tmp_path / "dump_device.cc").write_text(f"""
-#include <cstdio>
-#include <cstdint>
-#include "{ident}_device_model_data.h"
-int main(int argc, char** argv) {{
-  if ((reinterpret_cast<uintptr_t>(g_{ident}_device_model_data) % 16) != 0) return 3;
-  std::FILE* f = std::fopen(argv[1], "wb");
-  std::fwrite(g_{ident}_device_model_data, 1, g_{ident}_device_model_data_len, f);
-  std::fclose(f);
-  return 0;
-}}
-""")
-    for data, main, exe in ((ident, "dump", "dump"), (f"{ident}_device", "dump_device", "dump_device")):
+    objects = []
+    for data in (ident, f"{ident}_device"):
+        objects.append(str(tmp_path / f"{data}.o"))
         subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", "-c", str(mcu_export / f"{data}_model_data.cc"),
-                        "-o", str(tmp_path / f"{data}.o")], check=True)  # fmt: skip
-        subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / f"{main}.cc"),
-                        str(tmp_path / f"{data}.o"), "-o", str(tmp_path / exe)], check=True)  # fmt: skip
-    subprocess.run([str(tmp_path / "dump"), str(tmp_path / "model.bin"), str(tmp_path / "q.bin")], check=True)
+                        "-o", objects[-1]], check=True)  # fmt: skip
+    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "dump.cc"), *objects,
+                    "-o", str(tmp_path / "dump")], check=True)  # fmt: skip
+    subprocess.run([str(tmp_path / "dump"), str(tmp_path / "model.bin"), str(tmp_path / "device.bin"), str(tmp_path / "q.bin")], check=True)
     assert (tmp_path / "model.bin").read_bytes() == (mcu_export / "encoder_int8.tflite").read_bytes()
-    subprocess.run([str(tmp_path / "dump_device"), str(tmp_path / "device.bin")], check=True)
     assert (tmp_path / "device.bin").read_bytes() == (mcu_export / "device_int8.tflite").read_bytes()
 
     # The config header is valid C99 too, and the firmware's quantizer equals edgeae's.

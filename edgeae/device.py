@@ -92,7 +92,6 @@ class Encoder:
         raw = np.stack([w for _, w in batch])
         codes, residuals = self.pipe.device_outputs(self.pipe.norm(raw))
         for (last_row, _), code, res in zip(batch, codes, residuals):
-            code = code.astype(np.int16) - 128 if code.dtype == np.uint8 else code  # uint8 I/O
             p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(self.t0 + self.period * last_row) % 2**32,
                             tuple(int(v) for v in code), int(res))  # fmt: skip
             self.seq += 1

@@ -42,18 +42,24 @@ class Pipeline:
         return self.encoder.run_raw(self.device_input(normalized))
 
     def device_outputs(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What a packet carries per window: the quantized code (n, k) and the residual byte (n,)."""
+        """What a packet carries per window: the int8 code (n, k) and the residual byte (n,).
+        With uint8 I/O the code goes on the wire as q - 128 (docs/wire-format.md)."""
         outs = self.device.run_outputs_raw(self.device_input(normalized))
         idx = self.export.manifest["device"]["outputs"]
         code = outs[idx["code"]].reshape(len(normalized), -1)
+        if code.dtype == np.uint8:
+            code = (code.astype(np.int16) - 128).astype(np.int8)
         residual = outs[idx["residual"]].reshape(-1)
         if residual.dtype == np.int8:
             residual = (residual.astype(np.int16) + 128).astype(np.uint8)
         return code, residual
 
     def packet_features(self, codes_q: np.ndarray, residual_bytes: np.ndarray | None) -> Features:
-        """Features from what packets carry (quantized code, residual byte)."""
-        code = dequantize(np.asarray(codes_q), *self.code_quant)
+        """Features from what packets carry (int8 code, residual byte)."""
+        code_q = np.asarray(codes_q, dtype=np.int16)
+        if self.encoder.output["dtype"] == np.uint8:
+            code_q = code_q + 128  # back to the model's uint8 code (see device_outputs)
+        code = dequantize(code_q, *self.code_quant)
         residual = None
         if residual_bytes is not None:
             res = np.asarray(residual_bytes, dtype=np.int16)

@@ -65,3 +65,23 @@ def test_bad_stream_lines(tmp_path, small_export):
 def _text(proc):
     proc.stderr = proc.stderr.decode()
     return proc
+
+
+@pytest.mark.slow
+def test_uint8_export_packets_decode_to_the_encoders_codes(tmp_path, small_run):
+    """With uint8 I/O (the Edge TPU option) the wire still carries int8 (q - 128): the host must
+    get back exactly the codes the encoder produced."""
+    from edgeae.export import export
+
+    out = export(small_run, tmp_path / "u8", io_type="uint8")
+    ex = Export.open(out)
+    s = simulate.machine(seconds=2, seed=4)
+    packets = [wire.decode(p) for p in device.Encoder(out, 1).packets(device.windows_from_series(s, ex))]
+    pipe = Pipeline(ex)
+    normalized = pipe.norm(D.windows(s, ex.window, ex.hop))
+    received = pipe.packet_features(np.array([p.code for p in packets]), np.array([p.residual for p in packets]))
+    expected = pipe.offline_features(normalized)
+    np.testing.assert_array_equal(received.code, expected.code)
+    np.testing.assert_array_equal(received.residual, expected.residual)
+    encoder_codes = pipe.encoder(D.to_input(normalized, pipe.encoder.input_shape))
+    np.testing.assert_allclose(received.code, encoder_codes, atol=pipe.code_quant[0] * 1.01)

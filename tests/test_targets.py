@@ -231,3 +231,35 @@ def test_bad_inputs(tmp_path, small_export):
     assert_one_line_error(edgeae("bench", small_export, "--edgetpu"), "no Edge TPU delegate")
     with pytest.raises(EdgeaeError, match="TFLite Micro cannot run this model"):
         targets.measure_arena(junk)
+
+
+@pytest.mark.skipif(CC is None, reason="no system C compiler")
+@pytest.mark.parametrize("io_type", ["int8", "uint8"])
+def test_config_helpers_map_model_outputs_to_packet_bytes(small_run, tmp_path, io_type):
+    """The firmware's code / residual byte helpers give what `edgeae encode` packs, and the
+    header's dequantization of a packet code gives the host's value, for int8 and uint8 I/O."""
+    from edgeae.export import export
+    from edgeae.pipeline import Pipeline
+    from edgeae.manifest import Export
+
+    out = export(small_run, tmp_path / "dist", target="mcu", io_type=io_type)
+    ident, ctype = _ident(out), ("uint8_t" if io_type == "uint8" else "int8_t")
+    (tmp_path / "h.c").write_text(f"""#include <stdio.h>
+#include "{ident}_config.h"
+int main(void) {{
+  for (int v = 0; v < 256; ++v) {{
+    {ctype} q = ({ctype})({"v" if io_type == "uint8" else "v - 128"});
+    int8_t code = edgeae_{ident}_code_byte(q);
+    printf("%d %d %d %.9g\\n", (int)q, (int)code, (int)edgeae_{ident}_residual_byte(q), edgeae_{ident}_dequantize_code(code));
+  }}
+  return 0;
+}}
+""")
+    subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{out}", str(tmp_path / "h.c"), "-o", str(tmp_path / "h"), "-lm"], check=True)
+    rows = np.array([line.split() for line in subprocess.run([str(tmp_path / "h")], capture_output=True, text=True, check=True).stdout.splitlines()], float)
+    q, code, residual, real = rows.T
+    offset = 128 if io_type == "uint8" else 0
+    np.testing.assert_array_equal(code, q - offset)  # the int8 value on the wire
+    np.testing.assert_array_equal(residual, q + 128 - offset)  # the uint8 residual byte
+    pipe = Pipeline(Export.open(out))
+    np.testing.assert_allclose(real, pipe.packet_features(code.astype(np.int8)[:, None], None).code[:, 0], rtol=1e-6)

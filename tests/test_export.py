@@ -140,3 +140,11 @@ def test_verify_runtime_agreement_gate(small_export):
 
     rep = verify(small_export, floors=Floors(max_runtime_excess_noise=-100.0, max_runtime_sqnr_gap_db=-100.0))
     assert not rep.passed and "TFLite Micro codes add" in rep.failures[0]
+
+
+def test_same_quant_tolerates_float32_rounding_only():
+    from edgeae.export import same_quant
+
+    assert same_quant((0.2567908465862274, 36), (0.25679081678390503, 36))
+    assert not same_quant((0.2567908465862274, 36), (0.2567908465862274, 35))
+    assert not same_quant((0.2568, 36), (0.2567, 36))

@@ -38,3 +38,17 @@ def test_nab_recipe_trains_and_exports(tmp_path):
     out = export(run, tmp_path / "dist")
     assert Export.open(out).channels == ["value"]
     assert verify(out).passed
+
+
+@needs_shared
+def test_linear_skab_model_exports(tmp_path):
+    """A linear autoencoder on SKAB valve1/2: the converter gives the device model's code a scale one
+    float32 ulp from the encoder's, which export once refused as a quantization mismatch."""
+    from edgeae.export import export
+    from edgeae.manifest import Export
+    from edgeae.train import train
+
+    r = recipe.load(ROOT / "models" / "skab.toml")
+    r.model.activation = "linear"
+    run = train(r, SHARED / "skab" / "valve1" / "2.csv", tmp_path / "run", progress=False)
+    assert Export.open(export(run, tmp_path / "dist")).manifest["code_size"] == 8

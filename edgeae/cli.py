@@ -141,13 +141,14 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.option("--max-auc-drop", type=float, default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
 @click.option("--max-runtime-noise", type=float, default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
 @click.option("--max-runtime-gap", type=float, default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
+@click.option("--max-residual-error", type=float, default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
 @click.option("--arena", type=int, default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, max_runtime_gap, arena, as_json):
-    """Check an export without TensorFlow: hashes, LiteRT = TFLite Micro, fidelity vs float."""
+def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, max_runtime_gap, max_residual_error, arena, as_json):
+    """Check an export without TensorFlow: hashes, LiteRT vs TFLite Micro, the device model, fidelity vs float."""
     from .verify import Floors, verify as verify_
 
-    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_excess_noise=max_runtime_noise, max_runtime_sqnr_gap_db=max_runtime_gap, max_error_increase=max_error_increase, max_auc_drop=max_auc_drop), arena_bytes=arena)
+    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_excess_noise=max_runtime_noise, max_runtime_sqnr_gap_db=max_runtime_gap, max_error_increase=max_error_increase, max_residual_error=max_residual_error, max_auc_drop=max_auc_drop), arena_bytes=arena)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.passed else 1)
 

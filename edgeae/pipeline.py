@@ -42,14 +42,18 @@ class Pipeline:
         return self.encoder.run_raw(self.device_input(normalized))
 
     def device_outputs(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What a packet carries per window: the int8 code (n, k) and the residual byte (n,).
-        With uint8 I/O the code goes on the wire as q - 128 (docs/wire-format.md)."""
-        outs = self.device.run_outputs_raw(self.device_input(normalized))
+        """What a packet carries per window, from the device model run in LiteRT (see wire_outputs)."""
+        return self.wire_outputs(self.device.run_outputs_raw(self.device_input(normalized)))
+
+    def wire_outputs(self, outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The device model's raw outputs, from LiteRT or TFLite Micro, as a packet carries them: the int8
+        code (n, k) and the residual byte (n,). With uint8 I/O the code goes on the wire as q - 128
+        (docs/wire-format.md)."""
         idx = self.export.manifest["device"]["outputs"]
-        code = outs[idx["code"]].reshape(len(normalized), -1)
+        residual = outs[idx["residual"]].reshape(-1)
+        code = outs[idx["code"]].reshape(len(residual), -1)
         if code.dtype == np.uint8:
             code = (code.astype(np.int16) - 128).astype(np.int8)
-        residual = outs[idx["residual"]].reshape(-1)
         if residual.dtype == np.int8:
             residual = (residual.astype(np.int16) + 128).astype(np.uint8)
         return code, residual
@@ -60,13 +64,14 @@ class Pipeline:
         if self.encoder.output["dtype"] == np.uint8:
             code_q = code_q + 128  # back to the model's uint8 code (see device_outputs)
         code = dequantize(code_q, *self.code_quant)
-        residual = None
-        if residual_bytes is not None:
-            res = np.asarray(residual_bytes, dtype=np.int16)
-            if self.export.manifest["device"]["residual"]["dtype"] == "int8":
-                res = res - 128
-            residual = dequantize(res, *self.residual_quant).astype(np.float64)
-        return Features(code=code, residual=residual)
+        return Features(code=code, residual=None if residual_bytes is None else self.residual(residual_bytes))
+
+    def residual(self, residual_bytes: np.ndarray) -> np.ndarray:
+        """Residual bytes -> the device's reconstruction error (mean square, normalized units)."""
+        res = np.asarray(residual_bytes, dtype=np.int16)
+        if self.export.manifest["device"]["residual"]["dtype"] == "int8":
+            res = res - 128
+        return dequantize(res, *self.residual_quant).astype(np.float64)
 
     def offline_features(self, normalized: np.ndarray) -> Features:
         """Packet features plus the raw-window reconstruction error (when raw windows exist)."""

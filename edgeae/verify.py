@@ -11,7 +11,10 @@
    (1/12 code step squared, the variance of a uniform rounding) or 1 dB. How many values
    differ, and by how much, is reported.
 3. Against the float outputs recorded at export: code SQNR and the change of reconstruction error.
-4. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
+4. The device model (code + residual byte, what a packet carries) in LiteRT and in TFLite Micro:
+   its code must be the encoder's within one step (the host decodes packets with the encoder's
+   constants), and its residual byte must stay close to the float model's reconstruction error.
+5. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
    reconstruction error through the exported decoder).
 
 Each figure has a floor; `Report.passed` is False when one is missed.
@@ -40,6 +43,8 @@ class Floors:
     max_runtime_excess_noise: float = 1 / 12  # step^2 TFLite Micro's codes may add over LiteRT's ...
     max_runtime_sqnr_gap_db: float = 1.0  # ... or this much lower SQNR, whichever allows more
     max_error_increase: float = 0.10  # relative increase of the mean reconstruction error
+    max_device_code_diff: int = 1  # steps between the device model's code and the encoder's (LiteRT)
+    max_residual_error: float = 0.10  # mean |residual byte - float error|, relative to the mean float error
     max_auc_drop: float = 0.01
 
 
@@ -57,6 +62,10 @@ class Report:
     error_float: float
     error_int8: float
     error_increase: float
+    device_code_max_diff: int  # device model vs encoder, LiteRT, in code steps
+    residual_error_litert: float  # residual byte (dequantized) vs float error, relative
+    residual_error_tflm: float
+    residual_tflm_mismatch: float  # fraction of residual bytes TFLite Micro gives differently from LiteRT
     data: str | None = None
     data_windows: int | None = None
     anomalous_windows: int | None = None
@@ -95,6 +104,10 @@ class Report:
              f"<= {self.allowed_excess_noise:.3f} (one rounding or {f.max_runtime_sqnr_gap_db:g} dB)"),
             ("recon. error float", f"{self.error_float:.4g}", ""),
             ("recon. error int8", f"{self.error_int8:.4g} ({self.error_increase:+.1%})", f"<= {f.max_error_increase:+.0%}"),
+            ("device code vs encoder", "identical" if self.device_code_max_diff == 0 else f"<= {self.device_code_max_diff} step", f"<= {f.max_device_code_diff} step"),
+            ("residual byte LiteRT", f"{self.residual_error_litert:.1%} off float error", f"<= {f.max_residual_error:.0%}"),
+            ("residual byte TFLM", f"{self.residual_error_tflm:.1%} off float error "
+             f"({self.residual_tflm_mismatch:.1%} of bytes differ from LiteRT)", f"<= {f.max_residual_error:.0%}"),
         ]  # fmt: skip
         if self.auc_float is not None:
             rows += [
@@ -126,9 +139,17 @@ def verify(
     codes = dequantize(q_litert, *pipe.encoder.output_quant)
     codes_tflm = dequantize(q_tflm, *pipe.encoder.output_quant)
     err_int8 = pipe.scores(ref_windows, codes)
+    dev_outs = pipe.device.run_outputs_raw(device_in)
+    dev_q = dev_outs[ex.manifest["device"]["outputs"]["code"]].reshape(q_litert.shape)
+    res_litert = pipe.wire_outputs(dev_outs)[1]
+    res_tflm = pipe.wire_outputs(tflm_run(ex.device, device_in, arena_bytes))[1]
     step2 = pipe.encoder.output_quant[0] ** 2
     noise_litert = np.mean((codes.reshape(ref_codes.shape) - ref_codes) ** 2) / step2
     noise_tflm = np.mean((codes_tflm.reshape(ref_codes.shape) - ref_codes) ** 2) / step2
+
+    def rel_error(residual_bytes):
+        return float(np.mean(np.abs(pipe.residual(residual_bytes) - ref_errors)) / ref_errors.mean())
+
     report = Report(
         export=str(export_dir), windows=len(ref_windows),
         litert_tflm_max_diff=int(diff.max(initial=0)), litert_tflm_mismatch=float(np.mean(diff > 0)),
@@ -139,7 +160,10 @@ def verify(
         allowed_excess_noise=float(max(floors.max_runtime_excess_noise,
                                        noise_litert * (10 ** (floors.max_runtime_sqnr_gap_db / 10) - 1))),  # fmt: skip
         error_float=float(ref_errors.mean()), error_int8=float(err_int8.mean()),
-        error_increase=float(err_int8.mean() / ref_errors.mean() - 1), floors=floors,
+        error_increase=float(err_int8.mean() / ref_errors.mean() - 1),
+        device_code_max_diff=int(np.abs(dev_q.astype(np.int16) - q_litert.astype(np.int16)).max(initial=0)),
+        residual_error_litert=rel_error(res_litert), residual_error_tflm=rel_error(res_tflm),
+        residual_tflm_mismatch=float(np.mean(res_tflm != res_litert)), floors=floors,
     )  # fmt: skip
 
     if data is not None:
@@ -162,6 +186,13 @@ def verify(
     for runtime, sqnr in (("LiteRT", report.code_sqnr_db), ("TFLite Micro", report.tflm_code_sqnr_db)):
         if sqnr < floors.min_code_sqnr_db:
             report.failures.append(f"{runtime} code SQNR {sqnr:.1f} dB < {floors.min_code_sqnr_db:g} dB")
+    if report.device_code_max_diff > floors.max_device_code_diff:
+        report.failures.append(
+            f"the device model's code is {report.device_code_max_diff} steps from the encoder's > {floors.max_device_code_diff}"
+        )
+    for runtime, err in (("LiteRT", report.residual_error_litert), ("TFLite Micro", report.residual_error_tflm)):
+        if err > floors.max_residual_error:
+            report.failures.append(f"{runtime} residual byte {err:.1%} off the float error > {floors.max_residual_error:.0%}")
     if report.error_increase > floors.max_error_increase:
         report.failures.append(f"reconstruction error +{report.error_increase:.1%} > +{floors.max_error_increase:.0%}")
     if report.auc_float is not None and report.auc_float - report.auc_int8 > floors.max_auc_drop:

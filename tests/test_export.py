@@ -111,6 +111,8 @@ def test_verify_reports_fidelity(small_export, sim_test):
     assert rep.code_sqnr_db > 20 and rep.tflm_code_sqnr_db > 20
     assert rep.auc_float - rep.auc_int8 <= 0.01
     assert "ROC-AUC int8" in rep.table()
+    assert rep.device_code_max_diff <= 1
+    assert rep.residual_error_litert < 0.1 and rep.residual_error_tflm < 0.1, rep.table()
 
 
 def test_verify_channel_mismatch(small_export, tmp_path):
@@ -140,6 +142,15 @@ def test_verify_runtime_agreement_gate(small_export):
 
     rep = verify(small_export, floors=Floors(max_runtime_excess_noise=-100.0, max_runtime_sqnr_gap_db=-100.0))
     assert not rep.passed and "TFLite Micro codes add" in rep.failures[0]
+
+
+def test_verify_device_model_gates(small_export):
+    from edgeae.verify import Floors, verify
+
+    rep = verify(small_export, floors=Floors(max_device_code_diff=-1, max_residual_error=0.0))
+    assert [f.split(" ")[:3] for f in rep.failures] == [
+        ["the", "device", "model's"], ["LiteRT", "residual", "byte"], ["TFLite", "Micro", "residual"]
+    ], rep.failures
 
 
 def test_same_quant_tolerates_float32_rounding_only():

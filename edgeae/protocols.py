@@ -39,8 +39,8 @@ def skab_rows(window_scores: np.ndarray, limit: float, n_rows: int, window: int 
     """Row predictions (0/1) from per-window scores (window j starts at row j) by the SKAB rule."""
     above = np.asarray(window_scores) > limit
     pred = np.zeros(n_rows, dtype=np.int8)
-    for i in range(window - 1, len(above) - window + 1):
-        if above[i - window + 1 : i].all():
-            pred[i] = 1
+    count = np.r_[0, np.cumsum(above)]  # count[i] = windows above among the first i
+    rows = np.arange(window - 1, len(above) - window + 1)
+    pred[rows] = count[rows] - count[rows - window + 1] == window - 1
     return pred
 

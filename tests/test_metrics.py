@@ -69,3 +69,29 @@ def test_segments_and_delays_by_hand():
     assert segments(y) == [(1, 4), (6, 8), (9, 10)]
     p = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1]
     assert detection_delays(y, p) == [2, None, 0]
+
+
+def test_skab_row_rule_by_hand():
+    """Window j starts at row j; row i is flagged when every window starting in [i - w + 1, i - 1]
+    is above the limit, for i in [w - 1, n_windows - w]. With w = 3 and 8 windows (10 rows):
+    rows 2..5 are candidates; windows 1..4 above -> rows 3 (windows 1, 2), 4 (2, 3) and 5 (3, 4)."""
+    from edgeae.protocols import skab_rows
+
+    scores = np.array([0, 5, 5, 5, 5, 0, 5, 5], dtype=float)
+    assert skab_rows(scores, 1.0, 10, window=3).tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert skab_rows(np.full(8, 5.0), 1.0, 10, window=3).tolist() == [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
+    assert skab_rows(np.full(3, 5.0), 1.0, 5, window=3).tolist() == [0] * 5  # too short for any row
+
+
+def test_skab_row_rule_matches_the_reference_loop():
+    """The reference pipelines' loop: `for i in range(w - 1, len(above) - w + 1): if all(above[i - w + 1 : i])`."""
+    from edgeae.protocols import skab_rows
+
+    rng = np.random.default_rng(0)
+    for n in (59, 150, 400, 1147):
+        scores = np.repeat(rng.random(n // 10 + 1), 10)[: n - 59] + 0.1 * rng.random(n - 59)
+        above = scores > 0.5
+        expected = np.zeros(n, dtype=np.int8)
+        for i in range(59, len(above) - 60 + 1):
+            expected[i] = above[i - 59 : i].all()
+        assert np.array_equal(skab_rows(scores, 0.5, n), expected)

@@ -23,7 +23,11 @@ metrics.json, schema "edgeae.metrics/1":
     protocol, data, recipe, channels, windows {train, test, anomalous}
     bytes_per_window {raw_int16, code, packet, compression_ratio}
     detectors.<name> {roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
-        mean, missed}}      (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %)
+        mean, missed}, operating_curve {ucl_factor[], f1[], far[], mar[]},
+        best_f1_within_far_budget {far_budget, f1, ucl_factor}}
+        (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %. The operating curve
+        scales every UCL by each factor; its best F1 within the FAR budget picks the factor on the
+        test data, so it bounds what a threshold could do, it is not a threshold one could ship.)
     reconstruction.<float|int8|int8_pruned|pca_int8|decimation> {nmse[], snr_db[]}   per channel,
         normalized units, on the normal test windows (how well normal operation is compressed)
     code_sqnr_db (normal test windows), pruning {layers, target_sparsity}, published (skab: the leaderboard)
@@ -162,27 +166,38 @@ def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray
     return out
 
 
+UCL_FACTORS = np.round(np.geomspace(0.5, 4.0, 31), 4)  # the operating curve's thresholds, x the UCL
+FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
+
+
 def detector_metrics(parts: list[Part], protocol: str) -> dict:
     """ROC-AUC / PR-AUC on test windows (scores divided by each part's UCL, then pooled), and
     F1 / FAR / MAR and detection delays at the UCL threshold: rows by the SKAB rule for skab,
-    test windows otherwise."""
-    out = {}
-    for name in parts[0].scores:
-        scaled, y_win, preds, y_pred = [], [], [], []
+    test windows otherwise. Also the operating curve: F1 / FAR / MAR with every part's UCL scaled
+    by each of UCL_FACTORS, to compare detectors at equal false-alarm rates."""
+
+    def predict(name, factor):
+        preds, truth = [], []
         for p in parts:
             s, tr = p.scores[name], p.train_mask
-            limit = P.ucl(s[tr])
-            scaled.append(s[~tr] / limit)
-            y_win.append(p.window_labels[~tr])
+            limit = P.ucl(s[tr]) * factor
             if protocol == "skab":
                 preds.append(P.skab_rows(s, limit, len(p.row_labels))[P.SKAB_TRAIN_ROWS :])
-                y_pred.append(p.row_labels[P.SKAB_TRAIN_ROWS :])
+                truth.append(p.row_labels[P.SKAB_TRAIN_ROWS :])
             else:
                 preds.append((s[~tr] > limit).astype(np.int8))
-                y_pred.append(p.window_labels[~tr])
-        yw, sw = np.concatenate(y_win), np.concatenate(scaled)
+                truth.append(p.window_labels[~tr])
+        return truth, preds
+
+    out = {}
+    for name in parts[0].scores:
+        yw = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
+        sw = np.concatenate([p.scores[name][~p.train_mask] / P.ucl(p.scores[name][p.train_mask]) for p in parts])
+        y_pred, preds = predict(name, 1.0)
         delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
         hit = [d for d in delays if d is not None]
+        curve = [MT.detection_rates(*map(np.concatenate, predict(name, f))) for f in UCL_FACTORS]
+        within = [(c["f1"], f) for c, f in zip(curve, UCL_FACTORS) if c["far"] <= FAR_BUDGET]
         out[name] = {
             "roc_auc": MT.roc_auc(yw, sw),
             "pr_auc": MT.pr_auc(yw, sw),
@@ -190,7 +205,10 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
             "detection_delay": {"per_segment": delays, "mean": float(np.mean(hit)) if hit else None,
                                 "missed": sum(d is None for d in delays),
                                 "unit": "rows" if protocol == "skab" else "windows"},  # fmt: skip
-        }
+            "operating_curve": {"ucl_factor": UCL_FACTORS.tolist(), **{k: [c[k] for c in curve] for k in ("f1", "far", "mar")}},
+            "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(
+                dict(zip(("f1", "ucl_factor"), max(within))) if within else {"f1": None, "ucl_factor": None})},
+        }  # fmt: skip
     return out
 
 

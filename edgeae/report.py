@@ -64,6 +64,9 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
         a.legend(fontsize=7), b.legend(fontsize=7)
         figs.append(("roc_pr", "ROC and precision-recall curves: float vs int8 vs baselines", fig))
 
+        if all("operating_curve" in m["detectors"][n] for n in names):  # older eval folders lack it
+            figs.append(_operating_figure(plt, m, names))
+
         fig, ax = plt.subplots(figsize=(11, 3.8))
         t = np.arange(len(y))
         for start, stop in segments(y):
@@ -140,6 +143,29 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
     return figs
 
 
+def _operating_figure(plt, m: dict, names: list[str]):
+    """F1 against FAR along each detector's operating curve, the published points beside them."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    unit = "rows" if m["protocol"] == "skab" else "windows"
+    for n in names:
+        c, d = m["detectors"][n]["operating_curve"], m["detectors"][n]
+        line = ax.plot(c["far"], c["f1"], lw=1.2, label=NAMES[n])[0]
+        ax.plot(d["far"], d["f1"], "o", color=line.get_color())
+    ax.plot([], [], "o", color="grey", label="at the detector's UCL (× 1)")
+    for r in m.get("published") or []:
+        ax.plot(r["far"], r["f1"], "k^", ms=5)
+        ax.annotate(r["algorithm"], (r["far"], r["f1"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    if m.get("published"):
+        ax.plot([], [], "k^", ms=5, label="published SKAB leaderboard")
+    budget = m["detectors"][names[0]]["best_f1_within_far_budget"]["far_budget"]
+    ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
+    ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
+           ylabel=f"F1 (anomalous {unit})", title="Operating curves: every UCL scaled by 0.5 ... 4")  # fmt: skip
+    ax.legend(fontsize=7, loc="lower right")
+
+    return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
+
+
 def _summary(folder: Path) -> str:
     parts = []
     mpath, rdpath = folder / "metrics.json", folder / "rd.json"
@@ -153,11 +179,16 @@ def _summary(folder: Path) -> str:
         unit = "rows" if m["protocol"] == "skab" else "windows"
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
-            f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td></tr>"
+            f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td>"
+            f"<td>{_best(d.get('best_f1_within_far_budget'))}</td></tr>"
             for n, d in m["detectors"].items()
         )
+        budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", 10)
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
-                     f"<th>mean delay ({unit}), missed</th></tr>{rows}</table>")  # fmt: skip
+                     f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× UCL)</th></tr>{rows}</table>"
+                     "<p>F1 / FAR / MAR at each detector's own UCL. The last column moves every UCL by one common factor "
+                     "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
+                     "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
         rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
                       for k, r in m["reconstruction"].items())  # fmt: skip
         parts.append(f"<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"
@@ -187,6 +218,12 @@ def _rd_verdict(rd: dict) -> str:
     text = (f"At equal bytes per window the int8 autoencoder reconstructs better than PCA with int8 codes at {say(above)}"
             if above else "The int8 autoencoder does not reconstruct better than PCA with int8 codes at any code size")
     return f"<p>{text}{f'; not at {say(below)}' if above and below else ''}.</p>"
+
+
+def _best(b) -> str:
+    if b is None:
+        return "–"
+    return "none" if b["f1"] is None else f"{b['f1']:.3f} (× {b['ucl_factor']:g})"
 
 
 def _delay(d) -> str:

@@ -74,11 +74,27 @@ def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
     from edgeae.report import _figures
 
     out, _ = generic_eval
-    for stem, _, fig in _figures(out):
+    figures = _figures(out)
+    for stem, _, fig in figures:
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel(), stem
             assert "(" in ax.get_xlabel() + ax.get_ylabel(), f"{stem}: no unit"
         assert any(ax.get_legend() is not None for ax in fig.axes), stem
+    assert "operating" in [stem for stem, _, _ in figures]
+
+
+def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_path):
+    """Eval folders written before the operating curves existed still render, without them."""
+    from edgeae.report import render
+
+    old = tmp_path / "old"
+    shutil.copytree(generic_eval[0], old)
+    m = json.loads((old / "metrics.json").read_text())
+    for d in m["detectors"].values():
+        del d["operating_curve"], d["best_f1_within_far_budget"]
+    (old / "metrics.json").write_text(json.dumps(m))
+    page = render(old, tmp_path / "r", progress=False).read_text()
+    assert "F1 against false alarm rate" not in page and "<td>–</td></tr>" in page
 
 
 def test_eval_an_export(small_export, sim_test, tmp_path):
@@ -124,6 +140,13 @@ def test_skab_protocol_on_two_files(tmp_path):
                  for f in ("0.csv", "1.csv"))  # fmt: skip
     assert d["tp"] + d["fn"] == labels  # F1 / FAR / MAR count the test rows
     assert m["published"][0]["algorithm"] == "Conv-AE"
+    curve = d["operating_curve"]  # the UCL scaled: factor 1 is the headline, FAR falls as the factor grows
+    at_ucl = curve["ucl_factor"].index(1.0)
+    assert (curve["f1"][at_ucl], curve["far"][at_ucl], curve["mar"][at_ucl]) == (d["f1"], d["far"], d["mar"])
+    assert all(a >= b for a, b in zip(curve["far"], curve["far"][1:])) and curve["far"][-1] < curve["far"][0]
+    best = d["best_f1_within_far_budget"]
+    i = curve["ucl_factor"].index(best["ucl_factor"])
+    assert curve["far"][i] <= 10.0 and best["f1"] == max(f for f, far in zip(curve["f1"], curve["far"]) if far <= 10.0)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

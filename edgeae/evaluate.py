@@ -170,6 +170,12 @@ UCL_FACTORS = np.round(np.geomspace(0.5, 4.0, 31), 4)  # the operating curve's t
 FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
 
 
+def best_text(best: dict | None) -> str:
+    """A detector's best F1 within the FAR budget as table text: "0.802 x1.41", or "-" when no
+    factor stays within the budget (or the metrics predate operating curves)."""
+    return "-" if not best or best["f1"] is None else f"{best['f1']:.3f} x{best['ucl_factor']:.2f}"
+
+
 def detector_metrics(parts: list[Part], protocol: str) -> dict:
     """ROC-AUC / PR-AUC on test windows (scores divided by each part's UCL, then pooled), and
     F1 / FAR / MAR and detection delays at the UCL threshold: rows by the SKAB rule for skab,

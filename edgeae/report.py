@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, require
+from .evaluate import best_text
 from .metrics import segments
 
 NAMES = {
@@ -180,7 +181,7 @@ def _summary(folder: Path) -> str:
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
             f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td>"
-            f"<td>{_best(d.get('best_f1_within_far_budget'))}</td></tr>"
+            f"<td>{best_text(d.get('best_f1_within_far_budget'))}</td></tr>"
             for n, d in m["detectors"].items()
         )
         budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", 10)
@@ -218,12 +219,6 @@ def _rd_verdict(rd: dict) -> str:
     text = (f"At equal bytes per window the int8 autoencoder reconstructs better than PCA with int8 codes at {say(above)}"
             if above else "The int8 autoencoder does not reconstruct better than PCA with int8 codes at any code size")
     return f"<p>{text}{f'; not at {say(below)}' if above and below else ''}.</p>"
-
-
-def _best(b) -> str:
-    if b is None:
-        return "–"
-    return "none" if b["f1"] is None else f"{b['f1']:.3f} (× {b['ucl_factor']:g})"
 
 
 def _delay(d) -> str:

@@ -94,7 +94,7 @@ def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_pat
         del d["operating_curve"], d["best_f1_within_far_budget"]
     (old / "metrics.json").write_text(json.dumps(m))
     page = render(old, tmp_path / "r", progress=False).read_text()
-    assert "F1 against false alarm rate" not in page and "<td>–</td></tr>" in page
+    assert "F1 against false alarm rate" not in page and "<td>-</td></tr>" in page
 
 
 def test_eval_an_export(small_export, sim_test, tmp_path):

@@ -203,7 +203,7 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
         delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
         hit = [d for d in delays if d is not None]
         curve = [MT.detection_rates(*map(np.concatenate, predict(name, f))) for f in UCL_FACTORS]
-        within = [(c["f1"], f) for c, f in zip(curve, UCL_FACTORS) if c["far"] <= FAR_BUDGET]
+        within = [(c["f1"], f) for c, f in zip(curve, UCL_FACTORS.tolist()) if c["far"] <= FAR_BUDGET]
         out[name] = {
             "roc_auc": MT.roc_auc(yw, sw),
             "pr_auc": MT.pr_auc(yw, sw),

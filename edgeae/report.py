@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, require
-from .evaluate import best_text
+from .evaluate import FAR_BUDGET, best_text
 from .metrics import segments
 
 NAMES = {
@@ -163,7 +163,6 @@ def _operating_figure(plt, m: dict, names: list[str]):
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
            ylabel=f"F1 (anomalous {unit})", title="Operating curves: every UCL scaled by 0.5 ... 4")  # fmt: skip
     ax.legend(fontsize=7, loc="lower right")
-
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 
 
@@ -184,7 +183,7 @@ def _summary(folder: Path) -> str:
             f"<td>{best_text(d.get('best_f1_within_far_budget'))}</td></tr>"
             for n, d in m["detectors"].items()
         )
-        budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", 10)
+        budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", FAR_BUDGET)
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
                      f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× UCL)</th></tr>{rows}</table>"
                      "<p>F1 / FAR / MAR at each detector's own UCL. The last column moves every UCL by one common factor "

@@ -49,6 +49,6 @@ def test_linear_skab_model_exports(tmp_path):
     from edgeae.train import train
 
     r = recipe.load(ROOT / "models" / "skab.toml")
-    r.model.activation = "linear"
+    assert r.model.activation == "linear"
     run = train(r, SHARED / "skab" / "valve1" / "2.csv", tmp_path / "run", progress=False)
     assert Export.open(export(run, tmp_path / "dist")).manifest["code_size"] == 8

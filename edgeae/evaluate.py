@@ -166,7 +166,7 @@ def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray
     return out
 
 
-UCL_FACTORS = np.round(np.geomspace(0.5, 4.0, 31), 4)  # the operating curve's thresholds, x the UCL
+UCL_FACTORS = np.round(np.geomspace(0.25, 4.0, 41), 4)  # the operating curve's thresholds, x the UCL (1.0 included)
 FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
 
 

@@ -161,7 +161,7 @@ def _operating_figure(plt, m: dict, names: list[str]):
     budget = m["detectors"][names[0]]["best_f1_within_far_budget"]["far_budget"]
     ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
-           ylabel=f"F1 (anomalous {unit})", title="Operating curves: every UCL scaled by 0.5 ... 4")  # fmt: skip
+           ylabel=f"F1 (anomalous {unit})", title=f"Operating curves: every UCL scaled by {c['ucl_factor'][0]:g} ... {c['ucl_factor'][-1]:g}")  # fmt: skip
     ax.legend(fontsize=7, loc="lower right")
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 

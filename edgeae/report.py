@@ -181,7 +181,7 @@ def _summary(folder: Path) -> str:
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
             f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td>"
             f"<td>{best_text(d.get('best_f1_within_far_budget'))}</td></tr>"
-            for n, d in m["detectors"].items()
+            for n, d in ((n, m["detectors"][n]) for n in NAMES if n in m["detectors"])  # the JSON's keys are sorted
         )
         budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", FAR_BUDGET)
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"

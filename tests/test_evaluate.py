@@ -48,6 +48,7 @@ def test_report_opens_in_headless_chromium_with_its_images(generic_eval, tmp_pat
     page = render(out, tmp_path / "r", progress=False)
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # opens offline
+    assert text.index("<td>AE float</td>") < text.index("<td>PCA Q</td>") < text.index("<td>Isolation Forest</td>")
     n_images = text.count("<img ")
     assert n_images >= 6 and len(list((tmp_path / "r").glob("*.png"))) == n_images
     chromium = shutil.which("chromium")

@@ -182,11 +182,10 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
     test windows otherwise. Also the operating curve: F1 / FAR / MAR with every part's UCL scaled
     by each of UCL_FACTORS, to compare detectors at equal false-alarm rates."""
 
-    def predict(name, factor):
+    def predict(name, limits):
         preds, truth = [], []
-        for p in parts:
+        for p, limit in zip(parts, limits):
             s, tr = p.scores[name], p.train_mask
-            limit = P.ucl(s[tr]) * factor
             if protocol == "skab":
                 preds.append(P.skab_rows(s, limit, len(p.row_labels))[P.SKAB_TRAIN_ROWS :])
                 truth.append(p.row_labels[P.SKAB_TRAIN_ROWS :])
@@ -195,23 +194,25 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
                 truth.append(p.window_labels[~tr])
         return truth, preds
 
+    flat, factors = _flat_scores(parts), UCL_FACTORS.tolist()
     out = {}
     for name in parts[0].scores:
-        yw = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
-        sw = np.concatenate([p.scores[name][~p.train_mask] / P.ucl(p.scores[name][p.train_mask]) for p in parts])
-        y_pred, preds = predict(name, 1.0)
+        yw, sw = flat["labels"], flat[name]
+        limits = [P.ucl(p.scores[name][p.train_mask]) for p in parts]
+        runs = {f: predict(name, [limit * f for limit in limits]) for f in factors}
+        y_pred, preds = runs[1.0]
         delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
         hit = [d for d in delays if d is not None]
-        curve = [MT.detection_rates(*map(np.concatenate, predict(name, f))) for f in UCL_FACTORS]
-        within = [(c["f1"], f) for c, f in zip(curve, UCL_FACTORS.tolist()) if c["far"] <= FAR_BUDGET]
+        curve = [MT.detection_rates(*map(np.concatenate, runs[f])) for f in factors]
+        within = [(c["f1"], f) for c, f in zip(curve, factors) if c["far"] <= FAR_BUDGET]
         out[name] = {
             "roc_auc": MT.roc_auc(yw, sw),
             "pr_auc": MT.pr_auc(yw, sw),
-            **MT.detection_rates(np.concatenate(y_pred), np.concatenate(preds)),
+            **curve[factors.index(1.0)],
             "detection_delay": {"per_segment": delays, "mean": float(np.mean(hit)) if hit else None,
                                 "missed": sum(d is None for d in delays),
                                 "unit": "rows" if protocol == "skab" else "windows"},  # fmt: skip
-            "operating_curve": {"ucl_factor": UCL_FACTORS.tolist(), **{k: [c[k] for c in curve] for k in ("f1", "far", "mar")}},
+            "operating_curve": {"ucl_factor": factors, **{k: [c[k] for c in curve] for k in ("f1", "far", "mar")}},
             "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(
                 dict(zip(("f1", "ucl_factor"), max(within))) if within else {"f1": None, "ucl_factor": None})},
         }  # fmt: skip

@@ -62,7 +62,7 @@ class Pipeline:
         """Features from what packets carry (int8 code, residual byte)."""
         code_q = np.asarray(codes_q, dtype=np.int16)
         if self.encoder.output["dtype"] == np.uint8:
-            code_q = code_q + 128  # back to the model's uint8 code (see device_outputs)
+            code_q = code_q + 128  # back to the model's uint8 code (see wire_outputs)
         code = dequantize(code_q, *self.code_quant)
         return Features(code=code, residual=None if residual_bytes is None else self.residual(residual_bytes))
 

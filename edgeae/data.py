@@ -1,4 +1,5 @@
-"""Sensor data: reading CSV / .npz files, cutting sliding windows, per-channel normalization.
+"""Sensor data: reading CSV / .npz files, high-passing slow channels, cutting sliding windows,
+per-channel normalization.
 
 Numpy only, so the device and host halves can use it without TensorFlow.
 
@@ -14,7 +15,8 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -223,20 +225,52 @@ def normal_windows_mask(series: Series, length: int, hop: int = 1) -> np.ndarray
     return ~anomalous[:n]
 
 
+def highpass_rows(rows: Iterable[np.ndarray], channels: list[str], taus: dict[str, float]) -> Iterator[np.ndarray]:
+    """Rows with the channels named in `taus` high-passed, causally, one row at a time.
+
+    y = x - level, then level += (x - level) / tau: the level is an exponential moving average
+    with a time constant of tau rows, started at the first row. Drift slower than tau (a machine
+    warming up) is removed, faster changes are kept; the other channels pass unchanged. In float32,
+    as the firmware computes it (the MCU config header has the same filter)."""
+    alpha = np.array([1.0 / taus[c] if c in taus else 0.0 for c in channels], np.float32)
+    level = None
+    for row in rows:
+        row = np.asarray(row, np.float32)
+        if level is None:
+            level = np.where(alpha > 0, row, np.float32(0))
+        yield row - level
+        level = level + alpha * (row - level)
+
+
+def highpass(series: Series, taus: dict[str, float]) -> Series:
+    """The series with `highpass_rows` applied (the same series when `taus` is empty)."""
+    if not taus:
+        return series
+    missing = sorted(set(taus) - set(series.channels))
+    if missing:
+        raise EdgeaeError(f"{series.source}: no channel(s) {', '.join(map(repr, missing))} to high-pass (have: {', '.join(series.channels)})")
+    values = np.array(list(highpass_rows(series.values, series.channels, taus)), np.float32).reshape(series.values.shape)
+    return Series(values, series.channels, series.labels, series.source)
+
+
 @dataclass
 class Normalizer:
-    """Per-channel standardization z = (x - mean) / std, fitted on training windows only."""
+    """What turns sensor rows into model input: the high-pass of slow channels (time constants in
+    rows, applied to the row stream before windowing), then per-channel standardization
+    z = (x - mean) / std fitted on the training windows only."""
 
     channels: list[str]
     mean: np.ndarray
     std: np.ndarray
+    highpass: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, windows_: np.ndarray, channels: list[str]) -> "Normalizer":
+    def fit(cls, windows_: np.ndarray, channels: list[str], highpass: dict[str, float] | None = None) -> "Normalizer":
+        """Standardization fitted on training windows (already high-passed with `highpass`)."""
         flat = windows_.reshape(-1, windows_.shape[-1]).astype(np.float64)
         std = flat.std(axis=0)
         std = np.where(std < 1e-8, 1.0, std)  # a constant channel stays as is
-        return cls(list(channels), flat.mean(axis=0).astype(np.float32), std.astype(np.float32))
+        return cls(list(channels), flat.mean(axis=0).astype(np.float32), std.astype(np.float32), dict(highpass or {}))
 
     @classmethod
     def identity(cls, channels: list[str]) -> "Normalizer":
@@ -244,7 +278,20 @@ class Normalizer:
         return cls(list(channels), np.zeros(n, np.float32), np.ones(n, np.float32))
 
     def __call__(self, windows_: np.ndarray) -> np.ndarray:
+        """Standardize windows cut from a high-passed series (see `windows`)."""
         return ((windows_ - self.mean) / self.std).astype(np.float32)
+
+    def prepare(self, series: Series) -> Series:
+        """The series as the model sees it before windowing: slow channels high-passed."""
+        return highpass(series, self.highpass)
+
+    def prepare_rows(self, rows: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """`prepare` for a stream of rows (the device loop)."""
+        return highpass_rows(rows, self.channels, self.highpass) if self.highpass else iter(rows)
+
+    def windows(self, series: Series, length: int, hop: int = 1) -> np.ndarray:
+        """Model input from a series of the model's channels: prepared, windowed, standardized."""
+        return self(windows(self.prepare(series), length, hop))
 
     def check_channels(self, channels: list[str], where: str) -> None:
         """Raise when `channels` are not the ones the model was trained on, in order."""
@@ -254,11 +301,13 @@ class Normalizer:
             )
 
     def to_dict(self) -> dict:
-        return {"channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        d = {"channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {**d, "highpass": self.highpass} if self.highpass else d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(list(d["channels"]), np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(list(d["channels"]), np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32),
+                   {str(k): float(v) for k, v in d.get("highpass", {}).items()})  # fmt: skip
 
 
 def to_input(windows_: np.ndarray, input_shape) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The device-side loop (`edgeae encode`): sensor rows in, packets out.
 
-Rows are windowed exactly as in training (length and hop from the export), normalized with the
-export's constants, quantized to the model's input type, and run through the int8 device model
+Rows are high-passed and windowed exactly as in training (filter, length and hop from the
+export), normalized with the export's constants, quantized to the model's input type, and run through the int8 device model
 in LiteRT; each window becomes one wire-format packet with its code and residual byte. The
 bytes are those the firmware produces from the MCU export's constants.
 
@@ -102,11 +102,12 @@ def windows_from(source: str, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
     """Windows of a file (CSV / .npz) or of CSV lines on stdin ('-')."""
     if source == "-":
         lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-        return stream_windows(stream_rows(lines, ex.channels), ex.window, ex.hop)
+        return stream_windows(ex.normalizer.prepare_rows(stream_rows(lines, ex.channels)), ex.window, ex.hop)
     return windows_from_series(D.read_series(Path(source)), ex)
 
 
 def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
-    """(index of the last row, window) for an in-memory series, with the export's channels."""
-    w = D.windows(series.select(ex.channels), ex.window, ex.hop)
+    """(index of the last row, window) for an in-memory series, with the export's channels
+    (high-passed as the export says; not yet standardized)."""
+    w = D.windows(ex.normalizer.prepare(series.select(ex.channels)), ex.window, ex.hop)
     return ((i * ex.hop + ex.window - 1, win) for i, win in enumerate(w))

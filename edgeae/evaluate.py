@@ -255,7 +255,7 @@ def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
 
 
 def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
-    w = pipe.norm(D.windows(series, pipe.export.window, hop))
+    w = pipe.norm.windows(series, pipe.export.window, hop)
     last = np.arange(len(w)) * hop + pipe.export.window - 1
     return Part(name, w, (last >= train_rows[0]) & (last < train_rows[1]), D.window_labels(series, pipe.export.window, hop),
                 series.labels, hop)  # fmt: skip

@@ -122,8 +122,7 @@ def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
 
 def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int):
     """Normalized windows from a calibration file; its channels must be the model's."""
-    series = D.read_series(path).select(norm.channels)
-    w = norm(D.windows(series, window, hop))
+    w = norm.windows(D.read_series(path).select(norm.channels), window, hop)
     w = w[np.sort(np.random.default_rng(seed).permutation(len(w))[:limit])]
     return D.to_input(w, input_shape)
 
@@ -157,7 +156,7 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     else:
         norm = D.Normalizer.identity(series.channels)
     hop = max(1, window // 4)
-    rep = D.to_input(norm(D.windows(series, window, hop)), shape)
+    rep = D.to_input(norm.windows(series, window, hop), shape)
     sample = np.random.default_rng(0).permutation(len(rep))
     margin = Recipe().export.input_margin
     return dict(

@@ -7,7 +7,7 @@ error (a typo must not silently fall back to a default). See `models/*.toml` for
               activation, code_activation, tied
     [model.sparse]   kind = "l1" | "kl", weight, target          (activity penalty on the code)
     [model.denoise]  kind = "gaussian" | "mask", stddev, rate   (corruption while training)
-    [data]    channels, label, time, window, hop, train_rows
+    [data]    channels, label, time, window, hop, train_rows, highpass
     [train]   epochs, batch_size, learning_rate, validation_split, patience, seed, qat, qat_epochs
     [prune]   sparsity, epochs, frequency
     [export]  calibration_windows, input_margin, calibration
@@ -59,6 +59,10 @@ class Data:
     window: int = 64
     hop: int = 16
     train_rows: list[int] | None = None  # [start, stop): train on these rows, else on normal rows
+    # {channel = time constant in rows}: remove drift slower than that from those channels before
+    # windowing (data.highpass_rows; the device runs the same filter). For slow channels such as
+    # temperatures, whose level after training says more about the weather than about the machine.
+    highpass: dict[str, float] | None = None
 
 
 @dataclass
@@ -122,6 +126,14 @@ class Recipe:
             raise EdgeaeError(f"recipe: data.window must be >= 2 and data.hop >= 1")
         if d.train_rows is not None and (len(d.train_rows) != 2 or d.train_rows[0] >= d.train_rows[1]):
             raise EdgeaeError(f"recipe: data.train_rows must be [start, stop), got {d.train_rows}")
+        if d.highpass is not None:
+            bad = {k: v for k, v in d.highpass.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1}
+            if bad:
+                raise EdgeaeError(f"recipe: data.highpass time constants must be numbers of rows >= 1, got {bad}")
+            unknown = sorted(set(d.highpass) - set(d.channels or d.highpass))
+            if unknown:
+                raise EdgeaeError(f"recipe: data.highpass names channel(s) not in data.channels: {', '.join(unknown)}")
+            d.highpass = {k: float(v) for k, v in d.highpass.items()}
         if not 0.0 <= self.prune.sparsity < 1.0:
             raise EdgeaeError(f"recipe: prune.sparsity must be in [0, 1), got {self.prune.sparsity}")
         if self.export.input_margin < 1.0:
@@ -169,7 +181,8 @@ def _build(cls, table: dict, where: str):
 
 
 #: Types of the keys whose default is None.
-_OPTIONAL_TYPES = {"channels": list, "label": str, "time": str, "train_rows": list, "calibration": str}
+_OPTIONAL_TYPES = {"channels": list, "label": str, "time": str, "train_rows": list, "highpass": dict,
+                   "calibration": str}  # fmt: skip
 
 
 def _expected_type(cls, key):

@@ -187,7 +187,7 @@ def calibrate(
     recipe = ex.manifest.get("recipe") or {}
     series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
     series = series.select(ex.channels)
-    windows = pipe.norm(D.windows(series, ex.window, ex.hop))
+    windows = pipe.norm.windows(series, ex.window, ex.hop)
     labels = D.window_labels(series, ex.window, ex.hop)
     if train_rows is not None:
         last_row = np.arange(len(windows)) * ex.hop + ex.window - 1

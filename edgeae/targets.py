@@ -3,7 +3,7 @@
 `mcu`: C sources for a TensorFlow Lite Micro project — for the encoder (window -> code) and for
 the device model (window -> code and residual byte), each flatbuffer as an aligned const array
 with an op resolver registering exactly its ops; a config header with every constant the
-firmware needs (window shape, channel order, normalization, input, code and residual
+firmware needs (window shape, channel order, high-pass filter, normalization, input, code and residual
 quantization, the measured tensor arenas); and a README. The arena is measured in the TFLite Micro
 interpreter (its recording allocator, and the smallest arena that runs, found by bisection in
 child processes because a too-small arena can abort the process).
@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from . import graph as G
 from .errors import EdgeaeError
@@ -178,6 +180,8 @@ def _config_h(ident, m: dict) -> str:
     chan_list = ", ".join(f'"{c}"' for c in channels)
     means = ", ".join(_c_float(v) for v in norm["mean"])
     stds = ", ".join(_c_float(v) for v in norm["std"])
+    taus = norm.get("highpass", {})
+    alphas = ", ".join(_c_float(np.float32(1.0 / taus[c])) if c in taus else "0.0f" for c in channels)
     in_type, _ = _io_ctype(m)
     uint8 = in_type == "uint8_t"
     lo, hi = (0, 255) if uint8 else (-128, 127)
@@ -229,7 +233,19 @@ static const char* const k_{ident}_channel_names[EDGEAE_{upper}_NUM_CHANNELS] = 
 static const float k_{ident}_mean[EDGEAE_{upper}_NUM_CHANNELS] = {{{means}}};
 static const float k_{ident}_std[EDGEAE_{upper}_NUM_CHANNELS] = {{{stds}}};
 
-// Raw sample of `channel` -> the encoder's input value (rounding half to even, as edgeae does).
+// High-pass of slow channels, applied to every raw row as it arrives, before windows are cut:
+// y = x - level, then level += alpha * (x - level); the level starts at the first row. alpha is
+// 1 / (time constant in rows); 0: the channel passes unchanged. Keep a level per channel.
+static const float k_{ident}_highpass_alpha[EDGEAE_{upper}_NUM_CHANNELS] = {{{alphas}}};
+
+static inline float edgeae_{ident}_highpass(float raw, int channel, float* level, int first_row) {{
+  if (first_row) level[channel] = k_{ident}_highpass_alpha[channel] > 0.0f ? raw : 0.0f;
+  float y = raw - level[channel];
+  level[channel] += k_{ident}_highpass_alpha[channel] * (raw - level[channel]);
+  return y;
+}}
+
+// High-passed sample of `channel` -> the encoder's input value (rounding half to even, as edgeae does).
 static inline {in_type} edgeae_{ident}_quantize_input(float raw, int channel) {{
   float z = (raw - k_{ident}_mean[channel]) / k_{ident}_std[channel];
   long q = lrintf(z / EDGEAE_{upper}_INPUT_SCALE) + EDGEAE_{upper}_INPUT_ZERO_POINT;
@@ -303,7 +319,7 @@ default anomaly scorer (`edgeae serve`, mode `residual`) needs.
 | `{name}_op_resolver.h` | `RegisterEdgeae{camel}Ops()`: the encoder's op(s) {", ".join(ops[name])} |
 | `{name}_device_model_data.cc/.h` | the device model (`device_int8.tflite`, {device_bytes} bytes): code and residual |
 | `{name}_device_op_resolver.h` | `RegisterEdgeae{dcamel}Ops()`: the device model's op(s) {", ".join(ops[f"{name}_device"])} |
-| `{name}_config.h` | window shape, channel order, normalization, input / code / residual quantization, arena sizes |
+| `{name}_config.h` | window shape, channel order, high-pass, normalization, input / code / residual quantization, arena sizes |
 
 The window is {w["length"]} samples of {len(w["channels"])} channel(s) ({", ".join(w["channels"])}), every {w["hop"]} samples;
 the code is {m["code_size"]} int8 values. Tensor arena: {mcu["arena"]["stated_bytes"]} bytes for the encoder (smallest that ran:
@@ -317,7 +333,8 @@ the code is {m["code_size"]} int8 values. Tensor arena: {mcu["arena"]["stated_by
 
 alignas(16) static uint8_t tensor_arena[EDGEAE_{upper}_DEVICE_TENSOR_ARENA_SIZE];
 
-// One window of raw samples -> the code and the residual byte of its packet.
+// One window of samples (each row through edgeae_{name}_highpass as it arrived) -> the code and
+// the residual byte of its packet.
 bool encode_window(const float samples[EDGEAE_{upper}_WINDOW_LENGTH][EDGEAE_{upper}_NUM_CHANNELS],
                    int8_t code[EDGEAE_{upper}_CODE_SIZE], uint8_t* residual) {{
   static Edgeae{dcamel}OpResolver resolver;

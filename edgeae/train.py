@@ -6,7 +6,8 @@ A run directory (written atomically) holds:
     encoder.keras        the trained (and, with sparsity, pruned) encoder; encoder.h5 after QAT,
                          because TFMOT's quantize wrappers do not round-trip through .keras
     decoder.keras        the decoder, with tied layers made plain (see zoo.untie)
-    normalization.json   per-channel mean / std fitted on the training windows only
+    normalization.json   per-channel mean / std fitted on the training windows only, and the
+                         recipe's high-pass time constants (data.Normalizer)
     data.json            source, fingerprint, channels, rows and window counts used
     history.json         loss and val_loss per epoch (training, then pruning fine-tuning)
     pruning.json         sparsity per layer and gzip sizes before / after (when pruned)
@@ -74,8 +75,9 @@ def train(
             raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
         recipe.prune.sparsity = sparsity
     series = load_data(recipe, data)
-    raw = training_windows(recipe, series, train_rows)
-    norm = D.Normalizer.fit(raw, series.channels)
+    highpass = recipe.data.highpass or {}
+    raw = training_windows(recipe, D.highpass(series, highpass), train_rows)
+    norm = D.Normalizer.fit(raw, series.channels, highpass)
     windows = norm(raw)
 
     from . import pruning, zoo

@@ -172,7 +172,7 @@ def verify(
         series = D.read_series(data, label=label, time=recipe.get("data", {}).get("time")).select(ex.channels)
         if series.labels is None:
             raise EdgeaeError(f"{data}: no label column; verify --data needs labelled data for ROC-AUC")
-        windows = pipe.norm(D.windows(series, ex.window, ex.hop))
+        windows = pipe.norm.windows(series, ex.window, ex.hop)
         labels = D.window_labels(series, ex.window, ex.hop)
         report.data, report.data_windows, report.anomalous_windows = str(data), len(windows), int(labels.sum())
         report.auc_float = roc_auc(labels, pipe.float_scores(windows))

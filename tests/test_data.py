@@ -96,6 +96,38 @@ def test_normalizer_round_trip_and_channel_check():
         n.check_channels(["b", "a"], "x")
 
 
+def test_highpass_by_hand_and_streamed():
+    """level starts at the first row; y = x - level, then level += (x - level) / tau."""
+    s = D.Series(np.array([[2.0, 5.0], [4.0, 6.0], [4.0, 7.0], [0.0, 8.0]]), ["a", "b"])
+    out = D.highpass(s, {"a": 2.0})
+    np.testing.assert_array_equal(out.values[:, 0], [0.0, 2.0, 1.0, -3.5])  # levels 2, 2, 3, 3.5
+    np.testing.assert_array_equal(out.values[:, 1], s.values[:, 1])  # not named: unchanged
+    streamed = np.array(list(D.highpass_rows(iter(s.values), s.channels, {"a": 2.0})))
+    np.testing.assert_array_equal(streamed, out.values)
+    assert D.highpass(s, {}) is s
+    with pytest.raises(EdgeaeError, match="no channel\\(s\\) 'c' to high-pass"):
+        D.highpass(s, {"c": 5.0})
+
+
+def test_highpass_removes_slow_drift_and_keeps_fast_changes():
+    t = np.arange(3000.0)
+    drift, step = 0.01 * t, np.where((t >= 2000) & (t < 2010), 5.0, 0.0)
+    y = D.highpass(D.Series(np.c_[drift + step], ["temp"]), {"temp": 60.0}).values[:, 0]
+    assert abs(y[1990]) < 0.7 and y[1990] == pytest.approx(0.6, abs=0.01)  # ramp: settles at slope x tau
+    assert y[2009] > 4.0  # a 10-row step survives
+
+
+def test_normalizer_carries_the_highpass():
+    w = np.random.default_rng(0).normal(3, 2, (50, 8, 2)).astype(np.float32)
+    plain = D.Normalizer.fit(w, ["a", "b"])
+    assert "highpass" not in plain.to_dict()  # exports without a filter keep their manifest
+    n = D.Normalizer.from_dict(D.Normalizer.fit(w, ["a", "b"], {"b": 30}).to_dict())
+    assert n.highpass == {"b": 30.0}
+    s = D.Series(np.random.default_rng(1).normal(size=(40, 2)), ["a", "b"])
+    np.testing.assert_array_equal(n.windows(s, 8, 4), n(D.windows(D.highpass(s, {"b": 30.0}), 8, 4)))
+    np.testing.assert_array_equal(np.array(list(n.prepare_rows(iter(s.values)))), n.prepare(s).values)
+
+
 def test_fingerprint_changes_with_data():
     a = D.Series(np.zeros((4, 1)), ["a"])
     b = D.Series(np.ones((4, 1)), ["a"])

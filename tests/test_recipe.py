@@ -49,6 +49,19 @@ def test_wrong_types_and_values():
         recipe.from_dict({"prune": {"sparsity": 1.5}})
 
 
+def test_highpass_key():
+    r = recipe.from_dict({"data": {"channels": ["a", "t"], "highpass": {"t": 60}}})
+    assert r.data.highpass == {"t": 60.0}
+    with pytest.raises(EdgeaeError, match="time constants must be numbers of rows >= 1"):
+        recipe.from_dict({"data": {"highpass": {"t": 0.5}}})
+    with pytest.raises(EdgeaeError, match="time constants must be numbers of rows >= 1"):
+        recipe.from_dict({"data": {"highpass": {"t": "slow"}}})
+    with pytest.raises(EdgeaeError, match="not in data.channels: x"):
+        recipe.from_dict({"data": {"channels": ["a", "t"], "highpass": {"x": 60}}})
+    with pytest.raises(EdgeaeError, match="highpass must be dict"):
+        recipe.from_dict({"data": {"highpass": 60}})
+
+
 def test_int_accepted_for_float():
     assert recipe.from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
 

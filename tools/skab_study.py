@@ -10,17 +10,16 @@ concatenated) and the same operating curve as eval (every UCL x 0.25 ... 4):
     pca8 per-file best   the same scores with each file's UCL factor chosen on its own labels
                          (fewest wrong rows): a bound that peeks, showing how much the per-file
                          threshold from 341 overlapping training windows costs
-    pca8 high-pass       motor and fluid temperature high-passed before windowing (causal EMA,
-                         time constants 60 and 200 rows): the thermal drift of the rig after row 400
-                         is the largest source of false alarms
+    pca8 high-pass       motor and fluid temperature high-passed before windowing (data.highpass,
+                         time constants 60 and 200 rows, as models/skab.toml): the thermal drift of
+                         the rig after row 400 is the largest source of false alarms
     pca4 fleet           one PCA (4 components) fitted on the training windows of all 34 files,
                          each scaled by its own scaler: the same rig seen in many states
     pca4 fleet high-pass both
 
-`--ae` adds the recipe's autoencoder on the high-passed files (writes them to a temporary folder,
-runs `evaluate_protocol` there; trains 34 models, about 6 minutes on 2 cores).
+The autoencoder's figures come from `tools/bench_skab.py` (34 models, about 6 minutes).
 
-    python tools/skab_study.py [--ae] [--recipe models/skab.toml] [--out tools/out/skab_study.json]
+    python tools/skab_study.py [--out tools/out/skab_study.json]
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +41,6 @@ from edgeae.evaluate import PCA, UCL_FACTORS, Part, best_text, detector_metrics 
 
 SKAB = ROOT.parent / "shared" / "data" / "skab"
 HIGHPASS = {"Temperature": 60.0, "Thermocouple": 200.0}  # time constants, rows (1 row = 1 s)
-
-
-def highpass(series: D.Series, taus: dict[str, float]) -> D.Series:
-    """Causal EMA high-pass of the named channels: x - EMA(x), the EMA starting at the mean of the
-    training rows, so a device could run it row by row from the same state."""
-    values = series.values.astype(np.float64)
-    for name, tau in taus.items():
-        c = series.channels.index(name)
-        level, alpha = values[: P.SKAB_TRAIN_ROWS, c].mean(), 1.0 / tau
-        for t, v in enumerate(values[:, c].copy()):
-            values[t, c] = v - level
-            level += alpha * (v - level)
-    return D.Series(values, series.channels, series.labels, series.source)
 
 
 def part(series: D.Series) -> Part:
@@ -85,40 +70,19 @@ def per_file_best(parts: list[Part], name: str) -> dict:
     return MT.detection_rates(np.concatenate(truth), np.concatenate(preds))
 
 
-def ae_on_highpassed(recipe_path: str) -> dict:
-    """The recipe's autoencoder (and eval's baselines) on high-passed copies of the SKAB files."""
-    from edgeae import recipe as R
-    from edgeae.evaluate import evaluate_protocol
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in P.skab_files(SKAB):
-            s = highpass(D.read_series(path, P.SKAB_CHANNELS, "anomaly", "datetime"), HIGHPASS)
-            out = Path(tmp) / "data" / path.parent.name / path.name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            cols = P.SKAB_CHANNELS + ["anomaly"]
-            rows = np.column_stack([s.values, s.labels])
-            np.savetxt(out, rows, delimiter=";", header=";".join(cols), comments="", fmt=["%.9g"] * 8 + ["%d"])
-        return evaluate_protocol("skab", R.load(recipe_path), Path(tmp) / "data", Path(tmp) / "eval", sparsity=0.0)["detectors"]
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ae", action="store_true", help="also the recipe's autoencoder on the high-passed files")
-    ap.add_argument("--recipe", default=str(ROOT / "models" / "skab.toml"))
     ap.add_argument("--out", default=str(ROOT / "tools" / "out" / "skab_study.json"))
     args = ap.parse_args(argv)
     if not SKAB.is_dir():
         sys.exit(f"skab_study: {SKAB} not found (the shared data sits beside the project)")
     series = [D.read_series(f, P.SKAB_CHANNELS, "anomaly", "datetime") for f in P.skab_files(SKAB)]
-    plain, filtered = [part(s) for s in series], [part(highpass(s, HIGHPASS)) for s in series]
+    plain, filtered = [part(s) for s in series], [part(D.highpass(s, HIGHPASS)) for s in series]
     score(plain, "pca8", 8, fleet=False)
     score(plain, "pca4 fleet", 4, fleet=True)
     score(filtered, "pca8 high-pass", 8, fleet=False)
     score(filtered, "pca4 fleet high-pass", 4, fleet=True)
     rows = {**detector_metrics(plain, "skab"), **detector_metrics(filtered, "skab")}
-    if args.ae:
-        ae = ae_on_highpassed(args.recipe)
-        rows.update({f"{k} high-pass": ae[k] for k in ("int8", "residual")})
     bound = per_file_best(plain, "pca8")
 
     print(f"SKAB, {len(series)} files, published protocol; high-pass time constants {HIGHPASS} rows")

@@ -21,6 +21,7 @@ def test_skab_file_through_the_published_split(tmp_path):
     assert (run / "data.json").read_text().count('"train_rows": [\n    0,\n    400\n  ]') == 1
     rep = verify(export(run, tmp_path / "dist"), data=data)
     assert rep.passed, rep.table()
+    assert rep.device_code_max_diff == 0, rep.table()  # linear layers: see export._device_model
     assert rep.data_windows == 1147 - 60 + 1
     assert abs(rep.auc_int8 - rep.auc_float) <= 0.01, rep.table()
 

@@ -37,10 +37,11 @@ sys.path.insert(0, str(ROOT))
 from edgeae import data as D  # noqa: E402
 from edgeae import metrics as MT  # noqa: E402
 from edgeae import protocols as P  # noqa: E402
+from edgeae import recipe as R  # noqa: E402
 from edgeae.evaluate import PCA, UCL_FACTORS, Part, best_text, detector_metrics  # noqa: E402
 
 SKAB = ROOT.parent / "shared" / "data" / "skab"
-HIGHPASS = {"Temperature": 60.0, "Thermocouple": 200.0}  # time constants, rows (1 row = 1 s)
+HIGHPASS = R.load(ROOT / "models" / "skab.toml").data.highpass  # time constants in rows (1 row = 1 s)
 
 
 def part(series: D.Series) -> Part:

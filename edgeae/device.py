@@ -1,9 +1,9 @@
 """The device-side loop (`edgeae encode`): sensor rows in, packets out.
 
 Rows are high-passed and windowed exactly as in training (filter, length and hop from the
-export), normalized with the export's constants, quantized to the model's input type, and run through the int8 device model
-in LiteRT; each window becomes one wire-format packet with its code and residual byte. The
-bytes are those the firmware produces from the MCU export's constants.
+export), normalized with the export's constants, quantized to the model's input type, and run
+through the int8 device model in LiteRT; each window becomes one wire-format packet with its code
+and residual byte. The bytes are those the firmware produces from the MCU export's constants.
 
 Rows come from a CSV / .npz file or, for a live stream, CSV lines on stdin (a header line first).
 The timestamp of a window is `t0 + period * (index of its last row)`.

@@ -98,12 +98,13 @@ def _device_model(encoder, decoder):
 
     inp = keras.Input(encoder.input_shape[1:], name="window")
     code = encoder(inp)
-    # The decoder reads the code through a MAXIMUM that changes nothing: with linear layers the converter
-    # otherwise folds the code's bias into the decoder and adds it to the code output by a separate
+    # A linear code layer: the decoder reads the code through a MAXIMUM that changes nothing. Else the
+    # converter folds the code's bias into the decoder and adds it to the code output by a separate
     # ADD, whose extra rounding put the packet's code up to 2 steps from the encoder's (SKAB valve1/0;
-    # with it: identical).
-    barrier = keras.layers.Lambda(lambda t: tf.maximum(t, -1e30), name="code_barrier")(code)
-    recon = keras.layers.Reshape((-1,), name="flat_reconstruction")(decoder(barrier))
+    # with it: identical). Not after a sigmoid code: there it would move the code's fixed quantization.
+    last = next((layer.get_config()["activation"] for layer in reversed(encoder.layers) if "activation" in layer.get_config()), None)
+    seen_code = keras.layers.Lambda(lambda t: tf.maximum(t, -1e30), name="code_barrier")(code) if last == "linear" else code
+    recon = keras.layers.Reshape((-1,), name="flat_reconstruction")(decoder(seen_code))
     # Compare with the input as the encoder sees it: a QAT encoder's QuantizeLayer must stay the
     # raw input's only consumer, or the converter calibrates the input differently from the encoder.
     first = encoder.layers[1]

@@ -225,6 +225,12 @@ def normal_windows_mask(series: Series, length: int, hop: int = 1) -> np.ndarray
     return ~anomalous[:n]
 
 
+def highpass_alphas(channels: list[str], taus: dict[str, float]) -> np.ndarray:
+    """Per channel the filter's float32 step 1 / tau, 0 for channels that pass unchanged (edgeae's
+    filter and the MCU config header both use these)."""
+    return np.array([1.0 / taus[c] if c in taus else 0.0 for c in channels], np.float32)
+
+
 def highpass_rows(rows: Iterable[np.ndarray], channels: list[str], taus: dict[str, float]) -> Iterator[np.ndarray]:
     """Rows with the channels named in `taus` high-passed, causally, one row at a time.
 
@@ -232,7 +238,7 @@ def highpass_rows(rows: Iterable[np.ndarray], channels: list[str], taus: dict[st
     with a time constant of tau rows, started at the first row. Drift slower than tau (a machine
     warming up) is removed, faster changes are kept; the other channels pass unchanged. In float32,
     as the firmware computes it (the MCU config header has the same filter)."""
-    alpha = np.array([1.0 / taus[c] if c in taus else 0.0 for c in channels], np.float32)
+    alpha = highpass_alphas(channels, taus)
     level = None
     for row in rows:
         row = np.asarray(row, np.float32)

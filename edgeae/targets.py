@@ -23,9 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import graph as G
+from .data import highpass_alphas
 from .errors import EdgeaeError
 
 ARENA_MARGIN = 0.20  # over the smallest arena that ran here (64-bit host, reference kernels)
@@ -169,7 +168,11 @@ const unsigned int g_{ident}_model_data_len = {len(data)};
 
 
 def _c_float(x: float) -> str:
-    return f"{float(x):.9g}f" if math.isfinite(x) else "0.0f"
+    """A C float literal: "0.0f", "1.0f", "1.5e-05f" (an integral value needs its ".0": "1f" is not C)."""
+    if not math.isfinite(x):
+        return "0.0f"
+    text = f"{float(x):.9g}"
+    return f"{text if any(c in text for c in '.e') else text + '.0'}f"
 
 
 def _config_h(ident, m: dict) -> str:
@@ -180,8 +183,7 @@ def _config_h(ident, m: dict) -> str:
     chan_list = ", ".join(f'"{c}"' for c in channels)
     means = ", ".join(_c_float(v) for v in norm["mean"])
     stds = ", ".join(_c_float(v) for v in norm["std"])
-    taus = norm.get("highpass", {})
-    alphas = ", ".join(_c_float(np.float32(1.0 / taus[c])) if c in taus else "0.0f" for c in channels)
+    alphas = ", ".join(_c_float(a) for a in highpass_alphas(channels, norm.get("highpass", {})))
     in_type, _ = _io_ctype(m)
     uint8 = in_type == "uint8_t"
     lo, hi = (0, 255) if uint8 else (-128, 127)

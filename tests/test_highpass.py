@@ -50,7 +50,7 @@ def test_device_loop_filters_files_and_streams_alike(tmp_path, hp_export):
     assert not np.array_equal(codes, unfiltered)
 
     csv = _csv(s, tmp_path / "s.csv")
-    args = [sys.executable, "-m", "edgeae", "encode", str(hp_export), "--sensor", "5", "--out", "-"]
+    args = [sys.executable, "-m", "edgeae", "encode", str(hp_export), "--sensor", "5", "--t0", "0", "--period", "1", "--out", "-"]
     from_file = subprocess.run(args + ["--data", str(csv)], capture_output=True, cwd=ROOT)
     from_stdin = subprocess.run(args + ["--data", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
     assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr

@@ -108,7 +108,7 @@ def read_series(
     """
     path = Path(path)
     if not path.is_file():
-        raise EdgeaeError(f"{path}: no such file")
+        raise EdgeaeError(f"{path}: a folder, not a CSV or .npz file" if path.is_dir() else f"{path}: no such file")
     if path.suffix == ".npz":
         return _read_npz(path, channels, label)
     return _read_csv(path, channels, label, time)

@@ -289,11 +289,7 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if protocol == "skab":
-            if not data.is_dir():
-                raise EdgeaeError(f"{data}: --protocol skab needs the SKAB folder (valve1/, valve2/, other/)")
-            paths = P.skab_files(data)[:files]
-            if not paths:
-                raise EdgeaeError(f"{data}: no SKAB files found")
+            paths = _skab_paths(data, files)
             rows = (0, P.SKAB_TRAIN_ROWS)
             for i, path in enumerate(tqdm(paths, desc="SKAB files", unit="file", disable=None if progress else True)):
                 from .train import load_data
@@ -314,6 +310,18 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
             parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size))
         return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
+
+
+def _skab_paths(data: Path, files: int | None) -> list[Path]:
+    """The SKAB files to run (the first `files` of them when given)."""
+    if not data.is_dir():
+        raise EdgeaeError(f"{data}: --protocol skab needs the SKAB folder (valve1/, valve2/, other/)")
+    if files is not None and files < 1:
+        raise EdgeaeError(f"the number of SKAB files must be at least 1, got {files}")
+    paths = P.skab_files(data)[:files]
+    if not paths:
+        raise EdgeaeError(f"{data}: no SKAB files found")
+    return paths
 
 
 def _first_anomaly(series: D.Series) -> int:
@@ -409,9 +417,13 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
 
     from .train import load_data
 
+    recipes = [copy.deepcopy(recipe) for _ in code_sizes]
+    for k, r in zip(code_sizes, recipes):  # every size checked before the first model trains
+        r.model.code_size = k
+        r.validate()
     data = Path(data)
     if protocol == "skab":
-        datasets = [(p, (0, P.SKAB_TRAIN_ROWS), 1) for p in P.skab_files(data)[:files]]
+        datasets = [(p, (0, P.SKAB_TRAIN_ROWS), 1) for p in _skab_paths(data, files)]
     else:
         series = load_data(recipe, data)
         if series.labels is None:
@@ -422,9 +434,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
     steps = [(k, d) for k in code_sizes for d in datasets]
     bar = tqdm(total=len(steps), desc="sweep", unit="model", disable=None if progress else True)
     with tempfile.TemporaryDirectory() as tmp:
-        for k in code_sizes:
-            r = copy.deepcopy(recipe)
-            r.model.code_size = k
+        for k, r in zip(code_sizes, recipes):
             x, ae, pca, y, ae_s, pca_s = [], [], [], [], [], []
             for i, (path, rows, hop) in enumerate(datasets):
                 series = load_data(r, path)

@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +40,44 @@ def _pr(y, s):
     return tp / max(y.sum(), 1), tp / np.arange(1, len(y) + 1)
 
 
-def _figures(folder: Path) -> list[tuple[str, str, object]]:
+def _read(folder: Path) -> dict:
+    """What the folder holds: `m` (metrics.json) with `sc` and `det` (scores.npz, details.npz) from
+    edgeae eval, `rd` (rd.json) from edgeae sweep; a missing or unreadable file is a one-line error."""
+
+    def load(name, reader):
+        path = folder / name
+        if not path.is_file():
+            raise EdgeaeError(f"{path}: missing (edgeae eval writes metrics.json, scores.npz and details.npz together)")
+        try:
+            return reader(path)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise EdgeaeError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
+
+    def npz(path):
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    out = {}
+    if (folder / "metrics.json").is_file():
+        out.update(m=load("metrics.json", lambda p: json.loads(p.read_text())), sc=load("scores.npz", npz),
+                   det=load("details.npz", npz))  # fmt: skip
+    if (folder / "rd.json").is_file():
+        out["rd"] = load("rd.json", lambda p: json.loads(p.read_text()))
+    if not out:
+        raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep)")
+    return out
+
+
+def _figures(inputs: dict) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib figure) for everything the folder holds."""
     require("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
     figs = []
-    mpath, rdpath = folder / "metrics.json", folder / "rd.json"
-    if mpath.is_file():
-        m = json.loads(mpath.read_text())
-        sc = np.load(folder / "scores.npz")
-        det = np.load(folder / "details.npz")
+    if "m" in inputs:
+        m, sc, det = inputs["m"], inputs["sc"], inputs["det"]
         y = sc["labels"].astype(bool)
-        names = [n for n in CURVES if n in sc.files]
+        names = [n for n in CURVES if n in sc]
 
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
         for n in names:
@@ -73,7 +99,7 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
         for start, stop in segments(y):
             ax.axvspan(start, stop, color="tab:red", alpha=0.15, lw=0)
         ax.plot(t, sc["int8"], lw=0.7, label="AE int8 score")
-        if "residual" in sc.files:
+        if "residual" in sc:
             ax.plot(t, sc["residual"], lw=0.7, alpha=0.7, label="residual byte score")
         ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold (UCL)")
         ax.fill_between([], [], color="tab:red", alpha=0.15, label="labelled anomaly")
@@ -126,8 +152,8 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
             ax.legend(fontsize=8)
             fig.tight_layout()
             figs.append(("sparsity", "Per-layer sparsity after pruning", fig))
-    if rdpath.is_file():
-        rd = json.loads(rdpath.read_text())
+    if "rd" in inputs:
+        rd = inputs["rd"]
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
         for key, label, mk in (("autoencoder_int8", "autoencoder, int8 code", "o-"), ("pca_int8", "PCA, int8 code", "s--")):
             a.plot(rd["bytes_per_window"], rd[key]["snr_db"], mk, label=label)
@@ -139,8 +165,6 @@ def _figures(folder: Path) -> list[tuple[str, str, object]]:
         a.set(ylabel="reconstruction SNR, normal test windows (dB)", title="Rate-distortion")
         b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
         figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
-    if not figs:
-        raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep)")
     return figs
 
 
@@ -166,11 +190,10 @@ def _operating_figure(plt, m: dict, names: list[str]):
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 
 
-def _summary(folder: Path) -> str:
+def _summary(inputs: dict) -> str:
     parts = []
-    mpath, rdpath = folder / "metrics.json", folder / "rd.json"
-    if mpath.is_file():
-        m = json.loads(mpath.read_text())
+    if "m" in inputs:
+        m = inputs["m"]
         b = m["bytes_per_window"]
         parts.append(f"<p>Protocol <b>{html.escape(m['protocol'])}</b> on <code>{html.escape(m['data'])}</code>: "
                      f"{m['windows']['train']} training and {m['windows']['test']} test windows ({m['windows']['anomalous']} anomalous). "
@@ -199,8 +222,8 @@ def _summary(folder: Path) -> str:
             ours = m["detectors"]["int8"]
             parts.append(f"<h3>Beside the published SKAB leaderboard</h3><table><tr><th>algorithm</th><th>F1</th><th>FAR %</th><th>MAR %</th></tr>"
                          f"<tr class='ours'><td>edgeae AE int8 (this run)</td><td>{ours['f1']:.2f}</td><td>{ours['far']:.2f}</td><td>{ours['mar']:.2f}</td></tr>{pub}</table>")  # fmt: skip
-    if rdpath.is_file():
-        rd = json.loads(rdpath.read_text())
+    if "rd" in inputs:
+        rd = inputs["rd"]
         cells = "".join(f"<tr><td>{k}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>" for k, a, p, x, y in zip(
             rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
             rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
@@ -242,7 +265,11 @@ def render(folder: str | Path, out: str | Path | None = None, progress: bool = T
     if not folder.is_dir():
         raise EdgeaeError(f"{folder}: no such report folder")
     out = Path(out) if out else folder
-    figures = _figures(folder)
+    inputs = _read(folder)
+    try:
+        figures, summary = _figures(inputs), _summary(inputs)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise EdgeaeError(f"{folder}: damaged or incomplete eval / sweep output ({e.__class__.__name__}: {e})") from None
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +284,7 @@ def render(folder: str | Path, out: str | Path | None = None, progress: bool = T
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeae report: {html.escape(folder.name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>edgeae report: {html.escape(folder.name)}</h1>"
-            f"{_summary(folder)}{''.join(sections)}<script>{SCRIPT}</script></body></html>")  # fmt: skip
+            f"{summary}{''.join(sections)}<script>{SCRIPT}</script></body></html>")  # fmt: skip
     path = out / "report.html"
     tmp = path.with_name(".report.html.tmp")
     tmp.write_text(page)

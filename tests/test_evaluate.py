@@ -72,10 +72,10 @@ def test_report_without_the_eval_extra_says_what_to_install(generic_eval, tmp_pa
 
 
 def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
-    from edgeae.report import _figures
+    from edgeae.report import _figures, _read
 
     out, _ = generic_eval
-    figures = _figures(out)
+    figures = _figures(_read(out))
     for stem, _, fig in figures:
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel(), stem
@@ -166,3 +166,38 @@ def test_bad_inputs(tmp_path, sim_train):
                                  "--code-sizes", "2,x", "--out", tmp_path / "rd"), "--code-sizes")  # fmt: skip
     with pytest.raises(EdgeaeError, match="needs the SKAB folder"):
         evaluate.evaluate_protocol("skab", small_recipe(), sim_train, tmp_path / "s", progress=False)
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train,
+                                 "--code-sizes", "4,-3", "--out", tmp_path / "rd"), "code_size must be positive")  # fmt: skip
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--protocol",
+                                 "skab", "--out", tmp_path / "rd"), "needs the SKAB folder")  # fmt: skip
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", tmp_path,
+                                 "--out", tmp_path / "rd"), "a folder, not a CSV")  # fmt: skip
+    assert not (tmp_path / "rd").exists()
+
+
+def _damage_metrics(folder):
+    (folder / "metrics.json").write_text('{"schema": "edgeae.metrics/1", "detectors": ')
+
+
+def _drop_int8(folder):
+    m = json.loads((folder / "metrics.json").read_text())
+    del m["detectors"]["int8"]
+    (folder / "metrics.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_damage_metrics, "metrics.json: unreadable (JSONDecodeError"),
+    (lambda f: (f / "scores.npz").unlink(), "scores.npz: missing"),
+    (lambda f: (f / "details.npz").write_bytes(b"PK\x03\x04 cut short"), "details.npz: unreadable"),
+    (_drop_int8, "damaged or incomplete eval / sweep output (KeyError: 'int8')"),
+])  # fmt: skip
+def test_report_of_a_damaged_eval_folder(generic_eval, tmp_path, damage, message):
+    """A truncated, missing or hand-edited file gets one line naming it, not a traceback, and no page."""
+    folder = tmp_path / "e"
+    shutil.copytree(generic_eval[0], folder)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    (folder / "report.html").unlink(missing_ok=True)
+    damage(folder)
+    assert_one_line_error(edgeae("report", folder), message)
+    assert not (folder / "report.html").exists() and not list(folder.glob("*.png"))

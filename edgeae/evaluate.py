@@ -257,8 +257,11 @@ def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
 def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
     w = pipe.norm.windows(series, pipe.export.window, hop)
     last = np.arange(len(w)) * hop + pipe.export.window - 1
-    return Part(name, w, (last >= train_rows[0]) & (last < train_rows[1]), D.window_labels(series, pipe.export.window, hop),
-                series.labels, hop)  # fmt: skip
+    train = (last >= train_rows[0]) & (last < train_rows[1])
+    if train.sum() < 2 or train.all():
+        raise EdgeaeError(f"{series.source}: train rows {train_rows[0]}:{train_rows[1]} leave {train.sum()} training and "
+                          f"{(~train).sum()} test windows of {len(w)}; need at least 2 and 1")  # fmt: skip
+    return Part(name, w, train, D.window_labels(series, pipe.export.window, hop), series.labels, hop)
 
 
 def nab_series(root: str | Path) -> D.Series:
@@ -343,8 +346,6 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     rows = train_rows or (0, _first_anomaly(series))
     pipe = Pipeline(ex)
     part = score_part(_part(Path(data).name, series, pipe, ex.hop, rows), {"int8": pipe}, ex.manifest["code_size"])
-    if not part.train_mask.any() or part.train_mask.all():
-        raise EdgeaeError(f"{data}: train rows {rows} leave no training or no test windows")
     return _write(out, "export", str(data), recipe, [part], {"int8": pipe})
 
 

@@ -106,6 +106,13 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
 
 
+def test_eval_an_export_with_train_rows_that_leave_no_test(small_export, sim_test, tmp_path):
+    for rows in ("0:100000000", "0:3"):
+        assert_one_line_error(edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path / "e", "--train-rows", rows),
+                              "need at least 2 and 1")  # fmt: skip
+    assert not (tmp_path / "e").exists()
+
+
 def test_sweep_and_its_report(sim_train, tmp_path):
     r = small_recipe()
     r.data.train_rows = [0, 20000]

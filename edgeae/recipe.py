@@ -111,6 +111,17 @@ class Recipe:
         _one_of("model.kind", m.kind, ("dense", "conv1d"))
         if m.code_size < 1:
             raise EdgeaeError(f"recipe: model.code_size must be positive, got {m.code_size}")
+        t, p, e = self.train, self.prune, self.export
+        for key, v in (("model.kernel_size", m.kernel_size), ("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("train.qat_epochs", t.qat_epochs), ("prune.epochs", p.epochs), ("prune.frequency", p.frequency),
+                       ("export.calibration_windows", e.calibration_windows)):  # fmt: skip
+            if v < 1:
+                raise EdgeaeError(f"recipe: {key} must be >= 1, got {v}")
+        for key, units in (("model.hidden", m.hidden), ("model.filters", m.filters)):
+            if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
+                raise EdgeaeError(f"recipe: {key} must be a list of positive integers, got {units}")
+        if t.learning_rate <= 0 or t.patience < 0:
+            raise EdgeaeError(f"recipe: train.learning_rate must be > 0 and train.patience >= 0, got {t.learning_rate}, {t.patience}")
         if m.sparse is not None:
             _one_of("model.sparse.kind", m.sparse.kind, ("l1", "kl"))
             if m.sparse.kind == "kl" and m.code_activation != "sigmoid":

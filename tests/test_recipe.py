@@ -49,6 +49,20 @@ def test_wrong_types_and_values():
         recipe.from_dict({"prune": {"sparsity": 1.5}})
 
 
+@pytest.mark.parametrize("table, message", [
+    ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
+    ({"train": {"batch_size": -4}}, "train.batch_size must be >= 1"),
+    ({"export": {"calibration_windows": 0}}, "export.calibration_windows must be >= 1"),
+    ({"model": {"hidden": [64, -2]}}, "model.hidden must be a list of positive integers"),
+    ({"model": {"filters": [16, "32"]}}, "model.filters must be a list of positive integers"),
+    ({"train": {"learning_rate": 0}}, "train.learning_rate must be > 0"),
+])  # fmt: skip
+def test_sizes_and_counts_that_would_fail_inside_keras(table, message):
+    """Caught here with the key named, not as a Keras traceback after the data is read."""
+    with pytest.raises(EdgeaeError, match=message):
+        recipe.from_dict(table)
+
+
 def test_highpass_key():
     r = recipe.from_dict({"data": {"channels": ["a", "t"], "highpass": {"t": 60}}})
     assert r.data.highpass == {"t": 60.0}

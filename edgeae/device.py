@@ -77,6 +77,12 @@ class Encoder:
         self.sensor, self.key, self.t0, self.period, self.seq = sensor, key, t0, period, start_seq
         if not 0 <= sensor < 2**16:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
+        if not 0 <= t0 < 2**32:  # also false for NaN; packets carry uint32 seconds
+            raise EdgeaeError(f"--t0 must be Unix seconds in 0..2^32, got {t0}")
+        if not 0 < period < float("inf"):
+            raise EdgeaeError(f"--period must be a positive number of seconds, got {period}")
+        if not 0 <= start_seq < 2**32:
+            raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
 
     def packets(self, windows: Iterable[tuple[int, np.ndarray]]) -> Iterator[bytes]:
         batch: list[tuple[int, np.ndarray]] = []

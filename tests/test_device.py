@@ -1,5 +1,6 @@
 """The device loop: the same windows as training, the same codes as the int8 encoder."""
 
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from conftest import ROOT
 from edgeae import data as D
 from edgeae import device, simulate, wire
+from edgeae.errors import EdgeaeError
 from edgeae.manifest import Export
 from edgeae.pipeline import Pipeline
 from test_cli import assert_one_line_error
@@ -60,6 +62,27 @@ def test_bad_stream_lines(tmp_path, small_export):
     assert_one_line_error(_text(nan), "line 2 has NaN or inf values")
     cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sensor": 70000}, "--sensor must be 0..65535"),
+    ({"t0": float("nan")}, "--t0 must be Unix seconds"),
+    ({"t0": -1e12}, "--t0 must be Unix seconds"),
+    ({"period": 0.0}, "--period must be a positive number"),
+    ({"period": float("inf")}, "--period must be a positive number"),
+    ({"start_seq": -5}, "--start-seq must be 0..2^32-1"),
+])  # fmt: skip
+def test_encoder_refuses_what_a_packet_header_cannot_carry(small_export, kwargs, message):
+    """NaN t0 crashed mid-stream; a negative t0 or sequence wrapped silently; period 0 stamped every packet alike."""
+    with pytest.raises(EdgeaeError, match=re.escape(message)):
+        device.Encoder(small_export, **{"sensor": 1, **kwargs})
+
+
+def test_encode_with_a_nan_t0_is_one_line(tmp_path, small_export):
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
+                           "--out", str(tmp_path / "p.bin"), "--t0", "nan"], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
+    assert_one_line_error(_text(proc), "--t0 must be Unix seconds")
+    assert not (tmp_path / "p.bin").exists()
 
 
 def _text(proc):

@@ -313,6 +313,8 @@ def serve(export_dir, db, broker, topic, packets, keys):
 
     if (broker is None) == (packets is None):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
+    if packets and not Path(packets).is_file():
+        raise EdgeaeError(f"{packets}: no such packet file")
     server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None)
     try:
         if packets:

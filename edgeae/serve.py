@@ -65,8 +65,11 @@ class Server:
             raise EdgeaeError("the export's scorer uses mode 'reconstruction', which needs raw windows; "
                               "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
         self.keys = keys
-        self.db = sqlite3.connect(str(db), check_same_thread=False)
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(str(db), check_same_thread=False)
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
         self.counts = {"stored": 0, "rejected": 0}
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 

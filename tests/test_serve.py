@@ -192,3 +192,18 @@ def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
     proc = edgeae("results", tmp_path / "r.sqlite", "--parquet", tmp_path / "r.parquet", hide=["pyarrow"])
     assert_one_line_error(proc, "needs the serve extra (pyarrow is not installed)")
     assert not (tmp_path / "r.parquet").exists()
+
+
+def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_path):
+    from test_cli import assert_one_line_error, edgeae
+
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "nope.bin", "--db", tmp_path / "r.sqlite"),
+                          "nope.bin: no such packet file")  # fmt: skip
+    assert not (tmp_path / "r.sqlite").exists()  # checked before the database is created
+    (tmp_path / "p.bin").write_bytes(b"")
+    (tmp_path / "not.sqlite").write_text("not a database, but someone's notes\n" * 100)
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "not.sqlite"),
+                          "cannot open it as the results database (file is not a database)")  # fmt: skip
+    assert (tmp_path / "not.sqlite").read_text().startswith("not a database")  # left as it was
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "no" / "r.sqlite"),
+                          "cannot open it as the results database")  # fmt: skip

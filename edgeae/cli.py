@@ -1,7 +1,8 @@
 """The `edgeae` command: a thin click layer over the Python API.
 
 Nothing heavy is imported at module level, so `edgeae --help` answers at once; each command
-imports what it needs. An `EdgeaeError` becomes one line on stderr and exit code 2.
+imports what it needs. An `EdgeaeError` (or an `OSError` from reading or writing files) becomes
+one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EdgeaeError as e:
             click.echo(f"edgeae: error: {e}", err=True)
+            sys.exit(2)
+        except OSError as e:  # what no check can foresee: a missing folder, permissions, a full disk
+            click.echo(f"edgeae: error: {f'{e.filename}: {e.strerror}' if e.filename else e}", err=True)
             sys.exit(2)
 
 

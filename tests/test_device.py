@@ -85,6 +85,13 @@ def test_encode_with_a_nan_t0_is_one_line(tmp_path, small_export):
     assert not (tmp_path / "p.bin").exists()
 
 
+def test_an_unwritable_output_is_one_line(tmp_path, small_export):
+    """OSErrors (a missing folder here; permissions, a full disk) reach the user as one line too."""
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
+                           "--out", str(tmp_path / "no" / "p.bin")], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
+    assert_one_line_error(_text(proc), "No such file or directory")
+
+
 def _text(proc):
     proc.stderr = proc.stderr.decode()
     return proc

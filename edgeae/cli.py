@@ -92,6 +92,16 @@ def train(recipe_path, data, out, sparsity, train_rows, qat, quiet):
     click.echo(f"run written to {run}")
 
 
+def _positive_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise EdgeaeError(f"{option} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
 def _parse_rows(text: str) -> tuple[int, int]:
     try:
         start, stop = (int(p) for p in text.split(":"))
@@ -141,12 +151,12 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.argument("export_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Labelled data (CSV / .npz) for ROC-AUC float vs int8.")
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
-@click.option("--max-error-increase", type=float, default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
-@click.option("--max-auc-drop", type=float, default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
-@click.option("--max-runtime-noise", type=float, default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
-@click.option("--max-runtime-gap", type=float, default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
-@click.option("--max-residual-error", type=float, default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
-@click.option("--arena", type=int, default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
+@click.option("--max-error-increase", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
+@click.option("--max-auc-drop", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
+@click.option("--max-runtime-noise", type=click.FloatRange(min=0), default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
+@click.option("--max-runtime-gap", type=click.FloatRange(min=0), default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
+@click.option("--max-residual-error", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
+@click.option("--arena", type=click.IntRange(min=1), default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, max_runtime_gap, max_residual_error, arena, as_json):
     """Check an export without TensorFlow: hashes, LiteRT vs TFLite Micro, the device model, fidelity vs float."""
@@ -214,19 +224,16 @@ def inspect(path, as_json, edgetpu):
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--threads", type=int, help="LiteRT threads (default: LiteRT's choice).")
+@click.option("--threads", type=click.IntRange(min=1), help="LiteRT threads (default: LiteRT's choice).")
 @click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--repeats", default=200, show_default=True, help="Timed invocations at batch 1 (fewer for larger batches).")
+@click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True, help="Timed invocations at batch 1 (fewer for larger batches).")
 @click.option("--edgetpu", is_flag=True, help="Also run the int8 encoder through the Edge TPU delegate.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON here too.")
 def bench(export_dir, threads, batches, repeats, edgetpu, out):
     """Encoder latency on this CPU through LiteRT: int8 vs float32, p50 / p99, windows per second."""
     from . import bench as bench_
 
-    try:
-        sizes = tuple(int(b) for b in batches.split(","))
-    except ValueError:
-        raise EdgeaeError(f"--batches must be comma-separated integers, got {batches!r}") from None
+    sizes = _positive_ints(batches, "--batches")
     result = bench_.bench(export_dir, threads=threads, batches=sizes, repeats=repeats, edgetpu=edgetpu)
     click.echo(bench_.table(result))
     if out:
@@ -292,7 +299,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
 @click.option("--mode", type=click.Choice(["residual", "code", "combined", "reconstruction"]), default="residual", show_default=True)
 @click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
-@click.option("--q", type=float, help="The quantile (percentile) or the false-alarm rate (far).")
+@click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="The quantile (percentile) or the false-alarm rate (far).")
 @click.option("--train-rows", help="Fit on rows START:STOP instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="Move the threshold to the F1-optimal one on the labelled windows.")
 def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
@@ -393,10 +400,7 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out):
     from . import evaluate
     from . import recipe as R
 
-    try:
-        sizes = [int(k) for k in code_sizes.split(",")]
-    except ValueError:
-        raise EdgeaeError(f"--code-sizes must be comma-separated integers, got {code_sizes!r}") from None
+    sizes = _positive_ints(code_sizes, "--code-sizes")
     rd = evaluate.sweep(R.load(recipe_path), data, out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],

@@ -88,6 +88,19 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench", "{x}", "--batches", "1,0"], "edgeae: error: --batches must be comma-separated positive integers"),
+    (["bench", "{x}", "--repeats", "0"], "Invalid value for '--repeats'"),
+    (["bench", "{x}", "--threads", "0"], "Invalid value for '--threads'"),
+    (["verify", "{x}", "--max-residual-error", "-1"], "Invalid value for '--max-residual-error'"),
+    (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "2"], "Invalid value for '--q'"),
+])  # fmt: skip
+def test_numeric_options_out_of_range(small_export, args, message):
+    """Refused before anything runs (they ended in numpy / LiteRT tracebacks or in a nonsense ceiling)."""
+    proc = edgeae(*[a.format(x=small_export) for a in args])
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_verify_truncated_tflite(tmp_path, small_export):
     import shutil
 

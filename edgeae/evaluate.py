@@ -46,13 +46,14 @@ from . import data as D
 from . import metrics as MT
 from . import protocols as P
 from .errors import EdgeaeError, require
-from .fsutil import atomic_dir, write_json
+from .fsutil import atomic_dir, check_replaceable, write_json
 from .manifest import Export
 from .pipeline import Pipeline
 from .runtime import dequantize
 from .score import AnomalyScorer
 
 SCHEMA = "edgeae.metrics/1"
+METRICS, RD = "metrics.json", "rd.json"  # what an eval / a sweep output folder holds
 AE = ("float", "int8", "int8_pruned")
 SKAB_LEADERBOARD = [
     ("Conv-AE", 0.78, 13.55, 28.02), ("MSET", 0.78, 39.73, 14.13), ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),
@@ -287,6 +288,7 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
     """Train (and prune), export and score as the protocol prescribes; write the output folder."""
     from tqdm.auto import tqdm
 
+    check_replaceable(out, METRICS)
     data = Path(data)
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,6 +339,7 @@ def _first_anomaly(series: D.Series) -> int:
 def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None) -> dict:
     """Score an existing export on labelled data: baselines and thresholds are fitted on the
     `train_rows` (default: the rows before the first anomaly), the rest is the test."""
+    check_replaceable(out, METRICS)
     ex = Export.open(export_dir)
     recipe = ex.manifest.get("recipe") or {}
     series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
@@ -372,8 +375,8 @@ def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
         "pruning": pipes["int8_pruned"].export.manifest["pruning"] if "int8_pruned" in pipes else main.get("pruning"),
         "published": [dict(zip(("algorithm", "f1", "far", "mar"), r)) for r in SKAB_LEADERBOARD] if protocol == "skab" else None,
     }
-    with atomic_dir(out) as tmp:
-        write_json(tmp / "metrics.json", metrics)
+    with atomic_dir(out, METRICS) as tmp:
+        write_json(tmp / METRICS, metrics)
         np.savez_compressed(tmp / "scores.npz", **_flat_scores(parts))
         np.savez_compressed(tmp / "details.npz", **_details(parts))
     return metrics
@@ -418,6 +421,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
 
     from .train import load_data
 
+    check_replaceable(out, RD)
     recipes = [copy.deepcopy(recipe) for _ in code_sizes]
     for k, r in zip(code_sizes, recipes):  # every size checked before the first model trains
         r.model.code_size = k
@@ -459,6 +463,6 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
     bar.close()
     ae_snr, pca_snr = result["autoencoder_int8"]["snr_db"], result["pca_int8"]["snr_db"]
     result["autoencoder_above_pca_snr"] = {str(k): a > p for k, a, p in zip(code_sizes, ae_snr, pca_snr)}
-    with atomic_dir(out) as tmp:
-        write_json(tmp / "rd.json", result)
+    with atomic_dir(out, RD) as tmp:
+        write_json(tmp / RD, result)
     return result

@@ -17,7 +17,7 @@ import numpy as np
 from . import data as D
 from . import manifest as M
 from .errors import EdgeaeError
-from .fsutil import atomic_dir, write_json
+from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
 
 REFERENCE_WINDOWS = 256
@@ -43,6 +43,7 @@ def export(
         raise EdgeaeError(f"unknown target {target!r}; choose mcu or edgetpu")
     if io_type not in ("int8", "uint8"):
         raise EdgeaeError(f"--io-type must be int8 or uint8, got {io_type!r}")
+    check_replaceable(out, M.MANIFEST)
     source = Path(source)
     if source.is_dir():
         if code_layer is not None:
@@ -272,7 +273,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
         "target": target,
     }
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, M.MANIFEST) as tmp:
         (tmp / M.ENCODER_INT8).write_bytes(enc_int8)
         (tmp / M.ENCODER_FLOAT).write_bytes(enc_f32)
         (tmp / M.DEVICE_INT8).write_bytes(dev_int8)

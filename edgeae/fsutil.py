@@ -10,21 +10,38 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import EdgeaeError
+
+
+def check_replaceable(out: str | Path, marker: str) -> Path:
+    """`out`, if `atomic_dir(out, marker)` may replace it; commands call this before their long work."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and ((out / marker).is_file() or not any(out.iterdir()))):
+        raise EdgeaeError(f"{out}: exists and is not an earlier output of this command (no {marker}); "
+                          "give a new folder, or remove it yourself")  # fmt: skip
+    return out
+
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path):
+def atomic_dir(out: str | Path, marker: str):
     """Yield a temporary directory beside `out`; on success it replaces `out` in one rename.
 
-    On any exception the temporary directory is removed and an existing `out` is untouched.
+    On any exception the temporary directory is removed and an existing `out` is untouched. An
+    existing `out` is replaced only when it is empty or an earlier output of the same kind (it
+    holds the file `marker`): a folder of anything else is refused up front, never deleted.
     """
-    out = Path(out)
+    out = check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "x")
+            try:
+                os.replace(out, old / "x")
+            except OSError:
+                old.rmdir()
+                raise
             os.replace(tmp, out)
             shutil.rmtree(old)
         else:

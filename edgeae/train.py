@@ -24,11 +24,12 @@ import numpy as np
 
 from . import data as D
 from .errors import EdgeaeError
-from .fsutil import atomic_dir, write_json
+from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe
 
 MIN_TRAIN_WINDOWS = 16
 REFERENCE_WINDOWS = 256
+RUN_MARKER = "recipe.json"  # every run directory holds it (atomic_dir replaces only such a folder)
 
 
 def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
@@ -68,6 +69,7 @@ def train(
 ) -> Path:
     """Train the recipe's autoencoder on `data`, prune it and fine-tune it quantization-aware
     when asked, and write the run to `out`. Where QAT cannot apply, history.json says why."""
+    check_replaceable(out, RUN_MARKER)
     if qat is not None:
         recipe.train.qat = qat
     if sparsity is not None:
@@ -119,10 +121,10 @@ def train(
     reference = x_val if len(x_val) else x_train
     reference = reference[np.sort(rng.permutation(len(reference))[:REFERENCE_WINDOWS])]
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, RUN_MARKER) as tmp:
         encoder.save(tmp / ("encoder.h5" if history.get("qat", {}).get("applied") else "encoder.keras"))
         decoder.save(tmp / "decoder.keras")
-        write_json(tmp / "recipe.json", recipe.to_dict())
+        write_json(tmp / RUN_MARKER, recipe.to_dict())
         write_json(tmp / "normalization.json", norm.to_dict())
         write_json(tmp / "history.json", history)
         write_json(tmp / "data.json", {

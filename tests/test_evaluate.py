@@ -113,6 +113,13 @@ def test_eval_an_export_with_train_rows_that_leave_no_test(small_export, sim_tes
     assert not (tmp_path / "e").exists()
 
 
+def test_eval_into_a_folder_of_other_files_is_refused_before_any_work(small_export, sim_test, tmp_path):
+    (tmp_path / "notes.txt").write_text("precious")
+    assert_one_line_error(edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path),
+                          "is not an earlier output of this command (no metrics.json)")  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_sweep_and_its_report(sim_train, tmp_path):
     r = small_recipe()
     r.data.train_rows = [0, 20000]

@@ -1,0 +1,38 @@
+"""Output folders: written whole or not at all, and a folder that is not ours is never deleted."""
+
+import pytest
+
+from edgeae.errors import EdgeaeError
+from edgeae.fsutil import atomic_dir
+
+
+def test_a_failed_write_leaves_the_earlier_output_and_no_temporary(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out, "m.json") as tmp:
+        (tmp / "m.json").write_text("1")
+    with pytest.raises(RuntimeError), atomic_dir(out, "m.json") as tmp:
+        (tmp / "m.json").write_text("2")
+        raise RuntimeError("failed half-way")
+    assert (out / "m.json").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_an_earlier_output_or_an_empty_folder_is_replaced(tmp_path):
+    for out in (tmp_path / "earlier", tmp_path / "empty"):
+        out.mkdir()
+        if out.name == "earlier":
+            (out / "m.json").write_text("old")
+            (out / "report.html").write_text("old")
+        with atomic_dir(out, "m.json") as tmp:
+            (tmp / "m.json").write_text("new")
+        assert [p.name for p in out.iterdir()] == ["m.json"] and (out / "m.json").read_text() == "new"
+
+
+def test_a_folder_of_other_files_is_refused_and_kept(tmp_path):
+    """`edgeae eval --out ~/thesis` used to replace the folder, deleting what was in it."""
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    with pytest.raises(EdgeaeError, match="not an earlier output of this command \\(no m.json\\)"):
+        with atomic_dir(out, "m.json") as tmp:
+            (tmp / "m.json").write_text("new")
+    assert (out / "chapter1.tex").read_text() == "precious" and [p.name for p in tmp_path.iterdir()] == ["thesis"]

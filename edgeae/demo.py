@@ -30,10 +30,10 @@ def run(out: str | Path = "edgeae-demo", seconds: float = 120.0, progress: bool 
     from .verify import verify
 
     out = Path(out)
+    simulated = {name: simulate.machine(seconds=seconds, seed=seed) for name, seed in (("train", 0), ("test", 1))}
     (out / "data").mkdir(parents=True, exist_ok=True)
     recordings = {}
-    for name, seed in (("train", 0), ("test", 1)):
-        s = simulate.machine(seconds=seconds, seed=seed)
+    for name, s in simulated.items():
         np.savez(out / "data" / f"{name}.npz", data=s.values, channels=np.array(s.channels), labels=s.labels)
         recordings[name] = out / "data" / f"{name}.npz"
     recipe = from_dict(RECIPE, name="demo")

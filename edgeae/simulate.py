@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import Series
+from .errors import EdgeaeError
 
 CHANNELS = ["vib_x", "vib_y", "current", "temperature"]
 FAULTS = ("outer_race", "inner_race", "imbalance", "looseness")
@@ -59,6 +60,8 @@ def machine(
     schedule: list[tuple[str, float, float]] | None = None,
 ) -> Series:
     """Simulate `seconds` of the sensor node; returns a labelled `Series` (see module doc)."""
+    if not 1 <= seconds < float("inf"):  # also false for NaN
+        raise EdgeaeError(f"the simulated recording must last at least 1 second, got {seconds}")
     rng = np.random.default_rng(seed)
     n = int(round(seconds * fs))
     t = np.arange(n) / fs

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
 from edgeae import simulate
+from edgeae.errors import EdgeaeError
 
 
 def test_deterministic_and_labelled():
@@ -30,3 +32,9 @@ def test_outer_race_impacts_at_bpfo():
     band = (freqs > 60) & (freqs < 120)
     peak = freqs[band][np.argmax(spec[band])]
     assert abs(peak - simulate.BPFO_ORDER * 24.6) < 5  # speed drifts +-4 %
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 0.5, float("nan"), float("inf")])
+def test_too_short_or_not_a_number_is_refused(seconds):
+    with pytest.raises(EdgeaeError, match="at least 1 second"):
+        simulate.machine(seconds=seconds)

@@ -259,6 +259,13 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
 
     if (out is None) == (broker is None):
         raise EdgeaeError("give exactly one of --out and --mqtt")
+    if broker:
+        from .mqtt import check_topic
+
+        try:
+            topic = check_topic(topic.format(sensor=sensor), wildcards=False)
+        except (KeyError, IndexError, ValueError):
+            raise EdgeaeError(f"--topic may use only {{sensor}} in braces, got {topic!r}") from None
     try:
         key_bytes = bytes.fromhex(key) if key else None
     except ValueError:
@@ -272,7 +279,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         pub = Publisher(broker)
         try:
             for n, pkt in enumerate(packets, start=1):
-                pub.publish(topic.format(sensor=sensor), pkt)
+                pub.publish(topic, pkt)
         finally:
             pub.close()
     elif out == "-":
@@ -326,6 +333,11 @@ def serve(export_dir, db, broker, topic, packets, keys):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if packets and not Path(packets).is_file():
         raise EdgeaeError(f"{packets}: no such packet file")
+    if broker:
+        from .mqtt import check_topic, parse_broker
+
+        parse_broker(broker)
+        check_topic(topic, wildcards=True)
     server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None)
     try:
         if packets:

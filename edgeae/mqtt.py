@@ -20,9 +20,24 @@ def parse_broker(url: str) -> tuple[str, int]:
     """'host:port' (or 'host', port 1883) -> (host, port)."""
     host, _, port = url.rpartition(":") if ":" in url else (url, "", "1883")
     try:
-        return host or "localhost", int(port)
+        if 0 < int(port) < 2**16:
+            return host or "localhost", int(port)
     except ValueError:
-        raise EdgeaeError(f"--mqtt must be HOST:PORT, got {url!r}") from None
+        pass
+    raise EdgeaeError(f"--mqtt must be HOST:PORT with a port in 1..65535, got {url!r}")
+
+
+def check_topic(topic: str, wildcards: bool) -> str:
+    """`topic` if it is a valid MQTT topic name (to publish: no wildcards) or, with `wildcards`,
+    a topic filter (to subscribe: '+' fills a whole level, '#' only the last); else one line."""
+    levels = topic.split("/")
+    ok = bool(topic) and "\0" not in topic and all(
+        ("+" not in level and "#" not in level) or (wildcards and (level == "+" or (level == "#" and i == len(levels) - 1)))
+        for i, level in enumerate(levels))  # fmt: skip
+    if not ok:
+        need = "a topic filter ('+' fills a whole level, '#' only the last)" if wildcards else "a topic without wildcards (+, #)"
+        raise EdgeaeError(f"--topic must be {need}, got {topic!r}")
+    return topic
 
 
 def _client(client_id: str):

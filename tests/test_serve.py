@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, save_npz
 from edgeae import simulate, wire
+from edgeae.errors import EdgeaeError
 from edgeae.manifest import Export
 
 KEYS = {1: "a1" * 16, 2: "b2" * 16, 3: "c3" * 16, 9: "d4" * 16}
@@ -207,3 +208,32 @@ def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_
     assert (tmp_path / "not.sqlite").read_text().startswith("not a database")  # left as it was
     assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "no" / "r.sqlite"),
                           "cannot open it as the results database")  # fmt: skip
+
+
+@pytest.mark.parametrize("topic, wildcards, ok", [
+    ("edgeae/7/up", False, True), ("edgeae/+/up", False, False), ("a/#", False, False), ("", False, False),
+    ("edgeae/+/up", True, True), ("edgeae/#", True, True), ("#", True, True), ("a/#/b", True, False),
+    ("a/b+/c", True, False), ("a/#b", True, False), ("", True, False),
+])  # fmt: skip
+def test_mqtt_topic_names_and_filters(topic, wildcards, ok):
+    """paho raised ValueError (a traceback) for these only once connected; now one line before."""
+    from edgeae.mqtt import check_topic
+
+    if ok:
+        assert check_topic(topic, wildcards) == topic
+    else:
+        with pytest.raises(EdgeaeError, match="--topic must be"):
+            check_topic(topic, wildcards)
+
+
+def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_export, tmp_path):
+    from test_cli import assert_one_line_error, edgeae
+
+    enc = ("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:1")
+    assert_one_line_error(edgeae(*enc, "--topic", "edgeae/{node}/up"), "--topic may use only {sensor}")
+    assert_one_line_error(edgeae(*enc, "--topic", "edgeae/#/{sensor}"), "--topic must be a topic without wildcards")
+    assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
+                          "port in 1..65535")  # fmt: skip
+    assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),
+                          "--topic must be a topic filter")  # fmt: skip
+    assert not (tmp_path / "r.sqlite").exists()

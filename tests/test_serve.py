@@ -237,3 +237,21 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),
                           "--topic must be a topic filter")  # fmt: skip
     assert not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"1": 5}', "not a keys file of {sensor: hex key} (TypeError)"),
+    ('{"1": "abc"}', "not a keys file of {sensor: hex key} (ValueError)"),
+    ('{"70000": "aa"}', "sensor id 0..65535 with a non-empty hex key (bad: 70000)"),
+    ('{"1": ""}', "(bad: 1)"),
+    ("{}", "needs at least one sensor id"),
+])  # fmt: skip
+def test_bad_keys_files(tmp_path, text, message):
+    """A number as a key was a traceback; an out-of-range sensor, an empty key or no keys at all
+    were accepted, and then every packet was rejected."""
+    from edgeae.serve import load_keys
+
+    (tmp_path / "k.json").write_text(text)
+    with pytest.raises(EdgeaeError) as e:
+        load_keys(tmp_path / "k.json")
+    assert message in str(e.value)

@@ -49,6 +49,10 @@ REPLAYED = "replayed_seq"
 MAX_GAP_RECORDED = 10_000  # a jump larger than this is recorded as its first 10,000 numbers
 
 
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
 def default_scorer(pipe: Pipeline) -> AnomalyScorer:
     """A residual scorer fitted on the export's reference (normal validation) windows."""
     windows = pipe.export.reference()[0].reshape(-1, pipe.export.window, len(pipe.export.channels))
@@ -70,6 +74,12 @@ class Server:
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
+        ours = sqlite3.connect(":memory:")
+        ours.executescript(SCHEMA)
+        foreign = [t for t in ("packets", "rejected", "missing") if _columns(self.db, t) != _columns(ours, t)]
+        if foreign:
+            self.db.close()
+            raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; give another --db")
         self.counts = {"stored": 0, "rejected": 0}
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 

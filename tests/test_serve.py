@@ -208,6 +208,12 @@ def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_
     assert (tmp_path / "not.sqlite").read_text().startswith("not a database")  # left as it was
     assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "no" / "r.sqlite"),
                           "cannot open it as the results database")  # fmt: skip
+    other = sqlite3.connect(tmp_path / "other.sqlite")  # another program's database with a 'packets' table
+    other.execute("CREATE TABLE packets (id INTEGER, payload BLOB)")
+    other.commit()
+    other.close()
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "other.sqlite"),
+                          "its table(s) packets are not edgeae's")  # fmt: skip
 
 
 @pytest.mark.parametrize("topic, wildcards, ok", [

@@ -37,6 +37,28 @@ ENCODER_FLOAT = "encoder_float32.tflite"
 DEVICE_INT8 = "device_int8.tflite"
 REFERENCE = ("reference_windows.npy", "reference_codes.npy", "reference_errors.npy")
 
+_Q = {"dtype": str, "scale": float, "zero_point": int}
+#: What the device and host halves read from a manifest, with its types (checked by `Export.open`).
+REQUIRED = {
+    "artifacts": dict, "code_size": int, "code_bytes": int, "normalization": dict,
+    "window": {"length": int, "hop": int, "channels": list},
+    "decoder": {"file": str},
+    "quantization": {"input": _Q, "code": _Q},
+    "device": {"outputs": {"code": int, "residual": int}, "residual": _Q},
+}  # fmt: skip
+
+
+def _missing(d, spec: dict, where: str = "") -> list[str]:
+    """Keys of `spec` absent from `d` or of another type, as dotted paths."""
+    out = []
+    for key, kind in spec.items():
+        v = d.get(key) if isinstance(d, dict) else None
+        if isinstance(kind, dict):
+            out += _missing(v, kind, f"{where}{key}.") if isinstance(v, dict) else [where + key]
+        elif isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind):
+            out.append(where + key)
+    return out
+
 
 @dataclass
 class Export:
@@ -60,6 +82,10 @@ class Export:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if version != FORMAT_VERSION:
             raise EdgeaeError(f"{mpath}: format version {version!r}, this edgeae reads {FORMAT_VERSION}")
+        missing = _missing(manifest, REQUIRED) + [f"artifacts.{n}" for n, meta in (manifest.get("artifacts") or {}).items()
+                                                  if _missing(meta, {"bytes": int, "sha256": str})]  # fmt: skip
+        if missing:
+            raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
         for name, meta in manifest["artifacts"].items():
             f = path / name
             if not f.is_file():

@@ -101,6 +101,26 @@ def test_numeric_options_out_of_range(small_export, args, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m.pop("window"), "window"),
+    (lambda m: m.update(code_size="eight"), "code_size"),
+    (lambda m: m["device"]["residual"].update(scale=None), "device.residual.scale"),
+    (lambda m: m["artifacts"].update({"encoder_int8.tflite": {}}), "artifacts.encoder_int8.tflite"),
+])  # fmt: skip
+def test_hand_edited_manifest_is_named(tmp_path, small_export, edit, named):
+    """A manifest with a key removed or of the wrong type was read until something raised a
+    KeyError or TypeError (a traceback) wherever that key was first used."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    for command in ("verify", "inspect"):
+        assert_one_line_error(edgeae(command, bad), f"missing or malformed {named} (damaged or hand-edited)")
+
+
 def test_verify_truncated_tflite(tmp_path, small_export):
     import shutil
 

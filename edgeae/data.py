@@ -147,6 +147,9 @@ def _read_csv(path: Path, channels, label, time) -> Series:
         delimiter = ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [h.strip() for h in next(reader)]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise EdgeaeError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once in the header")
     body = [row for row in reader if row and any(cell.strip() for cell in row)]
     for i, row in enumerate(body):
         if len(row) != len(header):

@@ -51,6 +51,13 @@ def test_ragged_row_and_bad_labels(tmp_path):
         D.read_series(write(tmp_path, "x,label\n1,0\n2,2\n"))
 
 
+def test_duplicate_column_names_are_an_error(tmp_path):
+    """With every column as a channel, the second 'a' was read as a copy of the first."""
+    p = write(tmp_path, "a,b,a\n1,2,3\n4,5,6\n")
+    with pytest.raises(EdgeaeError, match="column name\\(s\\) 'a' appear more than once"):
+        D.read_series(p)
+
+
 def test_missing_and_non_csv_file(tmp_path):
     with pytest.raises(EdgeaeError, match="no such file"):
         D.read_series(tmp_path / "nope.csv")

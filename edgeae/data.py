@@ -114,6 +114,13 @@ def read_series(
     return _read_csv(path, channels, label, time)
 
 
+def _unique_names(path: Path, names: list[str]) -> None:
+    """Channels are chosen by name, so a name given twice would silently pick one of the columns."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise EdgeaeError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once")
+
+
 def _read_npz(path: Path, channels, label) -> Series:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -126,6 +133,7 @@ def _read_npz(path: Path, channels, label) -> Series:
     if data.ndim != 2:
         raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
     names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
+    _unique_names(path, names)
     labels = arrays.get(label or "labels")
     if not np.issubdtype(data.dtype, np.number):
         raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
@@ -147,9 +155,7 @@ def _read_csv(path: Path, channels, label, time) -> Series:
         delimiter = ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [h.strip() for h in next(reader)]
-    twice = sorted({h for h in header if header.count(h) > 1})
-    if twice:
-        raise EdgeaeError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once in the header")
+    _unique_names(path, header)
     body = [row for row in reader if row and any(cell.strip() for cell in row)]
     for i, row in enumerate(body):
         if len(row) != len(header):

@@ -56,6 +56,9 @@ def test_duplicate_column_names_are_an_error(tmp_path):
     p = write(tmp_path, "a,b,a\n1,2,3\n4,5,6\n")
     with pytest.raises(EdgeaeError, match="column name\\(s\\) 'a' appear more than once"):
         D.read_series(p)
+    np.savez(tmp_path / "d.npz", data=np.arange(6.0).reshape(2, 3), channels=np.array(["a", "b", "a"]))
+    with pytest.raises(EdgeaeError, match="column name\\(s\\) 'a' appear more than once"):
+        D.read_series(tmp_path / "d.npz", ["a", "b"])
 
 
 def test_missing_and_non_csv_file(tmp_path):

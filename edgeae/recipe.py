@@ -135,8 +135,13 @@ class Recipe:
             )
         if d.window < 2 or d.hop < 1:
             raise EdgeaeError(f"recipe: data.window must be >= 2 and data.hop >= 1")
-        if d.train_rows is not None and (len(d.train_rows) != 2 or d.train_rows[0] >= d.train_rows[1]):
-            raise EdgeaeError(f"recipe: data.train_rows must be [start, stop), got {d.train_rows}")
+        rows = d.train_rows
+        if rows is not None and not (len(rows) == 2 and all(isinstance(r, int) and not isinstance(r, bool) for r in rows)
+                                     and 0 <= rows[0] < rows[1]):  # fmt: skip
+            raise EdgeaeError(f"recipe: data.train_rows must be [start, stop) with 0 <= start < stop, got {rows}")
+        if d.channels is not None and not (d.channels and all(isinstance(c, str) for c in d.channels)
+                                           and len(set(d.channels)) == len(d.channels)):  # fmt: skip
+            raise EdgeaeError(f"recipe: data.channels must be distinct column names, got {d.channels}")
         if d.highpass is not None:
             bad = {k: v for k, v in d.highpass.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1}
             if bad:

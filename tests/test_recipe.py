@@ -56,9 +56,14 @@ def test_wrong_types_and_values():
     ({"model": {"hidden": [64, -2]}}, "model.hidden must be a list of positive integers"),
     ({"model": {"filters": [16, "32"]}}, "model.filters must be a list of positive integers"),
     ({"train": {"learning_rate": 0}}, "train.learning_rate must be > 0"),
+    ({"data": {"train_rows": [-5, 10]}}, "data.train_rows must be"),  # was sliced from the end, silently
+    ({"data": {"train_rows": ["a", "b"]}}, "data.train_rows must be"),
+    ({"data": {"channels": ["a", "a"]}}, "data.channels must be distinct column names"),
+    ({"data": {"channels": []}}, "data.channels must be distinct column names"),
+    ({"data": {"channels": [1, 2]}}, "data.channels must be distinct column names"),
 ])  # fmt: skip
-def test_sizes_and_counts_that_would_fail_inside_keras(table, message):
-    """Caught here with the key named, not as a Keras traceback after the data is read."""
+def test_values_caught_when_the_recipe_is_read(table, message):
+    """Caught here with the key named, not as a Keras traceback (or wrong rows) after the data is read."""
     with pytest.raises(EdgeaeError, match=message):
         recipe.from_dict(table)
 

@@ -45,6 +45,8 @@ def training_windows(recipe: Recipe, series: D.Series, train_rows: tuple[int, in
     rows = train_rows or d.train_rows
     if rows is not None:
         start, stop = rows
+        if not 0 <= start < stop:
+            raise EdgeaeError(f"train rows must be [start, stop) with 0 <= start < stop, got [{start}, {stop})")
         if stop > len(series):
             raise EdgeaeError(f"{series.source}: train rows [{start}, {stop}) beyond the {len(series)} rows")
         series = series.rows(start, stop)

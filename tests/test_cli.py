@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT, save_npz
 from edgeae import simulate
+from edgeae.errors import EdgeaeError
 
 # Makes `import tensorflow` (and tf_keras, TFMOT) fail, as on a gateway without the train extra.
 NO_TF = "import sys\nfor m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'): sys.modules[m] = None\n"
@@ -164,6 +165,8 @@ def test_train_rows_flag(tmp_path, sim_train):
     r = small_recipe()
     w = training_windows(r, load_data(r, sim_train), train_rows=(0, 1000))
     assert len(w) == (1000 - 32) // 8 + 1
+    with pytest.raises(EdgeaeError, match="0 <= start < stop"):  # the Python API: not sliced from the end
+        training_windows(r, load_data(r, sim_train), train_rows=(-500, 1000))
     proc = edgeae("train", "--recipe", ROOT / "models" / "skab.toml", "--data", sim_train, "--train-rows", "5")
     assert_one_line_error(proc, "--train-rows must be START:STOP")
 

@@ -271,15 +271,18 @@ def nab_series(root: str | Path) -> D.Series:
     from datetime import datetime
 
     root = Path(root)
-    path = root / "machine_temperature_system_failure.csv"
+    path, wpath = root / "machine_temperature_system_failure.csv", root / "combined_windows.json"
     s = D.read_series(path, ["value"], time="timestamp")
-    stamps = [line.split(",")[0] for line in path.read_text().splitlines()[1:] if line.strip()]
-    t = np.array([datetime.fromisoformat(x).timestamp() for x in stamps])
-    windows = json.loads((root / "combined_windows.json").read_text())
-    windows = next(iter(windows.values())) if isinstance(windows, dict) else windows
-    labels = np.zeros(len(t), np.int8)
-    for start, end in windows:
-        labels[(t >= datetime.fromisoformat(start[:19]).timestamp()) & (t <= datetime.fromisoformat(end[:19]).timestamp())] = 1
+    try:
+        stamps = [line.split(",")[0] for line in path.read_text().splitlines()[1:] if line.strip()]
+        t = np.array([datetime.fromisoformat(x).timestamp() for x in stamps])
+        windows = json.loads(wpath.read_text())
+        windows = next(iter(windows.values())) if isinstance(windows, dict) else windows
+        labels = np.zeros(len(t), np.int8)
+        for start, end in windows:
+            labels[(t >= datetime.fromisoformat(start[:19]).timestamp()) & (t <= datetime.fromisoformat(end[:19]).timestamp())] = 1
+    except (ValueError, TypeError, StopIteration) as e:  # JSONDecodeError is a ValueError
+        raise EdgeaeError(f"{root}: NAB timestamps or {wpath.name} not as published ({e.__class__.__name__}: {e})") from None
     return D.Series(s.values, s.channels, labels, str(path))
 
 

@@ -172,6 +172,16 @@ def test_nab_labels_from_the_windows():
     assert len(s) == 22695 and len(segments(s.labels)) == 4 and 0 < s.labels.mean() < 0.15
 
 
+@pytest.mark.parametrize("windows", ['{"x": [["2014-01-01 00:00:00"]]}', "{bad", "{}", '{"x": [["2014-01-01", 5]]}'])
+def test_nab_folder_with_malformed_windows(tmp_path, windows):
+    """A damaged combined_windows.json was a traceback (ValueError, JSONDecodeError, StopIteration...)."""
+    rows = "".join(f"2014-01-01 00:{m:02d}:00,{70 + m % 3}\n" for m in range(60))
+    (tmp_path / "machine_temperature_system_failure.csv").write_text("timestamp,value\n" + rows)
+    (tmp_path / "combined_windows.json").write_text(windows)
+    with pytest.raises(EdgeaeError, match="combined_windows.json not as published"):
+        evaluate.nab_series(tmp_path)
+
+
 def test_bad_inputs(tmp_path, sim_train):
     assert_one_line_error(edgeae("eval", "--data", sim_train, "--out", tmp_path / "x"), "give an export directory")
     assert_one_line_error(edgeae("eval", "--protocol", "skab", "--data", sim_train, "--out", tmp_path / "x"), "--recipe")

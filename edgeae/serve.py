@@ -14,6 +14,7 @@ Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -74,9 +75,10 @@ class Server:
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
-        ours = sqlite3.connect(":memory:")
-        ours.executescript(SCHEMA)
-        foreign = [t for t in ("packets", "rejected", "missing") if _columns(self.db, t) != _columns(ours, t)]
+        with contextlib.closing(sqlite3.connect(":memory:")) as ours:
+            ours.executescript(SCHEMA)
+            tables = [r[0] for r in ours.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            foreign = [t for t in tables if _columns(self.db, t) != _columns(ours, t)]
         if foreign:
             self.db.close()
             raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; give another --db")

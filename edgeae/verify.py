@@ -174,6 +174,9 @@ def verify(
             raise EdgeaeError(f"{data}: no label column; verify --data needs labelled data for ROC-AUC")
         windows = pipe.norm.windows(series, ex.window, ex.hop)
         labels = D.window_labels(series, ex.window, ex.hop)
+        if labels.all() or not labels.any():
+            raise EdgeaeError(f"{data}: ROC-AUC needs both normal and anomalous windows; these are all "
+                              f"{'anomalous' if labels.all() else 'normal'}")  # fmt: skip
         report.data, report.data_windows, report.anomalous_windows = str(data), len(windows), int(labels.sum())
         report.auc_float = roc_auc(labels, pipe.float_scores(windows))
         report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))

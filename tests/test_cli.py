@@ -87,6 +87,9 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert_one_line_error(edgeae("verify", small_export, "--data", other), "missing channel column")
     assert_one_line_error(edgeae("verify", tmp_path), "not an edgeae export")
     assert not (tmp_path / "x").exists()
+    s = simulate.machine(seconds=5, seed=2)
+    healthy = save_npz(tmp_path / "h.npz", type(s)(s.values, s.channels, np.zeros(len(s), np.int8), s.source))
+    assert_one_line_error(edgeae("verify", small_export, "--data", healthy), "ROC-AUC needs both normal and anomalous windows")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -314,7 +314,7 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
                 series = load_data(recipe, data)
                 if series.labels is None:
                     raise EdgeaeError(f"{data}: the generic protocol needs a label column")
-            rows = tuple(recipe.data.train_rows or (0, _first_anomaly(series)))
+            rows = _train_rows(series, recipe.data.train_rows)
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
             parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size))
         return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
@@ -339,6 +339,17 @@ def _first_anomaly(series: D.Series) -> int:
     return int(idx[0])
 
 
+def _train_rows(series: D.Series, rows) -> tuple[int, int]:
+    """The given training rows (default: those before the first anomaly), when rows outside them
+    hold an anomaly to test against (else every detection metric would be NaN)."""
+    if rows is None:
+        return 0, _first_anomaly(series)
+    start, stop = rows
+    if not (series.labels[:start].any() or series.labels[stop:].any()):
+        raise EdgeaeError(f"{series.source}: no anomalous rows outside the training rows {start}:{stop} to test against")
+    return start, stop
+
+
 def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None) -> dict:
     """Score an existing export on labelled data: baselines and thresholds are fitted on the
     `train_rows` (default: the rows before the first anomaly), the rest is the test."""
@@ -349,7 +360,7 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     series = series.select(ex.channels)
     if series.labels is None:
         raise EdgeaeError(f"{data}: eval needs a label column")
-    rows = train_rows or (0, _first_anomaly(series))
+    rows = _train_rows(series, train_rows)
     pipe = Pipeline(ex)
     part = score_part(_part(Path(data).name, series, pipe, ex.hop, rows), {"int8": pipe}, ex.manifest["code_size"])
     return _write(out, "export", str(data), recipe, [part], {"int8": pipe})
@@ -436,7 +447,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
         series = load_data(recipe, data)
         if series.labels is None:
             raise EdgeaeError(f"{data}: the sweep needs a label column for ROC-AUC")
-        datasets = [(data, tuple(recipe.data.train_rows or (0, _first_anomaly(series))), recipe.data.hop)]
+        datasets = [(data, _train_rows(series, recipe.data.train_rows), recipe.data.hop)]
     result = {"code_sizes": list(code_sizes), "bytes_per_window": list(code_sizes), "protocol": protocol, "data": str(data),
               "autoencoder_int8": {"snr_db": [], "roc_auc": []}, "pca_int8": {"snr_db": [], "roc_auc": []}}  # fmt: skip
     steps = [(k, d) for k in code_sizes for d in datasets]

@@ -106,10 +106,18 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
 
 
-def test_eval_an_export_with_train_rows_that_leave_no_test(small_export, sim_test, tmp_path):
-    for rows in ("0:100000000", "0:3"):
-        assert_one_line_error(edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path / "e", "--train-rows", rows),
-                              "need at least 2 and 1")  # fmt: skip
+def test_eval_an_export_with_train_rows_that_leave_nothing_to_test(small_export, sim_test, tmp_path):
+    from conftest import save_npz
+    from edgeae import simulate
+
+    def run(data, rows):
+        return edgeae("eval", small_export, "--data", data, "--out", tmp_path / "e", "--train-rows", rows)
+
+    assert_one_line_error(run(sim_test, "0:100000000"), "no anomalous rows outside the training rows")
+    s = simulate.machine(seconds=5, seed=2)
+    healthy = save_npz(tmp_path / "h.npz", type(s)(s.values, s.channels, np.zeros(len(s), np.int8), s.source))
+    assert_one_line_error(run(healthy, "0:1000"), "no anomalous rows outside the training rows")  # was NaN metrics, exit 0
+    assert_one_line_error(run(sim_test, "0:3"), "need at least 2 and 1")
     assert not (tmp_path / "e").exists()
 
 

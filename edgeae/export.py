@@ -19,6 +19,7 @@ from . import manifest as M
 from .errors import EdgeaeError
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
+from .train import RUN_MARKER
 
 REFERENCE_WINDOWS = 256
 
@@ -62,11 +63,11 @@ def _from_run(run: Path, calibration) -> dict:
     from ._tf import keras
 
     encoder_file = next((run / n for n in ("encoder.keras", "encoder.h5") if (run / n).is_file()), run / "encoder.keras")
-    needed = [encoder_file.name, "decoder.keras", "recipe.json", "normalization.json", "data.json", "calibration.npy"]
+    needed = [encoder_file.name, "decoder.keras", RUN_MARKER, "normalization.json", "data.json", "calibration.npy"]
     missing = [n for n in needed if not (run / n).is_file()]
     if missing:
         raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
-    recipe = from_dict(json.loads((run / "recipe.json").read_text()))
+    recipe = from_dict(json.loads((run / RUN_MARKER).read_text()))
     norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
     info = json.loads((run / "data.json").read_text())
     from .qat import load_scope

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, require
-from .evaluate import FAR_BUDGET, best_text
+from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .metrics import segments
 
 NAMES = {
@@ -57,12 +57,14 @@ def _read(folder: Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
+    def read_json(path):
+        return json.loads(path.read_text())
+
     out = {}
-    if (folder / "metrics.json").is_file():
-        out.update(m=load("metrics.json", lambda p: json.loads(p.read_text())), sc=load("scores.npz", npz),
-                   det=load("details.npz", npz))  # fmt: skip
-    if (folder / "rd.json").is_file():
-        out["rd"] = load("rd.json", lambda p: json.loads(p.read_text()))
+    if (folder / METRICS).is_file():
+        out.update(m=load(METRICS, read_json), sc=load("scores.npz", npz), det=load("details.npz", npz))
+    if (folder / RD).is_file():
+        out["rd"] = load(RD, read_json)
     if not out:
         raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep)")
     return out

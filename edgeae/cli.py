@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .errors import EdgeaeError
+from .fsutil import atomic_file, check_writable
 
 
 class _Group(click.Group):
@@ -177,19 +178,15 @@ def simulate(out, seconds, seed):
 
     from . import simulate as sim
 
+    check_writable(out)
     s = sim.machine(seconds=seconds, seed=seed)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    try:
-        if out.suffix == ".npz":
+    with atomic_file(out) as tmp:
+        if tmp.suffix == ".npz":
             np.savez(tmp, data=s.values, channels=np.array(s.channels), labels=s.labels)
         else:
             table = np.column_stack([np.arange(len(s)) / 1000.0, s.values, s.labels])
             np.savetxt(tmp, table, delimiter=",", header=",".join(["time", *s.channels, "label"]), comments="",
                        fmt=["%.3f"] + ["%.5g"] * len(s.channels) + ["%d"])  # fmt: skip
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")
 
 
@@ -234,10 +231,13 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
     from . import bench as bench_
 
     sizes = _positive_ints(batches, "--batches")
+    if out:
+        check_writable(out)
     result = bench_.bench(export_dir, threads=threads, batches=sizes, repeats=repeats, edgetpu=edgetpu)
     click.echo(bench_.table(result))
     if out:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        with atomic_file(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
 
 
 @main.command()
@@ -287,15 +287,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
             sys.stdout.buffer.write(wire.frame(pkt))
         sys.stdout.buffer.flush()
     else:
-        target = Path(out)
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                for n, pkt in enumerate(packets, start=1):
-                    f.write(wire.frame(pkt))
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(out) as tmp, open(tmp, "wb") as f:
+            for n, pkt in enumerate(packets, start=1):
+                f.write(wire.frame(pkt))
     click.echo(f"sensor {sensor}: {n} packets of {wire.packet_size(enc.ex.manifest['code_size'], True, key_bytes is not None)} bytes"
                + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else ""), err=True)  # fmt: skip
 

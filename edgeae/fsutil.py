@@ -51,6 +51,34 @@ def atomic_dir(out: str | Path, marker: str):
             shutil.rmtree(tmp)
 
 
+def check_writable(path: str | Path) -> Path:
+    """`path`, if `atomic_file(path)` can write it; commands with long work call this first."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EdgeaeError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise EdgeaeError(f"{path}: is a folder, not a file")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """Yield a temporary path beside `path` (same suffix, for writers that add one); on success it
+    replaces `path` in one rename, on any exception it is removed and `path` is untouched. Errors
+    name `path`, not the temporary file."""
+    path = check_writable(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.filename == str(tmp):
+            e.filename = str(path)
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

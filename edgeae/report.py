@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, require
+from .fsutil import atomic_file
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .metrics import segments
 
@@ -287,8 +288,6 @@ def render(folder: str | Path, out: str | Path | None = None, progress: bool = T
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeae report: {html.escape(folder.name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>edgeae report: {html.escape(folder.name)}</h1>"
             f"{summary}{''.join(sections)}<script>{SCRIPT}</script></body></html>")  # fmt: skip
-    path = out / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    with atomic_file(out / "report.html") as tmp:
+        tmp.write_text(page)
+    return out / "report.html"

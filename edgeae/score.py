@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError
+from .fsutil import atomic_file
 from .protocols import ucl
 
 MODES = ("code", "residual", "reconstruction", "combined")
@@ -147,9 +148,8 @@ SCORER_FILE = "scorer.json"
 def save(scorer: AnomalyScorer, export_dir: Path, model_id: int) -> Path:
     """Write scorer.json beside the manifest (atomically), tied to the export's model id."""
     path = Path(export_dir) / SCORER_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"model_id": f"{model_id:08x}", **scorer.to_dict()}, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({"model_id": f"{model_id:08x}", **scorer.to_dict()}, indent=2) + "\n")
     return path
 
 

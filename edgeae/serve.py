@@ -27,6 +27,7 @@ import numpy as np
 
 from . import wire
 from .errors import EdgeaeError, require
+from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
 from .score import AnomalyScorer
@@ -244,8 +245,6 @@ def to_parquet(db: str | Path, out: str | Path) -> Path:
     finally:
         con.close()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
-    return out
+    with atomic_file(out) as tmp:
+        pq.write_table(table, tmp)
+    return Path(out)

@@ -96,6 +96,7 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     (["bench", "{x}", "--batches", "1,0"], "edgeae: error: --batches must be comma-separated positive integers"),
     (["bench", "{x}", "--repeats", "0"], "Invalid value for '--repeats'"),
     (["bench", "{x}", "--threads", "0"], "Invalid value for '--threads'"),
+    (["bench", "{x}", "--out", "/nonexistent/b.json"], "edgeae: error: /nonexistent/b.json: folder /nonexistent does not exist"),
     (["verify", "{x}", "--max-residual-error", "-1"], "Invalid value for '--max-residual-error'"),
     (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "2"], "Invalid value for '--q'"),
 ])  # fmt: skip

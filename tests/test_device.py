@@ -86,10 +86,10 @@ def test_encode_with_a_nan_t0_is_one_line(tmp_path, small_export):
 
 
 def test_an_unwritable_output_is_one_line(tmp_path, small_export):
-    """OSErrors (a missing folder here; permissions, a full disk) reach the user as one line too."""
+    """A missing folder is one line naming the file asked for (it named the temporary file)."""
     proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
                            "--out", str(tmp_path / "no" / "p.bin")], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
-    assert_one_line_error(_text(proc), "No such file or directory")
+    assert_one_line_error(_text(proc), f"{tmp_path / 'no' / 'p.bin'}: folder {tmp_path / 'no'} does not exist")
 
 
 def _text(proc):

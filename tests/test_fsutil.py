@@ -3,7 +3,7 @@
 import pytest
 
 from edgeae.errors import EdgeaeError
-from edgeae.fsutil import atomic_dir
+from edgeae.fsutil import atomic_dir, atomic_file
 
 
 def test_a_failed_write_leaves_the_earlier_output_and_no_temporary(tmp_path):
@@ -36,3 +36,22 @@ def test_a_folder_of_other_files_is_refused_and_kept(tmp_path):
         with atomic_dir(out, "m.json") as tmp:
             (tmp / "m.json").write_text("new")
     assert (out / "chapter1.tex").read_text() == "precious" and [p.name for p in tmp_path.iterdir()] == ["thesis"]
+
+
+def test_atomic_file_keeps_the_old_file_on_failure_and_names_the_target(tmp_path):
+    path = tmp_path / "p.npz"
+    with atomic_file(path) as tmp:
+        assert tmp.suffix == ".npz"  # writers such as np.savez add a suffix that is missing
+        tmp.write_text("1")
+    with pytest.raises(RuntimeError), atomic_file(path) as tmp:
+        tmp.write_text("2")
+        raise RuntimeError("failed half-way")
+    assert path.read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+    with pytest.raises(EdgeaeError, match="missing/p.bin: folder .*missing does not exist"):
+        with atomic_file(tmp_path / "missing" / "p.bin"):
+            pass
+    with pytest.raises(EdgeaeError, match="is a folder, not a file"), atomic_file(tmp_path):
+        pass
+    with pytest.raises(OSError) as e, atomic_file(path) as tmp:
+        raise OSError(28, "No space left on device", str(tmp))  # a full disk while writing
+    assert e.value.filename == str(path) and path.read_text() == "1"

@@ -15,6 +15,7 @@ import numpy as np
 from . import simulate
 from .recipe import from_dict
 
+DATA_MARKER = "simulation.json"  # how data/ was made; marks it as the demo's to replace
 RECIPE = {
     "model": {"kind": "dense", "hidden": [64, 32], "code_size": 8},
     "data": {"window": 64, "hop": 16},
@@ -26,16 +27,21 @@ RECIPE = {
 def run(out: str | Path = "edgeae-demo", seconds: float = 120.0, progress: bool = True) -> dict:
     """Run the demo into `out` (data/, run/, export/); returns the summary figures."""
     from .export import export
-    from .train import train
+    from .fsutil import atomic_dir, check_replaceable, write_json
+    from .manifest import MANIFEST
+    from .train import RUN_MARKER, train
     from .verify import verify
 
     out = Path(out)
-    simulated = {name: simulate.machine(seconds=seconds, seed=seed) for name, seed in (("train", 0), ("test", 1))}
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    recordings = {}
-    for name, s in simulated.items():
-        np.savez(out / "data" / f"{name}.npz", data=s.values, channels=np.array(s.channels), labels=s.labels)
-        recordings[name] = out / "data" / f"{name}.npz"
+    for sub, marker in (("data", DATA_MARKER), ("run", RUN_MARKER), ("export", MANIFEST)):
+        check_replaceable(out / sub, marker)
+    seeds = {"train": 0, "test": 1}
+    simulated = {name: simulate.machine(seconds=seconds, seed=seed) for name, seed in seeds.items()}
+    with atomic_dir(out / "data", DATA_MARKER) as tmp:
+        for name, s in simulated.items():
+            np.savez(tmp / f"{name}.npz", data=s.values, channels=np.array(s.channels), labels=s.labels)
+        write_json(tmp / DATA_MARKER, {"made_by": "edgeae.simulate.machine", "seconds": seconds, "seeds": seeds})
+    recordings = {name: out / "data" / f"{name}.npz" for name in simulated}
     recipe = from_dict(RECIPE, name="demo")
     run_dir = train(recipe, recordings["train"], out / "run", progress=progress)
     export_dir = export(run_dir, out / "export")

@@ -1,6 +1,7 @@
 """The CLI: one-line errors and non-zero exits, and the runtime half without TensorFlow."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,35 @@ def test_numeric_options_out_of_range(small_export, args, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_demo_never_overwrites_a_folder_of_yours(tmp_path):
+    """`demo --out project` wrote project/data/train.npz over whatever was there."""
+    from edgeae import demo
+
+    (tmp_path / "data").mkdir()
+    for name in ("train.npz", "test.npz"):
+        (tmp_path / "data" / name).write_text("mine")
+    with pytest.raises(EdgeaeError, match="data: exists and is not an earlier output of this command"):
+        demo.run(tmp_path, seconds=1, progress=False)
+    shutil.rmtree(tmp_path / "data")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "notes.txt").write_text("mine")
+    with pytest.raises(EdgeaeError, match="export: exists and is not an earlier output"):
+        demo.run(tmp_path, seconds=1, progress=False)  # refused before anything is written
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["export", "notes.txt"]
+
+
+@pytest.mark.slow
+def test_demo_replaces_its_own_earlier_output(tmp_path):
+    from edgeae import demo
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / demo.DATA_MARKER).write_text("{}")
+    (tmp_path / "data" / "old.npz").write_text("from an earlier run")
+    summary = demo.run(tmp_path, seconds=1, progress=False)
+    assert summary["report"].passed
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [demo.DATA_MARKER, "test.npz", "train.npz"]
+
+
 @pytest.mark.parametrize("edit, named", [
     (lambda m: m.pop("window"), "window"),
     (lambda m: m.update(code_size="eight"), "code_size"),
@@ -115,8 +145,6 @@ def test_numeric_options_out_of_range(small_export, args, message):
 def test_hand_edited_manifest_is_named(tmp_path, small_export, edit, named):
     """A manifest with a key removed or of the wrong type was read until something raised a
     KeyError or TypeError (a traceback) wherever that key was first used."""
-    import shutil
-
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)
     m = json.loads((bad / "manifest.json").read_text())
@@ -127,8 +155,6 @@ def test_hand_edited_manifest_is_named(tmp_path, small_export, edit, named):
 
 
 def test_verify_truncated_tflite(tmp_path, small_export):
-    import shutil
-
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)
     f = bad / "encoder_int8.tflite"

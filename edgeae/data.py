@@ -234,6 +234,12 @@ def normal_windows_mask(series: Series, length: int, hop: int = 1) -> np.ndarray
     return ~anomalous[:n]
 
 
+def rows_windows_mask(series: Series, length: int, hop: int, rows: tuple[int, int]) -> np.ndarray:
+    """True for windows whose last row lies in rows [start, stop): how a row range picks windows."""
+    last = np.arange(max(0, (len(series) - length) // hop + 1)) * hop + length - 1
+    return (last >= rows[0]) & (last < rows[1])
+
+
 def highpass_alphas(channels: list[str], taus: dict[str, float]) -> np.ndarray:
     """Per channel the filter's float32 step 1 / tau, 0 for channels that pass unchanged (edgeae's
     filter and the MCU config header both use these)."""

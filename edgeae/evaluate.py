@@ -257,8 +257,7 @@ def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
 
 def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
     w = pipe.norm.windows(series, pipe.export.window, hop)
-    last = np.arange(len(w)) * hop + pipe.export.window - 1
-    train = (last >= train_rows[0]) & (last < train_rows[1])
+    train = D.rows_windows_mask(series, pipe.export.window, hop, train_rows)
     if train.sum() < 2 or train.all():
         raise EdgeaeError(f"{series.source}: train rows {train_rows[0]}:{train_rows[1]} leave {train.sum()} training and "
                           f"{(~train).sum()} test windows of {len(w)}; need at least 2 and 1")  # fmt: skip

@@ -190,10 +190,14 @@ def calibrate(
     windows = pipe.norm.windows(series, ex.window, ex.hop)
     labels = D.window_labels(series, ex.window, ex.hop)
     if train_rows is not None:
-        last_row = np.arange(len(windows)) * ex.hop + ex.window - 1
-        normal = (last_row >= train_rows[0]) & (last_row < train_rows[1])
+        normal = D.rows_windows_mask(series, ex.window, ex.hop, train_rows)
+        where = f"rows {train_rows[0]}:{train_rows[1]}"
     else:
         normal = D.normal_windows_mask(series, ex.window, ex.hop)
+        where = "rows labelled normal" if series.labels is not None else "recording"
+    if normal.sum() < 2:
+        raise EdgeaeError(f"{data}: {int(normal.sum())} windows of {ex.window} rows in the {where} "
+                          f"({len(series)} rows in all); need at least 2 to fit a scorer")  # fmt: skip
     features = pipe.offline_features(windows)
     scorer = AnomalyScorer(mode, rule, q).fit(features.subset(normal))
     if f1:

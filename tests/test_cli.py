@@ -107,6 +107,14 @@ def test_numeric_options_out_of_range(small_export, args, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_calibrate_rows_without_two_windows_name_the_rows(small_export, sim_test):
+    scorer = small_export / "scorer.json"
+    before = scorer.read_bytes() if scorer.exists() else None
+    proc = edgeae("calibrate", small_export, "--data", sim_test, "--train-rows", "100000:200000")
+    assert_one_line_error(proc, "0 windows of 32 rows in the rows 100000:200000 (")
+    assert (scorer.read_bytes() if scorer.exists() else None) == before
+
+
 def test_demo_never_overwrites_a_folder_of_yours(tmp_path):
     """`demo --out project` wrote project/data/train.npz over whatever was there."""
     from edgeae import demo

@@ -38,7 +38,8 @@ class Series:
     source: str = "<memory>"
 
     def __post_init__(self):
-        self.values = np.asarray(self.values, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, reported below
+            self.values = np.asarray(self.values, dtype=np.float32)
         if self.values.ndim == 1:
             self.values = self.values[:, None]
         if self.values.ndim != 2:
@@ -51,7 +52,7 @@ class Series:
         if bad.any():
             rows, cols = np.nonzero(bad)
             raise EdgeaeError(
-                f"{self.source}: {len(set(rows.tolist()))} row(s) with NaN or inf values, first at row {rows[0]} "
+                f"{self.source}: {len(set(rows.tolist()))} row(s) with NaN, inf or values beyond float32's range (3.4e38), first at row {rows[0]} "
                 f"in channel '{self.channels[cols[0]]}'"
             )
         if self.labels is not None:
@@ -180,7 +181,7 @@ def _read_csv(path: Path, channels, label, time) -> Series:
         raise EdgeaeError(f"{path}: no channel columns")
 
     cols = [header.index(c) for c in channels]
-    values = np.empty((len(body), len(cols)), dtype=np.float32)
+    values = np.empty((len(body), len(cols)), dtype=np.float64)
     for i, row in enumerate(body):
         for j, c in enumerate(cols):
             cell = row[c].strip()

@@ -27,6 +27,7 @@ from .manifest import Export
 from .pipeline import Pipeline
 
 BATCH = 64  # windows per LiteRT call
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>") -> Iterator[np.ndarray]:
@@ -46,12 +47,12 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
             continue
         cells = next(csv.reader([line], delimiter=delimiter))
         try:
-            row = np.array([float(cells[i]) for i in idx], dtype=np.float32)
+            row = np.array([float(cells[i]) for i in idx])
         except (ValueError, IndexError):
             raise EdgeaeError(f"{source}: line {n} is not a row of numbers for {', '.join(channels)}") from None
-        if not np.isfinite(row).all():
-            raise EdgeaeError(f"{source}: line {n} has NaN or inf values")
-        yield row
+        if not (np.abs(row) <= FLOAT32_MAX).all():
+            raise EdgeaeError(f"{source}: line {n} has NaN, inf or values beyond float32's range (3.4e38)")
+        yield row.astype(np.float32)
 
 
 def stream_windows(rows: Iterable[np.ndarray], length: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -129,7 +129,8 @@ def read(model: str | Path | bytes) -> Graph:
     try:
         m = S.ModelT.InitFromPackedBuf(model, 0)
     except Exception as e:  # a damaged flatbuffer fails in many ways
-        raise EdgeaeError(f"{name}: damaged TFLite flatbuffer ({e.__class__.__name__})") from None
+        raise EdgeaeError(f"{name}: damaged TFLite flatbuffer, truncated or corrupted ({len(model)} bytes; "
+                          f"the parser stopped with {e.__class__.__name__})") from None  # fmt: skip
     if not m.subgraphs:
         raise EdgeaeError(f"{name}: the model has no subgraph")
     op_names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}

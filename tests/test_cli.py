@@ -60,7 +60,7 @@ def test_verify_exit_code_on_floor(small_export):
     "csv, pattern",
     [
         ("vib_x,vib_y,current\n1,2,3\n", "missing channel column(s) 'temperature'"),
-        ("vib_x,vib_y,current,temperature\n1,2,3,4\n1,,3,4\n", "row(s) with NaN or inf values"),
+        ("vib_x,vib_y,current,temperature\n1,2,3,4\n1,,3,4\n", "row(s) with NaN, inf or values beyond"),
         ("vib_x,vib_y,current,temperature\n" + "1,2,3,4\n" * 20, "fewer than one window of 160"),
     ],
     ids=["missing-column", "nan-row", "window-longer-than-data"],

@@ -33,13 +33,15 @@ def test_missing_column_is_named(tmp_path):
 
 def test_nan_rows_are_an_error_not_dropped(tmp_path):
     p = write(tmp_path, "x,y\n1,2\n,3\n4,nan\n")
-    with pytest.raises(EdgeaeError, match=r"2 row\(s\) with NaN or inf values, first at row 1"):
+    with pytest.raises(EdgeaeError, match=r"2 row\(s\) with NaN, inf or values beyond float32.s range \(3.4e38\), first at row 1"):
         D.read_series(p)
 
 
 def test_inf_and_text_cells(tmp_path):
-    with pytest.raises(EdgeaeError, match="NaN or inf"):
+    with pytest.raises(EdgeaeError, match="NaN, inf or values beyond"):
         D.read_series(write(tmp_path, "x\n1\ninf\n"))
+    with pytest.raises(EdgeaeError, match="values beyond float32's range"):
+        D.read_series(write(tmp_path, "x\n1\n1e300\n"))
     with pytest.raises(EdgeaeError, match="'abc' is not a number"):
         D.read_series(write(tmp_path, "x\n1\nabc\n"))
 

@@ -59,7 +59,10 @@ def test_bad_stream_lines(tmp_path, small_export):
     bad = subprocess.run(args, input=(head + "1,2,3,4\n1,x,3,4\n").encode(), capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(bad), "line 3 is not a row of numbers")
     nan = subprocess.run(args, input=(head + "1,2,nan,4\n").encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(nan), "line 2 has NaN or inf values")
+    assert_one_line_error(_text(nan), "line 2 has NaN, inf or values beyond")
+    big = subprocess.run(args, input=(head + "1,2,3,4\n1,2,1e300,4\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(big), "line 3 has NaN, inf or values beyond float32's range")
+    assert "Warning" not in big.stderr  # the overflow is reported, not warned about as well
     cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
 

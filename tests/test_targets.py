@@ -225,6 +225,9 @@ def test_bad_inputs(tmp_path, small_export):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     assert_one_line_error(edgeae("inspect", junk), "not a TFLite flatbuffer")
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes((small_export / "encoder_int8.tflite").read_bytes()[:3000])
+    assert_one_line_error(edgeae("inspect", cut), "damaged TFLite flatbuffer, truncated or corrupted (3000 bytes")
     assert_one_line_error(edgeae("verify", small_export, "--arena", "256"), "TFLite Micro failed")
     assert_one_line_error(edgeae("bench", small_export, "--edgetpu"), "no Edge TPU delegate")
     with pytest.raises(EdgeaeError, match="TFLite Micro cannot run this model"):

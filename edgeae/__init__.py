@@ -10,6 +10,8 @@ The public API, imported lazily so that the runtime half never loads TensorFlow:
     simulate.machine(...)               the embedded default data
 """
 
+import sys
+import types
 from importlib import import_module
 
 from .errors import EdgeaeError
@@ -36,10 +38,24 @@ _API = {
 def __getattr__(name):
     if name in _API:
         module, attr = _API[name]
-        return getattr(import_module(f".{module}", __name__), attr)
+        globals()[name] = value = getattr(import_module(f".{module}", __name__), attr)
+        return value
     if name in ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'edgeae' has no attribute {name!r}")
 
+
+class _Package(types.ModuleType):
+    """`edgeae.train`, `.export` and `.verify` are functions named like the modules that hold them.
+    Importing such a module binds it to the package name (Python does so on first import), which
+    made `edgeae.verify(...)` a call of a module once anything had imported edgeae.verify. This
+    keeps the function there."""
+
+    def __setattr__(self, name, value):
+        if not (name in _API and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["EdgeaeError", *_API]

@@ -39,6 +39,17 @@ def test_help_does_not_import_tensorflow():
     assert "edgeae demo" in proc.stdout
 
 
+def test_python_api_functions_survive_their_modules_import(small_export):
+    """edgeae.train / export / verify are functions in modules of the same name: importing a module
+    replaced the function on the package, so the README's `edgeae.verify(...)` failed the second
+    time ("'module' object is not callable")."""
+    code = ("import types\nimport edgeae.train, edgeae.export, edgeae.verify\nimport edgeae\n"
+            "assert all(isinstance(getattr(edgeae, n), types.FunctionType) for n in ('train', 'export', 'verify'))\n"
+            f"print(edgeae.verify({str(small_export)!r}).passed, edgeae.verify({str(small_export)!r}).passed)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.split() == ["True", "True"], proc.stderr
+
+
 def test_verify_runs_without_tensorflow(small_export, sim_test):
     proc = edgeae("verify", small_export, "--data", sim_test, "--json", no_tf=True)
     assert proc.returncode == 0, proc.stderr

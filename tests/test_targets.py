@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, small_recipe
-from edgeae import graph, recipe, simulate, targets
+from conftest import ROOT
+from edgeae import graph, recipe, targets
 from edgeae.errors import EdgeaeError
 from test_cli import assert_one_line_error, edgeae
 

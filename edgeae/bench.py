@@ -1,9 +1,10 @@
 """`edgeae bench`: encoder latency on this CPU through LiteRT, int8 vs float32.
 
-For each model and batch size, times `repeats` invocations on reference windows after a
-warm-up, and reports per-window latency p50 / p99 and windows per second. A model with a fixed
-batch of 1 (the Edge TPU export) is timed at batch 1 only. With `edgetpu=True`
-the int8 encoder also runs through the Edge TPU delegate (libedgetpu), which must be installed.
+Through LiteRT as a user gets it, with its default XNNPACK delegate (edgeae's other runs switch
+it off: runtime.Model). For each model and batch size, times `repeats` invocations on reference
+windows after a warm-up, and reports per-window latency p50 / p99 and windows per second. A model
+with a fixed batch of 1 (the Edge TPU export) is timed at batch 1 only. With `edgetpu=True` the
+int8 encoder also runs through the Edge TPU delegate (libedgetpu), which must be installed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _time(model: Model, x: np.ndarray, batch: int, repeats: int) -> dict:
 def bench(export_dir, threads: int | None = None, batches=(1, 64), repeats: int = 200, edgetpu: bool = False) -> dict:
     ex = Export.open(export_dir)
     windows = ex.reference()[0]
-    models = {"int8": Model(ex.encoder_int8, threads=threads), "float32": Model(ex.encoder_float, threads=threads)}
+    models = {kind: Model(path, threads=threads, xnnpack=True)
+              for kind, path in (("int8", ex.encoder_int8), ("float32", ex.encoder_float))}
     if edgetpu:
         models["int8-edgetpu"] = Model(ex.encoder_int8, threads=threads, delegates=[edgetpu_delegate()])
     result = {"export": str(export_dir), "threads": threads, "models": {}}

@@ -3,7 +3,9 @@
 Every detector scores the same windows; each threshold is the UCL rule (quantile 0.999 x 4/3
 of the detector's scores on the training windows):
 
-    float         the float autoencoder's reconstruction error (raw window)
+    float         the float autoencoder's reconstruction error (raw window; the export's window
+                  score: mean squared error, or the power mean over channels of per-channel
+                  errors with the recipe's export.residual_power; PCA's Q is measured the same way)
     int8          reconstruction error through the int8 export (host decoder on the int8 code)
     int8_pruned   the same, for the export pruned to 50 % sparsity (protocol runs)
     residual      the device's residual byte (packet only)
@@ -97,8 +99,9 @@ class PCA:
     def inverse(self, t, shape):
         return (t @ self.components_ + self.mean_).reshape((len(t),) + shape)
 
-    def q(self, windows):
-        return MT.reconstruction_error(windows, self.inverse(self.transform(windows), windows.shape[1:]))
+    def q(self, windows, power: int = 1):
+        """The reconstruction error as the autoencoder's is measured (metrics.reconstruction_error)."""
+        return MT.reconstruction_error(windows, self.inverse(self.transform(windows), windows.shape[1:]), power)
 
     def t2(self, windows):
         return np.sum(self.transform(windows) ** 2 / self.var_, axis=1)
@@ -119,7 +122,7 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     part.scores["residual"] = AnomalyScorer("residual").fit(normal).score_samples(f)
     part.scores["code"] = AnomalyScorer("code").fit(normal).score_samples(f)
     pca = PCA(code_size).fit(w[tr])
-    q, t2 = pca.q(w), pca.t2(w)
+    q, t2 = pca.q(w, main.power), pca.t2(w)
     part.scores["pca_q"] = q
     part.scores["pca_t2q"] = q / P.ucl(q[tr]) + t2 / P.ucl(t2[tr])
     forest = IsolationForest(n_estimators=200, random_state=seed).fit(w[tr].reshape(tr.sum(), -1))
@@ -462,7 +465,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
                 f = pipe.offline_features(w)
                 model = PCA(k).fit(w[tr])
                 rec_pca = _pca_int8_recon(model, w[tr], w)
-                e_pca = MT.reconstruction_error(w, rec_pca)
+                e_pca = MT.reconstruction_error(w, rec_pca, pipe.power)
                 normal = ~tr & (part.window_labels == 0)
                 x.append(w[normal]), ae.append(pipe.reconstruct(f.code)[normal]), pca.append(rec_pca[normal])  # fmt: skip
                 y.append(part.window_labels[~tr])

@@ -93,9 +93,11 @@ def _from_run(run: Path, calibration) -> dict:
     )  # fmt: skip
 
 
-def _device_model(encoder, decoder):
+def _device_model(encoder, decoder, window: int, channels: int, power: int):
     """window -> (code, residual): the encoder plus the decoder and the window's mean squared
-    reconstruction error, so the device can send its own anomaly evidence in one byte."""
+    reconstruction error, so the device can send its own anomaly evidence in one byte. With a
+    residual power above 1 the residual is each channel's mean squared error (channels values); the
+    firmware takes their power mean into the byte (an int8 graph cannot: the powers overflow its range)."""
     from ._tf import keras, tf
 
     inp = keras.Input(encoder.input_shape[1:], name="window")
@@ -112,7 +114,11 @@ def _device_model(encoder, decoder):
     first = encoder.layers[1]
     seen = first(inp) if first.__class__.__name__ == "QuantizeLayer" else inp
     flat = keras.layers.Reshape((-1,), name="flat_window")(seen)
-    residual = keras.layers.Lambda(lambda t: tf.reduce_mean(tf.square(t[0] - t[1]), axis=-1, keepdims=True), name="residual")([recon, flat])
+    if power == 1:
+        per_window = lambda t: tf.reduce_mean(tf.square(t[0] - t[1]), axis=-1, keepdims=True)  # noqa: E731
+    else:
+        per_window = lambda t: tf.reduce_mean(tf.reshape(tf.square(t[0] - t[1]), (-1, window, channels)), axis=1)  # noqa: E731
+    residual = keras.layers.Lambda(per_window, name="residual")([recon, flat])
     return keras.Model(inp, [code, residual], name="device")
 
 
@@ -216,8 +222,9 @@ def split(model, code_layer: str):
 def _write(out, *, name, encoder, decoder, normalizer, window, hop, representative, reference, recipe: Recipe | None,
            fingerprint, pruning, decoder_int8, target, io_type) -> Path:  # fmt: skip
     from . import targets
+    from .metrics import power_mean, reconstruction_error
     from .quantize import to_tflite
-    from .runtime import Model
+    from .runtime import Model, dequantize, quantize
 
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
@@ -228,25 +235,39 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
     dec = to_tflite(decoder, codes_rep if decoder_int8 else None)
 
-    device = _device_model(encoder, decoder)
+    power = recipe.export.residual_power if recipe is not None else 1
+    channels = normalizer.channels
+    device = _device_model(encoder, decoder, window, len(channels), power)
     # A fixed batch of 1: with a dynamic batch the flattening reshapes become SHAPE / STRIDED_SLICE /
     # PACK ops on a dynamic shape, which TFLite Micro cannot allocate; the device runs one window anyway.
     dev_int8 = to_tflite(device, representative, io_type=io_type, per_tensor=edgetpu, static_batch=True)
 
     ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
     recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
-    ref_errors = np.mean((recon.reshape(len(reference), -1) - reference.reshape(len(reference), -1)) ** 2, axis=1)
+    ref_errors = reconstruction_error(reference.reshape(len(reference), window, len(channels)), recon, power)
 
     enc_rt = Model(enc_int8)
     in_scale, in_zp = enc_rt.input_quant
     code_scale, code_zp = enc_rt.output_quant
     code_size = int(np.prod(enc_rt.output_shape))
     dev_rt = Model(dev_int8)
-    code_out, residual_out = dev_rt.output_index(code_size)
+    code_out, residual_out = dev_rt.output_index(code_size, 1 if power == 1 else len(channels), enc_rt.output_quant)
     if not (same_quant(dev_rt.input_quant, enc_rt.input_quant) and same_quant(dev_rt.output_quant_of(code_out), enc_rt.output_quant)):
         # packets carry the device model's code, decoded with the encoder's constants
         raise EdgeaeError("the device model's input / code quantization differs from the encoder's; cannot export")
-    channels = normalizer.channels
+    residual_quant = dev_rt.output_quant_of(residual_out)
+    device_entry = {
+        "file": M.DEVICE_INT8,
+        "outputs": {"code": code_out, "residual": residual_out},
+        "residual": dict(zip(("scale", "zero_point"), residual_quant), dtype=io_type),
+        "residual_byte": "uint8 byte = the residual output as uint8 (an int8 output + 128)",
+    }
+    if power > 1:
+        x = quantize(representative, *dev_rt.input_quant, dtype=dev_rt.input["dtype"])
+        per_channel = dequantize(dev_rt.run_outputs_raw(x)[residual_out].reshape(len(x), -1), *residual_quant)
+        device_entry.update(residual_power=power, residual_byte_scale=max(float(power_mean(per_channel, power).max()), 1e-12) / 255,
+                            residual_byte=f"uint8 byte = the power mean (power {power}) of the dequantized per-channel residual "
+                                          "outputs in steps of residual_byte_scale, rounded half up, at most 255")  # fmt: skip
     manifest = {
         "format_version": M.FORMAT_VERSION,
         "name": name,
@@ -261,13 +282,10 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
         "code_bytes": code_size,
         "raw_bytes_per_window": {"int16": window * len(channels) * 2, "float32": window * len(channels) * 4},
         "decoder": {"file": dec_name, "dtype": "int8" if decoder_int8 else "float32"},
-        "device": {
-            "file": M.DEVICE_INT8,
-            "outputs": {"code": code_out, "residual": residual_out},
-            "residual": dict(zip(("scale", "zero_point"), dev_rt.output_quant_of(residual_out)), dtype=io_type),
-            "residual_byte": "uint8 byte = the residual output as uint8 (an int8 output + 128)",
-        },
-        "score": "mean squared reconstruction error per window, in normalized units",
+        "device": device_entry,
+        "score": "mean squared reconstruction error per window, in normalized units" if power == 1 else
+                 f"power mean (power {power}) over channels of each channel's mean squared reconstruction error "
+                 "per window, in normalized units",
         "recipe": recipe.to_dict() if recipe is not None else None,
         "training_data_fingerprint": fingerprint,
         "pruning": pruning,

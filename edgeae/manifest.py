@@ -46,6 +46,8 @@ REQUIRED = {
     "quantization": {"input": _Q, "code": _Q},
     "device": {"outputs": {"code": int, "residual": int}, "residual": _Q},
 }  # fmt: skip
+#: Also required of an export whose residual byte is a power mean (recipe export.residual_power > 1).
+RESIDUAL_POWER = {"residual_power": int, "residual_byte_scale": float}
 
 
 def _missing(d, spec: dict, where: str = "") -> list[str]:
@@ -84,6 +86,8 @@ class Export:
             raise EdgeaeError(f"{mpath}: format version {version!r}, this edgeae reads {FORMAT_VERSION}")
         missing = _missing(manifest, REQUIRED) + [f"artifacts.{n}" for n, meta in (manifest.get("artifacts") or {}).items()
                                                   if _missing(meta, {"bytes": int, "sha256": str})]  # fmt: skip
+        if isinstance(manifest.get("device"), dict) and "residual_power" in manifest["device"]:
+            missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:
             raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
         for name, meta in manifest["artifacts"].items():

@@ -5,10 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def reconstruction_error(windows: np.ndarray, reconstructed: np.ndarray) -> np.ndarray:
-    """Per-window mean squared error: the anomaly score of a reconstruction-based detector."""
+def reconstruction_error(windows: np.ndarray, reconstructed: np.ndarray, power: int = 1) -> np.ndarray:
+    """Per-window anomaly score of a reconstruction-based detector: the power mean over channels of
+    each channel's mean squared error. Power 1 is the window's mean squared error; a larger power
+    weighs the worst channels more. `windows` are (n, length, channels) for a power above 1."""
     n = len(windows)
-    return np.mean((reconstructed.reshape(n, -1) - windows.reshape(n, -1)) ** 2, axis=1)
+    if power == 1:
+        return np.mean((reconstructed.reshape(n, -1) - windows.reshape(n, -1)) ** 2, axis=1)
+    per_channel = np.mean((reconstructed.reshape(windows.shape) - windows) ** 2, axis=1, dtype=np.float64)
+    return power_mean(per_channel, power)
+
+
+def power_mean(values: np.ndarray, power: int) -> np.ndarray:
+    """(mean of values ** power) ** (1 / power) over the last axis, summed in order in float64 as the
+    firmware's edgeae_<name>_residual_byte does (targets), so both give the same residual byte."""
+    values = np.asarray(values, dtype=np.float64)
+    total = np.zeros(values.shape[:-1])
+    for c in range(values.shape[-1]):
+        total = total + values[..., c] ** power
+    return (total / values.shape[-1]) ** (1.0 / power)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import data as D
 from .manifest import Export
-from .metrics import reconstruction_error
+from .metrics import power_mean, reconstruction_error
 from .runtime import Model, dequantize, quantize
 from .score import Features
 
@@ -26,6 +26,9 @@ class Pipeline:
         m = export.manifest
         self.code_quant = (m["quantization"]["code"]["scale"], m["quantization"]["code"]["zero_point"])
         self.residual_quant = (m["device"]["residual"]["scale"], m["device"]["residual"]["zero_point"])
+        # Exports made before the residual power existed have neither key: power 1, the byte is the output.
+        self.power = int(m["device"].get("residual_power", 1))
+        self.residual_byte_scale = m["device"].get("residual_byte_scale")
 
     @property
     def device(self) -> Model:
@@ -50,10 +53,14 @@ class Pipeline:
         code (n, k) and the residual byte (n,). With uint8 I/O the code goes on the wire as q - 128
         (docs/wire-format.md)."""
         idx = self.export.manifest["device"]["outputs"]
-        residual = outs[idx["residual"]].reshape(-1)
-        code = outs[idx["code"]].reshape(len(residual), -1)
+        code, residual = outs[idx["code"]], outs[idx["residual"]]
+        code = code.reshape(len(code), -1)
         if code.dtype == np.uint8:
             code = (code.astype(np.int16) - 128).astype(np.int8)
+        if self.power > 1:
+            per_channel = dequantize(residual.reshape(len(code), -1), *self.residual_quant)
+            return code, residual_bytes(per_channel, self.power, self.residual_byte_scale)
+        residual = residual.reshape(-1)
         if residual.dtype == np.int8:
             residual = (residual.astype(np.int16) + 128).astype(np.uint8)
         return code, residual
@@ -67,7 +74,9 @@ class Pipeline:
         return Features(code=code, residual=None if residual_bytes is None else self.residual(residual_bytes))
 
     def residual(self, residual_bytes: np.ndarray) -> np.ndarray:
-        """Residual bytes -> the device's reconstruction error (mean square, normalized units)."""
+        """Residual bytes -> the device's reconstruction error (normalized units; see `scores`)."""
+        if self.power > 1:
+            return np.asarray(residual_bytes, dtype=np.float64) * self.residual_byte_scale
         res = np.asarray(residual_bytes, dtype=np.int16)
         if self.export.manifest["device"]["residual"]["dtype"] == "int8":
             res = res - 128
@@ -85,7 +94,8 @@ class Pipeline:
         return self.decoder(codes).reshape(len(codes), self.export.window, len(self.export.channels))
 
     def scores(self, normalized: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return reconstruction_error(normalized, self.decoder(codes))
+        """The export's window score (metrics.reconstruction_error with its residual power)."""
+        return reconstruction_error(normalized, self.decoder(codes), self.power)
 
     def float_scores(self, normalized: np.ndarray) -> np.ndarray:
         x = D.to_input(normalized, self.encoder_float.input_shape)
@@ -93,3 +103,10 @@ class Pipeline:
 
     def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
         return self.scores(normalized, dequantize(self.codes_int8(normalized), *self.encoder.output_quant))
+
+
+def residual_bytes(per_channel: np.ndarray, power: int, byte_scale: float) -> np.ndarray:
+    """Per-channel residuals (dequantized device outputs, (n, channels)) -> residual bytes: their
+    power mean in steps of `byte_scale`, rounded half up, at most 255. The MCU header's
+    edgeae_<name>_residual_byte computes the same (targets.c_header)."""
+    return np.minimum(np.floor(power_mean(per_channel, power) / byte_scale + 0.5), 255).astype(np.uint8)

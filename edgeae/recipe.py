@@ -10,7 +10,7 @@ error (a typo must not silently fall back to a default). See `models/*.toml` for
     [data]    channels, label, time, window, hop, train_rows, highpass
     [train]   epochs, batch_size, learning_rate, validation_split, patience, seed, qat, qat_epochs
     [prune]   sparsity, epochs, frequency
-    [export]  calibration_windows, input_margin, calibration
+    [export]  calibration_windows, input_margin, calibration, residual_power
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ class Export:
     # On SKAB a margin of 3 closed a 0.06 ROC-AUC gap between int8 and float for ~9 dB of SQNR.
     input_margin: float = 3.0
     calibration: str | None = None  # a file in calibration/ (CSV or .npz); default: training windows
+    # The window's anomaly score, which the device sends as the residual byte: the power mean, with
+    # this exponent, of each channel's mean squared reconstruction error. 1 is the window's mean
+    # squared error; larger powers weigh the worst channels more, so a fault in one channel of many
+    # is not averaged away (metrics.reconstruction_error).
+    residual_power: int = 1
 
 
 @dataclass
@@ -152,6 +157,8 @@ class Recipe:
             d.highpass = {k: float(v) for k, v in d.highpass.items()}
         if not 0.0 <= self.prune.sparsity < 1.0:
             raise EdgeaeError(f"recipe: prune.sparsity must be in [0, 1), got {self.prune.sparsity}")
+        if not 1 <= e.residual_power <= 8:
+            raise EdgeaeError(f"recipe: export.residual_power must be an integer in 1..8, got {e.residual_power}")
         if self.export.input_margin < 1.0:
             raise EdgeaeError(f"recipe: export.input_margin must be >= 1, got {self.export.input_margin}")
         if not 0.0 <= self.train.validation_split < 0.9:

@@ -91,12 +91,17 @@ class Model:
     def output_quant(self) -> tuple[float, int]:
         return _quant(self.output)
 
-    def output_index(self, code_size: int) -> tuple[int, int]:
-        """For a (code, residual) model: the positions of its code and residual outputs."""
-        sizes = [int(np.prod(d["shape"][1:])) for d in self._it.get_output_details()]
-        if len(sizes) != 2 or sorted(sizes) != sorted([code_size, 1]):
-            raise EdgeaeError(f"{self.name}: expected a code ({code_size}) and a residual (1) output, got {sizes}")
-        code = sizes.index(code_size) if code_size != 1 else 0
+    def output_index(self, code_size: int, residual_size: int, code_quant: tuple[float, int]) -> tuple[int, int]:
+        """For a (code, residual) model: the positions of its code and residual outputs, told apart
+        by size, or, when the sizes are equal, by the code's quantization (the encoder's)."""
+        details = self._it.get_output_details()
+        sizes = [int(np.prod(d["shape"][1:])) for d in details]
+        if len(sizes) != 2 or sorted(sizes) != sorted([code_size, residual_size]):
+            raise EdgeaeError(f"{self.name}: expected a code ({code_size}) and a residual ({residual_size}) output, got {sizes}")
+        if code_size != residual_size:
+            code = sizes.index(code_size)
+        else:
+            code = min((0, 1), key=lambda i: abs(_quant(details[i])[0] - code_quant[0]) + abs(_quant(details[i])[1] - code_quant[1]))
         return code, 1 - code
 
     def output_quant_of(self, index: int) -> tuple[float, int]:

@@ -25,6 +25,17 @@ def test_sqnr_and_error():
     np.testing.assert_allclose(reconstruction_error(w, w + 1), [1, 1, 1])
 
 
+def test_reconstruction_error_power_mean_over_channels():
+    """Power 1: the window's mean squared error; power p: (mean over channels of each channel's
+    mean squared error to the p) to the 1/p, by hand."""
+    w = np.zeros((1, 3, 2))
+    r = np.array([[[1.0, 0.0], [1.0, 0.0], [1.0, 3.0]]])  # channel errors: mean 1 and 3
+    assert reconstruction_error(w, r)[0] == 2.0
+    np.testing.assert_allclose(reconstruction_error(w, r, 4), [((1 + 3**4) / 2) ** 0.25])
+    big = reconstruction_error(w, r, 8)[0]
+    assert 2.0 < reconstruction_error(w, r, 2)[0] < big < 3.0  # towards the worst channel
+
+
 def test_pr_auc_matches_average_precision():
     from sklearn.metrics import average_precision_score
 

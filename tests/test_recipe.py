@@ -51,6 +51,8 @@ def test_wrong_types_and_values():
 
 @pytest.mark.parametrize("table, message", [
     ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
+    ({"export": {"residual_power": 0}}, "export.residual_power must be an integer in 1..8, got 0"),
+    ({"export": {"residual_power": 2.5}}, "export.residual_power must be int"),
     ({"train": {"batch_size": -4}}, "train.batch_size must be >= 1"),
     ({"export": {"calibration_windows": 0}}, "export.calibration_windows must be >= 1"),
     ({"model": {"hidden": [64, -2]}}, "model.hidden must be a list of positive integers"),

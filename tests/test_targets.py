@@ -80,7 +80,7 @@ int main(int argc, char** argv) {{
 
     # The config header is valid C99 too, and the firmware's quantizer equals edgeae's.
     (tmp_path / "c.c").write_text(f'#include "{ident}_config.h"\nint f(void) {{ return edgeae_{ident}_quantize_input(1.0f, 0); }}\n'
-                                  f'int g(void) {{ return edgeae_{ident}_residual_byte(-128); }}\n')  # fmt: skip
+                                  f'int g(void) {{ return edgeae_{ident}_residual_byte((const int8_t[]){{-128}}); }}\n')  # fmt: skip
     subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "c.c"), "-o", str(tmp_path / "c.o")], check=True)
     from edgeae.data import Normalizer
     from edgeae.runtime import quantize
@@ -251,7 +251,7 @@ int main(void) {{
   for (int v = 0; v < 256; ++v) {{
     {ctype} q = ({ctype})({"v" if io_type == "uint8" else "v - 128"});
     int8_t code = edgeae_{ident}_code_byte(q);
-    printf("%d %d %d %.9g\\n", (int)q, (int)code, (int)edgeae_{ident}_residual_byte(q), edgeae_{ident}_dequantize_code(code));
+    printf("%d %d %d %.9g\\n", (int)q, (int)code, (int)edgeae_{ident}_residual_byte(&q), edgeae_{ident}_dequantize_code(code));
   }}
   return 0;
 }}
@@ -264,3 +264,49 @@ int main(void) {{
     np.testing.assert_array_equal(residual, q + 128 - offset)  # the uint8 residual byte
     pipe = Pipeline(Export.open(out))
     np.testing.assert_allclose(real, pipe.packet_features(code.astype(np.int8)[:, None], None).code[:, 0], rtol=1e-6)
+
+
+@pytest.mark.skipif(CC is None, reason="no system C compiler")
+def test_residual_power_byte_is_the_firmwares(tmp_path, sim_train, sim_test):
+    """With export.residual_power the device model outputs each channel's error and the firmware
+    takes their power mean into the byte: the header's helper must give edgeae's bytes. Code size 4 =
+    4 channels, so the two outputs are told apart by quantization, not size."""
+    from conftest import small_recipe
+    from edgeae.export import export
+    from edgeae.manifest import Export
+    from edgeae.pipeline import Pipeline, residual_bytes
+    from edgeae.runtime import dequantize
+    from edgeae.train import train
+    from edgeae.verify import verify
+
+    r = small_recipe("conv1d", code_size=4, activation="linear")
+    r.export.residual_power = 4
+    out = export(train(r, sim_train, tmp_path / "run", progress=False), tmp_path / "dist", target="mcu")
+    rep = verify(out, data=sim_test)
+    assert rep.passed and rep.device_code_max_diff == 0, rep.table()
+    ex = Export.open(out)
+    pipe, dev = Pipeline(ex), ex.manifest["device"]
+    assert dev["residual_power"] == 4 and pipe.power == 4
+    raw = pipe.device.run_outputs_raw(pipe.device_input(ex.reference()[0]))[dev["outputs"]["residual"]].reshape(-1, 4)
+    raw = np.concatenate([raw, np.random.default_rng(0).integers(-128, 128, (500, 4))]).astype(np.int8)
+    expected = residual_bytes(dequantize(raw, *pipe.residual_quant), 4, dev["residual_byte_scale"])
+    (tmp_path / "q.bin").write_bytes(raw.tobytes())
+    ident = _ident(out)
+    (tmp_path / "p.c").write_text(f"""#include <stdio.h>
+#include "{ident}_config.h"
+int main(int argc, char** argv) {{
+  FILE* f = fopen(argv[1], "rb");
+  int8_t q[EDGEAE_{ident.upper()}_NUM_CHANNELS];
+  while (fread(q, 1, sizeof q, f) == sizeof q) printf("%d\\n", (int)edgeae_{ident}_residual_byte(q));
+  return 0;
+}}
+""")
+    subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{out}", str(tmp_path / "p.c"), "-o", str(tmp_path / "p"), "-lm"], check=True)
+    got = subprocess.run([str(tmp_path / "p"), str(tmp_path / "q.bin")], capture_output=True, text=True, check=True).stdout.split()
+    np.testing.assert_array_equal(np.array(got, int), expected)
+    assert 0 < expected.min() and expected.max() == 255  # the random vectors reach the byte's ceiling
+    m = json.loads((out / "manifest.json").read_text())
+    del m["device"]["residual_byte_scale"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(EdgeaeError, match="missing or malformed device.residual_byte_scale"):
+        Export.open(out)

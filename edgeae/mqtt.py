@@ -125,12 +125,14 @@ def local_broker(workdir: Path):
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                    if c.getsockname() != c.getpeername():  # not a TCP self-connect before mosquitto listens
+                        break
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise EdgeaeError(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}") from None
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise EdgeaeError(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}")
+            time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

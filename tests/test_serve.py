@@ -174,10 +174,12 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
 def test_broker_unreachable_is_one_line(small_export, tmp_path):
     from test_cli import assert_one_line_error, edgeae
 
+    # The port stays bound (not listening) while serve tries it: once released, another process, or
+    # the client itself (a TCP self-connect from the same ephemeral port), could answer on it.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
+        proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
     assert_one_line_error(proc, "cannot connect to the MQTT broker")
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, require
-from .fsutil import atomic_file
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
+from .fsutil import atomic_file
 from .metrics import segments
 
 NAMES = {

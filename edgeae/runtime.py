@@ -52,7 +52,7 @@ class Model:
 
     By default on LiteRT's builtin kernels, without the XNNPACK delegate LiteRT applies by default:
     XNNPACK (ai-edge-litert 2.3.0) computed a float conv1d decoder wrongly from its second
-    invocation on (tests/test_export.py), and its int8 rounding is further from TFLite Micro's.
+    invocation on (tests/test_real_data.py), and its int8 rounding is further from TFLite Micro's.
     `xnnpack=True` is LiteRT's default, for `edgeae bench` to time what a LiteRT user gets.
     """
 
@@ -100,8 +100,8 @@ class Model:
             raise EdgeaeError(f"{self.name}: expected a code ({code_size}) and a residual ({residual_size}) output, got {sizes}")
         if code_size != residual_size:
             code = sizes.index(code_size)
-        else:
-            code = min((0, 1), key=lambda i: abs(_quant(details[i])[0] - code_quant[0]) + abs(_quant(details[i])[1] - code_quant[1]))
+        else:  # the output quantized nearest to the encoder's code
+            code = int(np.argmin([abs(scale - code_quant[0]) + abs(zp - code_quant[1]) for scale, zp in map(_quant, details)]))
         return code, 1 - code
 
     def output_quant_of(self, index: int) -> tuple[float, int]:

@@ -416,10 +416,11 @@ def _flat_scores(parts: list[Part]) -> dict:
 
 
 def _details(parts: list[Part]) -> dict:
-    """What the report plots besides scores: worst reconstructions, codes, code errors."""
+    """What the report plots besides scores: worst reconstructions (by the int8 export's own window
+    score, as scored), codes, code errors."""
     cat = lambda k: np.concatenate([p.extras[k] for p in parts])  # noqa: E731
     x, recon = cat("test_windows"), cat("recon_int8")
-    err = MT.reconstruction_error(x, recon)
+    err = np.concatenate([p.scores["int8"][~p.train_mask] for p in parts])
     worst = np.argsort(-err)[:4]
     labels = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
     return {"worst_windows": x[worst], "worst_recon": recon[worst], "worst_error": err[worst], "worst_labels": labels[worst],

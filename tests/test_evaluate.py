@@ -144,6 +144,25 @@ def test_sweep_and_its_report(sim_train, tmp_path):
     assert ("reconstructs better than PCA with int8 codes at " + ", ".join(above)) in page if above else "does not reconstruct better" in page
 
 
+def test_worst_windows_are_ranked_by_the_exports_score():
+    """The report's worst-reconstructed windows are the int8 export's highest window scores (with
+    residual_power 4 a one-channel fault outranks an error spread over both channels); they were
+    ranked by plain mean squared error, computed a second time."""
+    from edgeae.evaluate import Part, _details
+    from edgeae.metrics import reconstruction_error
+
+    w = np.zeros((6, 4, 2))
+    recon = w.copy()
+    recon[4] = 1.0  # spread: mean square 1, power mean 1
+    recon[5, :, 0] = 1.35  # one channel: mean square 0.91, power mean 1.53
+    part = Part("p", w, np.arange(6) < 2, np.zeros(6, int), np.zeros(9, int), 1)
+    part.scores["int8"] = reconstruction_error(w, recon, 4)
+    part.extras = {"test_windows": w[2:], "recon_int8": recon[2:], "codes": np.zeros((4, 1)), "code_error": np.zeros((4, 1))}
+    d = _details([part])
+    np.testing.assert_array_equal(d["worst_recon"][0], recon[5])
+    assert d["worst_error"][0] == part.scores["int8"][5]
+
+
 def test_decimation_baseline_by_hand():
     t = np.linspace(0, 1, 9)
     w = np.stack([t, 2 * t], axis=-1)[None]  # one window, two linear channels

@@ -76,7 +76,7 @@ class Encoder:
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
         self.sensor, self.key, self.t0, self.period, self.seq = sensor, key, t0, period, start_seq
-        if not 0 <= sensor < 2**16:
+        if sensor not in wire.SENSOR_IDS:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
         if not 0 <= t0 < 2**32:  # also false for NaN; packets carry uint32 seconds
             raise EdgeaeError(f"--t0 must be Unix seconds in 0..2^32, got {t0}")

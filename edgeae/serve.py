@@ -204,7 +204,7 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
         keys = {int(k): bytes.fromhex(v) for k, v in raw.items()}
     except (OSError, ValueError, AttributeError, TypeError) as e:
         raise EdgeaeError(f"{path}: not a keys file of {{sensor: hex key}} ({e.__class__.__name__})") from None
-    bad = sorted(str(k) for k, v in keys.items() if not 0 <= k < 2**16 or not v)
+    bad = sorted(str(k) for k, v in keys.items() if k not in wire.SENSOR_IDS or not v)
     if not keys or bad:
         raise EdgeaeError(f"{path}: needs at least one sensor id 0..65535 with a non-empty hex key"
                           + (f" (bad: {', '.join(bad)})" if bad else ""))  # fmt: skip

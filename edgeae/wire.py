@@ -37,6 +37,7 @@ HEADER = struct.Struct(">BBIHIIB")  # version, flags, model id, sensor, seq, tim
 CRC_BYTES = 2
 TAG_BYTES = 4
 MAX_CODE = 64
+SENSOR_IDS = range(2**16)  # what the header's uint16 sensor field holds
 LORAWAN_MAX_PAYLOAD = 51
 
 # Reasons a packet is rejected (stored as they are in serve's rejected table).

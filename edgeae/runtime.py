@@ -51,8 +51,10 @@ class Model:
     """A .tflite model in LiteRT, run on batches of windows.
 
     By default on LiteRT's builtin kernels, without the XNNPACK delegate LiteRT applies by default:
-    XNNPACK (ai-edge-litert 2.3.0) computed a float conv1d decoder wrongly from its second
-    invocation on (tests/test_real_data.py), and its int8 rounding is further from TFLite Micro's.
+    XNNPACK (ai-edge-litert 2.3.0) computed a float conv1d decoder wrongly from the second
+    invocation after a batch resize (tests/test_real_data.py; `experimental_preserve_all_tensors`
+    avoids it, so its arena planning is suspect; tools/xnnpack_check.py tells whether a newer
+    LiteRT still does it), and its int8 rounding is further from TFLite Micro's.
     `xnnpack=True` is LiteRT's default, for `edgeae bench` to time what a LiteRT user gets.
     """
 

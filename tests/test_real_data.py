@@ -57,10 +57,10 @@ def test_linear_skab_model_exports(tmp_path):
 
 @needs_shared
 def test_conv1d_decoder_gives_the_same_windows_whatever_the_batches(tmp_path):
-    """LiteRT's default XNNPACK delegate decoded this conv1d model wrongly from its second invocation
-    on (errors of 2-7 normalized units), so eval and verify depended on how windows were batched:
-    verify once reported ROC-AUC float 0.9638 / int8 0.9415 (a 'quantization loss' that was the
-    delegate). runtime.Model now runs LiteRT's builtin kernels."""
+    """LiteRT's default XNNPACK delegate decoded this conv1d model wrongly from the second invocation
+    after a batch resize (errors of 2-7 normalized units), so eval and verify depended on how
+    windows were batched: verify once reported ROC-AUC float 0.9638 / int8 0.9415 (a 'quantization
+    loss' that was the delegate). runtime.Model now runs LiteRT's builtin kernels."""
     import numpy as np
 
     from edgeae.export import export

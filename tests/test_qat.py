@@ -11,17 +11,21 @@ from test_cli import edgeae
 pytestmark = pytest.mark.slow
 
 
-def test_pruning_preserving_qat_exports_and_verifies(tmp_path, sim_train, sim_test):
+@pytest.mark.parametrize("power", [1, 4], ids=["mean", "residual_power-4"])
+def test_pruning_preserving_qat_exports_and_verifies(tmp_path, sim_train, sim_test, power):
+    """With residual_power the device model also carries the QAT encoder (per-channel residuals)."""
     from edgeae.export import export
     from edgeae.train import train
     from edgeae.verify import verify
 
-    run = train(small_recipe(), sim_train, tmp_path / "run", sparsity=0.5, qat=True, progress=False)
+    r = small_recipe()
+    r.export.residual_power = power
+    run = train(r, sim_train, tmp_path / "run", sparsity=0.5, qat=True, progress=False)
     assert json.loads((run / "history.json").read_text())["qat"]["applied"]
     assert (run / "encoder.h5").is_file()
     out = export(run, tmp_path / "dist")
     rep = verify(out, data=sim_test)
-    assert rep.passed, rep.table()
+    assert rep.passed and rep.device_code_max_diff == 0, rep.table()
     assert rep.code_sqnr_db > 40  # the int8 encoder reproduces the fake-quantized one closely
     sparsities = [op.zero_weight_fraction for op in graph.read(out / "encoder_int8.tflite").ops if op.weights is not None]
     assert all(abs(s - 0.5) < 0.02 for s in sparsities), sparsities  # QAT kept the pruning

@@ -388,6 +388,11 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         best = evaluate.best_text(d["best_f1_within_far_budget"])
         click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
     click.echo(f"{budget}: the best F1 with every UCL scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
+    if m.get("groups"):
+        heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())
+        click.echo(f"{'by subset, F1 / FAR %':<23}" + "".join(f"{h:>17}" for h in heads))
+        for name in m["detectors"]:
+            click.echo(f"{name:<23}" + "".join(f"{d['f1']:>9.3f} / {d['far']:>5.2f}" for d in (g["detectors"][name] for g in m["groups"].values())))
     if m.get("published"):
         click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
     b = m["bytes_per_window"]

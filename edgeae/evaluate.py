@@ -30,6 +30,8 @@ metrics.json, schema "edgeae.metrics/1":
         (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %. The operating curve
         scales every UCL by each factor; its best F1 within the FAR budget picks the factor on the
         test data, so it bounds what a threshold could do, it is not a threshold one could ship.)
+    groups (null with one subset): <subset> {files, detectors.<name> {roc_auc, f1, far, mar,
+        best_f1_within_far_budget}}   the same figures per subset of files (skab: valve1, valve2, other)
     reconstruction.<float|int8|int8_pruned|pca_int8|decimation> {nmse[], snr_db[]}   per channel,
         normalized units, on the normal test windows (how well normal operation is compressed)
     code_sqnr_db (normal test windows), pruning {layers, target_sparsity}, published (skab: the leaderboard)
@@ -223,6 +225,20 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
     return out
 
 
+def group_metrics(parts: list[Part], protocol: str) -> dict | None:
+    """The detectors' figures on each subset of the parts (the folder before the "/" in a part's
+    name: SKAB's valve1, valve2, other), to tell a result that holds across kinds of fault from one
+    carried by a subset. None for a single subset."""
+    groups: dict[str, list[Part]] = {}
+    for p in parts:
+        groups.setdefault(p.name.split("/")[0] if "/" in p.name else "", []).append(p)
+    if len(groups) < 2:
+        return None
+    keep = ("roc_auc", "f1", "far", "mar", "best_f1_within_far_budget")
+    return {g: {"files": len(ps), "detectors": {n: {k: d[k] for k in keep} for n, d in detector_metrics(ps, protocol).items()}}
+            for g, ps in groups.items()}  # fmt: skip
+
+
 def _normal_test(parts: list[Part]) -> np.ndarray:
     """Over the concatenated test windows: True where the window is labelled normal. Fidelity is
     measured there; an anomalous window can lie far outside the range the int8 input covers."""
@@ -386,6 +402,7 @@ def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
         "bytes_per_window": {"raw_int16": raw, "code": code_bytes, "packet": packet_size(code_bytes),
                              "compression_ratio": raw / code_bytes},  # fmt: skip
         "detectors": detector_metrics(parts, protocol),
+        "groups": group_metrics(parts, protocol),
         "reconstruction": reconstruction_metrics(parts),
         "code_sqnr_db": _code_sqnr(parts),
         "pruning": pipes["int8_pruned"].export.manifest["pruning"] if "int8_pruned" in pipes else main.get("pruning"),

@@ -215,6 +215,15 @@ def _summary(inputs: dict) -> str:
                      "<p>F1 / FAR / MAR at each detector's own UCL. The last column moves every UCL by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
+        if m.get("groups"):
+            groups = m["groups"]
+            cells = "".join(f"<tr><td>{NAMES.get(n, n)}</td>" + "".join(
+                f"<td>{g['detectors'][n]['f1']:.3f} / {g['detectors'][n]['far']:.2f}</td>" for g in groups.values()) + "</tr>"
+                for n in NAMES if n in m["detectors"])  # fmt: skip
+            parts.append("<h3>By subset: F1 / FAR % at the UCL</h3><table><tr><th>detector</th>"
+                         + "".join(f"<th>{html.escape(k)} ({g['files']} files)</th>" for k, g in groups.items())
+                         + f"</tr>{cells}</table><p>The same rule on each subset of files alone: does the result hold "
+                         "across kinds of fault, or does one subset carry it?</p>")  # fmt: skip
         rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
                       for k, r in m["reconstruction"].items())  # fmt: skip
         parts.append(f"<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"

@@ -163,6 +163,38 @@ def test_worst_windows_are_ranked_by_the_exports_score():
     assert d["worst_error"][0] == part.scores["int8"][5]
 
 
+def test_group_metrics_are_each_subsets_own(generic_eval):
+    """Per subset of files (the folder in a part's name), the same figures as scoring that subset
+    alone; one subset gives none. The report and the CLI show them."""
+    from edgeae.evaluate import Part, detector_metrics, group_metrics
+    from edgeae.report import _summary
+
+    rng = np.random.default_rng(0)
+
+    def part(name, shift):
+        labels = (np.arange(200) > 150).astype(int)
+        p = Part(name, np.zeros((200, 1, 1)), np.arange(200) < 100, labels, labels, 1)
+        p.scores = {"int8": rng.normal(size=200) + shift * labels, "pca_q": rng.normal(size=200) + labels}
+        return p
+
+    parts = [part("valve1/0.csv", 3), part("valve1/1.csv", 3), part("other/1.csv", 0.5)]
+    g = group_metrics(parts, "generic")
+    assert list(g) == ["valve1", "other"] and g["valve1"]["files"] == 2
+    for name, subset in (("valve1", parts[:2]), ("other", parts[2:])):
+        alone = detector_metrics(subset, "generic")
+        for det in ("int8", "pca_q"):
+            assert {k: alone[det][k] for k in ("roc_auc", "f1", "far", "mar")} == {
+                k: g[name]["detectors"][det][k] for k in ("roc_auc", "f1", "far", "mar")}
+    assert g["valve1"]["detectors"]["int8"]["f1"] > g["other"]["detectors"]["int8"]["f1"]
+    assert group_metrics(parts[:2], "generic") is None and generic_eval[1]["groups"] is None
+
+    m = dict(generic_eval[1], groups={k: {"files": v["files"], "detectors": {d: v["detectors"]["int8"] for d in generic_eval[1]["detectors"]}}
+                                      for k, v in g.items()})  # fmt: skip
+    page = _summary({"m": m})
+    assert "By subset" in page and "<th>valve1 (2 files)</th>" in page
+    assert f"{g['other']['detectors']['int8']['f1']:.3f} / {g['other']['detectors']['int8']['far']:.2f}" in page
+
+
 def test_decimation_baseline_by_hand():
     t = np.linspace(0, 1, 9)
     w = np.stack([t, 2 * t], axis=-1)[None]  # one window, two linear channels

@@ -2,7 +2,8 @@
 
 Nothing heavy is imported at module level, so `edgeae --help` answers at once; each command
 imports what it needs. An `EdgeaeError` (or an `OSError` from reading or writing files) becomes
-one line on stderr and exit code 2.
+one line on stderr and exit code 2. SIGTERM and Ctrl-C remove the command's temporary files and
+exit with 143 / 130.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from . import fsutil
 from .errors import EdgeaeError
 from .fsutil import atomic_file, check_writable
 
@@ -20,7 +22,8 @@ from .fsutil import atomic_file, check_writable
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with fsutil.command_scope("edgeae"):
+                return super().invoke(ctx)
         except EdgeaeError as e:
             click.echo(f"edgeae: error: {e}", err=True)
             sys.exit(2)

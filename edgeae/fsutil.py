@@ -1,4 +1,9 @@
-"""Atomic output directories and JSON files: a failed command never leaves a half-written output."""
+"""Atomic output directories and JSON files: a failed command never leaves a half-written output.
+
+The temporary paths being written are kept in `PENDING`, so that the SIGTERM / Ctrl-C handler of
+`command_scope` can remove them before it exits; installed through `after_swap`, that handler
+waits while a finished output is being moved into place, so the swap is never cut in half.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,85 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import EdgeaeError
+
+PENDING: set[Path] = set()
+_swap = {"depth": 0, "deferred": []}
+
+
+def remove_pending() -> None:
+    """Remove every temporary output still being written."""
+    for path in list(PENDING):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        PENDING.discard(path)
+
+
+def after_swap(handler):
+    """`handler` as a signal handler that, while `atomic_dir` swaps an output into place, waits for
+    the swap to finish. (Blocking the signal is not enough: another thread, TensorFlow's, takes it.)"""
+
+    def wrapped(signum, frame):
+        if _swap["depth"]:
+            _swap["deferred"].append(signum)
+        else:
+            handler(signum, frame)
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def _swapping():
+    _swap["depth"] += 1
+    try:
+        yield
+    finally:
+        _swap["depth"] -= 1
+        if not _swap["depth"]:
+            deferred, _swap["deferred"] = _swap["deferred"], []
+            for signum in deferred:
+                signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def command_scope(prog: str):
+    """Around a CLI command: every temporary file goes to a scratch folder of the command's own
+    (TensorFlow's too: its converter leaves SavedModel folders behind when cut short), removed at
+    the end. SIGTERM and Ctrl-C, which would kill at once and leave temporary folders behind,
+    instead remove them and the outputs still being written, say so in one line and exit with
+    128 + the signal. Done in the handler rather than by raising into the command: an exception
+    raised in a signal handler can land in a finalizer, where Python prints and drops it, and the
+    command runs on. (serve installs its own handlers, for a clean shutdown.)"""
+    saved = tempfile.tempdir, os.environ.get("TMPDIR"), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    scratch = tempfile.mkdtemp(prefix=f"{prog}-")
+
+    def interrupted(signum, frame):
+        remove_pending()
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.write(2, f"{prog}: interrupted ({signal.Signals(signum).name}); temporary files removed, no output half-written\n".encode())
+        os._exit(128 + signum)
+
+    tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, after_swap(interrupted))
+    try:
+        yield
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        if main_thread:
+            signal.signal(signal.SIGINT, saved[2])
+            signal.signal(signal.SIGTERM, saved[3])
 
 
 def check_replaceable(out: str | Path, marker: str) -> Path:
@@ -32,20 +112,23 @@ def atomic_dir(out: str | Path, marker: str):
     out = check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    PENDING.add(tmp)
     try:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            try:
-                os.replace(out, old / "x")
-            except OSError:
-                old.rmdir()
-                raise
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        with _swapping():
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                try:
+                    os.replace(out, old / "x")
+                except OSError:
+                    old.rmdir()
+                    raise
+                os.replace(tmp, out)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out)
     finally:
+        PENDING.discard(tmp)
         if tmp.exists():
             shutil.rmtree(tmp)
 
@@ -67,6 +150,7 @@ def atomic_file(path: str | Path):
     name `path`, not the temporary file."""
     path = check_writable(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    PENDING.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -75,6 +159,7 @@ def atomic_file(path: str | Path):
             e.filename = str(path)
         raise
     finally:
+        PENDING.discard(tmp)
         tmp.unlink(missing_ok=True)
 
 

@@ -228,3 +228,58 @@ def test_simulate_command(tmp_path):
     s = read_series(tmp_path / "m.csv")
     assert s.channels == simulate.CHANNELS and len(s) == 2000 and s.labels is not None
     np.testing.assert_allclose(s.values, simulate.machine(seconds=2).values, rtol=1e-4, atol=1e-4)
+
+
+def test_sigterm_mid_command_leaves_no_temporary_folders(tmp_path, sim_train):
+    """SIGTERM killed at once, leaving the eval's per-run folders (megabytes per SKAB file) and
+    TensorFlow's SavedModel folders in the temporary directory. Now: one line, exit 143, nothing left."""
+    import os
+    import signal
+    import time
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    code = "from edgeae.cli import main\nmain()"
+    args = ["eval", "--protocol", "generic", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--out", tmp_path / "ev", "--quiet"]
+    for _ in range(3):  # the signal lands at a different point of the work each time
+        proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TMPDIR": str(tmpdir)})  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not any(p.is_file() for p in tmpdir.glob("edgeae-*/tmp*/*/**/*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the eval has written a run into its temporary folder
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 143, err
+        assert err.strip().splitlines() == ["edgeae: interrupted (SIGTERM); temporary files removed, no output half-written"], err
+        assert not list(tmpdir.rglob("*")) and not (tmp_path / "ev").exists()
+        assert not list(tmp_path.glob(".ev.*"))
+
+
+def test_a_signal_during_the_output_swap_waits_for_it(tmp_path, monkeypatch):
+    """A SIGTERM arriving while atomic_dir moves a finished output into place (old one aside, new one
+    in) is handled once the swap is done, so the CLI's handler never finds the output missing."""
+    import os
+    import signal
+
+    from edgeae import fsutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.json").write_text("old")
+    real_replace, seen = os.replace, []
+
+    def replace_with_a_signal(src, dst):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", replace_with_a_signal)
+    handler = fsutil.after_swap(lambda *_: seen.append((out / "m.json").read_text() if out.is_dir() else None))
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        with fsutil.atomic_dir(out, "m.json") as tmp:
+            assert tmp in fsutil.PENDING
+            (tmp / "m.json").write_text("new")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert seen == ["new", "new"] and not fsutil.PENDING  # one signal per rename, both after the swap

@@ -20,6 +20,15 @@ def test_mlperf_recipe_shape():
     assert r.model.hidden == [128] * 4 and r.model.code_size == 8
 
 
+def test_sim_sweep_recipe_is_the_demo_model():
+    """models/sim-rd.toml is the demo's model trained longer: the sweep's figures speak for the demo."""
+    from edgeae.demo import RECIPE
+
+    r, demo = recipe.load(MODELS / "sim-rd.toml"), recipe.from_dict(RECIPE)
+    assert (r.model.kind, r.model.hidden, r.model.code_size) == (demo.model.kind, demo.model.hidden, demo.model.code_size)
+    assert (r.data.window, r.data.hop) == (demo.data.window, demo.data.hop) and r.train.epochs > demo.train.epochs
+
+
 def test_unknown_key_is_named(tmp_path):
     p = tmp_path / "r.toml"
     p.write_text('[model]\nkind = "dense"\ncode_sise = 8\n')

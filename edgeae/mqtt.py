@@ -109,9 +109,9 @@ class Subscriber:
 
 
 @contextlib.contextmanager
-def local_broker(workdir: Path):
+def local_broker(workdir: Path, timeout: float = 10.0):
     """A Mosquitto broker (Debian's package) on a free loopback port, for tests and benchmarks.
-    Yields its 'host:port'; stops it on exit."""
+    Yields its 'host:port'; stops it on exit, and when it does not answer within `timeout` s."""
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if exe is None:
         raise EdgeaeError("mosquitto is not installed (bash tools/dev test installs it: apt-get install mosquitto)")
@@ -122,7 +122,7 @@ def local_broker(workdir: Path):
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
@@ -131,7 +131,9 @@ def local_broker(workdir: Path):
             except OSError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise EdgeaeError(f"mosquitto did not start: {proc.stderr.read().decode()[-300:]}")
+                proc.terminate()  # before reading its stderr: a running broker never closes it
+                err = proc.communicate(timeout=10)[1].decode().strip()
+                raise EdgeaeError(f"mosquitto did not start on port {port} within {timeout:g} s: {err[-300:] or 'no message'}")
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:

@@ -97,6 +97,34 @@ def broker(tmp_path):
         yield url
 
 
+def test_local_broker_that_never_answers_is_stopped_and_named(tmp_path, monkeypatch):
+    """A broker that does not answer in time: one error, and the process stopped. The readiness
+    loop read the running broker's stderr first, which blocks until it exits: a hang. A probe that
+    connects to itself (a TCP self-connect, before mosquitto listens) is not taken for the broker."""
+    from edgeae import mqtt
+
+    class SelfConnected:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def getsockname(self):
+            return ("127.0.0.1", 1)
+
+        getpeername = getsockname
+
+    started = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(mqtt.socket, "create_connection", lambda *a, **k: SelfConnected())
+    monkeypatch.setattr(mqtt.subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+    with pytest.raises(EdgeaeError, match=r"mosquitto did not start on port \d+ within 0.5 s"):
+        with mqtt.local_broker(tmp_path, timeout=0.5):
+            pass
+    assert started[0].poll() is not None
+
+
 def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw)
 

@@ -25,7 +25,10 @@ _swap = {"depth": 0, "deferred": []}
 def remove_pending() -> None:
     """Remove every temporary output still being written."""
     for path in list(PENDING):
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         PENDING.discard(path)
 
 

@@ -233,7 +233,7 @@ def _summary(inputs: dict) -> str:
                           for r in m["published"])  # fmt: skip
             ours = m["detectors"]["int8"]
             parts.append(f"<h3>Beside the published SKAB leaderboard</h3><table><tr><th>algorithm</th><th>F1</th><th>FAR %</th><th>MAR %</th></tr>"
-                         f"<tr class='ours'><td>edgeae AE int8 (this run)</td><td>{ours['f1']:.2f}</td><td>{ours['far']:.2f}</td><td>{ours['mar']:.2f}</td></tr>{pub}</table>")  # fmt: skip
+                         f"<tr class='ours'><td>edgeae AE int8 (this run)</td><td>{ours['f1']:.3f}</td><td>{ours['far']:.2f}</td><td>{ours['mar']:.2f}</td></tr>{pub}</table>")  # fmt: skip
     if "rd" in inputs:
         rd = inputs["rd"]
         cells = "".join(f"<tr><td>{k}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>" for k, a, p, x, y in zip(

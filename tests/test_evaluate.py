@@ -195,6 +195,17 @@ def test_group_metrics_are_each_subsets_own(generic_eval):
     assert f"{g['other']['detectors']['int8']['f1']:.3f} / {g['other']['detectors']['int8']['far']:.2f}" in page
 
 
+def test_leaderboard_row_does_not_round_up_to_the_target(generic_eval):
+    """The published table has two decimals; edgeae's row has three, so F1 0.849 does not read 0.85."""
+    from edgeae.report import _summary
+
+    m = json.loads(json.dumps(generic_eval[1]))
+    m["detectors"]["int8"]["f1"] = 0.849
+    m["published"] = [{"algorithm": "Conv-AE", "f1": 0.78, "far": 13.55, "mar": 28.02}]
+    page = _summary({"m": m})
+    assert "<td>edgeae AE int8 (this run)</td><td>0.849</td>" in page and "<td>0.78</td>" in page
+
+
 def test_decimation_baseline_by_hand():
     t = np.linspace(0, 1, 9)
     w = np.stack([t, 2 * t], axis=-1)[None]  # one window, two linear channels

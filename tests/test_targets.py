@@ -281,9 +281,12 @@ def test_residual_power_byte_is_the_firmwares(tmp_path, sim_train, sim_test):
 
     r = small_recipe("conv1d", code_size=4, activation="linear")
     r.export.residual_power = 4
-    out = export(train(r, sim_train, tmp_path / "run", progress=False), tmp_path / "dist", target="mcu")
+    run = train(r, sim_train, tmp_path / "run", progress=False)
+    out = export(run, tmp_path / "dist", target="mcu")
     rep = verify(out, data=sim_test)
     assert rep.passed and rep.device_code_max_diff == 0, rep.table()
+    tpu = export(run, tmp_path / "tpu", target="edgetpu", io_type="uint8")  # Coral: uint8 I/O, per-tensor weights
+    assert Export.open(tpu).manifest["edgetpu"]["all_supported"] and verify(tpu, data=sim_test).passed
     ex = Export.open(out)
     pipe, dev = Pipeline(ex), ex.manifest["device"]
     assert dev["residual_power"] == 4 and pipe.power == 4

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import click
 
-from . import fsutil
 from .errors import EdgeaeError
-from .fsutil import atomic_file, check_writable
+from .fsutil import atomic_file, check_writable, command_scope
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
-            with fsutil.command_scope("edgeae"):
+            with command_scope("edgeae"):
                 return super().invoke(ctx)
         except EdgeaeError as e:
             click.echo(f"edgeae: error: {e}", err=True)

@@ -67,7 +67,8 @@ def command_scope(prog: str):
     128 + the signal. Done in the handler rather than by raising into the command: an exception
     raised in a signal handler can land in a finalizer, where Python prints and drops it, and the
     command runs on. (serve installs its own handlers, for a clean shutdown.)"""
-    saved = tempfile.tempdir, os.environ.get("TMPDIR"), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    saved_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     scratch = tempfile.mkdtemp(prefix=f"{prog}-")
 
     def interrupted(signum, frame):
@@ -79,20 +80,20 @@ def command_scope(prog: str):
     tempfile.tempdir = os.environ["TMPDIR"] = scratch
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in saved_handlers:
             signal.signal(sig, after_swap(interrupted))
     try:
         yield
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        tempfile.tempdir = saved[0]
-        if saved[1] is None:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
             del os.environ["TMPDIR"]
         else:
-            os.environ["TMPDIR"] = saved[1]
+            os.environ["TMPDIR"] = saved_env
         if main_thread:
-            signal.signal(signal.SIGINT, saved[2])
-            signal.signal(signal.SIGTERM, saved[3])
+            for sig, handler in saved_handlers.items():
+                signal.signal(sig, handler)
 
 
 def check_replaceable(out: str | Path, marker: str) -> Path:

@@ -47,12 +47,43 @@ CREATE TABLE IF NOT EXISTS missing (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, detected_at REAL NOT NULL, filled_at REAL,
     PRIMARY KEY (sensor, seq));
 """
+APPLICATION_ID = 0x65646165  # "edae" in PRAGMA application_id: marks a results database as edgeae's
 REPLAYED = "replayed_seq"
 MAX_GAP_RECORDED = 10_000  # a jump larger than this is recorded as its first 10,000 numbers
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def open_results(db: str | Path) -> sqlite3.Connection:
+    """The results database at `db`, created if new. Checked before anything is written: a database
+    of another program (another application id, or any table that is not edgeae's) is refused
+    rather than given edgeae's tables beside its own."""
+    try:
+        con = sqlite3.connect(str(db), check_same_thread=False)
+    except sqlite3.Error as e:
+        raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
+    try:
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        with contextlib.closing(sqlite3.connect(":memory:")) as ours:
+            ours.executescript(SCHEMA)
+            foreign = [t for t in tables if _columns(con, t) != _columns(ours, t)]
+        if foreign:
+            raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; give another --db")
+        if app_id not in (0, APPLICATION_ID):
+            raise EdgeaeError(f"{db}: another program's database (application id {app_id:#x}); give another --db")
+        con.executescript(SCHEMA)
+        con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        con.commit()
+    except sqlite3.Error as e:
+        con.close()
+        raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
+    except EdgeaeError:
+        con.close()
+        raise
+    return con
 
 
 def default_scorer(pipe: Pipeline) -> AnomalyScorer:
@@ -71,18 +102,7 @@ class Server:
             raise EdgeaeError("the export's scorer uses mode 'reconstruction', which needs raw windows; "
                               "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
         self.keys = keys
-        try:
-            self.db = sqlite3.connect(str(db), check_same_thread=False)
-            self.db.executescript(SCHEMA)
-        except sqlite3.Error as e:
-            raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
-        with contextlib.closing(sqlite3.connect(":memory:")) as ours:
-            ours.executescript(SCHEMA)
-            tables = [r[0] for r in ours.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-            foreign = [t for t in tables if _columns(self.db, t) != _columns(ours, t)]
-        if foreign:
-            self.db.close()
-            raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; give another --db")
+        self.db = open_results(db)
         self.counts = {"stored": 0, "rejected": 0}
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 

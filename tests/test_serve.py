@@ -1,6 +1,7 @@
 """serve: every valid packet stored once, every bad one rejected with its reason, gaps recorded;
 end to end through a real Mosquitto broker on a loopback port."""
 
+import contextlib
 import json
 import signal
 import socket
@@ -243,6 +244,40 @@ def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_
     other.close()
     assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "other.sqlite"),
                           "its table(s) packets are not edgeae's")  # fmt: skip
+
+
+def test_results_database_of_another_program_is_left_untouched(small_export, tmp_path):
+    """No edgeae table is added beside another program's tables, nor to a file marked as another's."""
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.serve import APPLICATION_ID, SCHEMA, Server
+
+    def tables(path):
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            return sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+
+    (tmp_path / "p.bin").write_bytes(b"")
+    with contextlib.closing(sqlite3.connect(tmp_path / "notes.sqlite")) as con:
+        con.execute("CREATE TABLE notes (body TEXT)")
+        con.commit()
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "notes.sqlite"),
+                          "its table(s) notes are not edgeae's")  # fmt: skip
+    assert tables(tmp_path / "notes.sqlite") == ["notes"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "marked.sqlite")) as con:
+        con.execute("PRAGMA application_id = 1234")
+        con.commit()
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "marked.sqlite"),
+                          "another program's database (application id 0x4d2)")  # fmt: skip
+    assert tables(tmp_path / "marked.sqlite") == []
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "older.sqlite")) as con:  # edgeae's tables, not yet marked
+        con.executescript(SCHEMA)
+    Server(small_export, tmp_path / "older.sqlite").close()
+    Server(small_export, tmp_path / "new.sqlite").close()
+    for name in ("older.sqlite", "new.sqlite"):
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as con:
+            assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert tables(tmp_path / name) == ["missing", "packets", "rejected", "sqlite_sequence"]
 
 
 @pytest.mark.parametrize("topic, wildcards, ok", [

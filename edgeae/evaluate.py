@@ -228,7 +228,7 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
 def group_metrics(parts: list[Part], protocol: str) -> dict | None:
     """The detectors' figures on each subset of the parts (the folder before the "/" in a part's
     name: SKAB's valve1, valve2, other), to tell a result that holds across kinds of fault from one
-    carried by a subset. None for a single subset."""
+    carried by a subset. None for a single subset. Subsets in name order, as metrics.json keeps them."""
     groups: dict[str, list[Part]] = {}
     for p in parts:
         groups.setdefault(p.name.split("/")[0] if "/" in p.name else "", []).append(p)
@@ -236,7 +236,7 @@ def group_metrics(parts: list[Part], protocol: str) -> dict | None:
         return None
     keep = ("roc_auc", "f1", "far", "mar", "best_f1_within_far_budget")
     return {g: {"files": len(ps), "detectors": {n: {k: d[k] for k in keep} for n, d in detector_metrics(ps, protocol).items()}}
-            for g, ps in groups.items()}  # fmt: skip
+            for g, ps in sorted(groups.items())}  # fmt: skip
 
 
 def _normal_test(parts: list[Part]) -> np.ndarray:

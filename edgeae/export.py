@@ -122,13 +122,6 @@ def _device_model(encoder, decoder, window: int, channels: int, power: int):
     return keras.Model(inp, [code, residual], name="device")
 
 
-def same_quant(a: tuple[float, int], b: tuple[float, int]) -> bool:
-    """Equal (scale, zero point) pairs, up to float32 rounding of the scale: the converter calibrates the
-    device model's copy of the encoder in another graph, which can move a scale by an ulp (seen with
-    linear activations); a relative 1e-6 changes no dequantized code by a visible amount."""
-    return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0]))
-
-
 def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
     """The representative set plus copies scaled by `margin` (see recipe.Export.input_margin)."""
     return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
@@ -224,7 +217,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     from . import targets
     from .metrics import power_mean, reconstruction_error
     from .quantize import to_tflite
-    from .runtime import Model, dequantize, quantize
+    from .runtime import Model, dequantize, quantize, same_quant
 
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")

@@ -7,10 +7,12 @@ targets (TFLite Micro, the Edge TPU) and the code leaves the encoder as bytes.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from ._tf import keras, tf
-from .runtime import native_stderr_captured
+from .runtime import native_stderr_captured, same_quant
 from .errors import EdgeaeError
 
 
@@ -42,8 +44,46 @@ def to_tflite(
         conv._experimental_disable_per_channel = per_tensor
     with native_stderr_captured() as log:
         try:
-            return conv.convert()
+            converted = conv.convert()
         except Exception as e:
             lines = [l for l in (str(e) + "\n" + log()).splitlines() if l.strip()]
             raise EdgeaeError(f"TFLite conversion of '{model.name}' failed: {lines[0] if lines else e}") from None
+    return converted if representative is None else without_requantize_pairs(converted)
 
+
+def without_requantize_pairs(model: bytes) -> bytes:
+    """The flatbuffer without DEQUANTIZE -> QUANTIZE pairs that requantize a tensor to its own scale
+    and zero point (up to float32 rounding). The converter leaves one where a QAT encoder's
+    QuantizeLayer output also feeds the device model's residual: two float ops on the device that
+    change no value. Consumers of the pair's output read its input instead."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    m = fb.convert_bytearray_to_object(bytearray(model))
+    g = m.subgraphs[0]
+    producer = {out: op for op in g.operators for out in op.outputs}
+    readers = Counter(i for op in g.operators for i in op.inputs)
+    dropped, source = [], {}
+    for q in g.operators:
+        dq = producer.get(q.inputs[0])
+        if fb.opcode_to_name(m, q.opcodeIndex) != "QUANTIZE" or dq is None or fb.opcode_to_name(m, dq.opcodeIndex) != "DEQUANTIZE":
+            continue
+        between, src, dst = dq.outputs[0], dq.inputs[0], q.outputs[0]
+        private = readers[between] == 1 and between not in g.outputs and dst not in g.outputs
+        a, b = _tensor_quant(g.tensors[src]), _tensor_quant(g.tensors[dst])
+        if private and g.tensors[src].type == g.tensors[dst].type and a and b and same_quant(a, b):
+            dropped += [dq, q]
+            source[dst] = src
+    if not dropped:
+        return model
+    g.operators = [op for op in g.operators if not any(op is d for d in dropped)]
+    for op in g.operators:
+        op.inputs = [source.get(i, i) for i in op.inputs]
+    return bytes(fb.convert_object_to_bytearray(m))
+
+
+def _tensor_quant(t) -> tuple[float, int] | None:
+    """(scale, zero point) of a per-tensor quantized flatbuffer tensor, else None."""
+    qp = t.quantization
+    if qp is None or qp.scale is None or len(qp.scale) != 1:
+        return None
+    return float(qp.scale[0]), int(qp.zeroPoint[0])

@@ -47,6 +47,13 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def same_quant(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    """Equal (scale, zero point) pairs, up to float32 rounding of the scale: the converter calibrates the
+    device model's copy of the encoder in another graph, which can move a scale by an ulp (seen with
+    linear activations); a relative 1e-6 changes no dequantized code by a visible amount."""
+    return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0]))
+
+
 class Model:
     """A .tflite model in LiteRT, run on batches of windows.
 

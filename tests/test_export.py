@@ -154,7 +154,7 @@ def test_verify_device_model_gates(small_export):
 
 
 def test_same_quant_tolerates_float32_rounding_only():
-    from edgeae.export import same_quant
+    from edgeae.runtime import same_quant
 
     assert same_quant((0.2567908465862274, 36), (0.25679081678390503, 36))
     assert not same_quant((0.2567908465862274, 36), (0.2567908465862274, 35))

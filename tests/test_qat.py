@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("power", [1, 4], ids=["mean", "residual_power-4"])
 def test_pruning_preserving_qat_exports_and_verifies(tmp_path, sim_train, sim_test, power):
-    """With residual_power the device model also carries the QAT encoder (per-channel residuals)."""
+    """With residual_power the device model also carries the QAT encoder (per-channel residuals); it
+    stays integer-only."""
     from edgeae.export import export
     from edgeae.train import train
     from edgeae.verify import verify
@@ -29,6 +30,8 @@ def test_pruning_preserving_qat_exports_and_verifies(tmp_path, sim_train, sim_te
     assert rep.code_sqnr_db > 40  # the int8 encoder reproduces the fake-quantized one closely
     sparsities = [op.zero_weight_fraction for op in graph.read(out / "encoder_int8.tflite").ops if op.weights is not None]
     assert all(abs(s - 0.5) < 0.02 for s in sparsities), sparsities  # QAT kept the pruning
+    device_ops = {op.name for op in graph.read(out / "device_int8.tflite").ops}
+    assert not device_ops & {"DEQUANTIZE", "QUANTIZE"}, device_ops  # no float requantize pair at the input
 
 
 @pytest.mark.parametrize(

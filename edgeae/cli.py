@@ -395,6 +395,14 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         click.echo(f"{'by subset, F1 / FAR %':<23}" + "".join(f"{h:>17}" for h in heads))
         for name in m["detectors"]:
             click.echo(f"{name:<23}" + "".join(f"{d['f1']:>9.3f} / {d['far']:>5.2f}" for d in (g["detectors"][name] for g in m["groups"].values())))
+    boot = {n: d["bootstrap"] for n, d in m["detectors"].items() if d.get("bootstrap")}
+    if boot:
+        span = lambda v, f: f"{v[0]:{f}} .. {v[1]:{f}}"  # noqa: E731
+        click.echo(f"{'95 % over files':<18}{'F1':>16}{'FAR %':>16}   int8 minus it: F1, FAR points  "
+                   f"(bootstrap, {len(m['parts'])} files resampled {next(iter(boot.values()))['resamples']} times)")  # fmt: skip
+        for name, b in boot.items():
+            lead = f"{span(b['int8_minus']['f1'], '+.3f'):>18}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
+            click.echo(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
     if m.get("published"):
         click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
     b = m["bytes_per_window"]

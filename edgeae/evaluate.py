@@ -26,10 +26,13 @@ metrics.json, schema "edgeae.metrics/1":
     bytes_per_window {raw_int16, code, packet, compression_ratio}
     detectors.<name> {roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
         mean, missed}, operating_curve {ucl_factor[], f1[], far[], mar[]},
-        best_f1_within_far_budget {far_budget, f1, ucl_factor}}
+        best_f1_within_far_budget {far_budget, f1, ucl_factor},
+        bootstrap (from 10 files on) {resamples, level, f1 [lo, hi], far [lo, hi],
+        int8_minus {f1 [lo, hi], far [lo, hi]} (int8's figure minus this detector's; not for int8)}}
         (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %. The operating curve
         scales every UCL by each factor; its best F1 within the FAR budget picks the factor on the
-        test data, so it bounds what a threshold could do, it is not a threshold one could ship.)
+        test data, so it bounds what a threshold could do, it is not a threshold one could ship. The
+        bootstrap intervals resample the files, all detectors on the same resamples.)
     groups (null with one subset): <subset> {files, detectors.<name> {roc_auc, f1, far, mar,
         best_f1_within_far_budget}}   the same figures per subset of files (skab: valve1, valve2, other)
     reconstruction.<float|int8|int8_pruned|pca_int8|decimation> {nmse[], snr_db[]}   per channel,
@@ -172,6 +175,7 @@ def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray
     return out
 
 
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_MIN_PARTS = 2000, 10  # 95 % intervals over files, from 10 files on
 UCL_FACTORS = np.round(np.geomspace(0.25, 4.0, 41), 4)  # the operating curve's thresholds, x the UCL (1.0 included)
 FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
 
@@ -201,12 +205,13 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
         return truth, preds
 
     flat, factors = _flat_scores(parts), UCL_FACTORS.tolist()
-    out = {}
+    out, per_part = {}, {}
     for name in parts[0].scores:
         yw, sw = flat["labels"], flat[name]
         limits = [P.ucl(p.scores[name][p.train_mask]) for p in parts]
         runs = {f: predict(name, [limit * f for limit in limits]) for f in factors}
         y_pred, preds = runs[1.0]
+        per_part[name] = [[MT.detection_rates(y, pr)[k] for k in ("tp", "fp", "fn", "tn")] for y, pr in zip(y_pred, preds)]
         delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
         hit = [d for d in delays if d is not None]
         curve = [MT.detection_rates(*map(np.concatenate, runs[f])) for f in factors]
@@ -222,6 +227,25 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
             "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(
                 dict(zip(("f1", "ucl_factor"), max(within))) if within else {"f1": None, "ucl_factor": None})},
         }  # fmt: skip
+    if len(parts) >= BOOTSTRAP_MIN_PARTS:
+        for name, b in bootstrap_intervals(per_part).items():
+            out[name]["bootstrap"] = b
+    return out
+
+
+def bootstrap_intervals(per_part: dict[str, list]) -> dict[str, dict]:
+    """95 % intervals of each detector's F1 and FAR from resampling the files (a cluster bootstrap:
+    rows within a file are not independent), and of int8's lead over each other detector on the
+    same resamples: how much of a difference between detectors the set of files can tell apart."""
+    names = list(per_part)
+    f1, far = MT.bootstrap_rates(np.array([per_part[n] for n in names]), BOOTSTRAP_RESAMPLES)
+    interval = lambda x: [float(v) for v in np.percentile(x, [2.5, 97.5])]  # noqa: E731
+    ref = names.index("int8") if "int8" in names else None
+    out = {}
+    for i, name in enumerate(names):
+        out[name] = {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "f1": interval(f1[i]), "far": interval(far[i])}
+        if ref is not None and i != ref:
+            out[name]["int8_minus"] = {"f1": interval(f1[ref] - f1[i]), "far": interval(far[ref] - far[i])}
     return out
 
 

@@ -107,3 +107,16 @@ def detection_delays(labels: np.ndarray, predicted: np.ndarray) -> list[int | No
         hits = np.nonzero(p[start:stop])[0]
         out.append(int(hits[0]) if len(hits) else None)
     return out
+
+
+def bootstrap_rates(counts: np.ndarray, resamples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """F1 and FAR (%) of each detector on bootstrap resamples of the files, each pooled over its
+    resampled files' rows as the metrics are: counts[d, i] = detector d's (tp, fp, fn, tn) on
+    file i. Every detector sees the same resamples, so differences between detectors are paired.
+    Returns two arrays of shape (detectors, resamples)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    idx = np.random.default_rng(seed).integers(0, counts.shape[1], size=(resamples, counts.shape[1]))
+    tp, fp, fn, tn = np.moveaxis(counts[:, idx].sum(axis=2), -1, 0)
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    far = np.where(fp + tn > 0, 100.0 * fp / np.maximum(fp + tn, 1), 0.0)
+    return f1, far

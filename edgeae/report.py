@@ -224,6 +224,17 @@ def _summary(inputs: dict) -> str:
                          + "".join(f"<th>{html.escape(k)} ({g['files']} files)</th>" for k, g in groups.items())
                          + f"</tr>{cells}</table><p>The same rule on each subset of files alone: does the result hold "
                          "across kinds of fault, or does one subset carry it?</p>")  # fmt: skip
+        boot = [(n, m["detectors"][n]["bootstrap"]) for n in NAMES if m["detectors"].get(n, {}).get("bootstrap")]
+        if boot:
+            span = lambda v, f: f"{v[0]:{f}} … {v[1]:{f}}"  # noqa: E731
+            cells = "".join(f"<tr><td>{NAMES[n]}</td><td>{span(b['f1'], '.3f')}</td><td>{span(b['far'], '.2f')}</td>"
+                            + (f"<td>{span(b['int8_minus']['f1'], '+.3f')}</td><td>{span(b['int8_minus']['far'], '+.2f')}</td>"
+                               if "int8_minus" in b else "<td></td><td></td>") + "</tr>" for n, b in boot)  # fmt: skip
+            parts.append(f"<h3>How sure: 95 % intervals from resampling the {len(m['parts'])} files</h3><table><tr><th>detector</th>"
+                         "<th>F1</th><th>FAR %</th><th>int8 minus it: F1</th><th>int8 minus it: FAR (points)</th></tr>"
+                         f"{cells}</table><p>A bootstrap over files ({boot[0][1]['resamples']} resamples, every detector on "
+                         "the same ones): where an interval of the difference spans zero, these files cannot tell the "
+                         "two detectors apart.</p>")  # fmt: skip
         rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
                       for k, r in m["reconstruction"].items())  # fmt: skip
         parts.append(f"<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"

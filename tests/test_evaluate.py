@@ -195,6 +195,38 @@ def test_group_metrics_are_each_subsets_own(generic_eval):
     assert f"{g['other']['detectors']['int8']['f1']:.3f} / {g['other']['detectors']['int8']['far']:.2f}" in page
 
 
+def test_bootstrap_intervals_over_files(generic_eval):
+    """From 10 files on, each detector gets 95 % intervals of F1 and FAR from resampling the files,
+    and int8's lead over it on the same resamples; a copy of int8 leads by exactly nothing."""
+    from edgeae.evaluate import BOOTSTRAP_MIN_PARTS, Part, detector_metrics
+    from edgeae.report import _summary
+
+    rng = np.random.default_rng(0)
+
+    def part(i):
+        labels = (np.arange(200) > 150).astype(int)
+        p = Part(f"f{i}.csv", np.zeros((200, 1, 1)), np.arange(200) < 100, labels, labels, 1)
+        s = rng.normal(size=200) + 2 * labels
+        p.scores = {"int8": s, "pca_q": s.copy(), "iforest": rng.normal(size=200) + labels}
+        return p
+
+    parts = [part(i) for i in range(BOOTSTRAP_MIN_PARTS)]
+    d = detector_metrics(parts, "generic")
+    for name, det in d.items():
+        b = det["bootstrap"]
+        assert b["level"] == 0.95 and b["f1"][0] <= det["f1"] <= b["f1"][1] and b["far"][0] <= det["far"] <= b["far"][1]
+        assert ("int8_minus" in b) == (name != "int8")
+    assert d["pca_q"]["bootstrap"]["int8_minus"] == {"f1": [0.0, 0.0], "far": [0.0, 0.0]}
+    assert d["iforest"]["bootstrap"]["int8_minus"]["f1"][0] > 0  # the weaker detector, told apart
+    assert "bootstrap" not in detector_metrics(parts[:-1], "generic")["int8"]
+
+    m = json.loads(json.dumps(generic_eval[1]))
+    m["detectors"] = {n: d[n] for n in ("int8", "pca_q", "iforest")}
+    m["parts"] = [p.name for p in parts]
+    page = _summary({"m": m})
+    assert "95 % intervals from resampling the 10 files" in page and "+0.000 … +0.000" in page
+
+
 def test_leaderboard_row_does_not_round_up_to_the_target(generic_eval):
     """The published table has two decimals; edgeae's row has three, so F1 0.849 does not read 0.85."""
     from edgeae.report import _summary

@@ -106,3 +106,27 @@ def test_skab_row_rule_matches_the_reference_loop():
         for i in range(59, len(above) - 60 + 1):
             expected[i] = above[i - 59 : i].all()
         assert np.array_equal(skab_rows(scores, 0.5, n), expected)
+
+
+def test_bootstrap_rates_pool_the_resampled_files_rows():
+    """Each resample's F1 / FAR is detection_rates on the rows of the files it drew, pooled; all
+    detectors draw the same files; identical files leave nothing to resample."""
+    from edgeae.metrics import bootstrap_rates, detection_rates
+
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 40, size=(2, 7, 4))
+    counts[:, 2] = [0, 5, 0, 30]  # a file with false alarms only
+    f1, far = bootstrap_rates(counts, 30, seed=3)
+    assert f1.shape == far.shape == (2, 30)
+    draws = np.random.default_rng(3).integers(0, 7, size=(30, 7))
+
+    def rows(tp, fp, fn, tn):  # labels, predictions
+        return np.r_[np.ones(tp + fn), np.zeros(fp + tn)], np.r_[np.ones(tp), np.zeros(fn), np.ones(fp), np.zeros(tn)]
+
+    for r in range(30):
+        for d in range(2):
+            y, p = (np.concatenate(z) for z in zip(*(rows(*counts[d, i]) for i in draws[r])))
+            want = detection_rates(y, p)
+            assert abs(f1[d, r] - want["f1"]) < 1e-12 and abs(far[d, r] - want["far"]) < 1e-12
+    same_f1, same_far = bootstrap_rates(np.tile([[[3, 1, 2, 50]]], (1, 5, 1)), 20)
+    assert np.ptp(same_f1) == 0 and np.ptp(same_far) == 0

@@ -398,10 +398,11 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     boot = {n: d["bootstrap"] for n, d in m["detectors"].items() if d.get("bootstrap")}
     if boot:
         span = lambda v, f: f"{v[0]:{f}} .. {v[1]:{f}}"  # noqa: E731
-        click.echo(f"{'95 % over files':<18}{'F1':>16}{'FAR %':>16}   int8 minus it: F1, FAR points  "
-                   f"(bootstrap, {len(m['parts'])} files resampled {next(iter(boot.values()))['resamples']} times)")  # fmt: skip
+        click.echo(f"95 % intervals, bootstrap over the {len(m['parts'])} files ({next(iter(boot.values()))['resamples']} "
+                   "resamples); 'int8 minus it' is int8's lead on the same resamples")  # fmt: skip
+        click.echo(f"{'detector':<18}{'F1':>16}{'FAR %':>16}{'int8 minus it: F1':>20}{'FAR points':>18}")
         for name, b in boot.items():
-            lead = f"{span(b['int8_minus']['f1'], '+.3f'):>18}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
+            lead = f"{span(b['int8_minus']['f1'], '+.3f'):>20}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
             click.echo(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
     if m.get("published"):
         click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))

@@ -180,11 +180,15 @@ def _operating_figure(plt, m: dict, names: list[str]):
         line = ax.plot(c["far"], c["f1"], lw=1.2, label=NAMES[n])[0]
         ax.plot(d["far"], d["f1"], "o", color=line.get_color())
     ax.plot([], [], "o", color="grey", label="at the detector's UCL (× 1)")
-    for r in m.get("published") or []:
-        ax.plot(r["far"], r["f1"], "k^", ms=5)
-        ax.annotate(r["algorithm"], (r["far"], r["f1"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    if m.get("published"):
+    published = m.get("published") or []
+    for rank, r in enumerate(published, 1):  # numbered, named in a legend of their own: the names overprinted
+        ax.plot(r["far"], r["f1"], "k^", ms=5)  # each other where the leaderboard's points crowd
+        ax.annotate(str(rank), (r["far"], r["f1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if published:
         ax.plot([], [], "k^", ms=5, label="published SKAB leaderboard")
+        ranked = [f"{rank}  {r['algorithm']}" for rank, r in enumerate(published, 1)]
+        ax.add_artist(ax.legend([plt.Line2D([], [], ls="none")] * len(published), ranked, loc="upper left", fontsize=6,
+                                handlelength=0, handletextpad=0, title="published (▲)", title_fontsize=6))  # fmt: skip
     budget = m["detectors"][names[0]]["best_f1_within_far_budget"]["far_budget"]
     ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",

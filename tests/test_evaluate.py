@@ -84,6 +84,27 @@ def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
     assert "operating" in [stem for stem, _, _ in figures]
 
 
+def test_published_points_are_numbered_and_named_in_their_own_legend(generic_eval):
+    """The leaderboard's points crowd at FAR 25-40 %: numbers beside them, names in a second legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeae.report import _operating_figure
+
+    m = json.loads(json.dumps(generic_eval[1]))
+    m["published"] = [dict(zip(("algorithm", "f1", "far", "mar"), r)) for r in evaluate.SKAB_LEADERBOARD]
+    _, _, fig = _operating_figure(plt, m, ["int8", "pca_q"])
+    ax = fig.axes[0]
+    legends = [a for a in ax.get_children() if isinstance(a, matplotlib.legend.Legend)]
+    texts = [[t.get_text() for t in lg.get_texts()] for lg in legends]
+    assert [f"{i}  {r[0]}" for i, r in enumerate(evaluate.SKAB_LEADERBOARD, 1)] in texts
+    assert any("published SKAB leaderboard" in t for t in texts)  # beside the detectors
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(i) for i in range(1, len(evaluate.SKAB_LEADERBOARD) + 1))
+    plt.close(fig)
+
+
 def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_path):
     """Eval folders written before the operating curves existed still render, without them."""
     from edgeae.report import render

@@ -56,6 +56,42 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
+def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
+    """The edgeae tables `con` holds; an error if it holds any other table or is marked as
+    another program's (a database from before the mark, application id 0, passes)."""
+    app_id = con.execute("PRAGMA application_id").fetchone()[0]
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    with contextlib.closing(sqlite3.connect(":memory:")) as ours:
+        ours.executescript(SCHEMA)
+        foreign = [t for t in tables if _columns(con, t) != _columns(ours, t)]
+    if foreign:
+        raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; {advice}")
+    if app_id not in (0, APPLICATION_ID):
+        raise EdgeaeError(f"{db}: another program's database (application id {app_id:#x}); {advice}")
+    return tables
+
+
+@contextlib.contextmanager
+def read_results(db: str | Path):
+    """A read-only connection to an existing results database (`edgeae results`): never creates
+    nor changes the file, and refuses one that is not edgeae's as `open_results` does."""
+    path = Path(db)
+    if not path.is_file():
+        raise EdgeaeError(f"{db}: no such results database")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise EdgeaeError(f"{db}: cannot open it as a results database ({e})") from None
+    try:
+        if "packets" not in _refuse_foreign(con, db, "give a database made by edgeae serve"):
+            raise EdgeaeError(f"{db}: not a results database of edgeae serve (no packets table)")
+        yield con
+    except sqlite3.Error as e:
+        raise EdgeaeError(f"{db}: cannot read it as a results database ({e})") from None
+    finally:
+        con.close()
+
+
 def open_results(db: str | Path) -> sqlite3.Connection:
     """The results database at `db`, created if new. Checked before anything is written: a database
     of another program (another application id, or any table that is not edgeae's) is refused
@@ -65,15 +101,7 @@ def open_results(db: str | Path) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
     try:
-        app_id = con.execute("PRAGMA application_id").fetchone()[0]
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        with contextlib.closing(sqlite3.connect(":memory:")) as ours:
-            ours.executescript(SCHEMA)
-            foreign = [t for t in tables if _columns(con, t) != _columns(ours, t)]
-        if foreign:
-            raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; give another --db")
-        if app_id not in (0, APPLICATION_ID):
-            raise EdgeaeError(f"{db}: another program's database (application id {app_id:#x}); give another --db")
+        _refuse_foreign(con, db, "give another --db")
         con.executescript(SCHEMA)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
@@ -233,10 +261,7 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
 
 def summary(db: str | Path) -> dict:
     """What a results database holds: per-sensor counts, open gaps, reordering, rejections."""
-    if not Path(db).is_file():
-        raise EdgeaeError(f"{db}: no such results database")
-    con = sqlite3.connect(str(db))
-    try:
+    with read_results(db) as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         return {
             "packets": q("SELECT COUNT(*) FROM packets")[0][0],
@@ -247,23 +272,16 @@ def summary(db: str | Path) -> dict:
             "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
             "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
         }
-    except sqlite3.DatabaseError as e:
-        raise EdgeaeError(f"{db}: not an edgeae results database ({e})") from None
-    finally:
-        con.close()
 
 
 def to_parquet(db: str | Path, out: str | Path) -> Path:
     """The packets table as Parquet (written to a temporary file, then renamed)."""
     pa = require("pyarrow", "serve")
     pq = require("pyarrow.parquet", "serve")
-    con = sqlite3.connect(str(db))
-    try:
+    with read_results(db) as con:
         cur = con.execute("SELECT * FROM packets ORDER BY sensor, seq")
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
-    finally:
-        con.close()
     table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
     with atomic_file(out) as tmp:
         pq.write_table(table, tmp)

@@ -280,6 +280,34 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
         assert tables(tmp_path / name) == ["missing", "packets", "rejected", "sqlite_sequence"]
 
 
+def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_path):
+    """`edgeae results` refuses what serve would refuse, plus a database without edgeae's tables,
+    in one line; it opens read-only, so no file it is given changes (or is created)."""
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.serve import Server
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "notes.sqlite")) as con:
+        con.execute("CREATE TABLE notes (body TEXT)")
+        con.commit()
+    with contextlib.closing(sqlite3.connect(tmp_path / "marked.sqlite")) as con:
+        con.execute("PRAGMA application_id = 1234")
+        con.commit()
+    (tmp_path / "text.sqlite").write_text("someone's notes\n" * 100)
+    sqlite3.connect(tmp_path / "empty.sqlite").close()  # a 0-byte file: sqlite's "new database"
+    cases = {"notes.sqlite": "its table(s) notes are not edgeae's", "marked.sqlite": "another program's database (application id 0x4d2)",
+             "text.sqlite": "cannot read it as a results database (file is not a database)",
+             "empty.sqlite": "not a results database of edgeae serve (no packets table)",
+             "absent.sqlite": "absent.sqlite: no such results database"}  # fmt: skip
+    before = {n: (tmp_path / n).read_bytes() for n in cases if (tmp_path / n).exists()}
+    for name, message in cases.items():
+        assert_one_line_error(edgeae("results", tmp_path / name, "--parquet", tmp_path / "r.parquet"), message)
+    assert {n: (tmp_path / n).read_bytes() for n in cases if (tmp_path / n).exists()} == before
+    assert not (tmp_path / "r.parquet").exists()
+    Server(small_export, tmp_path / "ours.sqlite").close()
+    assert json.loads(edgeae("results", tmp_path / "ours.sqlite").stdout)["packets"] == 0
+
+
 @pytest.mark.parametrize("topic, wildcards, ok", [
     ("edgeae/7/up", False, True), ("edgeae/+/up", False, False), ("a/#", False, False), ("", False, False),
     ("edgeae/+/up", True, True), ("edgeae/#", True, True), ("#", True, True), ("a/#/b", True, False),

@@ -71,13 +71,13 @@ def demo(out, seconds):
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
+@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(recipe_path, data, out, sparsity, train_rows, qat, quiet):
+def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
-    from . import recipe as R
     from .train import train as train_
 
-    recipe = R.load(recipe_path)
+    recipe = _load_recipe(recipe_path, seed)
     rows = _parse_rows(train_rows) if train_rows else None
     run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows,
                  progress=not quiet, qat=qat)  # fmt: skip
@@ -93,6 +93,16 @@ def train(recipe_path, data, out, sparsity, train_rows, qat, quiet):
         q = history["qat"]
         click.echo("quantization-aware fine-tuning: " + ("applied" if q["applied"] else f"not applied: {q['reason']}"))
     click.echo(f"run written to {run}")
+
+
+def _load_recipe(path, seed: int | None):
+    """The recipe at `path`, with `--seed` (when given) in place of its [train] seed."""
+    from . import recipe as R
+
+    recipe = R.load(path)
+    if seed is not None:
+        recipe.train.seed = seed
+    return recipe
 
 
 def _positive_ints(text: str, option: str) -> list[int]:
@@ -368,17 +378,18 @@ def results(db, parquet):
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP to fit thresholds and baselines on (default: before the first anomaly).")
+@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, quiet):
+def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, seed, quiet):
     """Detection and compression quality on labelled data, beside baselines and published results."""
     from . import evaluate
 
     if protocol:
         if export_dir or not recipe_path:
             raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
-        from . import recipe as R
-
-        m = evaluate.evaluate_protocol(protocol, R.load(recipe_path), data, out, sparsity=sparsity, files=files, progress=not quiet)
+        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), data, out, sparsity=sparsity, files=files, progress=not quiet)
+    elif seed is not None:
+        raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
         m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None)
     else:
@@ -417,13 +428,13 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def sweep(recipe_path, data, code_sizes, protocol, files, out):
+@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
     from . import evaluate
-    from . import recipe as R
 
     sizes = _positive_ints(code_sizes, "--code-sizes")
-    rd = evaluate.sweep(R.load(recipe_path), data, out, sizes, protocol, files)
+    rd = evaluate.sweep(_load_recipe(recipe_path, seed), data, out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip

@@ -283,3 +283,34 @@ def test_a_signal_during_the_output_swap_waits_for_it(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, old)
     assert seen == ["new", "new"] and not fsutil.PENDING  # one signal per rename, both after the swap
+
+
+def test_seed_option_replaces_the_recipes_training_seed(monkeypatch, tmp_path, sim_train):
+    """train, eval --protocol and sweep take --seed, so a figure's spread over seeds needs no recipe edits."""
+    from click.testing import CliRunner
+
+    import importlib
+
+    from edgeae import cli, evaluate
+
+    T = importlib.import_module("edgeae.train")  # the module; edgeae.train is also the function
+
+    seen = {}
+
+    def stop(name):
+        def record(recipe, *args, **kwargs):
+            seen[name] = recipe.train.seed
+            raise EdgeaeError("stopped before training")
+        return record
+
+    monkeypatch.setattr(T, "train", stop("train"))
+    monkeypatch.setattr(evaluate, "evaluate_protocol", lambda protocol, recipe, *a, **k: stop("eval")(recipe))
+    monkeypatch.setattr(evaluate, "sweep", stop("sweep"))
+    recipe = ["--recipe", ROOT / "models" / "skab.toml", "--data", sim_train, "--out", tmp_path / "o"]
+    for args in (["train", *recipe, "--seed", "3"], ["eval", "--protocol", "skab", *recipe, "--seed", "4"],
+                 ["sweep", *recipe, "--seed", "5"], ["train", *recipe]):  # fmt: skip
+        result = CliRunner().invoke(cli.main, list(map(str, args)))
+        assert result.exit_code == 2 and "stopped before training" in result.output, result.output
+    assert seen == {"train": 0, "eval": 4, "sweep": 5}  # the last train (no --seed) kept the recipe's 0
+    result = CliRunner().invoke(cli.main, ["eval", str(tmp_path), "--data", str(sim_train), "--out", str(tmp_path / "o"), "--seed", "1"])
+    assert result.exit_code == 2 and "--seed is for --protocol" in result.output

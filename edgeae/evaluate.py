@@ -62,6 +62,7 @@ from .score import AnomalyScorer
 SCHEMA = "edgeae.metrics/1"
 METRICS, RD = "metrics.json", "rd.json"  # what an eval / a sweep output folder holds
 AE = ("float", "int8", "int8_pruned")
+WORST_SHOWN = 4  # worst-reconstructed windows in the report
 SKAB_LEADERBOARD = [
     ("Conv-AE", 0.78, 13.55, 28.02), ("MSET", 0.78, 39.73, 14.13), ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),
     ("LSTM-AE", 0.74, 29.96, 25.92), ("T-squared", 0.66, 19.21, 42.6), ("LSTM-VAE", 0.56, 9.13, 55.03),
@@ -456,15 +457,38 @@ def _flat_scores(parts: list[Part]) -> dict:
     return out
 
 
+def _worst(err: np.ndarray, labels: np.ndarray, part_index: np.ndarray, span: int, n: int = WORST_SHOWN) -> list[int]:
+    """The `n` highest scores, no two of one part within `span` windows of each other (with hop 1,
+    the worst windows are otherwise all shifts of one fault); one of them the worst normal window,
+    so the report shows a false alarm's cause beside the faults."""
+    order = np.argsort(-err, kind="stable")
+    picks: list[int] = []
+
+    def take(candidates, count):
+        for i in candidates:
+            if len(picks) == count:
+                return
+            if all(part_index[i] != part_index[j] or abs(i - j) >= span for j in picks):
+                picks.append(int(i))
+
+    take(order, n - 1)
+    take(order[labels[order] == 0], len(picks) + 1)
+    take(order, n)
+    return sorted(picks, key=lambda i: -err[i])
+
+
 def _details(parts: list[Part]) -> dict:
     """What the report plots besides scores: worst reconstructions (by the int8 export's own window
-    score, as scored), codes, code errors."""
+    score, as scored; which part, which of its test windows), codes, code errors."""
     cat = lambda k: np.concatenate([p.extras[k] for p in parts])  # noqa: E731
     x, recon = cat("test_windows"), cat("recon_int8")
     err = np.concatenate([p.scores["int8"][~p.train_mask] for p in parts])
-    worst = np.argsort(-err)[:4]
     labels = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
+    part_index = np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])
+    first = np.searchsorted(part_index, part_index)  # each window's part's first test window
+    worst = _worst(err, labels, part_index, span=-(-x.shape[1] // parts[0].window_hop))
     return {"worst_windows": x[worst], "worst_recon": recon[worst], "worst_error": err[worst], "worst_labels": labels[worst],
+            "worst_part": np.array([parts[part_index[i]].name for i in worst]), "worst_index": (np.arange(len(x)) - first)[worst],
             "codes": cat("codes"), "code_labels": labels, "code_error": cat("code_error")}  # fmt: skip
 
 

@@ -23,6 +23,7 @@ NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
     "code": "code Mahalanobis (packet)", "pca_q": "PCA Q", "pca_t2q": "PCA T²+Q", "iforest": "Isolation Forest",
 }  # fmt: skip
+WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
 CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
 
 
@@ -115,16 +116,20 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
 
         ww, wr = det["worst_windows"], det["worst_recon"]
         chans = m["channels"]
-        fig, axes = plt.subplots(1, len(ww), figsize=(3.2 * len(ww), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(ww), figsize=(3.4 * len(ww), 3.6), squeeze=False)
         for i, ax in enumerate(axes[0]):
-            for c in range(min(len(chans), 4)):
-                line = ax.plot(ww[i][:, c], lw=1, label=f"{chans[c]}")[0]
-                ax.plot(wr[i][:, c], lw=1, ls="--", color=line.get_color(), label=f"{chans[c]} rec.")
+            for c in np.argsort(-((ww[i] - wr[i]) ** 2).mean(axis=0))[:WORST_CHANNELS]:
+                ax.plot(ww[i][:, c], lw=1, color=f"C{c % 10}", label=chans[c])
+                ax.plot(wr[i][:, c], lw=1, ls="--", color=f"C{c % 10}")
+            ax.plot([], [], "k--", lw=1, label="int8 reconstruction")
+            where = f"{det['worst_part'][i]}, test window {det['worst_index'][i]}" if "worst_part" in det else ""
             ax.set(xlabel="sample in window", ylabel="value (std. units)",
-                   title=f"error {det['worst_error'][i]:.3g}, {'anomalous' if det['worst_labels'][i] else 'normal'}")  # fmt: skip
-        axes[0][0].legend(fontsize=6)
+                   title=f"{where}\n{'anomalous' if det['worst_labels'][i] else 'normal'}, score {det['worst_error'][i]:.3g}")  # fmt: skip
+            ax.title.set_fontsize(9)
+            ax.legend(fontsize=6)
         fig.tight_layout()
-        figs.append(("worst", "The worst-reconstructed test windows (solid) and their int8 reconstructions (dashed), first 4 channels", fig))
+        figs.append(("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window among them "
+                              f"(solid), with their int8 reconstructions (dashed); in each, the {WORST_CHANNELS} channels it reconstructs worst", fig))  # fmt: skip
 
         codes, cl = det["codes"], det["code_labels"].astype(bool)
         centred = codes - codes.mean(axis=0)

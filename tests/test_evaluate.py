@@ -184,6 +184,27 @@ def test_worst_windows_are_ranked_by_the_exports_score():
     assert d["worst_error"][0] == part.scores["int8"][5]
 
 
+def test_worst_windows_are_distinct_stretches_and_include_a_normal_one():
+    """With hop 1 the four worst windows were four shifts of one fault (SKAB: four panels of the
+    same window and score); now no two overlap within a part, and the worst normal window is shown."""
+    from edgeae.evaluate import Part, _details
+
+    def part(name, fault, peak, size):  # windows of 5 steps, hop 1; the first 10 train
+        w = np.zeros((40, 5, 2))
+        labels = np.zeros(40, int)
+        labels[fault] = 1
+        p = Part(name, w, np.arange(40) < 10, labels, np.zeros(44, int), 1)
+        p.scores["int8"] = np.where(labels == 1, size - np.abs(np.arange(40) - peak), size / 1e4 * np.arange(40))
+        p.extras = {"test_windows": w[10:], "recon_int8": w[10:], "codes": np.zeros((30, 1)), "code_error": np.zeros((30, 1))}
+        return p
+
+    d = _details([part("a/0.csv", slice(20, 32), 24, 100.0), part("b/1.csv", slice(14, 22), 18, 50.0)])
+    assert list(d["worst_part"]) == ["a/0.csv", "a/0.csv", "b/1.csv", "a/0.csv"]
+    assert list(d["worst_labels"]) == [1, 1, 1, 0]  # a's fault at its peak and 5 windows on, b's fault, a's worst normal window
+    assert list(d["worst_index"]) == [14, 19, 8, 29]  # windows 24, 29, 18, 39 counted from each part's first test window
+    assert list(d["worst_error"]) == sorted(d["worst_error"], reverse=True)
+
+
 def test_group_metrics_are_each_subsets_own(generic_eval):
     """Per subset of files (the folder in a part's name), the same figures as scoring that subset
     alone; one subset gives none. The report and the CLI show them."""

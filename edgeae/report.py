@@ -142,12 +142,21 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         ax.legend(fontsize=8)
         figs.append(("code_space", "The int8 codes projected on their first two principal components, coloured by label", fig))
 
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        err = det["code_error"].ravel()
-        ax.hist(err, bins=60, label=f"int8 − float code (SQNR {m['code_sqnr_db']:.1f} dB)")
-        ax.set(xlabel="code error (code units)", ylabel="count (code values)", title="Quantization error of the code")
-        ax.legend(fontsize=8)
-        figs.append(("quant_error", "Histogram of the code's quantization error", fig))
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        normal, inside = ~det["code_labels"].astype(bool), det["code_in_range"]
+        err, bins = det["code_error"], np.histogram_bin_edges(det["code_error"][normal], bins=60)
+        share, sqnr = m["code_in_range"]["windows"], m["code_in_range"]["sqnr_db"]
+        ax.hist(err[normal & inside].ravel(), bins=bins, alpha=0.8,
+                label=f"float code within the int8 range: {100 * share:.1f} % of windows, SQNR {_db(sqnr)}")  # fmt: skip
+        if share < 1:
+            ax.hist(err[normal & ~inside].ravel(), bins=bins, alpha=0.6, color="tab:red",
+                    label=f"beyond it (the int8 code saturates): {100 * (1 - share):.1f} %")  # fmt: skip
+        ax.set(yscale="log", xlabel="int8 − float code (code units)", ylabel="count (code values, log)",
+               title=f"Quantization error of the code, normal test windows (SQNR {_db(m['code_sqnr_db'])})")  # fmt: skip
+        ax.set_ylim(top=ax.get_ylim()[1] * 50)  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper left")
+        figs.append(("quant_error", "Histogram of the code's quantization error on the normal test windows: where the float code lies "
+                                    "within the range the int8 code covers (calibrated on the training windows), and where it lies beyond", fig))  # fmt: skip
 
         layers = (m.get("pruning") or {}).get("layers") or []
         if layers:
@@ -210,7 +219,9 @@ def _summary(inputs: dict) -> str:
         parts.append(f"<p>Protocol <b>{html.escape(m['protocol'])}</b> on <code>{html.escape(m['data'])}</code>: "
                      f"{m['windows']['train']} training and {m['windows']['test']} test windows ({m['windows']['anomalous']} anomalous). "
                      f"Bytes per window: raw {b['raw_int16']} (int16) → code {b['code']} (packet {b['packet']}), "
-                     f"compression {b['compression_ratio']:.0f}×. Code SQNR (normal test windows) {m['code_sqnr_db']:.1f} dB.</p>")  # fmt: skip
+                     f"compression {b['compression_ratio']:.0f}×. Code SQNR (int8 vs float, normal test windows) {_db(m['code_sqnr_db'])}; "
+                     f"{_db(m['code_in_range']['sqnr_db'])} on the {100 * m['code_in_range']['windows']:.1f} % whose float code "
+                     "lies within the int8 code's range (beyond it the int8 code saturates).</p>")  # fmt: skip
         unit = "rows" if m["protocol"] == "skab" else "windows"
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
@@ -273,6 +284,11 @@ def _rd_verdict(rd: dict) -> str:
     text = (f"At equal bytes per window the int8 autoencoder reconstructs better than PCA with int8 codes at {say(above)}"
             if above else "The int8 autoencoder does not reconstruct better than PCA with int8 codes at any code size")
     return f"<p>{text}{f'; not at {say(below)}' if above and below else ''}.</p>"
+
+
+def _db(v) -> str:
+    """A SQNR for the page: none when no window had one."""
+    return "–" if v is None else f"{v:.1f} dB"
 
 
 def _delay(d) -> str:

@@ -39,6 +39,26 @@ def test_generic_protocol_metrics(generic_eval):
     b = m["bytes_per_window"]
     assert b["raw_int16"] == 32 * 4 * 2 and b["code"] == 4 and b["compression_ratio"] == 64
     assert m["pruning"]["target_sparsity"] == 0.5
+    assert 0.9 <= m["code_in_range"]["windows"] <= 1 and m["code_in_range"]["sqnr_db"] >= m["code_sqnr_db"] > 20
+
+
+def test_code_sqnr_apart_where_the_int8_code_saturates():
+    """SKAB's pooled code SQNR was 1.1 dB: 7 of 34 files drift far beyond the calibrated range in
+    their normal test rows, and the int8 code saturates there; 25 files gave 19-36 dB. The share of
+    windows within range and their SQNR are now given beside the pooled figure."""
+    from edgeae.evaluate import Part, _code_fidelity
+
+    float_codes = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0], [40.0, 2.0]])  # the last is beyond the range
+    codes = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0], [4.0, 2.0]]) + [[0.01, 0], [0, -0.01], [0.02, 0], [0, 0]]
+    part = Part("p", np.zeros((5, 2, 2)), np.arange(5) < 1, np.zeros(5, int), np.zeros(6, int), 1)
+    part.extras = {"codes": codes, "code_error": codes - float_codes, "code_in_range": np.array([True, True, True, False])}
+    fid = _code_fidelity([part])
+    inside = float_codes[:3]
+    assert fid["code_in_range"]["windows"] == 0.75
+    assert fid["code_in_range"]["sqnr_db"] == pytest.approx(10 * np.log10((inside**2).sum() / (0.01**2 * 2 + 0.02**2)))
+    assert fid["code_sqnr_db"] == pytest.approx(10 * np.log10((float_codes**2).sum() / (0.01**2 * 2 + 0.02**2 + 36**2)))
+    part.extras["code_in_range"][:] = False
+    assert _code_fidelity([part])["code_in_range"] == {"windows": 0.0, "sqnr_db": None}
 
 
 def test_report_opens_in_headless_chromium_with_its_images(generic_eval, tmp_path):
@@ -178,7 +198,8 @@ def test_worst_windows_are_ranked_by_the_exports_score():
     recon[5, :, 0] = 1.35  # one channel: mean square 0.91, power mean 1.53
     part = Part("p", w, np.arange(6) < 2, np.zeros(6, int), np.zeros(9, int), 1)
     part.scores["int8"] = reconstruction_error(w, recon, 4)
-    part.extras = {"test_windows": w[2:], "recon_int8": recon[2:], "codes": np.zeros((4, 1)), "code_error": np.zeros((4, 1))}
+    part.extras = {"test_windows": w[2:], "recon_int8": recon[2:], "codes": np.zeros((4, 1)), "code_error": np.zeros((4, 1)),
+                   "code_in_range": np.ones(4, bool)}
     d = _details([part])
     np.testing.assert_array_equal(d["worst_recon"][0], recon[5])
     assert d["worst_error"][0] == part.scores["int8"][5]
@@ -195,7 +216,8 @@ def test_worst_windows_are_distinct_stretches_and_include_a_normal_one():
         labels[fault] = 1
         p = Part(name, w, np.arange(40) < 10, labels, np.zeros(44, int), 1)
         p.scores["int8"] = np.where(labels == 1, size - np.abs(np.arange(40) - peak), size / 1e4 * np.arange(40))
-        p.extras = {"test_windows": w[10:], "recon_int8": w[10:], "codes": np.zeros((30, 1)), "code_error": np.zeros((30, 1))}
+        p.extras = {"test_windows": w[10:], "recon_int8": w[10:], "codes": np.zeros((30, 1)), "code_error": np.zeros((30, 1)),
+                    "code_in_range": np.ones(30, bool)}
         return p
 
     d = _details([part("a/0.csv", slice(20, 32), 24, 100.0), part("b/1.csv", slice(14, 22), 18, 50.0)])
@@ -306,6 +328,15 @@ def test_skab_protocol_on_two_files(tmp_path):
     best = d["best_f1_within_far_budget"]
     i = curve["ucl_factor"].index(best["ucl_factor"])
     assert curve["far"][i] <= 10.0 and best["f1"] == max(f for f, far in zip(curve["f1"], curve["far"]) if far <= 10.0)
+
+    from edgeae.report import render
+
+    with np.load(tmp_path / "skab" / "details.npz") as z:  # some windows beyond the int8 range, as on SKAB's other/ files
+        details = {k: z[k] for k in z.files}
+    details["code_in_range"][::7] = False
+    np.savez_compressed(tmp_path / "skab" / "details.npz", **details)
+    page = render(tmp_path / "skab", tmp_path / "page", progress=False).read_text()
+    assert "lies within the int8 code's range" in page and "valve1/" in str(details["worst_part"])
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

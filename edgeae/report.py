@@ -23,6 +23,7 @@ NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
     "code": "code Mahalanobis (packet)", "pca_q": "PCA Q", "pca_t2q": "PCA T²+Q", "iforest": "Isolation Forest",
 }  # fmt: skip
+CODE_SPACE_PARTS = 4  # files drawn in the code-space figure when each has its own model (SKAB)
 WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
 CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
 
@@ -131,16 +132,23 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         figs.append(("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window among them "
                               f"(solid), with their int8 reconstructions (dashed); in each, the {WORST_CHANNELS} channels it reconstructs worst", fig))  # fmt: skip
 
-        codes, cl = det["codes"], det["code_labels"].astype(bool)
-        centred = codes - codes.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
-        ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
-        ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
-        ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title="Code space, test windows")
-        ax.legend(fontsize=8)
-        figs.append(("code_space", "The int8 codes projected on their first two principal components, coloured by label", fig))
+        shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int))
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
+        for ax, k in zip(axes[0], shown):
+            mine = sc["part_index"] == k
+            codes, cl = det["codes"][mine], det["code_labels"][mine].astype(bool)
+            centred = codes - codes.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
+            ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
+            ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
+            of = f" of {m['parts'][k]}" if len(m["parts"]) > 1 else ""
+            ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title=f"Code space, test windows{of}")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs.append(("code_space", "The int8 codes projected on their first two principal components, coloured by label"
+                                   + (f"; each file has its own model, so {len(shown)} of the {len(m['parts'])} files, each in its own projection"
+                                      if len(m["parts"]) > 1 else ""), fig))  # fmt: skip
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
         normal, inside = ~det["code_labels"].astype(bool), det["code_in_range"]

@@ -337,6 +337,7 @@ def test_skab_protocol_on_two_files(tmp_path):
     np.savez_compressed(tmp_path / "skab" / "details.npz", **details)
     page = render(tmp_path / "skab", tmp_path / "page", progress=False).read_text()
     assert "lies within the int8 code's range" in page and "valve1/" in str(details["worst_part"])
+    assert "each file has its own model, so 2 of the 2 files, each in its own projection" in page  # not pooled codes of 2 models
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

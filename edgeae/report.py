@@ -151,11 +151,14 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
                                       if len(m["parts"]) > 1 else ""), fig))  # fmt: skip
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        normal, inside = ~det["code_labels"].astype(bool), det["code_in_range"]
-        err, bins = det["code_error"], np.histogram_bin_edges(det["code_error"][normal], bins=60)
-        share, sqnr = m["code_in_range"]["windows"], m["code_in_range"]["sqnr_db"]
+        normal, err = ~det["code_labels"].astype(bool), det["code_error"]
+        bins = np.histogram_bin_edges(err[normal], bins=60)
+        known = "code_in_range" in m  # older eval folders lack it: one histogram, unsplit
+        inside = det["code_in_range"] if known else np.ones(len(err), bool)
+        share = m["code_in_range"]["windows"] if known else 1.0
         ax.hist(err[normal & inside].ravel(), bins=bins, alpha=0.8,
-                label=f"float code within the int8 range: {100 * share:.1f} % of windows, SQNR {_db(sqnr)}")  # fmt: skip
+                label=f"float code within the int8 range: {100 * share:.1f} % of windows, SQNR {_db(m['code_in_range']['sqnr_db'])}"
+                if known else "all")  # fmt: skip
         if share < 1:
             ax.hist(err[normal & ~inside].ravel(), bins=bins, alpha=0.6, color="tab:red",
                     label=f"beyond it (the int8 code saturates): {100 * (1 - share):.1f} %")  # fmt: skip
@@ -227,9 +230,9 @@ def _summary(inputs: dict) -> str:
         parts.append(f"<p>Protocol <b>{html.escape(m['protocol'])}</b> on <code>{html.escape(m['data'])}</code>: "
                      f"{m['windows']['train']} training and {m['windows']['test']} test windows ({m['windows']['anomalous']} anomalous). "
                      f"Bytes per window: raw {b['raw_int16']} (int16) → code {b['code']} (packet {b['packet']}), "
-                     f"compression {b['compression_ratio']:.0f}×. Code SQNR (int8 vs float, normal test windows) {_db(m['code_sqnr_db'])}; "
-                     f"{_db(m['code_in_range']['sqnr_db'])} on the {100 * m['code_in_range']['windows']:.1f} % whose float code "
-                     "lies within the int8 code's range (beyond it the int8 code saturates).</p>")  # fmt: skip
+                     f"compression {b['compression_ratio']:.0f}×. Code SQNR (int8 vs float, normal test windows) {_db(m['code_sqnr_db'])}"
+                     + (f"; {_db(m['code_in_range']['sqnr_db'])} on the {100 * m['code_in_range']['windows']:.1f} % whose float code "
+                        "lies within the int8 code's range (beyond it the int8 code saturates)" if "code_in_range" in m else "") + ".</p>")  # fmt: skip
         unit = "rows" if m["protocol"] == "skab" else "windows"
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"

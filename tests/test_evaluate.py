@@ -126,7 +126,8 @@ def test_published_points_are_numbered_and_named_in_their_own_legend(generic_eva
 
 
 def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_path):
-    """Eval folders written before the operating curves existed still render, without them."""
+    """Eval folders written before the operating curves, the code's in-range SQNR and the worst
+    windows' origins existed still render, without them."""
     from edgeae.report import render
 
     old = tmp_path / "old"
@@ -134,9 +135,13 @@ def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_pat
     m = json.loads((old / "metrics.json").read_text())
     for d in m["detectors"].values():
         del d["operating_curve"], d["best_f1_within_far_budget"]
+    del m["code_in_range"]
     (old / "metrics.json").write_text(json.dumps(m))
+    with np.load(old / "details.npz") as z:
+        np.savez_compressed(old / "details.npz", **{k: z[k] for k in z.files if k not in ("code_in_range", "worst_part", "worst_index")})
     page = render(old, tmp_path / "r", progress=False).read_text()
     assert "F1 against false alarm rate" not in page and "<td>-</td></tr>" in page
+    assert "Code SQNR (int8 vs float, normal test windows)" in page and "within the int8 code's range" not in page
 
 
 def test_eval_an_export(small_export, sim_test, tmp_path):

@@ -139,15 +139,15 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     test = ~tr
     recon = main.reconstruct(f.code)
     float_codes = main.encoder_float(D.to_input(w, main.encoder_float.input_shape)).reshape(f.code.shape)
-    limits = dequantize(np.array([np.iinfo(main.encoder.output["dtype"]).min, np.iinfo(main.encoder.output["dtype"]).max]),
-                        *main.encoder.output_quant)  # fmt: skip
+    levels = np.iinfo(main.encoder.output["dtype"])
+    lo, hi = sorted(dequantize(np.array([levels.min, levels.max]), *main.encoder.output_quant))  # what the int8 code can hold
     part.extras = {
         "test_windows": w[test],
         "recon_int8": recon[test],
         "recon_float": main.reconstruct(float_codes)[test],
         "codes": f.code[test],
         "code_error": (f.code - float_codes)[test],
-        "code_in_range": ((float_codes >= limits.min()) & (float_codes <= limits.max())).all(axis=1)[test],
+        "code_in_range": ((float_codes >= lo) & (float_codes <= hi)).all(axis=1)[test],
         "pca_int8": _pca_int8_recon(pca, w[tr], w[test]),
         "decimation": decimate(w[test], main.export.manifest["code_bytes"], w[tr]),
     }

@@ -115,59 +115,7 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         ax.legend(fontsize=7, loc="upper left")
         figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
 
-        ww, wr = det["worst_windows"], det["worst_recon"]
-        chans = m["channels"]
-        fig, axes = plt.subplots(1, len(ww), figsize=(3.4 * len(ww), 3.6), squeeze=False)
-        for i, ax in enumerate(axes[0]):
-            for c in np.argsort(-((ww[i] - wr[i]) ** 2).mean(axis=0))[:WORST_CHANNELS]:
-                ax.plot(ww[i][:, c], lw=1, color=f"C{c % 10}", label=chans[c])
-                ax.plot(wr[i][:, c], lw=1, ls="--", color=f"C{c % 10}")
-            ax.plot([], [], "k--", lw=1, label="int8 reconstruction")
-            where = f"{det['worst_part'][i]}, test window {det['worst_index'][i]}" if "worst_part" in det else ""
-            ax.set(xlabel="sample in window", ylabel="value (std. units)",
-                   title=f"{where}\n{'anomalous' if det['worst_labels'][i] else 'normal'}, score {det['worst_error'][i]:.3g}")  # fmt: skip
-            ax.title.set_fontsize(9)
-            ax.legend(fontsize=6)
-        fig.tight_layout()
-        figs.append(("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window among them "
-                              f"(solid), with their int8 reconstructions (dashed); in each, the {WORST_CHANNELS} channels it reconstructs worst", fig))  # fmt: skip
-
-        shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int))
-        fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
-        for ax, k in zip(axes[0], shown):
-            mine = sc["part_index"] == k
-            codes, cl = det["codes"][mine], det["code_labels"][mine].astype(bool)
-            centred = codes - codes.mean(axis=0)
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
-            proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
-            ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
-            ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
-            of = f" of {m['parts'][k]}" if len(m["parts"]) > 1 else ""
-            ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title=f"Code space, test windows{of}")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        figs.append(("code_space", "The int8 codes projected on their first two principal components, coloured by label"
-                                   + (f"; each file has its own model, so {len(shown)} of the {len(m['parts'])} files, each in its own projection"
-                                      if len(m["parts"]) > 1 else ""), fig))  # fmt: skip
-
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        normal, err = ~det["code_labels"].astype(bool), det["code_error"]
-        bins = np.histogram_bin_edges(err[normal], bins=60)
-        known = "code_in_range" in m  # older eval folders lack it: one histogram, unsplit
-        inside = det["code_in_range"] if known else np.ones(len(err), bool)
-        share = m["code_in_range"]["windows"] if known else 1.0
-        ax.hist(err[normal & inside].ravel(), bins=bins, alpha=0.8,
-                label=f"float code within the int8 range: {100 * share:.1f} % of windows, SQNR {_db(m['code_in_range']['sqnr_db'])}"
-                if known else "all")  # fmt: skip
-        if share < 1:
-            ax.hist(err[normal & ~inside].ravel(), bins=bins, alpha=0.6, color="tab:red",
-                    label=f"beyond it (the int8 code saturates): {100 * (1 - share):.1f} %")  # fmt: skip
-        ax.set(yscale="log", xlabel="int8 − float code (code units)", ylabel="count (code values, log)",
-               title=f"Quantization error of the code, normal test windows (SQNR {_db(m['code_sqnr_db'])})")  # fmt: skip
-        ax.set_ylim(top=ax.get_ylim()[1] * 50)  # room for the legend above the bars
-        ax.legend(fontsize=7, loc="upper left")
-        figs.append(("quant_error", "Histogram of the code's quantization error on the normal test windows: where the float code lies "
-                                    "within the range the int8 code covers (calibrated on the training windows), and where it lies beyond", fig))  # fmt: skip
+        figs += [_worst_figure(plt, m, det), _code_space_figure(plt, m, sc, det), _quant_error_figure(plt, m, det)]
 
         layers = (m.get("pruning") or {}).get("layers") or []
         if layers:
@@ -194,6 +142,69 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
         figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
     return figs
+
+
+def _worst_figure(plt, m: dict, det: dict):
+    """The worst-reconstructed windows over their int8 reconstructions, each with the channels it misses most."""
+    ww, wr = det["worst_windows"], det["worst_recon"]
+    chans = m["channels"]
+    fig, axes = plt.subplots(1, len(ww), figsize=(3.4 * len(ww), 3.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        for c in np.argsort(-((ww[i] - wr[i]) ** 2).mean(axis=0))[:WORST_CHANNELS]:
+            ax.plot(ww[i][:, c], lw=1, color=f"C{c % 10}", label=chans[c])
+            ax.plot(wr[i][:, c], lw=1, ls="--", color=f"C{c % 10}")
+        ax.plot([], [], "k--", lw=1, label="int8 reconstruction")
+        where = f"{det['worst_part'][i]}, test window {det['worst_index'][i]}" if "worst_part" in det else ""
+        ax.set(xlabel="sample in window", ylabel="value (std. units)",
+               title=f"{where}\n{'anomalous' if det['worst_labels'][i] else 'normal'}, score {det['worst_error'][i]:.3g}")  # fmt: skip
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return ("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window among them "
+                     f"(solid), with their int8 reconstructions (dashed); in each, the {WORST_CHANNELS} channels it reconstructs worst", fig)  # fmt: skip
+
+
+def _code_space_figure(plt, m: dict, sc: dict, det: dict):
+    """The int8 codes on their first two principal components, per file where each file has its own model."""
+    shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int))
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
+    for ax, k in zip(axes[0], shown):
+        mine = sc["part_index"] == k
+        codes, cl = det["codes"][mine], det["code_labels"][mine].astype(bool)
+        centred = codes - codes.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
+        ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
+        ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
+        of = f" of {m['parts'][k]}" if len(m["parts"]) > 1 else ""
+        ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title=f"Code space, test windows{of}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return ("code_space", "The int8 codes projected on their first two principal components, coloured by label"
+            + (f"; each file has its own model, so {len(shown)} of the {len(m['parts'])} files, each in its own projection"
+               if len(m["parts"]) > 1 else ""), fig)  # fmt: skip
+
+
+def _quant_error_figure(plt, m: dict, det: dict):
+    """The code's quantization error on the normal test windows, within and beyond the int8 code's range."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    normal, err = ~det["code_labels"].astype(bool), det["code_error"]
+    bins = np.histogram_bin_edges(err[normal], bins=60)
+    known = "code_in_range" in m  # older eval folders lack it: one histogram, unsplit
+    inside = det["code_in_range"] if known else np.ones(len(err), bool)
+    share = m["code_in_range"]["windows"] if known else 1.0
+    ax.hist(err[normal & inside].ravel(), bins=bins, alpha=0.8,
+            label=f"float code within the int8 range: {100 * share:.1f} % of windows, SQNR {_db(m['code_in_range']['sqnr_db'])}"
+            if known else "normal test windows")  # fmt: skip
+    if share < 1:
+        ax.hist(err[normal & ~inside].ravel(), bins=bins, alpha=0.6, color="tab:red",
+                label=f"beyond it (the int8 code saturates): {100 * (1 - share):.1f} %")  # fmt: skip
+    ax.set(yscale="log", xlabel="int8 − float code (code units)", ylabel="count (code values, log)",
+           title=f"Quantization error of the code, normal test windows (SQNR {_db(m['code_sqnr_db'])})")  # fmt: skip
+    ax.set_ylim(top=ax.get_ylim()[1] * 50)  # room for the legend above the bars
+    ax.legend(fontsize=7, loc="upper left")
+    return ("quant_error", "Histogram of the code's quantization error on the normal test windows: where the float code lies "
+                           "within the range the int8 code covers (calibrated on the training windows), and where it lies beyond", fig)  # fmt: skip
 
 
 def _operating_figure(plt, m: dict, names: list[str]):

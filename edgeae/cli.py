@@ -417,6 +417,9 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
             click.echo(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
     if m.get("published"):
         click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
+    c = m["code_in_range"]
+    click.echo(f"code SQNR, int8 vs float, normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * c['windows']:.1f} % whose "
+               f"float code lies within the int8 range: " + ("-" if c["sqnr_db"] is None else f"{c['sqnr_db']:.1f} dB"))  # fmt: skip
     b = m["bytes_per_window"]
     click.echo(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
 

@@ -150,6 +150,7 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert set(m["detectors"]) == DETECTORS - {"int8_pruned"}
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
+    assert f"normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * m['code_in_range']['windows']:.1f} %" in proc.stdout
 
 
 def test_eval_an_export_with_train_rows_that_leave_nothing_to_test(small_export, sim_test, tmp_path):

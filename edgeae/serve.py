@@ -73,13 +73,15 @@ def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
 
 @contextlib.contextmanager
 def read_results(db: str | Path):
-    """A read-only connection to an existing results database (`edgeae results`): never creates
-    nor changes the file, and refuses one that is not edgeae's as `open_results` does."""
+    """A connection to an existing results database for reading (`edgeae results`). It never
+    creates the file, refuses one that is not edgeae's as `open_results` does, and writes nothing
+    but SQLite's own recovery: a transaction that a killed serve left unfinished (a hot journal)
+    is rolled back, as any SQLite reader does; a read-only connection could not read the file."""
     path = Path(db)
     if not path.is_file():
         raise EdgeaeError(f"{db}: no such results database")
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot open it as a results database ({e})") from None
     try:

@@ -282,7 +282,8 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
 
 def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_path):
     """`edgeae results` refuses what serve would refuse, plus a database without edgeae's tables,
-    in one line; it opens read-only, so no file it is given changes (or is created)."""
+    in one line; no file it is given changes, nor is one created. A database that a killed serve
+    left mid-transaction is read as of its last commit (SQLite rolls the hot journal back)."""
     from test_cli import assert_one_line_error, edgeae
 
     from edgeae.serve import Server
@@ -306,6 +307,17 @@ def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_
     assert not (tmp_path / "r.parquet").exists()
     Server(small_export, tmp_path / "ours.sqlite").close()
     assert json.loads(edgeae("results", tmp_path / "ours.sqlite").stdout)["packets"] == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "ours.sqlite")) as con:
+        con.execute("INSERT INTO rejected (received_at, reason, raw) VALUES (0, 'bad_crc', x'00')")
+        con.commit()
+    killed = ("import os, sqlite3, sys\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\ncon.execute('PRAGMA cache_size=1')\n"
+              "con.execute('BEGIN')\nfor _ in range(5000):\n    con.execute(\"INSERT INTO rejected (received_at, reason, raw) VALUES (0, 'x', randomblob(200))\")\n"
+              "os._exit(9)")  # fmt: skip
+    subprocess.run([sys.executable, "-c", killed, str(tmp_path / "ours.sqlite")], check=False)
+    assert (tmp_path / "ours.sqlite-journal").is_file()  # a hot journal: the process died mid-transaction
+    proc = edgeae("results", tmp_path / "ours.sqlite")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rejected"] == {"bad_crc": 1}
 
 
 @pytest.mark.parametrize("topic, wildcards, ok", [

@@ -18,6 +18,9 @@ from .errors import EdgeaeError
 from .fsutil import atomic_file, check_writable, command_scope
 
 
+seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -71,7 +74,7 @@ def demo(out, seconds):
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
-@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+@seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
@@ -378,7 +381,7 @@ def results(db, parquet):
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP to fit thresholds and baselines on (default: before the first anomaly).")
-@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+@seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, seed, quiet):
     """Detection and compression quality on labelled data, beside baselines and published results."""
@@ -431,7 +434,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+@seed_option
 def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
     from . import evaluate

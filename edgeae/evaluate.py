@@ -272,7 +272,18 @@ def group_metrics(parts: list[Part], protocol: str) -> dict | None:
 def _normal_test(parts: list[Part]) -> np.ndarray:
     """Over the concatenated test windows: True where the window is labelled normal. Fidelity is
     measured there; an anomalous window can lie far outside the range the int8 input covers."""
-    return np.concatenate([p.window_labels[~p.train_mask] == 0 for p in parts])
+    return _test_labels(parts) == 0
+
+
+def _test_labels(parts: list[Part]) -> np.ndarray:
+    """Each test window's label, over the parts' test windows concatenated (as scores.npz and
+    details.npz hold them)."""
+    return np.concatenate([p.window_labels[~p.train_mask] for p in parts])
+
+
+def _test_part_index(parts: list[Part]) -> np.ndarray:
+    """Each test window's part (its index in `parts`), over the same concatenation."""
+    return np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])
 
 
 def reconstruction_metrics(parts: list[Part]) -> dict:
@@ -428,7 +439,7 @@ def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
         "channels": channels,
         "parts": [p.name for p in parts],
         "windows": {"train": int(sum(p.train_mask.sum() for p in parts)), "test": int(sum((~p.train_mask).sum() for p in parts)),
-                    "anomalous": int(sum(p.window_labels[~p.train_mask].sum() for p in parts))},  # fmt: skip
+                    "anomalous": int(_test_labels(parts).sum())},  # fmt: skip
         "bytes_per_window": {"raw_int16": raw, "code": code_bytes, "packet": packet_size(code_bytes),
                              "compression_ratio": raw / code_bytes},  # fmt: skip
         "detectors": detector_metrics(parts, protocol),
@@ -459,8 +470,7 @@ def _code_fidelity(parts) -> dict:
 
 def _flat_scores(parts: list[Part]) -> dict:
     """Per detector the test-window scores over time, divided by each part's UCL (threshold = 1)."""
-    out = {"labels": np.concatenate([p.window_labels[~p.train_mask] for p in parts]),
-           "part_index": np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])}  # fmt: skip
+    out = {"labels": _test_labels(parts), "part_index": _test_part_index(parts)}
     for name in parts[0].scores:
         out[name] = np.concatenate([p.scores[name][~p.train_mask] / P.ucl(p.scores[name][p.train_mask]) for p in parts])
     return out
@@ -492,8 +502,7 @@ def _details(parts: list[Part]) -> dict:
     cat = lambda k: np.concatenate([p.extras[k] for p in parts])  # noqa: E731
     x, recon = cat("test_windows"), cat("recon_int8")
     err = np.concatenate([p.scores["int8"][~p.train_mask] for p in parts])
-    labels = np.concatenate([p.window_labels[~p.train_mask] for p in parts])
-    part_index = np.concatenate([np.full((~p.train_mask).sum(), i) for i, p in enumerate(parts)])
+    labels, part_index = _test_labels(parts), _test_part_index(parts)
     first = np.searchsorted(part_index, part_index)  # each window's part's first test window
     worst = _worst(err, labels, part_index, span=-(-x.shape[1] // parts[0].window_hop))
     return {"worst_windows": x[worst], "worst_recon": recon[worst], "worst_error": err[worst], "worst_labels": labels[worst],

@@ -287,9 +287,9 @@ def test_a_signal_during_the_output_swap_waits_for_it(tmp_path, monkeypatch):
 
 def test_seed_option_replaces_the_recipes_training_seed(monkeypatch, tmp_path, sim_train):
     """train, eval --protocol and sweep take --seed, so a figure's spread over seeds needs no recipe edits."""
-    from click.testing import CliRunner
-
     import importlib
+
+    from click.testing import CliRunner
 
     from edgeae import cli, evaluate
 

@@ -1,7 +1,7 @@
 """`edgeae eval`: detection and compression quality on labelled data, beside baselines.
 
 Every detector scores the same windows; each threshold is the UCL rule (quantile 0.999 x 4/3
-of the detector's scores on the training windows):
+of the detector's scores on the training windows), except Isolation Forest's (below):
 
     float         the float autoencoder's reconstruction error (raw window; the export's window
                   score: mean squared error, or the power mean over channels of per-channel
@@ -12,7 +12,10 @@ of the detector's scores on the training windows):
     code          Mahalanobis distance of the code (packet only)
     pca_q         PCA with the same code size: reconstruction error (Q statistic)
     pca_t2q       PCA T^2 + Q, each divided by its own control limit
-    iforest       Isolation Forest on the flattened windows
+    iforest       Isolation Forest on the flattened windows, at its own threshold (where
+                  scikit-learn's `predict` puts it: anomaly score 0.5, the boundary of the original
+                  paper). Its score is bounded, normal windows near 0.45, so the UCL's x 4/3 lands
+                  above nearly every window (on SKAB it flagged no row at all: F1 0)
 
 Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
 windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
@@ -30,9 +33,10 @@ metrics.json, schema "edgeae.metrics/1":
         bootstrap (from 10 files on) {resamples, level, f1 [lo, hi], far [lo, hi],
         int8_minus {f1 [lo, hi], far [lo, hi]} (int8's figure minus this detector's; not for int8)}}
         (F1 / FAR / MAR in rows for skab, in windows otherwise; FAR, MAR in %. The operating curve
-        scales every UCL by each factor; its best F1 within the FAR budget picks the factor on the
-        test data, so it bounds what a threshold could do, it is not a threshold one could ship. The
-        bootstrap intervals resample the files, all detectors on the same resamples.)
+        scales every threshold (the UCL; Isolation Forest's own) by each factor; its best F1 within
+        the FAR budget picks the factor on the test data, so it bounds what a threshold could do, it
+        is not a threshold one could ship. The bootstrap intervals resample the files, all detectors
+        on the same resamples.)
     groups (null with one subset): <subset> {files, detectors.<name> {roc_auc, f1, far, mar,
         best_f1_within_far_budget}}   the same figures per subset of files (skab: valve1, valve2, other)
     reconstruction.<float|int8|int8_pruned|pca_int8|decimation> {nmse[], snr_db[]}   per channel,
@@ -84,6 +88,12 @@ class Part:
     window_hop: int
     scores: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)  # a detector's own threshold, where the UCL rule does not fit
+
+    def limit(self, name: str) -> float:
+        """The threshold of detector `name` on this part: its own if it has one, else the UCL of
+        its scores on the training windows."""
+        return self.limits[name] if name in self.limits else P.ucl(self.scores[name][self.train_mask])
 
 
 class PCA:
@@ -115,10 +125,19 @@ class PCA:
         return np.sum(self.transform(windows) ** 2 / self.var_, axis=1)
 
 
+def isolation_forest(part: Part, seed: int = 0) -> None:
+    """Isolation Forest on the flattened windows, fitted on the training ones, with the threshold
+    scikit-learn's `predict` uses (anomaly score 0.5): its bounded score has no zero for the UCL's
+    x 4/3 to scale from."""
+    IsolationForest = require("sklearn.ensemble", "eval").IsolationForest
+    w, tr = part.windows, part.train_mask
+    forest = IsolationForest(n_estimators=200, random_state=seed).fit(w[tr].reshape(tr.sum(), -1))
+    part.scores["iforest"] = -forest.score_samples(w.reshape(len(w), -1))
+    part.limits["iforest"] = -forest.offset_
+
+
 def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
     """Fill `part.scores` with every detector's window scores, and `extras` for the report."""
-    IsolationForest = require("sklearn.ensemble", "eval").IsolationForest
-
     w, tr = part.windows, part.train_mask
     main = pipes["int8"]
     f = main.offline_features(w)
@@ -133,8 +152,7 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     q, t2 = pca.q(w, main.power), pca.t2(w)
     part.scores["pca_q"] = q
     part.scores["pca_t2q"] = q / P.ucl(q[tr]) + t2 / P.ucl(t2[tr])
-    forest = IsolationForest(n_estimators=200, random_state=seed).fit(w[tr].reshape(tr.sum(), -1))
-    part.scores["iforest"] = -forest.score_samples(w.reshape(len(w), -1))
+    isolation_forest(part, seed)
 
     test = ~tr
     recon = main.reconstruct(f.code)
@@ -193,10 +211,11 @@ def best_text(best: dict | None) -> str:
 
 
 def detector_metrics(parts: list[Part], protocol: str) -> dict:
-    """ROC-AUC / PR-AUC on test windows (scores divided by each part's UCL, then pooled), and
-    F1 / FAR / MAR and detection delays at the UCL threshold: rows by the SKAB rule for skab,
-    test windows otherwise. Also the operating curve: F1 / FAR / MAR with every part's UCL scaled
-    by each of UCL_FACTORS, to compare detectors at equal false-alarm rates."""
+    """ROC-AUC / PR-AUC on test windows (scores divided by each part's threshold, then pooled),
+    and F1 / FAR / MAR and detection delays at that threshold (Part.limit: the UCL, or the
+    detector's own): rows by the SKAB rule for skab, test windows otherwise. Also the operating
+    curve: F1 / FAR / MAR with every part's threshold scaled by each of UCL_FACTORS, to compare
+    detectors at equal false-alarm rates."""
 
     def predict(name, limits):
         preds, truth = [], []
@@ -214,7 +233,7 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
     out, per_part = {}, {}
     for name in parts[0].scores:
         yw, sw = flat["labels"], flat[name]
-        limits = [P.ucl(p.scores[name][p.train_mask]) for p in parts]
+        limits = [p.limit(name) for p in parts]
         runs = {f: predict(name, [limit * f for limit in limits]) for f in factors}
         y_pred, preds = runs[1.0]
         per_part[name] = [[MT.detection_rates(y, pr)[k] for k in ("tp", "fp", "fn", "tn")] for y, pr in zip(y_pred, preds)]
@@ -469,10 +488,10 @@ def _code_fidelity(parts) -> dict:
 
 
 def _flat_scores(parts: list[Part]) -> dict:
-    """Per detector the test-window scores over time, divided by each part's UCL (threshold = 1)."""
+    """Per detector the test-window scores over time, divided by each part's threshold (= 1)."""
     out = {"labels": _test_labels(parts), "part_index": _test_part_index(parts)}
     for name in parts[0].scores:
-        out[name] = np.concatenate([p.scores[name][~p.train_mask] / P.ucl(p.scores[name][p.train_mask]) for p in parts])
+        out[name] = np.concatenate([p.scores[name][~p.train_mask] / p.limit(name) for p in parts])
     return out
 
 

@@ -215,7 +215,7 @@ def _operating_figure(plt, m: dict, names: list[str]):
         c, d = m["detectors"][n]["operating_curve"], m["detectors"][n]
         line = ax.plot(c["far"], c["f1"], lw=1.2, label=NAMES[n])[0]
         ax.plot(d["far"], d["f1"], "o", color=line.get_color())
-    ax.plot([], [], "o", color="grey", label="at the detector's UCL (× 1)")
+    ax.plot([], [], "o", color="grey", label="at the detector's threshold (× 1)")
     published = m.get("published") or []
     for rank, r in enumerate(published, 1):  # numbered, named in a legend of their own: the names overprinted
         ax.plot(r["far"], r["f1"], "k^", ms=5)  # each other where the leaderboard's points crowd
@@ -228,7 +228,7 @@ def _operating_figure(plt, m: dict, names: list[str]):
     budget = m["detectors"][names[0]]["best_f1_within_far_budget"]["far_budget"]
     ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
-           ylabel=f"F1 (anomalous {unit})", title=f"Operating curves: every UCL scaled by {c['ucl_factor'][0]:g} ... {c['ucl_factor'][-1]:g}")  # fmt: skip
+           ylabel=f"F1 (anomalous {unit})", title=f"Operating curves: every threshold scaled by {c['ucl_factor'][0]:g} ... {c['ucl_factor'][-1]:g}")  # fmt: skip
     ax.legend(fontsize=7, loc="lower right")
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 
@@ -253,8 +253,10 @@ def _summary(inputs: dict) -> str:
         )
         budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", FAR_BUDGET)
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
-                     f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× UCL)</th></tr>{rows}</table>"
-                     "<p>F1 / FAR / MAR at each detector's own UCL. The last column moves every UCL by one common factor "
+                     f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× threshold)</th></tr>{rows}</table>"
+                     "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training "
+                     "scores); for Isolation Forest, whose bounded score the UCL's × 4/3 would put out of reach, where "
+                     "scikit-learn's <code>predict</code> puts it. The last column moves every threshold by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
         if m.get("groups"):
@@ -262,7 +264,7 @@ def _summary(inputs: dict) -> str:
             cells = "".join(f"<tr><td>{NAMES.get(n, n)}</td>" + "".join(
                 f"<td>{g['detectors'][n]['f1']:.3f} / {g['detectors'][n]['far']:.2f}</td>" for g in groups.values()) + "</tr>"
                 for n in NAMES if n in m["detectors"])  # fmt: skip
-            parts.append("<h3>By subset: F1 / FAR % at the UCL</h3><table><tr><th>detector</th>"
+            parts.append("<h3>By subset: F1 / FAR % at the threshold</h3><table><tr><th>detector</th>"
                          + "".join(f"<th>{html.escape(k)} ({g['files']} files)</th>" for k, g in groups.items())
                          + f"</tr>{cells}</table><p>The same rule on each subset of files alone: does the result hold "
                          "across kinds of fault, or does one subset carry it?</p>")  # fmt: skip

@@ -409,3 +409,22 @@ def test_report_of_a_damaged_eval_folder(generic_eval, tmp_path, damage, message
     damage(folder)
     assert_one_line_error(edgeae("report", folder), message)
     assert not (folder / "report.html").exists() and not list(folder.glob("*.png"))
+
+
+def test_isolation_forest_at_its_own_threshold():
+    """Isolation Forest's score is bounded, normal windows near 0.45: the UCL's x 4/3 put its
+    threshold above every window (on SKAB it flagged no row, F1 0). It is now thresholded where
+    scikit-learn's `predict` puts it, anomaly score 0.5."""
+    from edgeae.evaluate import Part, detector_metrics, isolation_forest
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(300, 4, 2))
+    labels = (np.arange(300) >= 250).astype(int)
+    w[250:] += 2.0
+    part = Part("p", w, np.arange(300) < 200, labels, labels, 1)
+    isolation_forest(part)
+    assert part.limits["iforest"] == 0.5 and part.limit("iforest") == 0.5
+    own = detector_metrics([part], "generic")["iforest"]
+    assert own["f1"] > 0.9 and own["far"] < 15  # measured 0.943 / 12.0
+    part.limits.clear()  # the UCL rule instead
+    assert part.limit("iforest") > part.scores["iforest"].max() and detector_metrics([part], "generic")["iforest"]["tp"] == 0

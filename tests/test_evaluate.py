@@ -305,7 +305,7 @@ def test_leaderboard_row_does_not_round_up_to_the_target(generic_eval):
     m["detectors"]["int8"]["f1"] = 0.849
     m["published"] = [{"algorithm": "Conv-AE", "f1": 0.78, "far": 13.55, "mar": 28.02}]
     page = _summary({"m": m})
-    assert "<td>edgeae AE int8 (this run)</td><td>0.849</td>" in page and "<td>0.78</td>" in page
+    assert "<td>edgeae AE int8 (this run, test rows)</td><td>0.849</td>" in page and "<td>0.78</td>" in page
 
 
 def test_decimation_baseline_by_hand():
@@ -327,6 +327,10 @@ def test_skab_protocol_on_two_files(tmp_path):
                  for f in ("0.csv", "1.csv"))  # fmt: skip
     assert d["tp"] + d["fn"] == labels  # F1 / FAR / MAR count the test rows
     assert m["published"][0]["algorithm"] == "Conv-AE"
+    every = m["int8_all_rows"]  # as the leaderboard's notebook counts: every row, the 400 training rows too
+    rows = sum(len(np.loadtxt(SHARED / "skab" / "valve1" / f, delimiter=";", skiprows=1, usecols=9)) for f in ("0.csv", "1.csv"))
+    assert sum(every[k] for k in ("tp", "fp", "fn", "tn")) == rows and every["tn"] == d["tn"] + 800
+    assert (every["tp"], every["fp"]) == (d["tp"], d["fp"]) and every["far"] < d["far"]  # these training rows are all normal
     curve = d["operating_curve"]  # the UCL scaled: factor 1 is the headline, FAR falls as the factor grows
     at_ucl = curve["ucl_factor"].index(1.0)
     assert (curve["f1"][at_ucl], curve["far"][at_ucl], curve["mar"][at_ucl]) == (d["f1"], d["far"], d["mar"])
@@ -344,6 +348,7 @@ def test_skab_protocol_on_two_files(tmp_path):
     page = render(tmp_path / "skab", tmp_path / "page", progress=False).read_text()
     assert "lies within the int8 code's range" in page and "valve1/" in str(details["worst_part"])
     assert "each file has its own model, so 2 of the 2 files, each in its own projection" in page  # not pooled codes of 2 models
+    assert "every row counted as the leaderboard's notebook does" in page
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

@@ -159,3 +159,24 @@ def test_same_quant_tolerates_float32_rounding_only():
     assert same_quant((0.2567908465862274, 36), (0.25679081678390503, 36))
     assert not same_quant((0.2567908465862274, 36), (0.2567908465862274, 35))
     assert not same_quant((0.2568, 36), (0.2567, 36))
+
+
+def test_xnnpack_check_tool(small_export, tmp_path):
+    """tools/xnnpack_check.py (run after a LiteRT upgrade, to see whether edgeae still needs to run
+    without XNNPACK) compares every model of an export, batch after batch, and writes JSON."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    tool = [sys.executable, str(ROOT / "tools" / "xnnpack_check.py")]
+    out = tmp_path / "xnnpack.json"
+    done = subprocess.run([*tool, str(small_export), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == {p.name for p in small_export.glob("*.tflite")}
+    for r in report["models"].values():
+        assert len(r["max_abs_diff"]) == len(r["batches"]) and all(np.isfinite(r["max_abs_diff"]))
+    assert max(report["models"]["encoder_int8.tflite"]["max_abs_diff"]) <= 1  # int8: rounding may differ by one step
+    empty = subprocess.run([*tool, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert empty.returncode != 0 and "no .tflite models" in empty.stderr

@@ -213,12 +213,13 @@ def best_text(best: dict | None) -> str:
     return "-" if not best or best["f1"] is None else f"{best['f1']:.3f} x{best['ucl_factor']:.2f}"
 
 
-def detector_metrics(parts: list[Part], protocol: str) -> dict:
+def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -> dict:
     """ROC-AUC / PR-AUC on test windows (scores divided by each part's threshold, then pooled),
     and F1 / FAR / MAR and detection delays at that threshold (Part.limit: the UCL, or the
     detector's own): rows by the SKAB rule for skab, test windows otherwise. Also the operating
     curve: F1 / FAR / MAR with every part's threshold scaled by each of UCL_FACTORS, to compare
-    detectors at equal false-alarm rates."""
+    detectors at equal false-alarm rates. From BOOTSTRAP_MIN_PARTS parts on, with `bootstrap`,
+    intervals from resampling them."""
 
     def predict(name, limits):
         preds, truth = [], []
@@ -255,7 +256,7 @@ def detector_metrics(parts: list[Part], protocol: str) -> dict:
             "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(
                 dict(zip(("f1", "ucl_factor"), max(within))) if within else {"f1": None, "ucl_factor": None})},
         }  # fmt: skip
-    if len(parts) >= BOOTSTRAP_MIN_PARTS:
+    if bootstrap and len(parts) >= BOOTSTRAP_MIN_PARTS:
         for name, b in bootstrap_intervals(per_part).items():
             out[name]["bootstrap"] = b
     return out
@@ -296,7 +297,7 @@ def group_metrics(parts: list[Part], protocol: str) -> dict | None:
     if len(groups) < 2:
         return None
     keep = ("roc_auc", "f1", "far", "mar", "best_f1_within_far_budget")
-    return {g: {"files": len(ps), "detectors": {n: {k: d[k] for k in keep} for n, d in detector_metrics(ps, protocol).items()}}
+    return {g: {"files": len(ps), "detectors": {n: {k: d[k] for k in keep} for n, d in detector_metrics(ps, protocol, bootstrap=False).items()}}
             for g, ps in sorted(groups.items())}  # fmt: skip
 
 

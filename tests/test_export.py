@@ -1,10 +1,12 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import save_npz
+from conftest import ROOT, save_npz
 from edgeae import simulate
 from edgeae.errors import EdgeaeError
 from edgeae.manifest import Export
@@ -164,11 +166,6 @@ def test_same_quant_tolerates_float32_rounding_only():
 def test_xnnpack_check_tool(small_export, tmp_path):
     """tools/xnnpack_check.py (run after a LiteRT upgrade, to see whether edgeae still needs to run
     without XNNPACK) compares every model of an export, batch after batch, and writes JSON."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     tool = [sys.executable, str(ROOT / "tools" / "xnnpack_check.py")]
     out = tmp_path / "xnnpack.json"
     done = subprocess.run([*tool, str(small_export), "--out", str(out)], capture_output=True, text=True, timeout=300)

@@ -433,3 +433,17 @@ def test_isolation_forest_at_its_own_threshold():
     assert own["f1"] > 0.9 and own["far"] < 15  # measured 0.943 / 12.0
     part.limits.clear()  # the UCL rule instead
     assert part.limit("iforest") > part.scores["iforest"].max() and detector_metrics([part], "generic")["iforest"]["tp"] == 0
+
+
+def test_best_f1_within_the_far_budget_found_far_below_the_ucl():
+    """On NAB the best threshold within FAR 10 % lies near 0.15-0.25 x the UCL; an operating curve
+    that stopped at 0.25 x reported a lower bound as the best. Here it lies near 0.09 x the UCL."""
+    from edgeae.evaluate import Part, detector_metrics
+
+    rng = np.random.default_rng(0)
+    train = rng.uniform(0, 1, 400)  # UCL about 4/3
+    test = np.r_[rng.uniform(0, 0.1, 90), np.full(10, 0.15)]  # normal below 0.1, anomalies at 0.15
+    labels = np.r_[np.zeros(490, int), np.ones(10, int)]
+    part = Part("p", np.zeros((500, 1, 1)), np.arange(500) < 400, labels, labels, 1, scores={"s": np.r_[train, test]})
+    best = detector_metrics([part], "generic")["s"]["best_f1_within_far_budget"]
+    assert best["f1"] == 1.0 and 0.1 / 1.35 < best["ucl_factor"] < 0.15 / 1.3

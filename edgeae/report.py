@@ -209,7 +209,7 @@ def _quant_error_figure(plt, m: dict, det: dict):
 
 def _operating_figure(plt, m: dict, names: list[str]):
     """F1 against FAR along each detector's operating curve, the published points beside them."""
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     unit = "rows" if m["protocol"] == "skab" else "windows"
     for n in names:
         c, d = m["detectors"][n]["operating_curve"], m["detectors"][n]
@@ -229,7 +229,7 @@ def _operating_figure(plt, m: dict, names: list[str]):
     ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
            ylabel=f"F1 (anomalous {unit})", title=f"Operating curves: every threshold scaled by {c['ucl_factor'][0]:g} ... {c['ucl_factor'][-1]:g}")  # fmt: skip
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside it hid curves and points
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 
 

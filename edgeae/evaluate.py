@@ -27,7 +27,9 @@ Output folder: metrics.json (schema below), scores.npz and details.npz for the r
 metrics.json, schema "edgeae.metrics/1":
     protocol, data, recipe, channels, windows {train, test, anomalous}
     bytes_per_window {raw_int16, code, packet, compression_ratio}
-    detectors.<name> {roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
+    detectors.<name> {threshold ("ucl", or "own": Isolation Forest's; absent in folders written
+        before 2026-11-29, where every detector was at the UCL),
+        roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
         mean, missed}, operating_curve {ucl_factor[], f1[], far[], mar[]},
         best_f1_within_far_budget {far_budget, f1, ucl_factor},
         bootstrap (from 10 files on) {resamples, level, f1 [lo, hi], far [lo, hi],
@@ -248,6 +250,7 @@ def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -
         curve = [MT.detection_rates(*map(np.concatenate, runs[f])) for f in factors]
         within = [(c["f1"], f) for c, f in zip(curve, factors) if c["far"] <= FAR_BUDGET]
         out[name] = {
+            "threshold": "own" if name in parts[0].limits else "ucl",
             "roc_auc": MT.roc_auc(yw, sw),
             "pr_auc": MT.pr_auc(yw, sw),
             **curve[factors.index(1.0)],

@@ -254,9 +254,10 @@ def _summary(inputs: dict) -> str:
         budget = (next(iter(m["detectors"].values())).get("best_f1_within_far_budget") or {}).get("far_budget", FAR_BUDGET)
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
                      f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× threshold)</th></tr>{rows}</table>"
-                     "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training "
-                     "scores); for Isolation Forest, whose bounded score the UCL's × 4/3 would put out of reach, where "
-                     "scikit-learn's <code>predict</code> puts it. The last column moves every threshold by one common factor "
+                     "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training scores)"
+                     + ("; for Isolation Forest, whose bounded score the UCL's × 4/3 would put out of reach, where "
+                        "scikit-learn's <code>predict</code> puts it" if m["detectors"].get("iforest", {}).get("threshold") == "own"
+                        else ", for every detector") + ". The last column moves every threshold by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
         if m.get("groups"):

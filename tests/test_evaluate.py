@@ -126,15 +126,17 @@ def test_published_points_are_numbered_and_named_in_their_own_legend(generic_eva
 
 
 def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_path):
-    """Eval folders written before the operating curves, the code's in-range SQNR and the worst
-    windows' origins existed still render, without them."""
+    """Eval folders written before the operating curves, the code's in-range SQNR, the worst
+    windows' origins and per-detector thresholds existed still render, without them, and do not
+    claim Isolation Forest's own threshold for figures taken at the UCL."""
     from edgeae.report import render
 
     old = tmp_path / "old"
     shutil.copytree(generic_eval[0], old)
     m = json.loads((old / "metrics.json").read_text())
+    assert m["detectors"]["iforest"]["threshold"] == "own" and m["detectors"]["int8"]["threshold"] == "ucl"
     for d in m["detectors"].values():
-        del d["operating_curve"], d["best_f1_within_far_budget"]
+        del d["operating_curve"], d["best_f1_within_far_budget"], d["threshold"]
     del m["code_in_range"]
     (old / "metrics.json").write_text(json.dumps(m))
     with np.load(old / "details.npz") as z:
@@ -142,6 +144,9 @@ def test_report_of_an_eval_folder_without_operating_curves(generic_eval, tmp_pat
     page = render(old, tmp_path / "r", progress=False).read_text()
     assert "F1 against false alarm rate" not in page and "<td>-</td></tr>" in page
     assert "Code SQNR (int8 vs float, normal test windows)" in page and "within the int8 code's range" not in page
+    assert "scores), for every detector." in page and "scikit-learn" not in page  # Isolation Forest was at the UCL then
+    new = render(generic_eval[0], tmp_path / "new", progress=False).read_text()
+    assert "where scikit-learn's <code>predict</code> puts it." in new
 
 
 def test_eval_an_export(small_export, sim_test, tmp_path):

@@ -207,6 +207,19 @@ def _quant_error_figure(plt, m: dict, det: dict):
                            "within the range the int8 code covers (calibrated on the training windows), and where it lies beyond", fig)  # fmt: skip
 
 
+def _iforest_threshold(detectors: dict) -> str:
+    """How the summary's note ends on Isolation Forest's threshold; folders written before metrics
+    recorded it may hold either (the UCL before it had its own)."""
+    kind = detectors.get("iforest", {"threshold": "ucl"}).get("threshold")
+    if kind == "own":
+        return ("; for Isolation Forest, whose bounded score the UCL's × 4/3 would put out of reach, where "
+                "scikit-learn's <code>predict</code> puts it")  # fmt: skip
+    if kind == "ucl":
+        return ", for every detector"
+    return ("; this folder does not record whether Isolation Forest's was the UCL (as in older folders) or its own "
+            "(scikit-learn's <code>predict</code>): re-run eval to know")  # fmt: skip
+
+
 def _operating_figure(plt, m: dict, names: list[str]):
     """F1 against FAR along each detector's operating curve, the published points beside them."""
     fig, ax = plt.subplots(figsize=(9.5, 5))
@@ -255,9 +268,7 @@ def _summary(inputs: dict) -> str:
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
                      f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× threshold)</th></tr>{rows}</table>"
                      "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training scores)"
-                     + ("; for Isolation Forest, whose bounded score the UCL's × 4/3 would put out of reach, where "
-                        "scikit-learn's <code>predict</code> puts it" if m["detectors"].get("iforest", {}).get("threshold") == "own"
-                        else ", for every detector") + ". The last column moves every threshold by one common factor "
+                     + _iforest_threshold(m["detectors"]) + ". The last column moves every threshold by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
         if m.get("groups"):

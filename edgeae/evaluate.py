@@ -27,8 +27,8 @@ Output folder: metrics.json (schema below), scores.npz and details.npz for the r
 metrics.json, schema "edgeae.metrics/1":
     protocol, data, recipe, channels, windows {train, test, anomalous}
     bytes_per_window {raw_int16, code, packet, compression_ratio}
-    detectors.<name> {threshold ("ucl", or "own": Isolation Forest's; absent in folders written
-        before 2026-11-29, where every detector was at the UCL),
+    detectors.<name> {threshold ("ucl", or "own": Isolation Forest's; absent in older folders, whose
+        Isolation Forest may be at either: the UCL until it had its own),
         roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
         mean, missed}, operating_curve {ucl_factor[], f1[], far[], mar[]},
         best_f1_within_far_budget {far_budget, f1, ucl_factor},

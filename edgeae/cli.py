@@ -142,6 +142,7 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     """Export a run directory (or your own Keras autoencoder) for the device and the host."""
     if not int8:
         raise EdgeaeError("only full-int8 export is supported: pass --int8")
+    from . import wire
     from .export import export as export_
 
     path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration, code_layer=code_layer,
@@ -152,6 +153,8 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     q = man["quantization"]
     click.echo(f"code: {man['code_size']} {q['code']['dtype']} values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
                f" per window of {man['raw_bytes_per_window']['int16']} raw int16 bytes")  # fmt: skip
+    size = wire.packet_size(man["code_size"])
+    click.echo(f"packet: {size} bytes with the residual byte and tag, {size - wire.TAG_BYTES} without the tag ({wire.radio_note(size)})")
     if "mcu" in man:
         a, d = man["mcu"]["arena"], man["mcu"]["device_arena"]
         click.echo(f"mcu: C sources {man['mcu']['sources']}_*; tensor arena {a['stated_bytes']} bytes for the encoder, "
@@ -305,8 +308,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         with atomic_file(out) as tmp, open(tmp, "wb") as f:
             for n, pkt in enumerate(packets, start=1):
                 f.write(wire.frame(pkt))
-    click.echo(f"sensor {sensor}: {n} packets of {wire.packet_size(enc.ex.manifest['code_size'], True, key_bytes is not None)} bytes"
-               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else ""), err=True)  # fmt: skip
+    size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
+    click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
+               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else "") + f" ({wire.radio_note(size)})", err=True)  # fmt: skip
 
 
 @main.command()

@@ -18,7 +18,7 @@ Layout (big-endian; specified in docs/wire-format.md):
                                      keyed per sensor
 
 An 8-value code with residual and tag is 32 bytes, a 16-value one 40: both fit LoRaWAN's
-51-byte payload. `decode` either returns a valid `Packet` or raises `PacketError` with a reason.
+51-byte payload at EU868's slowest data rates. `decode` either returns a valid `Packet` or raises `PacketError` with a reason.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ CRC_BYTES = 2
 TAG_BYTES = 4
 MAX_CODE = 64
 SENSOR_IDS = range(2**16)  # what the header's uint16 sensor field holds
-LORAWAN_MAX_PAYLOAD = 51
+# LoRaWAN's application payload at EU868's slowest data rates (DR0-2; Regional Parameters). US915's
+# slowest, DR0, carries 11 bytes, less than any packet; its DR1 carries 53.
+LORAWAN_SLOW_PAYLOAD = 51
 
 # Reasons a packet is rejected (stored as they are in serve's rejected table).
 TRUNCATED = "truncated"
@@ -110,6 +112,13 @@ def encode(p: Packet, key: bytes | None = None) -> bytes:
 
 def packet_size(code_size: int, residual: bool = True, tag: bool = True) -> int:
     return HEADER.size + code_size + int(residual) + CRC_BYTES + TAG_BYTES * int(tag)
+
+
+def radio_note(size: int) -> str:
+    """Whether a packet of `size` bytes fits LoRaWAN's payload at EU868's slowest data rates."""
+    if size <= LORAWAN_SLOW_PAYLOAD:
+        return f"fits LoRaWAN's {LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates"
+    return f"over LoRaWAN's {LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates: a faster data rate or a smaller code"
 
 
 def decode(data: bytes, keys: dict[int, bytes] | None = None, model_ids: set[int] | None = None) -> Packet:

@@ -202,6 +202,7 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     proc = edgeae("export", "--int8", tmp_path / "run", "--out", tmp_path / "dist")
     assert proc.returncode == 0, proc.stderr
     assert "encoder_int8.tflite" in proc.stdout
+    assert "packet: 28 bytes with the residual byte and tag, 24 without the tag (fits LoRaWAN's 51-byte" in proc.stdout
     proc = edgeae("verify", tmp_path / "dist", "--data", sim_test)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout

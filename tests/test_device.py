@@ -40,6 +40,7 @@ def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export)
     from_stdin = subprocess.run(args + ["--data", "-", "--out", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
     assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
     assert from_file.stdout == from_stdin.stdout and len(from_file.stdout) > 0
+    assert b"packets of 24 bytes (fits LoRaWAN's 51-byte payload" in from_file.stderr  # no key: no tag
 
 
 def test_packet_codes_are_the_int8_encoders(tmp_path, small_export):

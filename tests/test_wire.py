@@ -71,8 +71,9 @@ def test_layout_is_big_endian_as_documented():
 
 def test_lorawan_fit():
     for n in (8, 16):
-        assert wire.packet_size(n, residual=True, tag=True) <= wire.LORAWAN_MAX_PAYLOAD
-    assert wire.packet_size(8) == 32 and wire.packet_size(16) == 40
+        assert wire.packet_size(n, residual=True, tag=True) <= wire.LORAWAN_SLOW_PAYLOAD
+    assert wire.packet_size(8) == 32 and wire.packet_size(16) == 40 and wire.packet_size(32) == 56
+    assert wire.radio_note(51).startswith("fits LoRaWAN's 51-byte") and wire.radio_note(56).startswith("over LoRaWAN's 51-byte")
 
 
 def test_specific_reasons():

@@ -72,7 +72,6 @@ from .score import AnomalyScorer
 
 SCHEMA = "edgeae.metrics/1"
 METRICS, RD = "metrics.json", "rd.json"  # what an eval / a sweep output folder holds
-AE = ("float", "int8", "int8_pruned")
 WORST_SHOWN = 4  # worst-reconstructed windows in the report
 SKAB_LEADERBOARD = [
     ("Conv-AE", 0.78, 13.55, 28.02), ("MSET", 0.78, 39.73, 14.13), ("T-squared+Q (PCA-based)", 0.76, 26.62, 24.92),

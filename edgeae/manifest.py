@@ -106,9 +106,6 @@ class Export:
         """The 32-bit identifier packets carry: the first 4 bytes of the manifest's sha256."""
         return int.from_bytes(hashlib.sha256((self.path / MANIFEST).read_bytes()).digest()[:4], "big")
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def encoder_int8(self) -> Path:
         return self.path / ENCODER_INT8

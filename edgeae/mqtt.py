@@ -13,8 +13,6 @@ from pathlib import Path
 
 from .errors import EdgeaeError, require
 
-DEFAULT_TOPIC = "edgeae/{sensor}/up"
-
 
 def parse_broker(url: str) -> tuple[str, int]:
     """'host:port' (or 'host', port 1883) -> (host, port)."""

@@ -444,15 +444,16 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @seed_option
 def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
-    from . import evaluate
+    from . import evaluate, wire
 
     sizes = _positive_ints(code_sizes, "--code-sizes")
     rd = evaluate.sweep(_load_recipe(recipe_path, seed), data, out, sizes, protocol, files)
-    click.echo(f"{'bytes':>6}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
+    click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip
-        click.echo(f"{k:>6}{a:>11.2f}{p:>12.2f}{x:>8.4f}{y:>9.4f}")
-    click.echo(f"written to {out}/rd.json")
+        click.echo(f"{k:>6}{wire.packet_size(k):>8}{a:>11.2f}{p:>12.2f}{x:>8.4f}{y:>9.4f}")
+    click.echo(f"packet: with header, residual byte, CRC and tag; LoRaWAN carries {wire.LORAWAN_SLOW_PAYLOAD} bytes at EU868's slowest data rates\n"
+               f"written to {out}/rd.json")
 
 
 @main.command()

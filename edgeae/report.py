@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import wire
 from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .fsutil import atomic_file
@@ -309,12 +310,21 @@ def _summary(inputs: dict) -> str:
                          "normal rows below it, and the training rows' anomalies (SKAB's other/2 has some) count as missed.</p>")  # fmt: skip
     if "rd" in inputs:
         rd = inputs["rd"]
-        cells = "".join(f"<tr><td>{k}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>" for k, a, p, x, y in zip(
-            rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
-            rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
-        parts.append("<h3>Rate-distortion sweep</h3><table><tr><th>bytes</th><th>AE SNR dB</th><th>PCA SNR dB</th>"
-                     f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>{_rd_verdict(rd)}")  # fmt: skip
+        cells = "".join(f"<tr><td>{k}</td><td>{_packet_cell(k)}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>"
+                        for k, a, p, x, y in zip(rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
+                                                 rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
+        parts.append("<h3>Rate-distortion sweep</h3><table><tr><th>bytes</th><th>packet bytes</th><th>AE SNR dB</th><th>PCA SNR dB</th>"
+                     f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>"
+                     f"<p>Packet bytes: the code with the wire format's header, residual byte, CRC and tag; (over): more than "
+                     f"LoRaWAN's {wire.LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates.</p>{_rd_verdict(rd)}")  # fmt: skip
     return "\n".join(parts)
+
+
+def _packet_cell(code_size: int) -> str:
+    """A code size's packet bytes (residual byte and tag included), marked when LoRaWAN's slowest
+    EU868 data rates cannot carry it."""
+    size = wire.packet_size(code_size)
+    return f"{size}" if size <= wire.LORAWAN_SLOW_PAYLOAD else f"{size} (over)"
 
 
 def _rd_verdict(rd: dict) -> str:

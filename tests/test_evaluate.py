@@ -191,7 +191,10 @@ def test_sweep_and_its_report(sim_train, tmp_path):
     from edgeae.report import render
 
     page = render(tmp_path / "rd", progress=False).read_text()
-    assert "Rate-distortion" in page
+    assert "Rate-distortion" in page and "<tr><td>2</td><td>26</td>" in page and "<tr><td>10</td><td>34</td>" in page  # packet bytes
+    from edgeae.report import _packet_cell
+
+    assert _packet_cell(32) == "56 (over)" and _packet_cell(30) == "54 (over)" and _packet_cell(26) == "50"
     above = [str(k) for k in (2, 10) if rd["autoencoder_above_pca_snr"][str(k)]]  # the page says where the AE wins, and where not
     assert ("reconstructs better than PCA with int8 codes at " + ", ".join(above)) in page if above else "does not reconstruct better" in page
 

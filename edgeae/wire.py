@@ -18,7 +18,8 @@ Layout (big-endian; specified in docs/wire-format.md):
                                      keyed per sensor
 
 An 8-value code with residual and tag is 32 bytes, a 16-value one 40: both fit LoRaWAN's
-51-byte payload at EU868's slowest data rates. `decode` either returns a valid `Packet` or raises `PacketError` with a reason.
+51-byte payload at EU868's slowest data rates. `decode` either returns a valid `Packet` or raises
+`PacketError` with a reason.
 """
 
 from __future__ import annotations

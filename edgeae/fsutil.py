@@ -18,7 +18,13 @@ from pathlib import Path
 
 from .errors import EdgeaeError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: dead runs' scratch folders are not swept
+    fcntl = None
+
 PENDING: set[Path] = set()
+SCRATCH_LOCK = ".lock"  # in each command's scratch folder, locked (flock) while the command runs
 _swap = {"depth": 0, "deferred": []}
 
 
@@ -66,10 +72,11 @@ def command_scope(prog: str):
     instead remove them and the outputs still being written, say so in one line and exit with
     128 + the signal. Done in the handler rather than by raising into the command: an exception
     raised in a signal handler can land in a finalizer, where Python prints and drops it, and the
-    command runs on. (serve installs its own handlers, for a clean shutdown.)"""
+    command runs on. (serve installs its own handlers, for a clean shutdown.) A run killed outright
+    (SIGKILL, the out-of-memory killer) cannot clean up: the next command removes its scratch."""
     saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     saved_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    scratch = tempfile.mkdtemp(prefix=f"{prog}-")
+    scratch, lock = _locked_scratch(prog)
 
     def interrupted(signum, frame):
         remove_pending()
@@ -86,6 +93,8 @@ def command_scope(prog: str):
         yield
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
         tempfile.tempdir = saved_tempdir
         if saved_env is None:
             del os.environ["TMPDIR"]
@@ -94,6 +103,41 @@ def command_scope(prog: str):
         if main_thread:
             for sig, handler in saved_handlers.items():
                 signal.signal(sig, handler)
+
+
+def _locked_scratch(prog: str) -> tuple[str, int | None]:
+    """A new scratch folder `<tmp>/<prog>-*` holding SCRATCH_LOCK, locked by this process until it
+    closes the returned descriptor or dies (the kernel drops the lock then, SIGKILL included); and
+    first, the scratch folders of dead runs removed. The lock is taken before the folder appears
+    under its name, so a folder of that name whose lock is free belongs to no live run, in any
+    process namespace sharing this file system."""
+    if fcntl is None:
+        return tempfile.mkdtemp(prefix=f"{prog}-"), None
+    staging = tempfile.mkdtemp(prefix=f".{prog}-")
+    lock = os.open(os.path.join(staging, SCRATCH_LOCK), os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    scratch = os.path.join(os.path.dirname(staging), os.path.basename(staging)[1:])
+    os.rename(staging, scratch)
+    for folder in Path(scratch).parent.glob(f"{prog}-*"):
+        if str(folder) != scratch:
+            _remove_if_dead(folder)
+    return scratch, lock
+
+
+def _remove_if_dead(folder: Path) -> None:
+    """Remove a scratch folder whose lock no process holds; leave live runs' folders, and folders
+    without a lock (not a scratch folder, or one from an edgeae before the lock), alone."""
+    try:
+        fd = os.open(folder / SCRATCH_LOCK, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+    except OSError:  # held: a live run
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_replaceable(out: str | Path, marker: str) -> Path:

@@ -1,5 +1,7 @@
 """Output folders: written whole or not at all, and a folder that is not ours is never deleted."""
 
+from pathlib import Path
+
 import pytest
 
 from edgeae.errors import EdgeaeError
@@ -55,3 +57,40 @@ def test_atomic_file_keeps_the_old_file_on_failure_and_names_the_target(tmp_path
     with pytest.raises(OSError) as e, atomic_file(path) as tmp:
         raise OSError(28, "No space left on device", str(tmp))  # a full disk while writing
     assert e.value.filename == str(path) and path.read_text() == "1"
+
+
+def test_scratch_folders_of_killed_runs_are_removed_by_the_next_command(tmp_path, monkeypatch):
+    """SIGKILL (the out-of-memory killer, say) gives a command no chance to remove its scratch
+    folder of TensorFlow temporaries; the next command removes it, and only it: a live run's folder
+    (its lock held, here by a child process) and folders without a lock stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from edgeae.fsutil import SCRATCH_LOCK, command_scope
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live, dead, other = tmp_path / "edgeae-live", tmp_path / "edgeae-dead", tmp_path / "edgeae-other"
+    for folder in (live, dead, other):
+        folder.mkdir()
+        (folder / "saved_model.pb").write_text("x")
+    (dead / SCRATCH_LOCK).touch()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fcntl.flock(os.open({str(live / SCRATCH_LOCK)!r}, os.O_CREAT | os.O_WRONLY), fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with command_scope("edgeae"):
+            scratch = Path(tempfile.gettempdir())
+            assert scratch.parent == tmp_path and (scratch / SCRATCH_LOCK).is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeae-live", "edgeae-other"]
+        os.kill(holder.pid, signal.SIGKILL)  # the live run is killed outright: its lock goes with it
+        holder.wait()
+        with command_scope("edgeae"):
+            pass
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeae-other"]
+    finally:
+        holder.kill()
+        holder.wait()

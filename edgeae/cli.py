@@ -367,13 +367,19 @@ def serve(export_dir, db, broker, topic, packets, keys):
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--parquet", type=click.Path(dir_okay=False), help="Also write the packets table as Parquet.")
-def results(db, parquet):
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw each sensor's anomaly score over time into this PNG (needs the eval extra).")
+def results(db, parquet, plot):
     """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
     from . import serve as serve_
 
+    plot = check_writable(plot) if plot else None
     click.echo(json.dumps(serve_.summary(db), indent=2))
     if parquet:
         click.echo(f"packets written to {serve_.to_parquet(db, parquet)}", err=True)
+    if plot:
+        from .report import results_plot
+
+        click.echo(f"scores plotted in {results_plot(serve_.score_series(db), plot)}", err=True)
 
 
 @main.command(name="eval")

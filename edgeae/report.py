@@ -26,6 +26,7 @@ NAMES = {
 }  # fmt: skip
 CODE_SPACE_PARTS = 4  # files drawn in the code-space figure when each has its own model (SKAB)
 WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
+RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
 CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
 
 
@@ -355,6 +356,36 @@ figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:0.9em}"
 # Records, for tests and people, that every embedded image decoded.
 SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
+
+
+def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, sensors: int = RESULTS_SENSORS) -> Path:
+    """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
+    (the first `sensors` by id), the packets flagged as anomalous marked."""
+    require("matplotlib", "eval").use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    if not series:
+        raise EdgeaeError("the results database holds no packets: nothing to plot")
+    shown = sorted(series)[:sensors]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(9, 1.9 * len(shown) + 1), sharex=True, squeeze=False)
+    for ax, sensor in zip(axes[:, 0], shown):
+        d = series[sensor]
+        t = np.array(d["timestamp"], dtype="datetime64[s]")
+        flagged = d["anomaly"] == 1
+        ax.plot(t, d["score"], lw=0.8, label="anomaly score")
+        ax.plot(t[flagged], d["score"][flagged], "r.", ms=4, label=f"flagged anomalous ({flagged.sum()} of {len(t)})")
+        ax.set(ylabel="score (scorer units)", title=f"sensor {sensor}")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("window time (UTC)")
+    axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1, 0].xaxis.get_major_locator()))
+    more = f" (the first {len(shown)} of {len(series)} sensors)" if len(series) > len(shown) else ""
+    fig.suptitle(f"Anomaly score per packet{more}")
+    fig.tight_layout()
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(out)
 
 
 def render(folder: str | Path, out: str | Path | None = None, progress: bool = True) -> Path:

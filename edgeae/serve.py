@@ -276,6 +276,16 @@ def summary(db: str | Path) -> dict:
         }
 
 
+def score_series(db: str | Path) -> dict[int, dict[str, np.ndarray]]:
+    """Per sensor, in sequence order: the packets' window timestamps, scores and anomaly flags."""
+    with read_results(db) as con:
+        rows = con.execute("SELECT sensor, timestamp, score, anomaly FROM packets ORDER BY sensor, seq").fetchall()
+    out: dict[int, list] = {}
+    for sensor, *values in rows:
+        out.setdefault(sensor, []).append(values)
+    return {s: dict(zip(("timestamp", "score", "anomaly"), np.array(v, dtype=float).T)) for s, v in out.items()}
+
+
 def to_parquet(db: str | Path, out: str | Path) -> Path:
     """The packets table as Parquet (written to a temporary file, then renamed)."""
     pa = require("pyarrow", "serve")

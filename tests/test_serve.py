@@ -85,6 +85,17 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     server.close()
     _check_db(tmp_path / "r.sqlite", {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]})
 
+    from test_cli import edgeae
+
+    from edgeae.serve import score_series
+
+    series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
+    assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
+    assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
+    proc = edgeae("results", tmp_path / "r.sqlite", "--plot", tmp_path / "scores.png")
+    assert proc.returncode == 0 and "scores plotted in" in proc.stderr, proc.stderr
+    assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 # ---------------------------------------------------------------- through Mosquitto
 
@@ -307,6 +318,9 @@ def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_
     assert not (tmp_path / "r.parquet").exists()
     Server(small_export, tmp_path / "ours.sqlite").close()
     assert json.loads(edgeae("results", tmp_path / "ours.sqlite").stdout)["packets"] == 0
+    assert_one_line_error(edgeae("results", tmp_path / "ours.sqlite", "--plot", tmp_path / "s.png"), "holds no packets: nothing to plot")
+    assert_one_line_error(edgeae("results", tmp_path / "ours.sqlite", "--plot", tmp_path / "nowhere" / "s.png"), "does not exist")
+    assert not (tmp_path / "s.png").exists()
     with contextlib.closing(sqlite3.connect(tmp_path / "ours.sqlite")) as con:
         con.execute("INSERT INTO rejected (received_at, reason, raw) VALUES (0, 'bad_crc', x'00')")
         con.commit()

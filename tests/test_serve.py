@@ -234,6 +234,8 @@ def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
     proc = edgeae("results", tmp_path / "r.sqlite", "--parquet", tmp_path / "r.parquet", hide=["pyarrow"])
     assert_one_line_error(proc, "needs the serve extra (pyarrow is not installed)")
     assert not (tmp_path / "r.parquet").exists()
+    proc = edgeae("results", tmp_path / "r.sqlite", "--plot", tmp_path / "s.png", hide=["matplotlib"])  # a gateway without [eval]
+    assert_one_line_error(proc, "needs the eval extra (matplotlib is not installed)")
 
 
 def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_path):

@@ -371,7 +371,7 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, sens
     fig, axes = plt.subplots(len(shown), 1, figsize=(9, 1.9 * len(shown) + 1), sharex=True, squeeze=False)
     for ax, sensor in zip(axes[:, 0], shown):
         d = series[sensor]
-        t = np.array(d["timestamp"], dtype="datetime64[s]")
+        t = d["timestamp"].astype(np.int64).astype("datetime64[s]")
         flagged = d["anomaly"] == 1
         ax.plot(t, d["score"], lw=0.8, label="anomaly score")
         ax.plot(t[flagged], d["score"][flagged], "r.", ms=4, label=f"flagged anomalous ({flagged.sum()} of {len(t)})")

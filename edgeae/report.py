@@ -325,7 +325,7 @@ def _packet_cell(code_size: int) -> str:
     """A code size's packet bytes (residual byte and tag included), marked when LoRaWAN's slowest
     EU868 data rates cannot carry it."""
     size = wire.packet_size(code_size)
-    return f"{size}" if size <= wire.LORAWAN_SLOW_PAYLOAD else f"{size} (over)"
+    return f"{size}" if wire.fits_lorawan(size) else f"{size} (over)"
 
 
 def _rd_verdict(rd: dict) -> str:

@@ -115,9 +115,14 @@ def packet_size(code_size: int, residual: bool = True, tag: bool = True) -> int:
     return HEADER.size + code_size + int(residual) + CRC_BYTES + TAG_BYTES * int(tag)
 
 
-def radio_note(size: int) -> str:
+def fits_lorawan(size: int) -> bool:
     """Whether a packet of `size` bytes fits LoRaWAN's payload at EU868's slowest data rates."""
-    if size <= LORAWAN_SLOW_PAYLOAD:
+    return size <= LORAWAN_SLOW_PAYLOAD
+
+
+def radio_note(size: int) -> str:
+    """`fits_lorawan`, said in words for the CLI's summaries."""
+    if fits_lorawan(size):
         return f"fits LoRaWAN's {LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates"
     return f"over LoRaWAN's {LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates: a faster data rate or a smaller code"
 

@@ -75,11 +75,17 @@ def _read(folder: Path) -> dict:
     return out
 
 
-def _figures(inputs: dict) -> list[tuple[str, str, object]]:
-    """(file stem, caption, matplotlib figure) for everything the folder holds."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or a one-line error naming the eval extra."""
     require("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figures(inputs: dict) -> list[tuple[str, str, object]]:
+    """(file stem, caption, matplotlib figure) for everything the folder holds."""
+    plt = _pyplot()
     figs = []
     if "m" in inputs:
         m, sc, det = inputs["m"], inputs["sc"], inputs["det"]
@@ -361,9 +367,8 @@ document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).len
 def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, sensors: int = RESULTS_SENSORS) -> Path:
     """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
     (the first `sensors` by id), the packets flagged as anomalous marked."""
-    require("matplotlib", "eval").use("Agg")
+    plt = _pyplot()
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
 
     if not series:
         raise EdgeaeError("the results database holds no packets: nothing to plot")

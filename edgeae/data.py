@@ -6,7 +6,8 @@ Numpy only, so the device and host halves can use it without TensorFlow.
 A `Series` is a multichannel time series: `values` of shape (rows, channels), the channel
 names, and optionally a 0/1 `labels` per row (1 = anomalous). Every reader validates once,
 here at the edge: missing columns, non-numeric cells, NaN / inf values and too little data
-are reported as an `EdgeaeError` naming the file, the column and the row.
+are reported as an `EdgeaeError` naming the file, the column and the row (rows counted from 1,
+the first data row under a CSV header being row 1).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Series:
         if bad.any():
             rows, cols = np.nonzero(bad)
             raise EdgeaeError(
-                f"{self.source}: {len(set(rows.tolist()))} row(s) with NaN, inf or values beyond float32's range (3.4e38), first at row {rows[0]} "
+                f"{self.source}: {len(set(rows.tolist()))} row(s) with NaN, inf or values beyond float32's range (3.4e38), first at row {rows[0] + 1} "
                 f"in channel '{self.channels[cols[0]]}'"
             )
         if self.labels is not None:

@@ -33,7 +33,7 @@ def test_missing_column_is_named(tmp_path):
 
 def test_nan_rows_are_an_error_not_dropped(tmp_path):
     p = write(tmp_path, "x,y\n1,2\n,3\n4,nan\n")
-    with pytest.raises(EdgeaeError, match=r"2 row\(s\) with NaN, inf or values beyond float32.s range \(3.4e38\), first at row 1"):
+    with pytest.raises(EdgeaeError, match=r"2 row\(s\) with NaN, inf or values beyond float32.s range \(3.4e38\), first at row 2 in channel 'x'"):
         D.read_series(p)
 
 

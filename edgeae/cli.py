@@ -361,7 +361,9 @@ def serve(export_dir, db, broker, topic, packets, keys):
                             ready=lambda: click.echo(f"serving {topic} on {broker} into {db} (SIGTERM to stop)", err=True))  # fmt: skip
     finally:
         server.close()
-    click.echo(f"stored {server.counts['stored']}, rejected {server.counts['rejected']}", err=True)
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))
+    click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
+               + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else ""), err=True)  # fmt: skip
 
 
 @main.command()

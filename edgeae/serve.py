@@ -14,6 +14,7 @@ Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import queue
@@ -133,7 +134,8 @@ class Server:
                               "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
         self.keys = keys
         self.db = open_results(db)
-        self.counts = {"stored": 0, "rejected": 0}
+        self.stored = 0
+        self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 
     # -- one batch of raw messages: [(topic, payload, received_at)]
@@ -159,8 +161,8 @@ class Server:
                 "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",
                 rejected,
             )
-        self.counts["stored"] += len(valid)
-        self.counts["rejected"] += len(rejected)
+        self.stored += len(valid)
+        self.rejected.update(r[2] for r in rejected)
 
     def _stored(self, key) -> bool:
         return self.db.execute("SELECT 1 FROM packets WHERE sensor=? AND seq=?", key).fetchone() is not None

@@ -83,9 +83,18 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     server = Server(small_export, tmp_path / "r.sqlite", {k: bytes.fromhex(v) for k, v in KEYS.items()})
     server.run_file(tmp_path / "p.bin", batch=50)  # batches split the injected ones
     server.close()
-    _check_db(tmp_path / "r.sqlite", {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]})
+    expect_per_sensor = {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
+    _check_db(tmp_path / "r.sqlite", expect_per_sensor)
+    assert server.stored == sum(expect_per_sensor.values()) and server.rejected == {r: 1 for r in expect["reasons"]}
 
     from test_cli import edgeae
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({str(k): v for k, v in KEYS.items()}))
+    proc = edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "cli.sqlite", "--keys", keys)
+    reasons = ", ".join(f"1 {r}" for r in sorted(expect["reasons"]))
+    assert proc.returncode == 0 and proc.stderr.strip().endswith(
+        f"stored {server.stored}, rejected 5 ({reasons}; kept, raw, in the rejected table of {tmp_path / 'cli.sqlite'})"), proc.stderr
 
     from edgeae.serve import score_series
 

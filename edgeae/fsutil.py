@@ -3,11 +3,17 @@
 The temporary paths being written are kept in `PENDING`, so that the SIGTERM / Ctrl-C handler of
 `command_scope` can remove them before it exits; installed through `after_swap`, that handler
 waits while a finished output is being moved into place, so the swap is never cut in half.
+
+A run killed outright (SIGKILL, the out-of-memory killer) cannot clean up. So each temporary
+folder `X` has a lock file `X.lock` beside it, flock'd while its run lives; the kernel drops the
+lock when the process dies, and the next command that makes such folders removes those whose lock
+is free (`_remove_dead`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -20,11 +26,11 @@ from .errors import EdgeaeError
 
 try:
     import fcntl
-except ImportError:  # not POSIX: dead runs' scratch folders are not swept
+except ImportError:  # not POSIX: dead runs' temporary folders are not swept
     fcntl = None
 
 PENDING: set[Path] = set()
-SCRATCH_LOCK = ".lock"  # in each command's scratch folder, locked (flock) while the command runs
+LOCK = ".lock"  # suffix of the lock file beside each temporary folder
 _swap = {"depth": 0, "deferred": []}
 
 
@@ -76,15 +82,17 @@ def command_scope(prog: str):
     (SIGKILL, the out-of-memory killer) cannot clean up: the next command removes its scratch."""
     saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     saved_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    scratch, lock = _locked_scratch(prog)
+    _remove_dead(Path(tempfile.gettempdir()), f"{prog}-*")
+    scratch = Path(tempfile.mkdtemp(prefix=f"{prog}-"))
+    lock = _lock(scratch)
 
     def interrupted(signum, frame):
         remove_pending()
-        shutil.rmtree(scratch, ignore_errors=True)
+        _unlock(scratch, lock)
         os.write(2, f"{prog}: interrupted ({signal.Signals(signum).name}); temporary files removed, no output half-written\n".encode())
         os._exit(128 + signum)
 
-    tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = os.environ["TMPDIR"] = str(scratch)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         for sig in saved_handlers:
@@ -92,9 +100,7 @@ def command_scope(prog: str):
     try:
         yield
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if lock is not None:
-            os.close(lock)
+        _unlock(scratch, lock)
         tempfile.tempdir = saved_tempdir
         if saved_env is None:
             del os.environ["TMPDIR"]
@@ -105,39 +111,44 @@ def command_scope(prog: str):
                 signal.signal(sig, handler)
 
 
-def _locked_scratch(prog: str) -> tuple[str, int | None]:
-    """A new scratch folder `<tmp>/<prog>-*` holding SCRATCH_LOCK, locked by this process until it
-    closes the returned descriptor or dies (the kernel drops the lock then, SIGKILL included); and
-    first, the scratch folders of dead runs removed. The lock is taken before the folder appears
-    under its name, so a folder of that name whose lock is free belongs to no live run, in any
+def _lock(folder: Path) -> int | None:
+    """Mark `folder` as a live run's: the file `<folder>.lock`, flock'd by this process until
+    `_unlock` or its death (the kernel drops the lock then, SIGKILL included). It is locked before it
+    appears under that name, so a lock file that no process holds marks a dead run's folder, in any
     process namespace sharing this file system."""
     if fcntl is None:
-        return tempfile.mkdtemp(prefix=f"{prog}-"), None
-    staging = tempfile.mkdtemp(prefix=f".{prog}-")
-    lock = os.open(os.path.join(staging, SCRATCH_LOCK), os.O_CREAT | os.O_WRONLY, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    scratch = os.path.join(os.path.dirname(staging), os.path.basename(staging)[1:])
-    os.rename(staging, scratch)
-    for folder in Path(scratch).parent.glob(f"{prog}-*"):
-        if str(folder) != scratch:
-            _remove_if_dead(folder)
-    return scratch, lock
+        return None
+    fd, staging = tempfile.mkstemp(prefix=f".{folder.name}.", dir=folder.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(staging, f"{folder}{LOCK}")
+    return fd
 
 
-def _remove_if_dead(folder: Path) -> None:
-    """Remove a scratch folder whose lock no process holds; leave live runs' folders, and folders
-    without a lock (not a scratch folder, or one from an edgeae before the lock), alone."""
-    try:
-        fd = os.open(folder / SCRATCH_LOCK, os.O_RDONLY)
-    except OSError:
+def _unlock(folder: Path, lock: int | None) -> None:
+    """Remove `folder` (if still there), then its lock."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if lock is not None:
+        Path(f"{folder}{LOCK}").unlink(missing_ok=True)
+        os.close(lock)
+
+
+def _remove_dead(parent: Path, pattern: str) -> None:
+    """Remove the folders in `parent` matching `pattern` whose lock no process holds, and their
+    locks; leave live runs' folders, and folders without a lock (not ours, or from an edgeae before
+    the locks), alone."""
+    if fcntl is None:
         return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        shutil.rmtree(folder, ignore_errors=True)
-    except OSError:  # held: a live run
-        pass
-    finally:
-        os.close(fd)
+    for lock in parent.glob(pattern + LOCK):
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live run
+            os.close(fd)
+            continue
+        _unlock(Path(str(lock)[: -len(LOCK)]), fd)
 
 
 def check_replaceable(out: str | Path, marker: str) -> Path:
@@ -159,8 +170,10 @@ def atomic_dir(out: str | Path, marker: str):
     """
     out = check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead(out.parent, f".{glob.escape(out.name)}.*.tmp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    PENDING.add(tmp)
+    lock = _lock(tmp)
+    PENDING.update((tmp, Path(f"{tmp}{LOCK}")))
     try:
         yield tmp
         with _swapping():
@@ -176,9 +189,8 @@ def atomic_dir(out: str | Path, marker: str):
             else:
                 os.replace(tmp, out)
     finally:
-        PENDING.discard(tmp)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        PENDING.difference_update((tmp, Path(f"{tmp}{LOCK}")))
+        _unlock(tmp, lock)
 
 
 def check_writable(path: str | Path) -> Path:

@@ -69,23 +69,24 @@ def test_scratch_folders_of_killed_runs_are_removed_by_the_next_command(tmp_path
     import sys
     import tempfile
 
-    from edgeae.fsutil import SCRATCH_LOCK, command_scope
+    from edgeae.fsutil import LOCK, command_scope
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     live, dead, other = tmp_path / "edgeae-live", tmp_path / "edgeae-dead", tmp_path / "edgeae-other"
     for folder in (live, dead, other):
         folder.mkdir()
         (folder / "saved_model.pb").write_text("x")
-    (dead / SCRATCH_LOCK).touch()
+    (tmp_path / f"edgeae-dead{LOCK}").touch()
+    (tmp_path / f"edgeae-gone{LOCK}").touch()  # killed after removing its folder, before its lock
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
-                               f"fcntl.flock(os.open({str(live / SCRATCH_LOCK)!r}, os.O_CREAT | os.O_WRONLY), fcntl.LOCK_EX)\n"
+                               f"fcntl.flock(os.open({str(live) + LOCK!r}, os.O_CREAT | os.O_WRONLY), fcntl.LOCK_EX)\n"
                                "print('locked', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
         with command_scope("edgeae"):
             scratch = Path(tempfile.gettempdir())
-            assert scratch.parent == tmp_path and (scratch / SCRATCH_LOCK).is_file()
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeae-live", "edgeae-other"]
+            assert scratch.parent == tmp_path and Path(f"{scratch}{LOCK}").is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeae-live", f"edgeae-live{LOCK}", "edgeae-other"]
         os.kill(holder.pid, signal.SIGKILL)  # the live run is killed outright: its lock goes with it
         holder.wait()
         with command_scope("edgeae"):
@@ -94,3 +95,29 @@ def test_scratch_folders_of_killed_runs_are_removed_by_the_next_command(tmp_path
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_half_written_output_of_a_killed_run_is_removed_by_the_next_write(tmp_path):
+    """atomic_dir writes into a hidden folder beside the output; a run SIGKILLed mid-write leaves it
+    behind, and the next atomic_dir to the same output removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "dist"
+    writer = subprocess.Popen([sys.executable, "-c", "import time\nfrom edgeae.fsutil import atomic_dir\n"
+                               f"with atomic_dir({str(out)!r}, 'm.json') as tmp:\n"
+                               "    (tmp / 'half.bin').write_bytes(bytes(1000)); print('writing', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        assert len(list(tmp_path.glob(".dist.*.tmp"))) == 1 and not out.exists()
+        with atomic_dir(out, "m.json") as tmp:
+            (tmp / "m.json").write_text("{}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"] and os.listdir(out) == ["m.json"]
+    finally:
+        writer.kill()
+        writer.wait()

@@ -184,15 +184,22 @@ def split(model, code_layer: str):
     names = [l.name for l in model.layers]
     if code_layer not in names:
         raise EdgeaeError(f"no layer named '{code_layer}' in the model (layers: {', '.join(names)})")
+    if model.inputs is None:
+        raise EdgeaeError("the model has no input shape yet (a Sequential never built or fitted): "
+                          "start it with keras.Input, or build it, and save it again")  # fmt: skip
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise EdgeaeError("only autoencoders with one input and one output can be split")
     bottleneck = model.get_layer(code_layer)
     if len(bottleneck._inbound_nodes) != 1:
         raise EdgeaeError(f"layer '{code_layer}' is used more than once; cannot split there")
-    encoder = keras.Model(model.inputs[0], bottleneck.output, name="encoder")
+    # the code as this model's graph sees it (a nested model's own `.output` is its inner tensor)
+    code = tf.nest.flatten(bottleneck._inbound_nodes[0].output_tensors)
+    if len(code) != 1:
+        raise EdgeaeError(f"layer '{code_layer}' has {len(code)} outputs; the code must be one tensor")
+    encoder = keras.Model(model.inputs[0], code[0], name="encoder")
 
-    code_in = keras.Input(bottleneck.output.shape[1:], name="code_in")
-    produced = {id(bottleneck.output): code_in}
+    code_in = keras.Input(code[0].shape[1:], name="code_in")
+    produced = {id(code[0]): code_in}
     for layer in model.layers[names.index(code_layer) + 1 :]:
         for node in list(layer._inbound_nodes):  # calling the layer below adds nodes
             inputs = tf.nest.flatten(node.input_tensors)

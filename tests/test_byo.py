@@ -54,11 +54,51 @@ def test_split_matches_the_original(tmp_path):
     assert enc.output_shape == (None, 4)
 
 
+def _nested_ae(kind: str):
+    """The Keras tutorials' pattern: encoder and decoder built as models of their own, then joined."""
+    from edgeae._tf import keras
+
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)], name="encoder")
+    decoder = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(64)], name="decoder")
+    if kind == "sequential":
+        model = keras.Sequential([encoder, decoder])
+        model.build((None, 64))  # as fit() does
+        return model
+    inp = keras.Input((64,))
+    return keras.Model(inp, decoder(encoder(inp)))
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_split_at_a_nested_encoder_model(tmp_path, kind):
+    """Split at a sub-model: its own `.output` is a tensor of its inner graph, which made the
+    encoder a disconnected graph (a traceback) before the split took the outer model's tensor."""
+    from edgeae._tf import keras
+    from edgeae.export import split
+
+    path = tmp_path / "ae.keras"
+    _nested_ae(kind).save(path)
+    model = keras.models.load_model(path, compile=False)
+    enc, dec = split(model, "encoder")
+    x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    np.testing.assert_allclose(dec(enc(x)).numpy(), model(x).numpy(), rtol=1e-6)
+    assert enc.output_shape == (None, 4)
+
+
 def test_missing_code_layer(tmp_path):
     from edgeae.export import split
 
     with pytest.raises(EdgeaeError, match="no layer named 'code'.*bottleneck"):
         split(_sequential_ae(), "code")
+
+
+def test_unbuilt_sequential_is_named():
+    from edgeae._tf import keras
+    from edgeae.export import split
+
+    unbuilt = keras.Sequential([keras.layers.Dense(4, name="bottleneck"), keras.layers.Dense(64)])
+    with pytest.raises(EdgeaeError, match="no input shape yet"):
+        split(unbuilt, "bottleneck")
 
 
 def test_skip_connection_cannot_be_split():

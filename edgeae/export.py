@@ -196,6 +196,9 @@ def split(model, code_layer: str):
     code = tf.nest.flatten(bottleneck._inbound_nodes[0].output_tensors)
     if len(code) != 1:
         raise EdgeaeError(f"layer '{code_layer}' has {len(code)} outputs; the code must be one tensor")
+    for end, tensor in (("input", model.inputs[0]), ("output", model.outputs[0])):
+        if code[0] is tensor:
+            raise EdgeaeError(f"cannot split at '{code_layer}': it is the model's {end}; give the bottleneck layer")
     encoder = keras.Model(model.inputs[0], code[0], name="encoder")
 
     code_in = keras.Input(code[0].shape[1:], name="code_in")

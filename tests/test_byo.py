@@ -92,6 +92,18 @@ def test_missing_code_layer(tmp_path):
         split(_sequential_ae(), "code")
 
 
+@pytest.mark.parametrize("end", ["input", "output"])
+def test_split_at_the_input_or_output_is_named(end):
+    """At the input the encoder had no layer (an IndexError traceback in export); at the output the
+    'code' was the whole reconstruction and the decoder an identity, exported without a word."""
+    from edgeae.export import split
+
+    model = _nested_ae("functional")
+    layer = model.layers[0 if end == "input" else -1].name
+    with pytest.raises(EdgeaeError, match=f"cannot split at '{layer}': it is the model's {end}"):
+        split(model, layer)
+
+
 def test_unbuilt_sequential_is_named():
     from edgeae._tf import keras
     from edgeae.export import split

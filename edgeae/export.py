@@ -148,6 +148,9 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     encoder, decoder = split(model, code_layer)
     series = D.read_series(calibration)
     shape = encoder.input_shape[1:]
+    if None in shape:
+        raise EdgeaeError(f"{path}: input shape {shape} has a free size; the device needs a fixed window "
+                          "(rebuild the model on keras.Input with every size given)")  # fmt: skip
     n_in = int(np.prod(shape))
     if n_in % len(series.channels):
         raise EdgeaeError(

@@ -136,6 +136,13 @@ def test_byo_needs_code_layer_and_calibration(tmp_path, calib):
     with pytest.raises(EdgeaeError, match="channels do not divide"):
         export(path, tmp_path / "dist", code_layer="bottleneck",
                calibration=save_npz(tmp_path / "c3.npz", simulate.machine(seconds=2).select(["vib_x", "vib_y", "current"])))  # fmt: skip
+    from edgeae._tf import keras
+
+    inp = keras.Input((None, 4))  # a convolutional model taking any length
+    code = keras.layers.Conv1D(2, 5, padding="same", name="bottleneck")(inp)
+    keras.Model(inp, keras.layers.Conv1D(4, 5, padding="same")(code)).save(tmp_path / "any_length.keras")
+    with pytest.raises(EdgeaeError, match=r"input shape \(None, 4\) has a free size"):
+        export(tmp_path / "any_length.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a model")
     with pytest.raises(EdgeaeError, match="cannot load as a tf-keras model"):

@@ -152,6 +152,8 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         raise EdgeaeError(f"{path}: input shape {shape} has a free size; the device needs a fixed window "
                           "(rebuild the model on keras.Input with every size given)")  # fmt: skip
     n_in = int(np.prod(shape))
+    if len(shape) > 1 and shape[-1] != len(series.channels):
+        raise EdgeaeError(f"{calibration}: {len(series.channels)} channels, the model's input {shape} takes {shape[-1]}")
     if n_in % len(series.channels):
         raise EdgeaeError(
             f"{calibration}: {len(series.channels)} channels do not divide the model's {n_in} inputs"

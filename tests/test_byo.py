@@ -143,6 +143,12 @@ def test_byo_needs_code_layer_and_calibration(tmp_path, calib):
     keras.Model(inp, keras.layers.Conv1D(4, 5, padding="same")(code)).save(tmp_path / "any_length.keras")
     with pytest.raises(EdgeaeError, match=r"input shape \(None, 4\) has a free size"):
         export(tmp_path / "any_length.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    inp = keras.Input((16, 4))  # (window, channels): 2 channels would divide its 64 inputs, as 32 rows
+    code = keras.layers.Conv1D(2, 5, padding="same", name="bottleneck")(inp)
+    keras.Model(inp, keras.layers.Conv1D(4, 5, padding="same")(code)).save(tmp_path / "conv.keras")
+    with pytest.raises(EdgeaeError, match=r"2 channels, the model's input \(16, 4\) takes 4"):
+        export(tmp_path / "conv.keras", tmp_path / "dist", code_layer="bottleneck",
+               calibration=save_npz(tmp_path / "c2.npz", simulate.machine(seconds=2).select(["vib_x", "vib_y"])))  # fmt: skip
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a model")
     with pytest.raises(EdgeaeError, match="cannot load as a tf-keras model"):

@@ -153,6 +153,10 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     q = man["quantization"]
     click.echo(f"code: {man['code_size']} {q['code']['dtype']} values (scale {q['code']['scale']:.4g}, zero point {q['code']['zero_point']})"
                f" per window of {man['raw_bytes_per_window']['int16']} raw int16 bytes")  # fmt: skip
+    if code_layer is not None:
+        scaled = "scaled by the --normalization file" if normalization else "unscaled: give --normalization if it was trained on scaled values"
+        w = man["window"]
+        click.echo(f"window: {w['length']} rows x {len(w['channels'])} channels ({', '.join(w['channels'])}), {scaled}")
     size = wire.packet_size(man["code_size"])
     click.echo(f"packet: {size} bytes with the residual byte and tag, {size - wire.TAG_BYTES} without the tag ({wire.radio_note(size)})")
     if "mcu" in man:

@@ -44,6 +44,17 @@ def test_split_and_export_own_model(tmp_path, calib, suffix):
     assert ex.manifest["code_size"] == 4 and ex.manifest["recipe"] is None
 
 
+def test_cli_export_of_own_model_says_what_window_it_took(tmp_path, calib):
+    """The window length comes from the model's input size over the calibration data's channels,
+    and without --normalization the model gets unscaled values: the CLI says both."""
+    from test_cli import edgeae
+
+    _sequential_ae().save(tmp_path / "ae.keras")
+    proc = edgeae("export", "--int8", tmp_path / "ae.keras", "--code-layer", "bottleneck", "--calibration", calib, "--out", tmp_path / "dist")
+    assert proc.returncode == 0, proc.stderr
+    assert f"window: 16 rows x 4 channels ({', '.join(simulate.CHANNELS)}), unscaled: give --normalization" in proc.stdout
+
+
 def test_split_matches_the_original(tmp_path):
     from edgeae.export import split
 

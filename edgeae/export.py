@@ -20,6 +20,7 @@ from .errors import EdgeaeError
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
 from .train import RUN_MARKER
+from .wire import MAX_CODE
 
 REFERENCE_WINDOWS = 256
 
@@ -151,6 +152,9 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     if None in shape:
         raise EdgeaeError(f"{path}: input shape {shape} has a free size; the device needs a fixed window "
                           "(rebuild the model on keras.Input with every size given)")  # fmt: skip
+    code_size = int(np.prod(encoder.output_shape[1:]))
+    if code_size > MAX_CODE:
+        raise EdgeaeError(f"{path}: a code of {code_size} values at '{code_layer}'; a packet carries at most {MAX_CODE}")
     n_in = int(np.prod(shape))
     if len(shape) > 1 and shape[-1] != len(series.channels):
         raise EdgeaeError(f"{calibration}: {len(series.channels)} channels, the model's input {shape} takes {shape[-1]}")

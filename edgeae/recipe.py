@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgeaeError
+from .wire import MAX_CODE
 
 
 @dataclass
@@ -114,8 +115,8 @@ class Recipe:
     def validate(self) -> "Recipe":
         m, d = self.model, self.data
         _one_of("model.kind", m.kind, ("dense", "conv1d"))
-        if m.code_size < 1:
-            raise EdgeaeError(f"recipe: model.code_size must be positive, got {m.code_size}")
+        if not 1 <= m.code_size <= MAX_CODE:
+            raise EdgeaeError(f"recipe: model.code_size must be 1..{MAX_CODE} (what a packet carries), got {m.code_size}")
         t, p, e = self.train, self.prune, self.export
         for key, v in (("model.kernel_size", m.kernel_size), ("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
                        ("train.qat_epochs", t.qat_epochs), ("prune.epochs", p.epochs), ("prune.frequency", p.frequency),

@@ -154,6 +154,11 @@ def test_byo_needs_code_layer_and_calibration(tmp_path, calib):
     keras.Model(inp, keras.layers.Conv1D(4, 5, padding="same")(code)).save(tmp_path / "any_length.keras")
     with pytest.raises(EdgeaeError, match=r"input shape \(None, 4\) has a free size"):
         export(tmp_path / "any_length.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    inp = keras.Input((64,))
+    wide = keras.layers.Dense(65, name="bottleneck")(inp)
+    keras.Model(inp, keras.layers.Dense(64)(wide)).save(tmp_path / "wide.keras")
+    with pytest.raises(EdgeaeError, match="a code of 65 values at 'bottleneck'; a packet carries at most 64"):
+        export(tmp_path / "wide.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
     inp = keras.Input((16, 4))  # (window, channels): 2 channels would divide its 64 inputs, as 32 rows
     code = keras.layers.Conv1D(2, 5, padding="same", name="bottleneck")(inp)
     keras.Model(inp, keras.layers.Conv1D(4, 5, padding="same")(code)).save(tmp_path / "conv.keras")

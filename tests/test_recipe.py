@@ -46,6 +46,9 @@ def test_unknown_table_and_nested_key():
 def test_wrong_types_and_values():
     with pytest.raises(EdgeaeError, match="code_size must be int"):
         recipe.from_dict({"model": {"code_size": "8"}})
+    for size in (0, 65):  # 65: trained and exported, then every packet failed (a traceback in encode)
+        with pytest.raises(EdgeaeError, match=rf"code_size must be 1..64 \(what a packet carries\), got {size}"):
+            recipe.from_dict({"model": {"code_size": size}})
     with pytest.raises(EdgeaeError, match="tied must be bool"):
         recipe.from_dict({"model": {"tied": 1}})
     with pytest.raises(EdgeaeError, match="must be one of dense, conv1d"):

@@ -115,11 +115,17 @@ def _lock(folder: Path) -> int | None:
     """Mark `folder` as a live run's: the file `<folder>.lock`, flock'd by this process until
     `_unlock` or its death (the kernel drops the lock then, SIGKILL included). It is locked before it
     appears under that name, so a lock file that no process holds marks a dead run's folder, in any
-    process namespace sharing this file system."""
+    process namespace sharing this file system. Where locks are not to be had (not POSIX, a file
+    system without flock), the folder goes unmarked: never swept, as if not ours."""
     if fcntl is None:
         return None
     fd, staging = tempfile.mkstemp(prefix=f".{folder.name}.", dir=folder.parent)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        os.unlink(staging)
+        return None
     os.rename(staging, f"{folder}{LOCK}")
     return fd
 

@@ -97,6 +97,26 @@ def test_scratch_folders_of_killed_runs_are_removed_by_the_next_command(tmp_path
         holder.wait()
 
 
+def test_a_file_system_without_locks_only_loses_the_sweep(tmp_path, monkeypatch):
+    """flock fails on some network file systems (ENOLCK): a command must still run, its folders
+    unmarked, so never swept, and still removed at its end."""
+    import errno
+    import tempfile
+
+    from edgeae import fsutil
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(fsutil.fcntl, "flock", no_locks)
+    with fsutil.command_scope("edgeae"):
+        assert [p.name for p in tmp_path.iterdir()] == [Path(tempfile.gettempdir()).name]
+        with atomic_dir(tmp_path / "out", "m.json") as tmp:
+            (tmp / "m.json").write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 def test_half_written_output_of_a_killed_run_is_removed_by_the_next_write(tmp_path):
     """atomic_dir writes into a hidden folder beside the output; a run SIGKILLed mid-write leaves it
     behind, and the next atomic_dir to the same output removes it."""

@@ -126,15 +126,19 @@ def _lock(folder: Path) -> int | None:
         os.close(fd)
         os.unlink(staging)
         return None
-    os.rename(staging, f"{folder}{LOCK}")
+    os.rename(staging, _lock_path(folder))
     return fd
+
+
+def _lock_path(folder: Path) -> Path:
+    return folder.with_name(folder.name + LOCK)
 
 
 def _unlock(folder: Path, lock: int | None) -> None:
     """Remove `folder` (if still there), then its lock."""
     shutil.rmtree(folder, ignore_errors=True)
     if lock is not None:
-        Path(f"{folder}{LOCK}").unlink(missing_ok=True)
+        _lock_path(folder).unlink(missing_ok=True)
         os.close(lock)
 
 
@@ -154,7 +158,7 @@ def _remove_dead(parent: Path, pattern: str) -> None:
         except OSError:  # held: a live run
             os.close(fd)
             continue
-        _unlock(Path(str(lock)[: -len(LOCK)]), fd)
+        _unlock(lock.with_name(lock.name.removesuffix(LOCK)), fd)
 
 
 def check_replaceable(out: str | Path, marker: str) -> Path:
@@ -179,7 +183,7 @@ def atomic_dir(out: str | Path, marker: str):
     _remove_dead(out.parent, f".{glob.escape(out.name)}.*.tmp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     lock = _lock(tmp)
-    PENDING.update((tmp, Path(f"{tmp}{LOCK}")))
+    PENDING.update((tmp, _lock_path(tmp)))
     try:
         yield tmp
         with _swapping():
@@ -195,7 +199,7 @@ def atomic_dir(out: str | Path, marker: str):
             else:
                 os.replace(tmp, out)
     finally:
-        PENDING.difference_update((tmp, Path(f"{tmp}{LOCK}")))
+        PENDING.difference_update((tmp, _lock_path(tmp)))
         _unlock(tmp, lock)
 
 

@@ -293,7 +293,8 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     except ValueError:
         raise EdgeaeError("--key must be hexadecimal") from None
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
-    packets = enc.packets(device.windows_from(data, enc.ex))
+    source = device.Source(data, enc.ex)
+    packets = enc.packets(source)
     n = 0
     if broker:
         from .mqtt import Publisher
@@ -313,8 +314,10 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
             for n, pkt in enumerate(packets, start=1):
                 f.write(wire.frame(pkt))
     size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
+    left = source.rows - ((n - 1) * enc.ex.hop + enc.ex.window if n else 0)
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
-               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else "") + f" ({wire.radio_note(size)})", err=True)  # fmt: skip
+               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else "") + f" ({wire.radio_note(size)})"
+               + (f"; the last {left} row{'s' * (left > 1)} filled no window of {enc.ex.window} and went unsent" if left else ""), err=True)  # fmt: skip
 
 
 @main.command()

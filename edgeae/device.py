@@ -105,12 +105,28 @@ class Encoder:
             yield wire.encode(p, self.key)
 
 
-def windows_from(source: str, ex: Export) -> Iterator[tuple[int, np.ndarray]]:
-    """Windows of a file (CSV / .npz) or of CSV lines on stdin ('-')."""
-    if source == "-":
-        lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-        return stream_windows(ex.normalizer.prepare_rows(stream_rows(lines, ex.channels)), ex.window, ex.hop)
-    return windows_from_series(D.read_series(Path(source)), ex)
+class Source:
+    """The windows of a file (CSV / .npz) or of CSV lines on stdin ('-'), as (index of the last
+    row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
+    so that rows after the last full window can be reported rather than dropped unsaid."""
+
+    def __init__(self, source: str, ex: Export):
+        if source == "-":
+            self.rows = 0
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+            self._windows = stream_windows(ex.normalizer.prepare_rows(self._counted(stream_rows(lines, ex.channels))), ex.window, ex.hop)
+        else:
+            series = D.read_series(Path(source))
+            self.rows = len(series)
+            self._windows = windows_from_series(series, ex)
+
+    def _counted(self, rows: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for row in rows:
+            self.rows += 1
+            yield row
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return self._windows
 
 
 def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.ndarray]]:

@@ -43,6 +43,22 @@ def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export)
     assert b"packets of 24 bytes (fits LoRaWAN's 51-byte payload" in from_file.stderr  # no key: no tag
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_rows_after_the_last_window_are_reported(tmp_path, small_export, source):
+    """Rows that fill no window are not encoded; encode says how many, not only how many packets."""
+    ex = Export.open(small_export)
+    rows = ex.window + 3 * ex.hop + 1  # 4 windows, then 1 row
+    csv = _csv(simulate.machine(seconds=2, seed=4).rows(0, rows), tmp_path / "s.csv")
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--out", "-"]
+    if source == "file":
+        proc = subprocess.run(args + ["--data", str(csv)], capture_output=True, cwd=ROOT)
+    else:
+        proc = subprocess.run(args + ["--data", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().strip().endswith(f"; the last 1 row filled no window of {ex.window} and went unsent")
+    assert b": 4 packets of" in proc.stderr
+
+
 def test_packet_codes_are_the_int8_encoders(tmp_path, small_export):
     ex = Export.open(small_export)
     s = simulate.machine(seconds=2, seed=4)

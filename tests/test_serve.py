@@ -70,7 +70,7 @@ def _encode_file(export, stream, sensor, out):
     from edgeae import device
 
     enc = device.Encoder(export, sensor, bytes.fromhex(KEYS[sensor]), t0=1_700_000_000, period=0.001)
-    return list(enc.packets(device.windows_from(str(stream), enc.ex)))
+    return list(enc.packets(device.Source(str(stream), enc.ex)))
 
 
 def test_serve_packet_file(tmp_path, small_export, streams):

@@ -67,20 +67,27 @@ def detection_rates(labels: np.ndarray, predicted: np.ndarray) -> dict:
     }  # fmt: skip
 
 
+def threshold_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each distinct score, highest first, with the true and false positives when every window
+    scoring at least it is flagged. Tied windows go together: no threshold flags part of a tie
+    (residual bytes tie often)."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    return s[last], tp, last + 1 - tp
+
+
 def pr_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the precision-recall curve as average precision (scikit-learn's definition:
     sum over thresholds of (recall_n - recall_{n-1}) * precision_n); nan without positives."""
     y = np.asarray(labels).astype(bool)
     if not y.any():
         return float("nan")
-    s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each run of tied scores
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    _, tp, fp = threshold_counts(y, scores)
+    return float(np.sum(np.diff(np.r_[0.0, tp / y.sum()]) * tp / (tp + fp)))
 
 
 def channel_fidelity(windows: np.ndarray, reconstructed: np.ndarray) -> dict:

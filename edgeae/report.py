@@ -18,7 +18,7 @@ from . import wire
 from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .fsutil import atomic_file
-from .metrics import segments
+from .metrics import segments, threshold_counts
 
 NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
@@ -31,18 +31,16 @@ CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "ifore
 
 
 def _roc(y, s):
-    order = np.argsort(-s, kind="mergesort")
-    y = y[order].astype(bool)
-    tpr = np.r_[0, np.cumsum(y) / max(y.sum(), 1)]
-    fpr = np.r_[0, np.cumsum(~y) / max((~y).sum(), 1)]
-    return fpr, tpr
+    """(FPR, TPR) at every distinct threshold, from (0, 0): a run of tied scores is one straight
+    segment, as the ROC-AUC counts it, not a staircase."""
+    _, tp, fp = threshold_counts(y, s)
+    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
 
 
 def _pr(y, s):
-    order = np.argsort(-s, kind="mergesort")
-    y = y[order].astype(bool)
-    tp = np.cumsum(y)
-    return tp / max(y.sum(), 1), tp / np.arange(1, len(y) + 1)
+    """(recall, precision) at every distinct threshold, as PR-AUC (average precision) counts them."""
+    _, tp, fp = threshold_counts(y, s)
+    return tp / max(tp[-1], 1), tp / (tp + fp)
 
 
 def _read(folder: Path) -> dict:

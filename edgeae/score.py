@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import EdgeaeError
 from .fsutil import atomic_file
+from .metrics import threshold_counts
 from .protocols import ucl
 
 MODES = ("code", "residual", "reconstruction", "combined")
@@ -65,10 +66,14 @@ class AnomalyScorer:
         d = code - self.mean_
         return np.einsum("ij,jk,ik->i", d, self.precision_, d)
 
-    def _raw(self, f: Features) -> np.ndarray:
+    def _check(self, f: Features) -> Features:
         missing = [k for k in NEEDS[self.mode] if getattr(f, k) is None]
         if missing:
             raise EdgeaeError(f"scoring mode '{self.mode}' needs {', '.join(missing)} in the features")
+        return f
+
+    def _raw(self, f: Features) -> np.ndarray:
+        self._check(f)
         if self.mode == "code":
             return self._code_score(f.code)
         if self.mode == "residual":
@@ -79,7 +84,7 @@ class AnomalyScorer:
 
     def fit(self, normal: Features) -> "AnomalyScorer":
         """Fit on windows of normal operation: the code statistics and the threshold."""
-        if len(normal) < 2:
+        if len(self._check(normal)) < 2:
             raise EdgeaeError("need at least 2 normal windows to fit a scorer")
         if self.mode in ("code", "combined"):
             code = np.asarray(normal.code, dtype=np.float64)
@@ -99,18 +104,15 @@ class AnomalyScorer:
         return self
 
     def fit_f1(self, features: Features, labels: np.ndarray) -> "AnomalyScorer":
-        """Move the threshold to the one maximizing window-level F1 on labelled data."""
-        scores = self.score_samples(features)
+        """Move the threshold to the one maximizing window-level F1 on labelled data, halfway
+        between two distinct scores (never inside a run of ties, which no threshold splits)."""
         y = np.asarray(labels).astype(bool)
         if y.all() or not y.any():
             raise EdgeaeError("the F1-optimal threshold needs both normal and anomalous windows")
-        order = np.argsort(-scores)
-        tp = np.cumsum(y[order])
-        fp = np.cumsum(~y[order])
-        f1 = 2 * tp / (tp + fp + y.sum())
-        best = int(np.argmax(f1))
-        nxt = scores[order[best + 1]] if best + 1 < len(order) else scores[order[best]] - 1
-        self.threshold_ = float((scores[order[best]] + nxt) / 2)
+        distinct, tp, fp = threshold_counts(y, self.score_samples(features))
+        best = int(np.argmax(2 * tp / (tp + fp + y.sum())))
+        below = distinct[best + 1] if best + 1 < len(distinct) else distinct[best] - 1
+        self.threshold_ = float((distinct[best] + below) / 2)
         self.rule = "f1"
         return self
 
@@ -194,9 +196,9 @@ def calibrate(
         where = f"rows {train_rows[0]}:{train_rows[1]}"
     else:
         normal = D.normal_windows_mask(series, ex.window, ex.hop)
-        where = "rows labelled normal" if series.labels is not None else "recording"
+        where = "rows labelled normal" if series.labels is not None else "every row (no labels)"
     if normal.sum() < 2:
-        raise EdgeaeError(f"{data}: {int(normal.sum())} windows of {ex.window} rows in the {where} "
+        raise EdgeaeError(f"{data}: {int(normal.sum())} windows of {ex.window} rows in {where} "
                           f"({len(series)} rows in all); need at least 2 to fit a scorer")  # fmt: skip
     features = pipe.offline_features(windows)
     scorer = AnomalyScorer(mode, rule, q).fit(features.subset(normal))
@@ -205,7 +207,7 @@ def calibrate(
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
     save(scorer, ex.path, ex.model_id)
-    report = {"mode": mode, "rule": scorer.rule, "threshold": scorer.threshold_, "normal_windows": int(normal.sum())}
+    report = {"mode": mode, "rule": scorer.rule, "threshold": scorer.threshold_, "fitted_on": where, "normal_windows": int(normal.sum())}
     if labels is not None:
         from .metrics import detection_rates, roc_auc
 

@@ -122,7 +122,7 @@ def test_calibrate_rows_without_two_windows_name_the_rows(small_export, sim_test
     scorer = small_export / "scorer.json"
     before = scorer.read_bytes() if scorer.exists() else None
     proc = edgeae("calibrate", small_export, "--data", sim_test, "--train-rows", "100000:200000")
-    assert_one_line_error(proc, "0 windows of 32 rows in the rows 100000:200000 (")
+    assert_one_line_error(proc, "0 windows of 32 rows in rows 100000:200000 (")
     assert (scorer.read_bytes() if scorer.exists() else None) == before
 
 

@@ -130,3 +130,19 @@ def test_bootstrap_rates_pool_the_resampled_files_rows():
             assert abs(f1[d, r] - want["f1"]) < 1e-12 and abs(far[d, r] - want["far"]) < 1e-12
     same_f1, same_far = bootstrap_rates(np.tile([[[3, 1, 2, 50]]], (1, 5, 1)), 20)
     assert np.ptp(same_f1) == 0 and np.ptp(same_far) == 0
+
+
+def test_report_curves_are_scikit_learns_with_ties():
+    """The report's ROC and PR curves have one point per distinct score, as roc_curve (without
+    dropping collinear points) and precision_recall_curve do; a run of ties is one segment."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from edgeae.report import _pr, _roc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(y * 0.7, 1), 1)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(_roc(y, s), [fpr, tpr])
+    precision, recall, _ = precision_recall_curve(y, s)  # lowest threshold first, then (recall 0, precision 1)
+    np.testing.assert_allclose(_pr(y, s), [recall[-2::-1], precision[-2::-1]])

@@ -323,7 +323,8 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
 @main.command()
 @click.argument("export_dir", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled.")
-@click.option("--mode", type=click.Choice(["residual", "code", "combined", "reconstruction"]), default="residual", show_default=True)
+@click.option("--mode", type=click.Choice(["residual", "code", "combined"]), default="residual", show_default=True,
+              help="What the score reads from each packet: the residual byte, the code (Mahalanobis distance), or whichever is further over its limit.")
 @click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
 @click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="The quantile (percentile) or the false-alarm rate (far).")

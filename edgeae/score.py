@@ -35,6 +35,7 @@ from .protocols import ucl
 
 MODES = ("code", "residual", "reconstruction", "combined")
 RULES = ("ucl", "percentile", "far")
+HOST_MODES = ("residual", "code", "combined")  # what packets carry; "reconstruction" needs raw windows
 NEEDS = {"code": ("code",), "residual": ("residual",), "reconstruction": ("error",), "combined": ("code", "residual")}
 
 
@@ -184,6 +185,8 @@ def calibrate(
     from .manifest import Export
     from .pipeline import Pipeline
 
+    if mode not in HOST_MODES:
+        raise EdgeaeError(f"the host's scorer reads packets, so its mode is one of {', '.join(HOST_MODES)}; got {mode!r}")
     ex = Export.open(export_dir)
     pipe = Pipeline(ex)
     recipe = ex.manifest.get("recipe") or {}

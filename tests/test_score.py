@@ -115,3 +115,16 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     proc = edgeae("calibrate", export, "--data", unlabelled)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fitted_on"] == "every row (no labels)"
+
+
+def test_calibrate_refuses_a_mode_packets_cannot_feed(tmp_path, small_export, sim_test):
+    """Mode 'reconstruction' needs raw windows; its scorer.json made serve refuse the export."""
+    from test_cli import edgeae
+
+    from edgeae.score import calibrate
+
+    proc = edgeae("calibrate", small_export, "--data", sim_test, "--mode", "reconstruction")
+    assert proc.returncode == 2 and "Invalid value for '--mode'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(EdgeaeError, match="its mode is one of residual, code, combined; got 'reconstruction'"):
+        calibrate(small_export, sim_test, mode="reconstruction")
+    assert not (small_export / "scorer.json").exists()

@@ -251,6 +251,8 @@ def stop_on_signals() -> threading.Event:
 
 def load_keys(path: str | Path) -> dict[int, bytes]:
     """A keys file: JSON {"<sensor id>": "<hex key>", ...}."""
+    if not Path(path).is_file():
+        raise EdgeaeError(f"{path}: no such keys file")
     try:
         raw = json.loads(Path(path).read_text())
         keys = {int(k): bytes.fromhex(v) for k, v in raw.items()}

@@ -52,6 +52,8 @@ def export(
             raise EdgeaeError("--code-layer is for a Keras model file, not a run directory")
         parts = _from_run(source, calibration)
     elif source.suffix in (".keras", ".h5"):
+        if not source.is_file():
+            raise EdgeaeError(f"{source}: no such model file")
         if code_layer is None or calibration is None:
             raise EdgeaeError(f"{source}: exporting your own model needs --code-layer and --calibration")
         parts = _from_keras_file(source, code_layer, calibration, normalization)
@@ -164,6 +166,8 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         )
     window = n_in // len(series.channels)
     if normalization is not None:
+        if not Path(normalization).is_file():
+            raise EdgeaeError(f"{normalization}: no such normalization file")
         try:
             norm = D.Normalizer.from_dict(json.loads(Path(normalization).read_text()))
         except (OSError, ValueError, KeyError) as e:

@@ -165,6 +165,10 @@ def test_byo_needs_code_layer_and_calibration(tmp_path, calib):
     with pytest.raises(EdgeaeError, match=r"2 channels, the model's input \(16, 4\) takes 4"):
         export(tmp_path / "conv.keras", tmp_path / "dist", code_layer="bottleneck",
                calibration=save_npz(tmp_path / "c2.npz", simulate.machine(seconds=2).select(["vib_x", "vib_y"])))  # fmt: skip
+    with pytest.raises(EdgeaeError, match="nope.keras: no such model file"):
+        export(tmp_path / "nope.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    with pytest.raises(EdgeaeError, match="nope.json: no such normalization file"):
+        export(path, tmp_path / "dist", code_layer="bottleneck", calibration=calib, normalization=tmp_path / "nope.json")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a model")
     with pytest.raises(EdgeaeError, match="cannot load as a tf-keras model"):

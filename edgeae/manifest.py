@@ -41,7 +41,7 @@ _Q = {"dtype": str, "scale": float, "zero_point": int}
 #: What the device and host halves read from a manifest, with its types (checked by `Export.open`).
 REQUIRED = {
     "artifacts": dict, "code_size": int, "code_bytes": int, "normalization": dict,
-    "window": {"length": int, "hop": int, "channels": list},
+    "window": {"length": int, "hop": int, "channels": list, "input_shape": list},
     "decoder": {"file": str},
     "quantization": {"input": _Q, "code": _Q},
     "device": {"outputs": {"code": int, "residual": int}, "residual": _Q},
@@ -90,6 +90,10 @@ class Export:
             missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:
             raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
+        w = manifest["window"]
+        if not all(type(n) is int for n in w["input_shape"]) or np.prod(w["input_shape"]) != w["length"] * len(w["channels"]):
+            raise EdgeaeError(f"{mpath}: a window of {w['length']} rows x {len(w['channels'])} channels does not match "
+                              f"the encoder's input shape {w['input_shape']} (damaged or hand-edited)")  # fmt: skip
         for name, meta in manifest["artifacts"].items():
             f = path / name
             if not f.is_file():

@@ -173,6 +173,18 @@ def test_hand_edited_manifest_is_named(tmp_path, small_export, edit, named):
         assert_one_line_error(edgeae(command, bad), f"missing or malformed {named} (damaged or hand-edited)")
 
 
+def test_manifest_window_that_does_not_fit_the_encoder_is_named(tmp_path, small_export):
+    """A hand-edited window length passed verify (its reference windows come from the export
+    itself); only encode found out, one window later."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["window"]["length"] += 1
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert_one_line_error(edgeae("verify", bad), f"a window of {m['window']['length']} rows x {len(m['window']['channels'])} channels "
+                                                 f"does not match the encoder's input shape {m['window']['input_shape']}")  # fmt: skip
+
+
 def test_verify_truncated_tflite(tmp_path, small_export):
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 from .fsutil import atomic_file, check_writable, command_scope
 
 
@@ -352,8 +352,8 @@ def serve(export_dir, db, broker, topic, packets, keys):
 
     if (broker is None) == (packets is None):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
-    if packets and not Path(packets).is_file():
-        raise EdgeaeError(f"{packets}: no such packet file")
+    if packets:
+        existing_file(packets, "packet file")
     if broker:
         from .mqtt import check_topic, parse_broker
 

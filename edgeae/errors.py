@@ -4,6 +4,8 @@ Anything raised as `EdgeaeError` is a problem with the user's input or files; th
 prints its message on one line and exits non-zero, without a traceback.
 """
 
+from pathlib import Path
+
 
 class EdgeaeError(Exception):
     """A user-facing problem: bad data, a bad recipe, a corrupted or mismatched model."""
@@ -17,3 +19,11 @@ def require(module: str, extra: str):
         return import_module(module)
     except ImportError as e:
         raise EdgeaeError(f"this command needs the {extra} extra ({e.name} is not installed): pip install 'edgeae[{extra}]'") from None
+
+
+def existing_file(path, what: str = "file") -> Path:
+    """`path` as a Path if it is a file, else an `EdgeaeError` "<path>: no such <what>"."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeaeError(f"{path}: no such {what}")
+    return path

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import data as D
 from . import manifest as M
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
 from .train import RUN_MARKER
@@ -52,8 +52,7 @@ def export(
             raise EdgeaeError("--code-layer is for a Keras model file, not a run directory")
         parts = _from_run(source, calibration)
     elif source.suffix in (".keras", ".h5"):
-        if not source.is_file():
-            raise EdgeaeError(f"{source}: no such model file")
+        existing_file(source, "model file")
         if code_layer is None or calibration is None:
             raise EdgeaeError(f"{source}: exporting your own model needs --code-layer and --calibration")
         parts = _from_keras_file(source, code_layer, calibration, normalization)
@@ -166,10 +165,8 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         )
     window = n_in // len(series.channels)
     if normalization is not None:
-        if not Path(normalization).is_file():
-            raise EdgeaeError(f"{normalization}: no such normalization file")
         try:
-            norm = D.Normalizer.from_dict(json.loads(Path(normalization).read_text()))
+            norm = D.Normalizer.from_dict(json.loads(existing_file(normalization, "normalization file").read_text()))
         except (OSError, ValueError, KeyError) as e:
             raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__})") from None
         norm.check_channels(series.channels, str(calibration))

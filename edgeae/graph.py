@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8", 7: "int16", 6: "bool", 10: "float64"}
 _NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int64": np.int64}
@@ -121,9 +121,7 @@ def read(model: str | Path | bytes) -> Graph:
 
     name = "<bytes>" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes):
-        if not Path(model).is_file():
-            raise EdgeaeError(f"{name}: no such file")
-        model = Path(model).read_bytes()
+        model = existing_file(model).read_bytes()
     if len(model) < 8 or model[4:8] != b"TFL3":
         raise EdgeaeError(f"{name}: not a TFLite flatbuffer (no TFL3 identifier)")
     try:

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 from .wire import MAX_CODE
 
 
@@ -233,9 +233,7 @@ def from_dict(d: dict, name: str = "model") -> Recipe:
 
 def load(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeaeError(f"{path}: no such recipe file")
+    path = existing_file(path, "recipe file")
     try:
         d = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

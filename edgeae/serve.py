@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import wire
-from .errors import EdgeaeError, require
+from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
@@ -78,9 +78,7 @@ def read_results(db: str | Path):
     creates the file, refuses one that is not edgeae's as `open_results` does, and writes nothing
     but SQLite's own recovery: a transaction that a killed serve left unfinished (a hot journal)
     is rolled back, as any SQLite reader does; a read-only connection could not read the file."""
-    path = Path(db)
-    if not path.is_file():
-        raise EdgeaeError(f"{db}: no such results database")
+    path = existing_file(db, "results database")
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
     except sqlite3.Error as e:
@@ -251,10 +249,8 @@ def stop_on_signals() -> threading.Event:
 
 def load_keys(path: str | Path) -> dict[int, bytes]:
     """A keys file: JSON {"<sensor id>": "<hex key>", ...}."""
-    if not Path(path).is_file():
-        raise EdgeaeError(f"{path}: no such keys file")
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(existing_file(path, "keys file").read_text())
         keys = {int(k): bytes.fromhex(v) for k, v in raw.items()}
     except (OSError, ValueError, AttributeError, TypeError) as e:
         raise EdgeaeError(f"{path}: not a keys file of {{sensor: hex key}} ({e.__class__.__name__})") from None

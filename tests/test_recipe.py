@@ -43,6 +43,11 @@ def test_unknown_table_and_nested_key():
         recipe.from_dict({"model": {"sparse": {"wieght": 1}}})
 
 
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(EdgeaeError, match="nope.toml: no such recipe file"):
+        recipe.load(tmp_path / "nope.toml")
+
+
 def test_wrong_types_and_values():
     with pytest.raises(EdgeaeError, match="code_size must be int"):
         recipe.from_dict({"model": {"code_size": "8"}})

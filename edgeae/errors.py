@@ -22,8 +22,9 @@ def require(module: str, extra: str):
 
 
 def existing_file(path, what: str = "file") -> Path:
-    """`path` as a Path if it is a file, else an `EdgeaeError` "<path>: no such <what>"."""
+    """`path` as a Path if it is a file, else an `EdgeaeError`: "<path>: no such <what>", or
+    "<path>: a folder, not a <what>"."""
     path = Path(path)
     if not path.is_file():
-        raise EdgeaeError(f"{path}: no such {what}")
+        raise EdgeaeError(f"{path}: a folder, not a {what}" if path.is_dir() else f"{path}: no such {what}")
     return path

@@ -381,13 +381,16 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     ('{"1": ""}', "(bad: 1)"),
     ("{}", "needs at least one sensor id"),
     (None, "k.json: no such keys file"),
+    ("folder", "k.json: a folder, not a keys file"),
 ])  # fmt: skip
 def test_bad_keys_files(tmp_path, text, message):
     """A number as a key was a traceback; an out-of-range sensor, an empty key or no keys at all
     were accepted, and then every packet was rejected."""
     from edgeae.serve import load_keys
 
-    if text is not None:
+    if text == "folder":
+        (tmp_path / "k.json").mkdir()
+    elif text is not None:
         (tmp_path / "k.json").write_text(text)
     with pytest.raises(EdgeaeError) as e:
         load_keys(tmp_path / "k.json")

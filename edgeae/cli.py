@@ -352,8 +352,9 @@ def serve(export_dir, db, broker, topic, packets, keys):
 
     if (broker is None) == (packets is None):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
-    if packets:
-        existing_file(packets, "packet file")
+    from . import wire
+
+    records = wire.read_packet_file(packets) if packets else None
     if broker:
         from .mqtt import check_topic, parse_broker
 
@@ -362,7 +363,7 @@ def serve(export_dir, db, broker, topic, packets, keys):
     server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None)
     try:
         if packets:
-            server.run_file(packets)
+            server.run_packets(records)
         else:
             stop = serve_.stop_on_signals()
             server.run_mqtt(broker, topic, stop,

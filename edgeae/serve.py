@@ -200,10 +200,10 @@ class Server:
         return 0
 
     # -- sources
-    def run_file(self, path: str | Path, batch: int = 256) -> None:
-        data = Path(path).read_bytes()
+    def run_packets(self, records: list[bytes], batch: int = 256) -> None:
+        """Serve the records of a packet file (`wire.read_packet_file`)."""
         now = time.time()
-        items = [(None, raw, now) for raw in wire.unframe(data)]
+        items = [(None, raw, now) for raw in records]
         for i in range(0, len(items), batch):
             self.handle(items[i : i + batch])
 

@@ -29,7 +29,7 @@ import hmac
 import struct
 from dataclasses import dataclass
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 
 VERSION = 1
 FLAG_RESIDUAL = 0x01
@@ -183,3 +183,16 @@ def unframe(stream: bytes):
         (n,) = struct.unpack_from(">H", stream, i)
         yield stream[i + 2 : i + 2 + n]
         i += 2 + n
+
+
+def read_packet_file(path) -> list[bytes]:
+    """The records of a packet file (`edgeae encode --out`), each a packet to decode or reject.
+    A file none of whose records starts like a packet (version byte, a packet's length) is refused
+    as a whole: it is some other file given by mistake, not packets to reject one by one."""
+    path = existing_file(path, "packet file")
+    records = list(unframe(path.read_bytes()))
+    sizes = range(packet_size(1, False, False), packet_size(MAX_CODE) + 1)
+    if records and not any(len(r) in sizes and r[0] == VERSION for r in records):
+        raise EdgeaeError(f"{path}: not a packet file: none of its {len(records)} record(s) starts like a version-{VERSION} "
+                          "packet (edgeae encode --out writes packet files)")  # fmt: skip
+    return records

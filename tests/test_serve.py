@@ -81,7 +81,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     (tmp_path / "p.bin").write_bytes(b"".join(wire.frame(p) for s in (1, 2, 3) for p in sent[s]) +
                                      b"".join(wire.frame(p) for p in injected))  # fmt: skip
     server = Server(small_export, tmp_path / "r.sqlite", {k: bytes.fromhex(v) for k, v in KEYS.items()})
-    server.run_file(tmp_path / "p.bin", batch=50)  # batches split the injected ones
+    server.run_packets(wire.read_packet_file(tmp_path / "p.bin"), batch=50)  # batches split the injected ones
     server.close()
     expect_per_sensor = {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     _check_db(tmp_path / "r.sqlite", expect_per_sensor)
@@ -253,6 +253,10 @@ def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_
     assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "nope.bin", "--db", tmp_path / "r.sqlite"),
                           "nope.bin: no such packet file")  # fmt: skip
     assert not (tmp_path / "r.sqlite").exists()  # checked before the database is created
+    (tmp_path / "m.csv").write_text("time,vib_x\n" + "".join(f"{i},0.5\n" for i in range(200)))
+    assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "m.csv", "--db", tmp_path / "r.sqlite"),
+                          "m.csv: not a packet file: none of its 1 record(s) starts like a version-1 packet")  # fmt: skip
+    assert not (tmp_path / "r.sqlite").exists()
     (tmp_path / "p.bin").write_bytes(b"")
     (tmp_path / "not.sqlite").write_text("not a database, but someone's notes\n" * 100)
     assert_one_line_error(edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "not.sqlite"),

@@ -92,3 +92,18 @@ def test_frames_round_trip_and_keep_a_cut_record():
     assert list(wire.unframe(stream)) == pkts
     cut = list(wire.unframe(stream[:-3]))
     assert cut[:4] == pkts[:4] and len(cut) == 5 and cut[4] == pkts[4][:-3]
+
+
+def test_a_packet_file_is_kept_whole_unless_nothing_in_it_is_a_packet(tmp_path):
+    good = wire.frame(wire.encode(wire.Packet(1, 1, 0, 0, (1, 2), 3), b"k"))
+    damaged = tmp_path / "damaged.bin"  # garbage around one packet: served, the garbage rejected
+    damaged.write_bytes(wire.frame(b"\x07" * 30) + good + b"\x00")
+    assert wire.read_packet_file(damaged) == [b"\x07" * 30, good[2:], b"\x00"]
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert wire.read_packet_file(tmp_path / "empty.bin") == []
+    for name, data in (("notes.txt", b"time,vib\n0,1\n"), ("oversized.bin", wire.frame(b"\x01" * 200)), ("zeros.bin", bytes(64))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(wire.EdgeaeError, match=f"{name}: not a packet file"):
+            wire.read_packet_file(tmp_path / name)
+    with pytest.raises(wire.EdgeaeError, match="no such packet file"):
+        wire.read_packet_file(tmp_path / "nope.bin")

@@ -18,7 +18,8 @@ from .errors import EdgeaeError, existing_file
 from .fsutil import atomic_file, check_writable, command_scope
 
 
-seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed): to see how much a figure moves with it.")
+seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
+                           "to see how much a figure moves with it.")  # fmt: skip
 
 
 class _Group(click.Group):

@@ -141,7 +141,8 @@ def isolation_forest(part: Part, seed: int = 0) -> None:
 
 
 def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
-    """Fill `part.scores` with every detector's window scores, and `extras` for the report."""
+    """Fill `part.scores` with every detector's window scores, and `extras` for the report;
+    `seed` is Isolation Forest's (the protocol run's training seed)."""
     w, tr = part.windows, part.train_mask
     main = pipes["int8"]
     f = main.offline_features(w)
@@ -400,7 +401,7 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
                 series = load_data(recipe, path)
                 pipes = _pipes(recipe, series, tmp / str(i), rows, sparsity)
                 parts.append(score_part(_part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows),
-                                        pipes, recipe.model.code_size))  # fmt: skip
+                                        pipes, recipe.model.code_size, recipe.train.seed))  # fmt: skip
         else:
             series = nab_series(data if data.is_dir() else data.parent) if protocol == "nab" else None
             if protocol == "generic":
@@ -411,7 +412,8 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
                     raise EdgeaeError(f"{data}: the generic protocol needs a label column")
             rows = _train_rows(series, recipe.data.train_rows)
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
-            parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size))
+            parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size,
+                                    recipe.train.seed))  # fmt: skip
         return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
 
 

@@ -443,6 +443,25 @@ def test_isolation_forest_at_its_own_threshold():
     assert part.limit("iforest") > part.scores["iforest"].max() and detector_metrics([part], "generic")["iforest"]["tp"] == 0
 
 
+def test_the_protocols_seed_also_seeds_isolation_forest(monkeypatch, sim_train, tmp_path):
+    """`eval --protocol --seed N` moves every trained detector with N, Isolation Forest included
+    (it was always fitted with seed 0)."""
+    seen = []
+
+    def record(part, pipes, code_size, seed=0):
+        seen.append(seed)
+        raise EdgeaeError("stopped before scoring")
+
+    monkeypatch.setattr(evaluate, "_pipes", lambda *a, **k: {"int8": None})
+    monkeypatch.setattr(evaluate, "_part", lambda *a, **k: None)
+    monkeypatch.setattr(evaluate, "score_part", record)
+    r = small_recipe()
+    r.data.train_rows, r.train.seed = [0, 20000], 7
+    with pytest.raises(EdgeaeError, match="stopped before scoring"):
+        evaluate.evaluate_protocol("generic", r, sim_train, tmp_path / "o", progress=False)
+    assert seen == [7]
+
+
 def test_best_f1_within_the_far_budget_found_far_below_the_ucl():
     """On NAB the best threshold within FAR 10 % lies near 0.15-0.25 x the UCL; an operating curve
     that stopped at 0.25 x reported a lower bound as the best. Here it lies near 0.09 x the UCL."""

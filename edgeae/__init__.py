@@ -34,15 +34,22 @@ _API = {
     "Model": ("runtime", "Model"),
 }
 
+_MODULES = ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize")
+
 
 def __getattr__(name):
     if name in _API:
         module, attr = _API[name]
         globals()[name] = value = getattr(import_module(f".{module}", __name__), attr)
         return value
-    if name in ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize"):
+    if name in _MODULES:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'edgeae' has no attribute {name!r}")
+
+
+def __dir__():
+    """The public names, loaded or not (for tab completion), without the helpers imported here."""
+    return sorted({*__all__, *_MODULES, "__version__"})
 
 
 class _Package(types.ModuleType):

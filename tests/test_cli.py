@@ -50,6 +50,13 @@ def test_python_api_functions_survive_their_modules_import(small_export):
     assert proc.returncode == 0 and proc.stdout.split() == ["True", "True"], proc.stderr
 
 
+def test_dir_lists_the_public_api_before_it_is_loaded():
+    code = "import edgeae\nprint(' '.join(dir(edgeae)))"
+    names = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert {"train", "export", "verify", "Export", "simulate", "EdgeaeError", "__version__"} <= names
+    assert not names & {"sys", "types", "import_module"}
+
+
 def test_verify_runs_without_tensorflow(small_export, sim_test):
     proc = edgeae("verify", small_export, "--data", sim_test, "--json", no_tf=True)
     assert proc.returncode == 0, proc.stderr

@@ -379,7 +379,8 @@ def serve(export_dir, db, broker, topic, packets, keys):
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--parquet", type=click.Path(dir_okay=False), help="Also write the packets table as Parquet.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw each sensor's anomaly score over time into this PNG (needs the eval extra).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw each sensor's anomaly score over time, with the threshold that flagged it, "
+                                                                  "into this PNG (needs the eval extra).")  # fmt: skip
 def results(db, parquet, plot):
     """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
     from . import serve as serve_
@@ -391,7 +392,7 @@ def results(db, parquet, plot):
     if plot:
         from .report import results_plot
 
-        click.echo(f"scores plotted in {results_plot(serve_.score_series(db), plot)}", err=True)
+        click.echo(f"scores plotted in {results_plot(serve_.score_series(db), plot, serve_.thresholds(db))}", err=True)
 
 
 @main.command(name="eval")

@@ -362,9 +362,11 @@ SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
 
 
-def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, sensors: int = RESULTS_SENSORS) -> Path:
+def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: list[float] = (),
+                 sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
     """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
-    (the first `sensors` by id), the packets flagged as anomalous marked."""
+    (the first `sensors` by id), the packets flagged as anomalous marked, and the scorers'
+    thresholds (`serve.thresholds`) drawn across."""
     plt = _pyplot()
     import matplotlib.dates as mdates
 
@@ -378,6 +380,9 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, sens
         flagged = d["anomaly"] == 1
         ax.plot(t, d["score"], lw=0.8, label="anomaly score")
         ax.plot(t[flagged], d["score"][flagged], "r.", ms=4, label=f"flagged anomalous ({flagged.sum()} of {len(t)})")
+        for i, th in enumerate(thresholds):
+            label = "threshold" if len(thresholds) == 1 else f"thresholds of the {len(thresholds)} scorers serve used"
+            ax.axhline(th, color="k", ls="--", lw=0.8, label=None if i else label)
         ax.set(ylabel="score (scorer units)", title=f"sensor {sensor}")
         ax.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("window time (UTC)")

@@ -9,7 +9,8 @@ residual scorer fitted on the export's reference windows). Every rejected packet
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
 one SQLite transaction, so a SIGTERM never leaves a half-written batch.
 
-Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives).
+Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
+scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE TABLE IF NOT EXISTS missing (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, detected_at REAL NOT NULL, filled_at REAL,
     PRIMARY KEY (sensor, seq));
+CREATE TABLE IF NOT EXISTS scorers (
+    started_at REAL NOT NULL, model_id TEXT NOT NULL, mode TEXT NOT NULL, rule TEXT NOT NULL, threshold REAL NOT NULL);
 """
 APPLICATION_ID = 0x65646165  # "edae" in PRAGMA application_id: marks a results database as edgeae's
 REPLAYED = "replayed_seq"
@@ -132,6 +135,9 @@ class Server:
                               "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
         self.keys = keys
         self.db = open_results(db)
+        with self.db:
+            self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.model_id:08x}", self.scorer.mode,
+                                                                      self.scorer.rule, self.scorer.threshold_))  # fmt: skip
         self.stored = 0
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
@@ -284,6 +290,15 @@ def score_series(db: str | Path) -> dict[int, dict[str, np.ndarray]]:
     for sensor, *values in rows:
         out.setdefault(sensor, []).append(values)
     return {s: dict(zip(("timestamp", "score", "anomaly"), np.array(v, dtype=float).T)) for s, v in out.items()}
+
+
+def thresholds(db: str | Path) -> list[float]:
+    """The distinct thresholds that serve runs into `db` flagged packets with (none in a database
+    from before the scorers table)."""
+    with read_results(db) as con:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scorers'").fetchone():
+            return []
+        return [t for (t,) in con.execute("SELECT DISTINCT threshold FROM scorers ORDER BY threshold")]
 
 
 def to_parquet(db: str | Path, out: str | Path) -> Path:

@@ -96,8 +96,9 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     assert proc.returncode == 0 and proc.stderr.strip().endswith(
         f"stored {server.stored}, rejected 5 ({reasons}; kept, raw, in the rejected table of {tmp_path / 'cli.sqlite'})"), proc.stderr
 
-    from edgeae.serve import score_series
+    from edgeae.serve import score_series, thresholds
 
+    assert thresholds(tmp_path / "r.sqlite") == [server.scorer.threshold_]  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
     assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
@@ -276,7 +277,7 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
     """No edgeae table is added beside another program's tables, nor to a file marked as another's."""
     from test_cli import assert_one_line_error, edgeae
 
-    from edgeae.serve import APPLICATION_ID, SCHEMA, Server
+    from edgeae.serve import APPLICATION_ID, SCHEMA, Server, thresholds
 
     def tables(path):
         with contextlib.closing(sqlite3.connect(path)) as con:
@@ -296,14 +297,16 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
                           "another program's database (application id 0x4d2)")  # fmt: skip
     assert tables(tmp_path / "marked.sqlite") == []
 
-    with contextlib.closing(sqlite3.connect(tmp_path / "older.sqlite")) as con:  # edgeae's tables, not yet marked
-        con.executescript(SCHEMA)
+    with contextlib.closing(sqlite3.connect(tmp_path / "older.sqlite")) as con:  # edgeae's tables, not yet marked,
+        con.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS scorers")[0])  # nor with the scorers table
+    assert thresholds(tmp_path / "older.sqlite") == []
     Server(small_export, tmp_path / "older.sqlite").close()
+    assert len(thresholds(tmp_path / "older.sqlite")) == 1
     Server(small_export, tmp_path / "new.sqlite").close()
     for name in ("older.sqlite", "new.sqlite"):
         with contextlib.closing(sqlite3.connect(tmp_path / name)) as con:
             assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        assert tables(tmp_path / name) == ["missing", "packets", "rejected", "sqlite_sequence"]
+        assert tables(tmp_path / name) == ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]
 
 
 def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_path):

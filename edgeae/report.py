@@ -118,7 +118,7 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
             ax.axvline(b_ + 0.5, color="grey", lw=0.5)
         ax.set(yscale="log", xlabel="test window (files / parts concatenated; grey lines separate them)",
                ylabel="score / UCL (dimensionless)", title="Anomaly score over time")  # fmt: skip
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1))  # beside the axes: inside it hid the first windows
         figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
 
         figs += [_worst_figure(plt, m, det), _code_space_figure(plt, m, sc, det), _quant_error_figure(plt, m, det)]

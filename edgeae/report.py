@@ -384,7 +384,7 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thre
             label = "threshold" if len(thresholds) == 1 else f"thresholds of the {len(thresholds)} scorers serve used"
             ax.axhline(th, color="k", ls="--", lw=0.8, label=None if i else label)
         ax.set(ylabel="score (scorer units)", title=f"sensor {sensor}")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1))  # beside the axes, off the scores
     axes[-1, 0].set_xlabel("window time (UTC)")
     axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1, 0].xaxis.get_major_locator()))
     more = f" (the first {len(shown)} of {len(series)} sensors)" if len(series) > len(shown) else ""

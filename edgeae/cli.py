@@ -361,7 +361,7 @@ def serve(export_dir, db, broker, topic, packets, keys):
 
         parse_broker(broker)
         check_topic(topic, wildcards=True)
-    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None)
+    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True))
     try:
         if packets:
             server.run_packets(records)

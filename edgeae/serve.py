@@ -7,7 +7,9 @@ fills a gap is stored and marked `reordered`. Valid packets are decoded in batch
 export's decoder and scored by the export's scorer (scorer.json from `edgeae calibrate`, or a
 residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
-one SQLite transaction, so a SIGTERM never leaves a half-written batch.
+one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
+holds the database locked, packets are held and stored once it lets go; packets the database will
+not take (stopped while locked, a full disk) are written to a packet file beside it, to serve later.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).
@@ -23,6 +25,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +127,25 @@ def default_scorer(pipe: Pipeline) -> AnomalyScorer:
     return AnomalyScorer("residual").fit(pipe.offline_features(windows))
 
 
+class _NotStored(Exception):
+    """A batch the database would not take (`error`), with the raw packets of it (`raws`)."""
+
+    def __init__(self, error: sqlite3.Error, raws: list[bytes]):
+        super().__init__(str(error))
+        self.error, self.raws = error, raws
+
+
+def _locked(e: sqlite3.Error) -> bool:
+    """Whether `e` is another connection holding the database (worth waiting out), not a fault."""
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
+
+
 class Server:
-    def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None):
+    """Packets in, rows out. `notify` gets one-line notices (a locked database, waited out);
+    `stop`, once set, ends `run_mqtt` and ends waiting on a locked database."""
+
+    def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None,
+                 notify: Callable[[str], None] = lambda message: None):  # fmt: skip
         self.ex = Export.open(export_dir)
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
@@ -133,17 +153,50 @@ class Server:
         if self.scorer.mode == "reconstruction":
             raise EdgeaeError("the export's scorer uses mode 'reconstruction', which needs raw windows; "
                               "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
-        self.keys = keys
+        self.keys, self.db_path, self.notify, self.stop = keys, Path(db), notify, threading.Event()
         self.db = open_results(db)
-        with self.db:
-            self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.model_id:08x}", self.scorer.mode,
-                                                                      self.scorer.rule, self.scorer.threshold_))  # fmt: skip
+        try:
+            with self.db:
+                self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.model_id:08x}", self.scorer.mode,
+                                                                          self.scorer.rule, self.scorer.threshold_))  # fmt: skip
+        except sqlite3.Error as e:
+            self.db.close()
+            raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
         self.stored = 0
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 
     # -- one batch of raw messages: [(topic, payload, received_at)]
     def handle(self, batch: list[tuple[str | None, bytes, float]]) -> None:
+        """Store a batch in one transaction. While another connection holds the database, wait
+        (SQLite's busy timeout, again and again) until it lets go or `stop` is set; a batch that
+        cannot be stored raises `_NotStored` with its raw packets, for `_keep_unstored`."""
+        waiting = False
+        while True:
+            try:
+                self._handle(batch)
+                break
+            except sqlite3.Error as e:
+                self.last_seq.clear()  # the rolled-back batch may have moved it: read it again from the database
+                if self.stop.is_set() or not _locked(e):
+                    raise _NotStored(e, [raw for _, raw, _ in batch]) from None
+                if not waiting:
+                    self.notify(f"{self.db_path}: locked by another connection ({e}); holding {len(batch)} packet(s) "
+                                "until it lets go (SIGTERM: they are kept in a packet file)")  # fmt: skip
+                    waiting = True
+        if waiting:
+            self.notify(f"{self.db_path}: unlocked; the {len(batch)} packet(s) held are stored")
+
+    def _keep_unstored(self, failure: _NotStored, more: list[bytes] = ()) -> None:
+        """Write the packets the database would not take to a packet file beside it, and say so."""
+        raws = [*failure.raws, *more]
+        path = self.db_path.with_name(f"{self.db_path.name}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.bin")
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(b"".join(wire.frame(r) for r in raws))
+        raise EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
+                          f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
+
+    def _handle(self, batch) -> None:
         valid, rejected = [], []
         seen_in_batch: set[tuple[int, int]] = set()
         for topic, raw, t in batch:
@@ -211,22 +264,40 @@ class Server:
         now = time.time()
         items = [(None, raw, now) for raw in records]
         for i in range(0, len(items), batch):
-            self.handle(items[i : i + batch])
+            try:
+                self.handle(items[i : i + batch])
+            except _NotStored as failure:
+                self._keep_unstored(failure, records[i + batch :])
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
                  ready=lambda: None) -> None:  # fmt: skip
-        """Serve until `stop` is set; `ready()` is called once the subscription is confirmed."""
+        """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. What
+        arrived before the disconnect is stored; what the database would not take is kept in a
+        packet file (`_keep_unstored`)."""
         from .mqtt import Subscriber
 
+        self.stop = stop
         sub = Subscriber(url, pattern)
         ready()
+        failure = None
         try:
             while not stop.is_set():
                 self._drain(sub.messages, batch, linger)
+        except _NotStored as e:
+            failure = e
         finally:
             sub.close()
-            while not sub.messages.empty():  # whatever arrived before the disconnect is kept
-                self._drain(sub.messages, batch, 0)
+        rest = []
+        while not sub.messages.empty():
+            rest.append(sub.messages.get())
+        for i in range(0, len(rest) if failure is None else 0, batch):
+            try:
+                self.handle(rest[i : i + batch])
+            except _NotStored as e:
+                failure, rest = e, rest[i + batch :]
+                break
+        if failure is not None:
+            self._keep_unstored(failure, [raw for _, raw, _ in rest])
 
     def _drain(self, q: queue.Queue, batch: int, linger: float) -> None:
         try:

@@ -107,6 +107,40 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, small_export, streams):
+    """Another connection writing to the results database (a DB browser, a second program) made
+    serve fail with a traceback after SQLite's 5 s, losing the batch in hand; it now holds the
+    packets until the lock goes, or, when stopped meanwhile, writes them to a packet file."""
+    import threading
+
+    from edgeae.serve import Server
+
+    first, second = (_encode_file(small_export, streams[s], s, None) for s in (1, 2))
+    db, notes = tmp_path / "r.sqlite", []
+    server = Server(small_export, db, notify=notes.append)
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # holds the write lock: serve can read, not write
+    threading.Timer(6, holder.commit).start()
+    server.run_packets(first, batch=100)
+    assert server.stored == len(first) and len(notes) == 2, notes
+    assert "locked by another connection" in notes[0] and "unlocked; the 100 packet(s) held are stored" in notes[1]
+    with contextlib.closing(sqlite3.connect(db)) as con:  # the failed attempt's sequence bookkeeping was undone
+        assert con.execute("SELECT COUNT(*), SUM(reordered) FROM packets").fetchone() == (len(first), 0)
+        assert con.execute("SELECT COUNT(*) FROM missing").fetchone() == (0,)
+
+    holder.execute("BEGIN IMMEDIATE")
+    server.stop.set()  # SIGTERM while locked
+    with pytest.raises(EdgeaeError, match=f"the {len(second)} not stored are kept in .*unstored") as e:
+        server.run_packets(second, batch=100)
+    holder.rollback()
+    (kept,) = tmp_path.glob("r.sqlite.unstored-*.bin")
+    assert str(kept) in str(e.value) and wire.read_packet_file(kept) == second
+    server.stop.clear()
+    server.run_packets(wire.read_packet_file(kept))
+    server.close()
+    assert server.stored == len(first) + len(second) and not server.rejected
+
+
 # ---------------------------------------------------------------- through Mosquitto
 
 
@@ -219,6 +253,41 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "r.parquet").num_rows == summary["packets"] == total - len(expect["reasons"])
+
+
+@pytest.mark.slow
+def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
+    import threading
+
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(line) for line in serve.stderr], daemon=True).start()
+
+    def wait_for(text):
+        deadline = time.monotonic() + 60
+        while not any(text in line for line in lines):
+            assert time.monotonic() < deadline and serve.poll() is None, lines
+            time.sleep(0.1)
+
+    wait_for("serving")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    enc = _cli("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", broker,
+               "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, err = enc.communicate(timeout=120)
+    sent = int(err.split(": ")[1].split()[0])
+    wait_for("locked by another connection")
+    time.sleep(1)  # the last packets through the broker
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(60) == 2
+    holder.rollback()
+    holder.close()
+    (kept,) = tmp_path.glob("r.sqlite.unstored-*.bin")
+    assert any(f"the {sent} not stored are kept in {kept}" in line for line in lines), lines
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "serve", small_export, "--packets", kept, "--db", db],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.stderr.strip().endswith(f"stored {sent}, rejected 0"), proc.stderr
 
 
 def test_broker_unreachable_is_one_line(small_export, tmp_path):

@@ -8,6 +8,7 @@ import queue
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -85,37 +86,56 @@ class Publisher:
 
 
 class Subscriber:
-    """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t)."""
+    """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t).
 
-    def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1):
+    paho reconnects by itself when the broker goes away, but a broker that restarts has forgotten
+    the subscription: it is made again on every connect, and `notify` hears of the loss and of
+    the return, so a broker restart neither silences serve nor passes unsaid. (What the broker
+    receives while no subscription exists is not delivered to anyone.)"""
+
+    def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None):
         self.messages: queue.Queue = queue.Queue()
         self.client, _ = _client(client_id)
+        self.client.reconnect_delay_set(1, 10)
         self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload), time.time()))
-        self._subscribed = False
-        self.client.on_subscribe = lambda *a: setattr(self, "_subscribed", True)
+        self._subscribed = threading.Event()
+        self._connects = 0
+        self._closing = False
+
+        def connected(client, userdata, flags, reason, properties):
+            self._connects += 1
+            client.subscribe(pattern, qos=qos)
+            if self._connects > 1:
+                notify(f"reconnected to the MQTT broker at {url}; subscribed again to {pattern}")
+
+        def disconnected(client, userdata, flags, reason, properties):
+            if not self._closing:
+                notify(f"lost the MQTT broker at {url} ({reason}); reconnecting")
+
+        self.client.on_connect, self.client.on_disconnect = connected, disconnected
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
         _connect(self.client, url)
-        self.client.subscribe(pattern, qos=qos)
-        deadline = time.monotonic() + 10
-        while not self._subscribed and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not self._subscribed:
+        if not self._subscribed.wait(10):
             raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
 
     def close(self) -> None:
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
 
 
 @contextlib.contextmanager
-def local_broker(workdir: Path, timeout: float = 10.0):
-    """A Mosquitto broker (Debian's package) on a free loopback port, for tests and benchmarks.
-    Yields its 'host:port'; stops it on exit, and when it does not answer within `timeout` s."""
+def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None):
+    """A Mosquitto broker (Debian's package) on a free loopback port (or `port`, to restart one),
+    for tests and benchmarks. Yields its 'host:port'; stops it on exit, and when it does not
+    answer within `timeout` s."""
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if exe is None:
         raise EdgeaeError("mosquitto is not installed (bash tools/dev test installs it: apt-get install mosquitto)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     conf = Path(workdir) / f"mosquitto-{port}.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

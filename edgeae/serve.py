@@ -277,7 +277,7 @@ class Server:
         from .mqtt import Subscriber
 
         self.stop = stop
-        sub = Subscriber(url, pattern)
+        sub = Subscriber(url, pattern, notify=self.notify)
         ready()
         failure = None
         try:

@@ -181,6 +181,11 @@ def test_local_broker_that_never_answers_is_stopped_and_named(tmp_path, monkeypa
     assert started[0].poll() is not None
 
 
+def _count(db) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute("SELECT COUNT(*) FROM packets").fetchone()[0]
+
+
 def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw)
 
@@ -288,6 +293,42 @@ def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path,
     proc = subprocess.run([sys.executable, "-m", "edgeae", "serve", small_export, "--packets", kept, "--db", db],
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert proc.stderr.strip().endswith(f"stored {sent}, rejected 0"), proc.stderr
+
+
+@pytest.mark.slow
+def test_serve_subscribes_again_when_the_broker_restarts(tmp_path, small_export, streams):
+    """paho reconnected by itself, but to a restarted broker that had forgotten the subscription:
+    serve then received nothing more, and said nothing."""
+    import threading
+
+    from edgeae.mqtt import local_broker
+
+    db = tmp_path / "r.sqlite"
+    lines: list[str] = []
+
+    def wait_for(text, proc):
+        deadline = time.monotonic() + 60
+        while not any(text in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            time.sleep(0.1)
+
+    with local_broker(tmp_path) as url:
+        serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=lambda: [lines.append(line) for line in serve.stderr], daemon=True).start()
+        wait_for("serving", serve)
+    wait_for(f"lost the MQTT broker at {url}", serve)
+    with local_broker(tmp_path, port=int(url.rsplit(":", 1)[1])):
+        wait_for("reconnected to the MQTT broker", serve)
+        enc = _cli("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", url,
+                   "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
+        _, err = enc.communicate(timeout=120)
+        sent = int(err.split(": ")[1].split()[0])
+        deadline = time.monotonic() + 60
+        while _count(db) < sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+    assert any(line.startswith(f"stored {sent}, rejected 0") for line in lines), lines
 
 
 def test_broker_unreachable_is_one_line(small_export, tmp_path):

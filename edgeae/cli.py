@@ -295,7 +295,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         raise EdgeaeError("--key must be hexadecimal") from None
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
     source = device.Source(data, enc.ex)
-    packets = enc.packets(source)
+    packets = enc.packets(source, source.batch)
     n = 0
     if broker:
         from .mqtt import Publisher
@@ -309,7 +309,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     elif out == "-":
         for n, pkt in enumerate(packets, start=1):
             sys.stdout.buffer.write(wire.frame(pkt))
-        sys.stdout.buffer.flush()
+            sys.stdout.buffer.flush()  # each packet as it is made, for a reader downstream of a live stream
     else:
         with atomic_file(out) as tmp, open(tmp, "wb") as f:
             for n, pkt in enumerate(packets, start=1):

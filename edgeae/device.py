@@ -85,11 +85,12 @@ class Encoder:
         if not 0 <= start_seq < 2**32:
             raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
 
-    def packets(self, windows: Iterable[tuple[int, np.ndarray]]) -> Iterator[bytes]:
+    def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH) -> Iterator[bytes]:
+        """The packets of `windows`, run through the model `size` windows at a time."""
         batch: list[tuple[int, np.ndarray]] = []
         for item in windows:
             batch.append(item)
-            if len(batch) == BATCH:
+            if len(batch) == size:
                 yield from self._batch(batch)
                 batch = []
         if batch:
@@ -108,9 +109,12 @@ class Encoder:
 class Source:
     """The windows of a file (CSV / .npz) or of CSV lines on stdin ('-'), as (index of the last
     row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
-    so that rows after the last full window can be reported rather than dropped unsaid."""
+    so that rows after the last full window can be reported rather than dropped unsaid. `batch`:
+    windows per model call, 1 for a live stream so that each packet leaves once its window's last
+    row is read (batched, a 1 Hz sensor's packet waited for 63 more windows)."""
 
     def __init__(self, source: str, ex: Export):
+        self.batch = 1 if source == "-" else BATCH
         if source == "-":
             self.rows = 0
             lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")

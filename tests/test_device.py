@@ -43,6 +43,28 @@ def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export)
     assert b"packets of 24 bytes (fits LoRaWAN's 51-byte payload" in from_file.stderr  # no key: no tag
 
 
+def test_a_live_stream_sends_each_packet_as_its_window_completes(tmp_path, small_export):
+    """From stdin, packets waited for 64 windows (a minute of a 1 Hz sensor) and for the end of stdout's buffer."""
+    import select
+
+    ex = Export.open(small_export)
+    lines = _csv(simulate.machine(seconds=1, seed=4), tmp_path / "s.csv").read_text().splitlines(keepends=True)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--t0", "0",
+                             "--data", "-", "--out", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    try:
+        proc.stdin.write("".join(lines[: 1 + ex.window + ex.hop]).encode())  # the header, then rows for two windows
+        proc.stdin.flush()
+        size = 2 + wire.packet_size(ex.manifest["code_size"], True, False)
+        got = b""
+        while len(got) < 2 * size and select.select([proc.stdout], [], [], 60)[0]:  # stdin stays open
+            got += proc.stdout.read1(2 * size - len(got))
+        assert [wire.decode(p).seq for p in wire.unframe(got)] == [0, 1]
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+    assert proc.returncode == 0
+
+
 @pytest.mark.parametrize("source", ["file", "stdin"])
 def test_rows_after_the_last_window_are_reported(tmp_path, small_export, source):
     """Rows that fill no window are not encoded; encode says how many, not only how many packets."""

@@ -300,7 +300,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     if broker:
         from .mqtt import Publisher
 
-        pub = Publisher(broker)
+        pub = Publisher(broker, notify=lambda m: click.echo(m, err=True))
         try:
             for n, pkt in enumerate(packets, start=1):
                 pub.publish(topic, pkt)

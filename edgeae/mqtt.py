@@ -59,12 +59,49 @@ def _connect(client, url: str, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-class Publisher:
-    """Publishes packets with QoS 1 and waits until the broker has them."""
+class _Connection:
+    """A paho client connected to `url`, reconnecting by itself when the broker goes away, and
+    telling `notify` of the loss and of the return (a restarted broker included), so that neither
+    passes unsaid. Hooks for subclasses: `_prepare` runs before the first connect, `_connected`
+    on every connect."""
 
-    def __init__(self, url: str, client_id: str = ""):
+    def __init__(self, url: str, client_id: str = "", notify=lambda message: None):
         self.client, _ = _client(client_id)
+        self.client.reconnect_delay_set(1, 10)
+        self._connects, self._closing = 0, False
+
+        def connected(client, userdata, flags, reason, properties):
+            self._connects += 1
+            self._connected()
+            if self._connects > 1:
+                notify(f"reconnected to the MQTT broker at {url}")
+
+        def disconnected(client, userdata, flags, reason, properties):
+            if not self._closing:
+                notify(f"lost the MQTT broker at {url} ({reason}); reconnecting")
+
+        self.client.on_connect, self.client.on_disconnect = connected, disconnected
+        self._prepare()
         _connect(self.client, url)
+
+    def _prepare(self) -> None:
+        pass
+
+    def _connected(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Publisher(_Connection):
+    """Publishes packets with QoS 1 and waits until the broker has them (paho holds and resends
+    them while the broker is away)."""
+
+    def __init__(self, url: str, client_id: str = "", notify=lambda message: None):
+        super().__init__(url, client_id, notify)
         self._pending = []
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -81,47 +118,27 @@ class Publisher:
 
     def close(self) -> None:
         self.flush()
-        self.client.disconnect()
-        self.client.loop_stop()
+        super().close()
 
 
-class Subscriber:
+class Subscriber(_Connection):
     """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t).
-
-    paho reconnects by itself when the broker goes away, but a broker that restarts has forgotten
-    the subscription: it is made again on every connect, and `notify` hears of the loss and of
-    the return, so a broker restart neither silences serve nor passes unsaid. (What the broker
-    receives while no subscription exists is not delivered to anyone.)"""
+    A restarted broker has forgotten the subscription, so it is made on every connect. (What the
+    broker receives while no subscription exists is delivered to no one.)"""
 
     def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None):
         self.messages: queue.Queue = queue.Queue()
-        self.client, _ = _client(client_id)
-        self.client.reconnect_delay_set(1, 10)
-        self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload), time.time()))
-        self._subscribed = threading.Event()
-        self._connects = 0
-        self._closing = False
-
-        def connected(client, userdata, flags, reason, properties):
-            self._connects += 1
-            client.subscribe(pattern, qos=qos)
-            if self._connects > 1:
-                notify(f"reconnected to the MQTT broker at {url}; subscribed again to {pattern}")
-
-        def disconnected(client, userdata, flags, reason, properties):
-            if not self._closing:
-                notify(f"lost the MQTT broker at {url} ({reason}); reconnecting")
-
-        self.client.on_connect, self.client.on_disconnect = connected, disconnected
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        _connect(self.client, url)
+        self._pattern, self._qos, self._subscribed = pattern, qos, threading.Event()
+        super().__init__(url, client_id, notify)
         if not self._subscribed.wait(10):
             raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
 
-    def close(self) -> None:
-        self._closing = True
-        self.client.disconnect()
-        self.client.loop_stop()
+    def _prepare(self) -> None:
+        self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload), time.time()))
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+
+    def _connected(self) -> None:
+        self.client.subscribe(self._pattern, qos=self._qos)
 
 
 @contextlib.contextmanager

@@ -296,39 +296,51 @@ def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path,
 
 
 @pytest.mark.slow
-def test_serve_subscribes_again_when_the_broker_restarts(tmp_path, small_export, streams):
-    """paho reconnected by itself, but to a restarted broker that had forgotten the subscription:
-    serve then received nothing more, and said nothing."""
+def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_export):
+    """paho reconnected by itself, but to a restarted broker that had forgotten serve's
+    subscription: serve then received nothing more, and said nothing. Now serve subscribes again,
+    and both sides say when they lose and regain the broker; a live stream through a broker
+    restart arrives whole."""
     import threading
 
     from edgeae.mqtt import local_broker
 
-    db = tmp_path / "r.sqlite"
-    lines: list[str] = []
+    ex = Export.open(small_export)
+    s = simulate.machine(seconds=1, seed=4)
+    rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
+    before, total = 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop  # 3 windows, then 3 more
+    db, serve_lines, enc_lines = tmp_path / "r.sqlite", [], []
 
-    def wait_for(text, proc):
+    def wait_for(text, lines, proc, until=lambda: True):
         deadline = time.monotonic() + 60
-        while not any(text in line for line in lines):
+        while not (any(text in line for line in lines) and until()):
             assert time.monotonic() < deadline and proc.poll() is None, lines
             time.sleep(0.1)
 
+    def read(proc, lines):
+        threading.Thread(target=lambda: [lines.append(line) for line in proc.stderr], daemon=True).start()
+        return proc
+
     with local_broker(tmp_path) as url:
-        serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=lambda: [lines.append(line) for line in serve.stderr], daemon=True).start()
-        wait_for("serving", serve)
-    wait_for(f"lost the MQTT broker at {url}", serve)
+        serve = read(_cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True), serve_lines)
+        wait_for("serving", serve_lines, serve)
+        enc = read(_cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--t0", "1700000000",
+                        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True), enc_lines)  # fmt: skip
+        enc.stdin.write("".join(rows[:before]))
+        enc.stdin.flush()
+        wait_for("", [""], serve, until=lambda: _count(db) == 3)
+    wait_for(f"lost the MQTT broker at {url}", serve_lines, serve)
+    wait_for(f"lost the MQTT broker at {url}", enc_lines, enc)
     with local_broker(tmp_path, port=int(url.rsplit(":", 1)[1])):
-        wait_for("reconnected to the MQTT broker", serve)
-        enc = _cli("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", url,
-                   "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
-        _, err = enc.communicate(timeout=120)
-        sent = int(err.split(": ")[1].split()[0])
-        deadline = time.monotonic() + 60
-        while _count(db) < sent and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(f"reconnected to the MQTT broker at {url}", serve_lines, serve)
+        wait_for(f"reconnected to the MQTT broker at {url}", enc_lines, enc)
+        enc.stdin.write("".join(rows[before:total]))
+        enc.stdin.close()
+        assert enc.wait(60) == 0
+        wait_for("", [""], serve, until=lambda: _count(db) == 6)
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
-    assert any(line.startswith(f"stored {sent}, rejected 0") for line in lines), lines
+    assert any(line.startswith("stored 6, rejected 0") for line in serve_lines), serve_lines
 
 
 def test_broker_unreachable_is_one_line(small_export, tmp_path):

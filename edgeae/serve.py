@@ -8,8 +8,9 @@ export's decoder and scored by the export's scorer (scorer.json from `edgeae cal
 residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
 one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
-holds the database locked, packets are held and stored once it lets go; packets the database will
-not take (stopped while locked, any other database error, which stops serve) are written to a packet file beside it, to serve later.
+holds the database locked, packets are held and stored once it lets go. Packets the database will
+not take (serve stopped while it is locked, or any other database error, which stops serve) are
+written to a packet file beside it, to serve later.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).

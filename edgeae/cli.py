@@ -268,7 +268,8 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--data", required=True, help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin.")
 @click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
-@click.option("--mqtt", "broker", help="Publish to this MQTT broker, HOST:PORT.")
+@click.option("--mqtt", "broker", help="Publish to this MQTT broker: [mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; "
+                                          "the password in $EDGEAE_MQTT_PASSWORD).")  # fmt: skip
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
 @click.option("--key", help="Hex HMAC key: tag every packet (serve must have the same key).")
 @click.option("--t0", type=float, default=None, help="Timestamp of row 0, Unix seconds [default: now].")
@@ -283,8 +284,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     if (out is None) == (broker is None):
         raise EdgeaeError("give exactly one of --out and --mqtt")
     if broker:
-        from .mqtt import check_topic
+        from .mqtt import check_topic, parse_broker
 
+        broker_at = parse_broker(broker).address
         try:
             topic = check_topic(topic.format(sensor=sensor), wildcards=False)
         except (KeyError, IndexError, ValueError):
@@ -317,7 +319,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
     left = source.rows - ((n - 1) * enc.ex.hop + enc.ex.window if n else 0)
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
-               + (f" to {out}" if out not in (None, "-") else f" to {broker}" if broker else "") + f" ({wire.radio_note(size)})"
+               + (f" to {out}" if out not in (None, "-") else f" to {broker_at}" if broker else "") + f" ({wire.radio_note(size)})"
                + (f"; the last {left} row{'s' * (left > 1)} filled no window of {enc.ex.window} and went unsent" if left else ""), err=True)  # fmt: skip
 
 
@@ -343,7 +345,8 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @main.command()
 @click.argument("export_dir", type=click.Path())
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite database for results.")
-@click.option("--mqtt", "broker", help="Subscribe on this MQTT broker, HOST:PORT.")
+@click.option("--mqtt", "broker", help="Subscribe on this MQTT broker: [mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; "
+                                          "the password in $EDGEAE_MQTT_PASSWORD).")  # fmt: skip
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
 @click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
 @click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
@@ -359,7 +362,7 @@ def serve(export_dir, db, broker, topic, packets, keys):
     if broker:
         from .mqtt import check_topic, parse_broker
 
-        parse_broker(broker)
+        broker_at = parse_broker(broker).address
         check_topic(topic, wildcards=True)
     server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True))
     try:
@@ -368,7 +371,7 @@ def serve(export_dir, db, broker, topic, packets, keys):
         else:
             stop = serve_.stop_on_signals()
             server.run_mqtt(broker, topic, stop,
-                            ready=lambda: click.echo(f"serving {topic} on {broker} into {db} (SIGTERM to stop)", err=True))  # fmt: skip
+                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db} (SIGTERM to stop)", err=True))  # fmt: skip
     finally:
         server.close()
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))

@@ -5,25 +5,56 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import EdgeaeError, require
 
 
-def parse_broker(url: str) -> tuple[str, int]:
-    """'host:port' (or 'host', port 1883) -> (host, port)."""
-    host, _, port = url.rpartition(":") if ":" in url else (url, "", "1883")
+PASSWORD_ENV = "EDGEAE_MQTT_PASSWORD"
+BROKER_FORM = "[mqtt://|mqtts://][USER@]HOST[:PORT]"
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where and how to reach an MQTT broker. `mqtts` is TLS, the broker's certificate checked
+    against the system's CAs (or the file in $SSL_CERT_FILE); a user's password comes from the
+    address or, kept off the command line, from $EDGEAE_MQTT_PASSWORD."""
+
+    host: str
+    port: int
+    tls: bool = False
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages (never the password)."""
+        return f"{self.host}:{self.port}"
+
+
+def parse_broker(url: str) -> Broker:
+    """`[mqtt://|mqtts://][user[:password]@]host[:port]` -> `Broker`; port 1883, or 8883 for mqtts."""
+    shown = re.sub(r"^((?:\w+://)?[^/@:]*):[^/@]*@", r"\1:***@", url)  # an error message never repeats a password
+    scheme = url.split("://", 1)[0] if "://" in url else "mqtt"
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     try:
-        if 0 < int(port) < 2**16:
-            return host or "localhost", int(port)
+        port = parts.port
     except ValueError:
-        pass
-    raise EdgeaeError(f"--mqtt must be HOST:PORT with a port in 1..65535, got {url!r}")
+        port = 0
+    if scheme not in ("mqtt", "mqtts") or port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise EdgeaeError(f"--mqtt must be {BROKER_FORM} (a port in 1..65535), got {shown!r}")
+    tls = scheme == "mqtts"
+    user = parts.username or None
+    password = parts.password if parts.password is not None else os.environ.get(PASSWORD_ENV) if user else None
+    return Broker(parts.hostname or "localhost", port or (8883 if tls else 1883), tls, user, password)
 
 
 def check_topic(topic: str, wildcards: bool) -> str:
@@ -44,45 +75,51 @@ def _client(client_id: str):
     return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id), paho
 
 
-def _connect(client, url: str, timeout: float = 10.0) -> None:
-    host, port = parse_broker(url)
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as e:
-        raise EdgeaeError(f"cannot connect to the MQTT broker at {host}:{port} ({e.strerror or e})") from None
-    client.loop_start()
-    deadline = time.monotonic() + timeout
-    while not client.is_connected():
-        if time.monotonic() > deadline:
-            client.loop_stop()
-            raise EdgeaeError(f"the MQTT broker at {host}:{port} did not accept the connection")
-        time.sleep(0.01)
-
-
 class _Connection:
     """A paho client connected to `url`, reconnecting by itself when the broker goes away, and
     telling `notify` of the loss and of the return (a restarted broker included), so that neither
     passes unsaid. Hooks for subclasses: `_prepare` runs before the first connect, `_connected`
     on every connect."""
 
-    def __init__(self, url: str, client_id: str = "", notify=lambda message: None):
+    def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0):
+        broker = parse_broker(url)
         self.client, _ = _client(client_id)
         self.client.reconnect_delay_set(1, 10)
-        self._connects, self._closing = 0, False
+        if broker.user:
+            self.client.username_pw_set(broker.user, broker.password)
+        if broker.tls:
+            self.client.tls_set()
+        self._connects, self._closing, self._refused = 0, False, None
+        where = broker.address
 
         def connected(client, userdata, flags, reason, properties):
+            if reason.is_failure:
+                self._refused = reason
+                return
             self._connects += 1
             self._connected()
             if self._connects > 1:
-                notify(f"reconnected to the MQTT broker at {url}")
+                notify(f"reconnected to the MQTT broker at {where}")
 
         def disconnected(client, userdata, flags, reason, properties):
-            if not self._closing:
-                notify(f"lost the MQTT broker at {url} ({reason}); reconnecting")
+            if not self._closing and self._connects:
+                notify(f"lost the MQTT broker at {where} ({reason}); reconnecting")
 
         self.client.on_connect, self.client.on_disconnect = connected, disconnected
         self._prepare()
-        _connect(self.client, url)
+        try:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+        except OSError as e:  # ssl.SSLError (a certificate not trusted) included
+            raise EdgeaeError(f"cannot connect to the MQTT broker at {where} ({e.strerror or e})") from None
+        self.client.loop_start()
+        deadline = time.monotonic() + timeout
+        while not self.client.is_connected():
+            if self._refused is not None or time.monotonic() > deadline:
+                self.client.loop_stop()
+                why = (f" ({self._refused})" if self._refused is not None else
+                       f" within {timeout:g} s" + ("" if broker.tls else " (a TLS port needs mqtts://)"))  # fmt: skip
+                raise EdgeaeError(f"the MQTT broker at {where} did not accept the connection{why}")
+            time.sleep(0.01)
 
     def _prepare(self) -> None:
         pass
@@ -142,10 +179,12 @@ class Subscriber(_Connection):
 
 
 @contextlib.contextmanager
-def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None):
+def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None, users: dict[str, str] | None = None,
+                 tls: tuple[Path, Path] | None = None):  # fmt: skip
     """A Mosquitto broker (Debian's package) on a free loopback port (or `port`, to restart one),
-    for tests and benchmarks. Yields its 'host:port'; stops it on exit, and when it does not
-    answer within `timeout` s."""
+    for tests and benchmarks; with `users` ({name: password}) it admits only them, with `tls`
+    (certificate and key files) it speaks TLS. Yields its 'host:port'; stops it on exit, and when
+    it does not answer within `timeout` s."""
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if exe is None:
         raise EdgeaeError("mosquitto is not installed (bash tools/dev test installs it: apt-get install mosquitto)")
@@ -154,7 +193,20 @@ def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     conf = Path(workdir) / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
+    lines = [f"listener {port} 127.0.0.1", "persistence false", "max_queued_messages 0"]
+    if os.geteuid() == 0:  # started as root, mosquitto becomes user 'mosquitto', who cannot read `workdir`
+        lines.append("user root")
+    if tls:
+        lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+    if users:
+        passwords = Path(workdir) / f"mosquitto-{port}.passwd"
+        passwords.write_text("")
+        for name, password in users.items():
+            subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b", str(passwords), name, password], check=True)
+        lines += ["allow_anonymous false", f"password_file {passwords}"]
+    else:
+        lines.append("allow_anonymous true")
+    conf.write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout

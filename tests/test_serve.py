@@ -343,6 +343,55 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     assert any(line.startswith("stored 6, rejected 0") for line in serve_lines), serve_lines
 
 
+def _certificates(d):
+    """A throwaway CA, and a certificate for 127.0.0.1 that it signed (openssl)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=edgeae test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "broker.pem",
+            "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    return d / "ca.pem", (d / "broker.pem", d / "broker.key")
+
+
+@pytest.mark.slow
+def test_through_a_broker_with_tls_and_passwords(tmp_path, small_export, streams, monkeypatch):
+    """Mosquitto 2 admits no anonymous client beyond localhost by default, and a broker on a
+    network speaks TLS: --mqtt takes mqtts:// and a user, the password from the address or from
+    $EDGEAE_MQTT_PASSWORD, and no message repeats it."""
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.mqtt import local_broker
+
+    ca, tls = _certificates(tmp_path)
+    db = tmp_path / "r.sqlite"
+    with local_broker(tmp_path, users={"gateway": "s3cret", "node7": "n0de"}, tls=tls) as url:
+        at = f"127.0.0.1:{url.rsplit(':', 1)[1]}"
+        proc = edgeae("serve", small_export, "--mqtt", f"mqtts://gateway@{at}", "--db", db)  # the system's CAs
+        assert_one_line_error(proc, f"cannot connect to the MQTT broker at {at} (")
+        assert "certificate verify failed" in proc.stderr
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        proc = edgeae("serve", small_export, "--mqtt", f"mqtts://gateway:wrong@{at}", "--db", db)
+        assert_one_line_error(proc, f"the MQTT broker at {at} did not accept the connection (")
+        assert "wrong" not in proc.stderr
+
+        monkeypatch.setenv("EDGEAE_MQTT_PASSWORD", "s3cret")
+        serve = _cli("serve", small_export, "--mqtt", f"mqtts://gateway@{at}", "--db", db, stderr=subprocess.PIPE, text=True)
+        _wait_for_line(serve, f"serving edgeae/+/up on {at}")
+        monkeypatch.delenv("EDGEAE_MQTT_PASSWORD")
+        enc = edgeae("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", f"mqtts://node7:n0de@{at}",
+                     "--t0", "1700000000", "--period", "0.001")  # fmt: skip
+        assert enc.returncode == 0 and f"to {at} (" in enc.stderr and "n0de" not in enc.stderr, enc.stderr
+        sent = int(enc.stderr.split(": ")[1].split()[0])
+        deadline = time.monotonic() + 60
+        while _count(db) < sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0 and _count(db) == sent
+
+
 def test_broker_unreachable_is_one_line(small_export, tmp_path):
     from test_cli import assert_one_line_error, edgeae
 
@@ -488,6 +537,22 @@ def test_mqtt_topic_names_and_filters(topic, wildcards, ok):
     else:
         with pytest.raises(EdgeaeError, match="--topic must be"):
             check_topic(topic, wildcards)
+
+
+def test_broker_addresses(monkeypatch):
+    from edgeae.mqtt import Broker, parse_broker
+
+    monkeypatch.delenv("EDGEAE_MQTT_PASSWORD", raising=False)
+    assert parse_broker("h") == Broker("h", 1883) and parse_broker("h:1884") == Broker("h", 1884)
+    assert parse_broker("mqtts://h") == Broker("h", 8883, tls=True) and parse_broker("mqtt://[::1]:7") == Broker("::1", 7)
+    assert parse_broker("mqtts://u:pw@h").password == "pw" and parse_broker("u@h").password is None
+    monkeypatch.setenv("EDGEAE_MQTT_PASSWORD", "env")
+    assert parse_broker("mqtt://u@h:9") == Broker("h", 9, user="u", password="env") and parse_broker("h").password is None
+    assert "env" not in repr(parse_broker("u@h"))
+    for bad in ("h:0", "h:99999", "h:x", "http://h", "mqtt://h/path", "u:pw@h:0"):
+        with pytest.raises(EdgeaeError, match="--mqtt must be") as e:
+            parse_broker(bad)
+        assert "pw" not in str(e.value)
 
 
 def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_export, tmp_path):

@@ -190,26 +190,27 @@ def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw)
 
 
-def _wait_for_line(proc, text: str, timeout: float = 60) -> list[str]:
-    """Read proc's stderr lines until one contains `text`; fail (never block) otherwise."""
-    import queue
-    import threading
+class _Stderr:
+    """A running command's stderr lines, read as they come (a thread), to wait on."""
 
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if text in line:
-            return seen
-    proc.kill()
-    pytest.fail(f"no line with {text!r}; stderr so far: {''.join(seen)[-500:]}")
+    def __init__(self, proc):
+        import threading
+
+        self.proc, self.lines = proc, []
+        self.reader = threading.Thread(target=lambda: [self.lines.append(line) for line in proc.stderr], daemon=True)
+        self.reader.start()
+
+    def wait_for(self, text: str = "", until=lambda: True, timeout: float = 60) -> None:
+        """Until a line contains `text` and `until()` holds (once the command has exited: in
+        all it wrote); fail, never block, otherwise."""
+        deadline = time.monotonic() + timeout
+        while not (any(text in line for line in self.lines) and until()):
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                pytest.fail(f"exited {self.proc.returncode} with no line with {text!r}: {''.join(self.lines)[-500:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"no line with {text!r} in {timeout:g} s: {''.join(self.lines)[-500:]}")
+            time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -220,7 +221,7 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
     keys.write_text(json.dumps({str(k): v for k, v in KEYS.items()}))
     db = tmp_path / "r.sqlite"
     serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, "--keys", keys, stderr=subprocess.PIPE, text=True)
-    _wait_for_line(serve, "serving")
+    _Stderr(serve).wait_for("serving")
 
     counts = {}
     for s in (1, 2, 3):  # three device loops publishing through the broker
@@ -262,34 +263,24 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
 
 @pytest.mark.slow
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
-    import threading
-
     db = tmp_path / "r.sqlite"
     serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(line) for line in serve.stderr], daemon=True).start()
-
-    def wait_for(text):
-        deadline = time.monotonic() + 60
-        while not any(text in line for line in lines):
-            assert time.monotonic() < deadline and serve.poll() is None, lines
-            time.sleep(0.1)
-
-    wait_for("serving")
+    log = _Stderr(serve)
+    log.wait_for("serving")
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     enc = _cli("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", broker,
                "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
     _, err = enc.communicate(timeout=120)
     sent = int(err.split(": ")[1].split()[0])
-    wait_for("locked by another connection")
+    log.wait_for("locked by another connection")
     time.sleep(1)  # the last packets through the broker
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(60) == 2
     holder.rollback()
     holder.close()
     (kept,) = tmp_path.glob("r.sqlite.unstored-*.bin")
-    assert any(f"the {sent} not stored are kept in {kept}" in line for line in lines), lines
+    log.wait_for(f"the {sent} not stored are kept in {kept}")
     proc = subprocess.run([sys.executable, "-m", "edgeae", "serve", small_export, "--packets", kept, "--db", db],
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert proc.stderr.strip().endswith(f"stored {sent}, rejected 0"), proc.stderr
@@ -301,46 +292,35 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     subscription: serve then received nothing more, and said nothing. Now serve subscribes again,
     and both sides say when they lose and regain the broker; a live stream through a broker
     restart arrives whole."""
-    import threading
-
     from edgeae.mqtt import local_broker
 
     ex = Export.open(small_export)
     s = simulate.machine(seconds=1, seed=4)
     rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
     before, total = 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop  # 3 windows, then 3 more
-    db, serve_lines, enc_lines = tmp_path / "r.sqlite", [], []
-
-    def wait_for(text, lines, proc, until=lambda: True):
-        deadline = time.monotonic() + 60
-        while not (any(text in line for line in lines) and until()):
-            assert time.monotonic() < deadline and proc.poll() is None, lines
-            time.sleep(0.1)
-
-    def read(proc, lines):
-        threading.Thread(target=lambda: [lines.append(line) for line in proc.stderr], daemon=True).start()
-        return proc
-
+    db = tmp_path / "r.sqlite"
     with local_broker(tmp_path) as url:
-        serve = read(_cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True), serve_lines)
-        wait_for("serving", serve_lines, serve)
-        enc = read(_cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--t0", "1700000000",
-                        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True), enc_lines)  # fmt: skip
+        serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
+        served = _Stderr(serve)
+        served.wait_for("serving")
+        enc = _cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--t0", "1700000000",
+                   stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        encoded = _Stderr(enc)
         enc.stdin.write("".join(rows[:before]))
         enc.stdin.flush()
-        wait_for("", [""], serve, until=lambda: _count(db) == 3)
-    wait_for(f"lost the MQTT broker at {url}", serve_lines, serve)
-    wait_for(f"lost the MQTT broker at {url}", enc_lines, enc)
+        served.wait_for(until=lambda: _count(db) == 3)
+    for log in (served, encoded):
+        log.wait_for(f"lost the MQTT broker at {url}")
     with local_broker(tmp_path, port=int(url.rsplit(":", 1)[1])):
-        wait_for(f"reconnected to the MQTT broker at {url}", serve_lines, serve)
-        wait_for(f"reconnected to the MQTT broker at {url}", enc_lines, enc)
+        for log in (served, encoded):
+            log.wait_for(f"reconnected to the MQTT broker at {url}")
         enc.stdin.write("".join(rows[before:total]))
         enc.stdin.close()
         assert enc.wait(60) == 0
-        wait_for("", [""], serve, until=lambda: _count(db) == 6)
+        served.wait_for(until=lambda: _count(db) == 6)
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
-    assert any(line.startswith("stored 6, rejected 0") for line in serve_lines), serve_lines
+    served.wait_for("stored 6, rejected 0")
 
 
 def _certificates(d):
@@ -379,7 +359,7 @@ def test_through_a_broker_with_tls_and_passwords(tmp_path, small_export, streams
 
         monkeypatch.setenv("EDGEAE_MQTT_PASSWORD", "s3cret")
         serve = _cli("serve", small_export, "--mqtt", f"mqtts://gateway@{at}", "--db", db, stderr=subprocess.PIPE, text=True)
-        _wait_for_line(serve, f"serving edgeae/+/up on {at}")
+        _Stderr(serve).wait_for(f"serving edgeae/+/up on {at}")
         monkeypatch.delenv("EDGEAE_MQTT_PASSWORD")
         enc = edgeae("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", f"mqtts://node7:n0de@{at}",
                      "--t0", "1700000000", "--period", "0.001")  # fmt: skip

@@ -18,6 +18,7 @@ from .errors import EdgeaeError, existing_file
 from .fsutil import atomic_file, check_writable, command_scope
 
 
+BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
 seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
                            "to see how much a figure moves with it.")  # fmt: skip
 
@@ -268,8 +269,7 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--data", required=True, help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin.")
 @click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
-@click.option("--mqtt", "broker", help="Publish to this MQTT broker: [mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; "
-                                          "the password in $EDGEAE_MQTT_PASSWORD).")  # fmt: skip
+@click.option("--mqtt", "broker", help=f"Publish to this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
 @click.option("--key", help="Hex HMAC key: tag every packet (serve must have the same key).")
 @click.option("--t0", type=float, default=None, help="Timestamp of row 0, Unix seconds [default: now].")
@@ -345,8 +345,7 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @main.command()
 @click.argument("export_dir", type=click.Path())
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite database for results.")
-@click.option("--mqtt", "broker", help="Subscribe on this MQTT broker: [mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; "
-                                          "the password in $EDGEAE_MQTT_PASSWORD).")  # fmt: skip
+@click.option("--mqtt", "broker", help=f"Subscribe on this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
 @click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
 @click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")

@@ -72,7 +72,7 @@ def check_topic(topic: str, wildcards: bool) -> str:
 
 def _client(client_id: str):
     paho = require("paho.mqtt.client", "serve")
-    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id), paho
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
 
 
 class _Connection:
@@ -83,7 +83,7 @@ class _Connection:
 
     def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0):
         broker = parse_broker(url)
-        self.client, _ = _client(client_id)
+        self.client = _client(client_id)
         self.client.reconnect_delay_set(1, 10)
         if broker.user:
             self.client.username_pw_set(broker.user, broker.password)

@@ -186,8 +186,23 @@ def _count(db) -> int:
         return con.execute("SELECT COUNT(*) FROM packets").fetchone()[0]
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
 def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw)
+    """A running edgeae command; killed after the test if still running (a failed test left serve running)."""
+    _STARTED.append(subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], cwd=ROOT, **kw))
+    return _STARTED[-1]
+
+
+@pytest.fixture(autouse=True)
+def _no_command_outlives_its_test():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class _Stderr:

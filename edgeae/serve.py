@@ -36,7 +36,7 @@ from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
-from .score import AnomalyScorer
+from .score import HOST_MODES, AnomalyScorer
 from .score import load as load_scorer
 
 SCHEMA = """
@@ -151,9 +151,9 @@ class Server:
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
         self.scorer = load_scorer(self.ex.path, self.model_id) or default_scorer(self.pipe)
-        if self.scorer.mode == "reconstruction":
-            raise EdgeaeError("the export's scorer uses mode 'reconstruction', which needs raw windows; "
-                              "packets carry codes and residuals (calibrate with --mode residual, code or combined)")  # fmt: skip
+        if self.scorer.mode not in HOST_MODES:
+            raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "
+                              f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip
         self.keys, self.db_path, self.notify, self.stop = keys, Path(db), notify, threading.Event()
         self.db = open_results(db)
         try:
@@ -263,12 +263,16 @@ class Server:
     def run_packets(self, records: list[bytes], batch: int = 256) -> None:
         """Serve the records of a packet file (`wire.read_packet_file`)."""
         now = time.time()
-        items = [(None, raw, now) for raw in records]
+        self._handle_all([(None, raw, now) for raw in records], batch)
+
+    def _handle_all(self, items: list, batch: int) -> None:
+        """`handle` batch by batch; from a batch the database will not take on, the packets are
+        kept in a packet file (`_keep_unstored`)."""
         for i in range(0, len(items), batch):
             try:
                 self.handle(items[i : i + batch])
             except _NotStored as failure:
-                self._keep_unstored(failure, records[i + batch :])
+                self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]])
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
                  ready=lambda: None) -> None:  # fmt: skip
@@ -291,14 +295,9 @@ class Server:
         rest = []
         while not sub.messages.empty():
             rest.append(sub.messages.get())
-        for i in range(0, len(rest) if failure is None else 0, batch):
-            try:
-                self.handle(rest[i : i + batch])
-            except _NotStored as e:
-                failure, rest = e, rest[i + batch :]
-                break
         if failure is not None:
             self._keep_unstored(failure, [raw for _, raw, _ in rest])
+        self._handle_all(rest, batch)
 
     def _drain(self, q: queue.Queue, batch: int, linger: float) -> None:
         try:

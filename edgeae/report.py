@@ -81,6 +81,12 @@ def _pyplot():
     return plt
 
 
+def _legend_beside(ax) -> None:
+    """The legend to the right of the axes, where it covers no curve or point (inside, it hid the
+    operating curves, and the first windows of the score over time)."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+
+
 def _figures(inputs: dict) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib figure) for everything the folder holds."""
     plt = _pyplot()
@@ -118,7 +124,7 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
             ax.axvline(b_ + 0.5, color="grey", lw=0.5)
         ax.set(yscale="log", xlabel="test window (files / parts concatenated; grey lines separate them)",
                ylabel="score / UCL (dimensionless)", title="Anomaly score over time")  # fmt: skip
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1))  # beside the axes: inside it hid the first windows
+        _legend_beside(ax)
         figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
 
         figs += [_worst_figure(plt, m, det), _code_space_figure(plt, m, sc, det), _quant_error_figure(plt, m, det)]
@@ -248,7 +254,7 @@ def _operating_figure(plt, m: dict, names: list[str]):
     ax.axvline(budget, color="grey", ls="--", lw=1, label=f"FAR budget {budget:g} %")
     ax.set(xscale="symlog", xlim=(0, 100), ylim=(0, 1), xlabel=f"false alarm rate (% of normal {unit})",
            ylabel=f"F1 (anomalous {unit})", title=f"Operating curves: every threshold scaled by {c['ucl_factor'][0]:g} ... {c['ucl_factor'][-1]:g}")  # fmt: skip
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: inside it hid curves and points
+    _legend_beside(ax)
     return ("operating", "F1 against false alarm rate as the threshold moves, per detector: detectors compared at equal false-alarm rates", fig)
 
 
@@ -384,7 +390,7 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thre
             label = "threshold" if len(thresholds) == 1 else f"thresholds of the {len(thresholds)} scorers serve used"
             ax.axhline(th, color="k", ls="--", lw=0.8, label=None if i else label)
         ax.set(ylabel="score (scorer units)", title=f"sensor {sensor}")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1))  # beside the axes, off the scores
+        _legend_beside(ax)
     axes[-1, 0].set_xlabel("window time (UTC)")
     axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1, 0].xaxis.get_major_locator()))
     more = f" (the first {len(shown)} of {len(series)} sensors)" if len(series) > len(shown) else ""

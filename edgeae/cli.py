@@ -275,8 +275,13 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--t0", type=float, default=None, help="Timestamp of row 0, Unix seconds [default: now].")
 @click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows.")
 @click.option("--start-seq", type=int, default=0, show_default=True, help="First sequence number.")
-def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq):
-    """Device loop: window a sensor stream, run the int8 device model, emit packets."""
+@click.option("--unsent", type=click.Path(dir_okay=False),
+              help="With --mqtt: packet file for the packets the broker never acknowledged, kept when it stays away "
+                   "[default: edgeae-unsent-<sensor>-<start time>.bin here].")  # fmt: skip
+def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq, unsent):
+    """Device loop: window a sensor stream, run the int8 device model, emit packets.
+
+    SIGTERM or Ctrl-C ends the stream: the packets made so far are still written or published."""
     import time
 
     from . import device, wire
@@ -291,23 +296,22 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
             topic = check_topic(topic.format(sensor=sensor), wildcards=False)
         except (KeyError, IndexError, ValueError):
             raise EdgeaeError(f"--topic may use only {{sensor}} in braces, got {topic!r}") from None
+        unsent = check_writable(unsent or f"edgeae-unsent-{sensor}-{time.strftime('%Y%m%dT%H%M%S')}.bin")
+    elif unsent:
+        raise EdgeaeError("--unsent goes with --mqtt")
     try:
         key_bytes = bytes.fromhex(key) if key else None
     except ValueError:
         raise EdgeaeError("--key must be hexadecimal") from None
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
     source = device.Source(data, enc.ex)
-    packets = enc.packets(source, source.batch)
+    packets = device.Stoppable(enc.packets(source, source.batch))
+    if data == "-":
+        click.echo(f"sensor {sensor}: reading CSV rows from stdin, a packet every {enc.ex.hop} rows once {enc.ex.window} are in "
+                   "(SIGTERM or Ctrl-C ends the stream)", err=True)  # fmt: skip
     n = 0
     if broker:
-        from .mqtt import Publisher
-
-        pub = Publisher(broker, notify=lambda m: click.echo(m, err=True))
-        try:
-            for n, pkt in enumerate(packets, start=1):
-                pub.publish(topic, pkt)
-        finally:
-            pub.close()
+        n = device.publish(packets, broker, topic, unsent, notify=lambda m: click.echo(m, err=True))
     elif out == "-":
         for n, pkt in enumerate(packets, start=1):
             sys.stdout.buffer.write(wire.frame(pkt))
@@ -318,9 +322,14 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
                 f.write(wire.frame(pkt))
     size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
     left = source.rows - ((n - 1) * enc.ex.hop + enc.ex.window if n else 0)
+    rows = f"the last {left} row{'s' * (left > 1)}"
+    if packets.signal:
+        tail = f"; stopped by {packets.signal}" + (f": {rows} read went unsent" if left else "")
+    else:
+        tail = f"; {rows} filled no window of {enc.ex.window} and went unsent" if left else ""
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
                + (f" to {out}" if out not in (None, "-") else f" to {broker_at}" if broker else "") + f" ({wire.radio_note(size)})"
-               + (f"; the last {left} row{'s' * (left > 1)} filled no window of {enc.ex.window} and went unsent" if left else ""), err=True)  # fmt: skip
+               + tail, err=True)  # fmt: skip
 
 
 @main.command()

@@ -6,13 +6,15 @@ through the int8 device model in LiteRT; each window becomes one wire-format pac
 and residual byte. The bytes are those the firmware produces from the MCU export's constants.
 
 Rows come from a CSV / .npz file or, for a live stream, CSV lines on stdin (a header line first).
-The timestamp of a window is `t0 + period * (index of its last row)`.
+The timestamp of a window is `t0 + period * (index of its last row)`. SIGTERM or SIGINT ends the
+stream (`Stoppable`); packets the MQTT broker never acknowledged are kept in a file (`publish`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import signal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -23,6 +25,7 @@ import numpy as np
 from . import data as D
 from . import wire
 from .errors import EdgeaeError
+from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
 
@@ -138,3 +141,76 @@ def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.
     (high-passed as the export says; not yet standardized)."""
     w = D.windows(ex.normalizer.prepare(series.select(ex.channels)), ex.window, ex.hop)
     return ((i * ex.hop + ex.window - 1, win) for i, win in enumerate(w))
+
+
+class _Stopped(BaseException):
+    """Raised by `Stoppable`'s handler into a wait for the next item (a read of stdin)."""
+
+
+_NOTHING = object()
+
+
+class Stoppable:
+    """`items` until SIGTERM or SIGINT, which end the iteration instead of killing the command,
+    so that the packets already made are still delivered (a live stream is ended that way; killed,
+    `encode --out` lost all it had written). A signal that comes while the next item is awaited
+    (a live stream's next line) ends the wait; one that comes while the caller handles an item
+    ends the iteration after it. `signal` names the signal that stopped it, if one did. The
+    handlers are this object's only while it iterates: a second signal during the delivery
+    afterwards acts as before (the command's own handler). Main thread only."""
+
+    def __init__(self, items: Iterable):
+        self.items, self.signal, self._waiting = items, None, False
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+        if self._waiting:
+            raise _Stopped
+
+    def __iter__(self) -> Iterator:
+        saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        items = iter(self.items)
+        try:
+            while self.signal is None:
+                item = _NOTHING
+                try:
+                    self._waiting = True
+                    item = next(items)
+                    self._waiting = False
+                except StopIteration:
+                    return
+                except _Stopped:  # the item, when it came just before the signal, is still handed on
+                    pass
+                finally:
+                    self._waiting = False
+                if item is not _NOTHING:
+                    yield item
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+def publish(packets: Iterable[bytes], broker: str, topic: str, unsent: Path, notify=lambda message: None,
+            timeout: float = 30.0) -> int:  # fmt: skip
+    """Publish `packets` to `topic` on `broker`; returns how many. Packets the broker has not
+    acknowledged when publishing ends (it went away and did not come back within `timeout` s) are
+    written to the packet file `unsent`, and an EdgeaeError says so; `serve --packets` stores them."""
+    from .mqtt import Publisher
+
+    pub = Publisher(broker, notify=notify, timeout=timeout)
+    n, error = 0, None
+    try:
+        for n, pkt in enumerate(packets, start=1):
+            pub.publish(topic, pkt)
+    except EdgeaeError as e:  # the broker's silence, or bad input: the packets made so far are still to be saved
+        error = e
+    kept = pub.close()
+    if kept:
+        with atomic_file(unsent) as tmp:
+            tmp.write_bytes(b"".join(wire.frame(p) for p in kept))
+        why = error or f"the MQTT broker at {pub.broker.address} acknowledged no packet in {pub.timeout:g} s"
+        raise EdgeaeError(f"{why}; {n - len(kept)} of {n} packets were acknowledged, the other {len(kept)} are kept in "
+                          f"{unsent} (edgeae serve --packets {unsent} stores them)")  # fmt: skip
+    if error:
+        raise error
+    return n

@@ -82,7 +82,7 @@ class _Connection:
     on every connect."""
 
     def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0):
-        broker = parse_broker(url)
+        self.broker = broker = parse_broker(url)
         self.client = _client(client_id)
         self.client.reconnect_delay_set(1, 10)
         if broker.user:
@@ -134,28 +134,72 @@ class _Connection:
 
 
 class Publisher(_Connection):
-    """Publishes packets with QoS 1 and waits until the broker has them (paho holds and resends
-    them while the broker is away)."""
+    """Publishes packets with QoS 1; a packet counts as sent once the broker acknowledges it.
 
-    def __init__(self, url: str, client_id: str = "", notify=lambda message: None):
+    While the broker is away, paho holds the packets and resends them on reconnect; up to
+    `backlog` may wait so (at 1 packet/s, close to 3 hours), and once that many do, `publish` waits
+    for the broker. Connected, at most `PACE` are in flight, so that a fast source (a file) is
+    paced by the broker. Acknowledgements are counted here by message id: paho's own handle on a
+    packet published while the broker was away says 'not connected' for good, resent or not.
+    `timeout` s without an acknowledgement, while waiting for one, is an error; `close` returns
+    the packets never acknowledged, for the caller to keep."""
+
+    PACE = 100
+
+    def __init__(self, url: str, client_id: str = "", notify=lambda message: None, backlog: int = 10_000,
+                 timeout: float = 30.0):  # fmt: skip
+        self.backlog, self.timeout, self._gave_up = backlog, timeout, False
+        self._unacked: dict[int, bytes] = {}  # message id -> packet, in the order published
+        self._acked: set[int] = set()  # ids acknowledged, until matched with `_unacked`
+        self._progress = threading.Condition()
         super().__init__(url, client_id, notify)
-        self._pending = []
+
+    def _prepare(self) -> None:
+        def acknowledged(client, userdata, mid, reason, properties):
+            with self._progress:
+                self._acked.add(mid)
+                self._progress.notify_all()
+
+        self.client.on_publish = acknowledged
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self._pending.append(self.client.publish(topic, payload, qos=1))
-        if len(self._pending) >= 100:
-            self.flush()
+        mid = self.client.publish(topic, payload, qos=1).mid
+        with self._progress:
+            self._unacked[mid] = payload
+            self._wait(lambda: len(self._unacked) < (self.PACE if self.client.is_connected() else self.backlog))
 
     def flush(self) -> None:
-        for info in self._pending:
-            info.wait_for_publish(timeout=30)
-            if not info.is_published():
-                raise EdgeaeError("the MQTT broker did not acknowledge a packet in 30 s")
-        self._pending.clear()
+        """Wait until the broker has acknowledged every packet."""
+        with self._progress:
+            self._wait(lambda: not self._unacked)
 
-    def close(self) -> None:
-        self.flush()
+    def _wait(self, done) -> None:
+        """Until `done()` (called under the lock); an EdgeaeError after `timeout` s with no
+        acknowledgement."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            matched = self._acked & self._unacked.keys()  # an id may be acknowledged before it is recorded
+            for mid in matched:
+                del self._unacked[mid]
+            self._acked -= matched
+            if done():
+                return
+            if matched:
+                deadline = time.monotonic() + self.timeout
+            elif time.monotonic() > deadline:
+                self._gave_up = True
+                raise EdgeaeError(f"the MQTT broker at {self.broker.address} acknowledged no packet in {self.timeout:g} s")
+            self._progress.wait(0.1)
+
+    def close(self) -> list[bytes]:
+        """Wait for the broker's acknowledgements (unless it already went `timeout` s without
+        one), disconnect, and return the packets it never acknowledged, in order."""
+        with contextlib.suppress(EdgeaeError):
+            if not self._gave_up:
+                self.flush()
         super().close()
+        with self._progress:
+            return list(self._unacked.values())
 
 
 class Subscriber(_Connection):

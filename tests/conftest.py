@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,24 @@ def small_export(tmp_path_factory, small_run) -> Path:
     from edgeae.export import export
 
     return export(small_run, tmp_path_factory.mktemp("dist") / "small")
+
+
+class Stderr:
+    """A running command's stderr lines, read as they come (a thread), to wait on."""
+
+    def __init__(self, proc):
+        self.proc, self.lines = proc, []
+        self.reader = threading.Thread(target=lambda: [self.lines.append(line) for line in proc.stderr], daemon=True)
+        self.reader.start()
+
+    def wait_for(self, text: str = "", until=lambda: True, timeout: float = 60) -> None:
+        """Until a line contains `text` and `until()` holds (once the command has exited: in
+        all it wrote); fail, never block, otherwise."""
+        deadline = time.monotonic() + timeout
+        while not (any(text in line for line in self.lines) and until()):
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                pytest.fail(f"exited {self.proc.returncode} with no line with {text!r}: {''.join(self.lines)[-500:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"no line with {text!r} in {timeout:g} s: {''.join(self.lines)[-500:]}")
+            time.sleep(0.1)

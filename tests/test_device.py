@@ -1,13 +1,18 @@
 """The device loop: the same windows as training, the same codes as the int8 encoder."""
 
+import array
+import fcntl
 import re
+import signal
 import subprocess
 import sys
+import termios
+import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Stderr
 from edgeae import data as D
 from edgeae import device, simulate, wire
 from edgeae.errors import EdgeaeError
@@ -157,3 +162,33 @@ def test_uint8_export_packets_decode_to_the_encoders_codes(tmp_path, small_run):
     np.testing.assert_array_equal(received.residual, expected.residual)
     encoder_codes = pipe.encoder(D.to_input(normalized, pipe.encoder.input_shape))
     np.testing.assert_allclose(received.code, encoder_codes, atol=pipe.code_quant[0] * 1.01)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_live_stream_ended_by_a_signal_keeps_its_packets(tmp_path, small_export, sig):
+    """Ctrl-C is how a live stream ends; it removed `encode --out`'s file, every packet in it.
+    Now the packets made so far are written, and every row read is accounted for."""
+    ex = Export.open(small_export)
+    lines = _csv(simulate.machine(seconds=1, seed=4), tmp_path / "s.csv").read_text().splitlines(keepends=True)
+    rows = ex.window + 2 * ex.hop + 5  # 3 windows, then 5 rows
+    out = tmp_path / "live.bin"
+    proc = subprocess.Popen([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--t0", "0",
+                             "--data", "-", "--out", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    try:
+        log = Stderr(proc)
+        log.wait_for("SIGTERM or Ctrl-C ends the stream")
+        proc.stdin.write("".join(lines[: 1 + rows]))
+        proc.stdin.flush()
+        unread, deadline = array.array("i", [1]), time.monotonic() + 60
+        while unread[0] and time.monotonic() < deadline:  # until encode has read them all (stdin stays open)
+            fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, unread)
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        log.wait_for(f"stopped by {sig.name}", until=lambda: proc.poll() is not None)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    n = int(re.search(r"(\d+) packets", log.lines[-1])[1])
+    left = rows - ((n - 1) * ex.hop + ex.window if n else 0)
+    assert log.lines[-1].strip().endswith(f"stopped by {sig.name}: the last {left} rows read went unsent"), log.lines
+    assert [wire.decode(p).seq for p in wire.unframe(out.read_bytes())] == list(range(n))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, save_npz
+from conftest import ROOT, Stderr, save_npz
 from edgeae import simulate, wire
 from edgeae.errors import EdgeaeError
 from edgeae.manifest import Export
@@ -205,29 +205,6 @@ def _no_command_outlives_its_test():
             proc.wait()
 
 
-class _Stderr:
-    """A running command's stderr lines, read as they come (a thread), to wait on."""
-
-    def __init__(self, proc):
-        import threading
-
-        self.proc, self.lines = proc, []
-        self.reader = threading.Thread(target=lambda: [self.lines.append(line) for line in proc.stderr], daemon=True)
-        self.reader.start()
-
-    def wait_for(self, text: str = "", until=lambda: True, timeout: float = 60) -> None:
-        """Until a line contains `text` and `until()` holds (once the command has exited: in
-        all it wrote); fail, never block, otherwise."""
-        deadline = time.monotonic() + timeout
-        while not (any(text in line for line in self.lines) and until()):
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                pytest.fail(f"exited {self.proc.returncode} with no line with {text!r}: {''.join(self.lines)[-500:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                pytest.fail(f"no line with {text!r} in {timeout:g} s: {''.join(self.lines)[-500:]}")
-            time.sleep(0.1)
-
-
 @pytest.mark.slow
 def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
     from edgeae.mqtt import Publisher
@@ -236,7 +213,7 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
     keys.write_text(json.dumps({str(k): v for k, v in KEYS.items()}))
     db = tmp_path / "r.sqlite"
     serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, "--keys", keys, stderr=subprocess.PIPE, text=True)
-    _Stderr(serve).wait_for("serving")
+    Stderr(serve).wait_for("serving")
 
     counts = {}
     for s in (1, 2, 3):  # three device loops publishing through the broker
@@ -280,7 +257,7 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
     db = tmp_path / "r.sqlite"
     serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
-    log = _Stderr(serve)
+    log = Stderr(serve)
     log.wait_for("serving")
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -316,11 +293,11 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     db = tmp_path / "r.sqlite"
     with local_broker(tmp_path) as url:
         serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
-        served = _Stderr(serve)
+        served = Stderr(serve)
         served.wait_for("serving")
         enc = _cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--t0", "1700000000",
                    stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        encoded = _Stderr(enc)
+        encoded = Stderr(enc)
         enc.stdin.write("".join(rows[:before]))
         enc.stdin.flush()
         served.wait_for(until=lambda: _count(db) == 3)
@@ -336,6 +313,45 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
     served.wait_for("stored 6, rejected 0")
+
+
+def test_packets_published_while_the_broker_is_away_count_once_it_acknowledges_them(tmp_path):
+    """paho resends them on reconnect, but its handle on each still read 'not connected', and
+    waiting on it raised RuntimeError: encode died with a traceback after any outage."""
+    from edgeae.mqtt import Publisher, local_broker
+
+    with local_broker(tmp_path) as url:
+        pub = Publisher(url)
+    while pub.client.is_connected():
+        time.sleep(0.05)
+    for i in range(3):
+        pub.publish("edgeae/1/up", bytes([i]))
+    with local_broker(tmp_path, port=int(url.rsplit(":", 1)[1])):
+        pub.flush()
+        assert pub.close() == []
+
+
+def test_packets_the_broker_never_acknowledges_are_kept_in_a_packet_file(tmp_path, small_export, streams):
+    """The broker goes away mid-stream and stays away: encode gave up after 30 s with every packet
+    paho still held lost (from a live stream, for good). They are now kept in a packet file."""
+    from edgeae import device
+    from edgeae.mqtt import local_broker
+
+    packets = _encode_file(small_export, streams[1], 1, None)[:8]
+    broker = contextlib.ExitStack()
+    url = broker.enter_context(local_broker(tmp_path))
+
+    def stream():
+        yield from packets[:3]
+        broker.close()
+        yield from packets[3:]
+
+    kept = tmp_path / "unsent.bin"
+    with pytest.raises(EdgeaeError, match=rf"acknowledged no packet in 2 s; \d of 8 packets were acknowledged, the other \d are kept in {kept} "
+                       rf"\(edgeae serve --packets {kept} stores them\)"):  # fmt: skip
+        device.publish(stream(), url, "edgeae/1/up", kept, timeout=2)
+    unsent = list(wire.unframe(kept.read_bytes()))
+    assert len(unsent) >= 5 and unsent == packets[-len(unsent) :]
 
 
 def _certificates(d):
@@ -374,7 +390,7 @@ def test_through_a_broker_with_tls_and_passwords(tmp_path, small_export, streams
 
         monkeypatch.setenv("EDGEAE_MQTT_PASSWORD", "s3cret")
         serve = _cli("serve", small_export, "--mqtt", f"mqtts://gateway@{at}", "--db", db, stderr=subprocess.PIPE, text=True)
-        served = _Stderr(serve)
+        served = Stderr(serve)
         served.wait_for(f"serving edgeae/+/up on {at}")
         monkeypatch.delenv("EDGEAE_MQTT_PASSWORD")
         enc = edgeae("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", f"mqtts://node7:n0de@{at}",
@@ -555,6 +571,8 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     enc = ("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:1")
     assert_one_line_error(edgeae(*enc, "--topic", "edgeae/{node}/up"), "--topic may use only {sensor}")
     assert_one_line_error(edgeae(*enc, "--topic", "edgeae/#/{sensor}"), "--topic must be a topic without wildcards")
+    assert_one_line_error(edgeae(*enc, "--unsent", tmp_path / "no" / "u.bin"), f"folder {tmp_path / 'no'} does not exist")
+    assert_one_line_error(edgeae(*enc[:-2], "--out", "-", "--unsent", "u.bin"), "--unsent goes with --mqtt")
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),

@@ -137,17 +137,18 @@ def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_
 
 
 def _from_keras_file(path: Path, code_layer: str, calibration, normalization) -> dict:
-    from . import zoo
+    from . import keras3, zoo
     from ._tf import keras
 
-    try:
-        model = keras.models.load_model(
-            path, compile=False,
-            custom_objects={c.__name__: c for c in (zoo.DenseTied, zoo.Conv1DTransposeTied, zoo.RandomMask, zoo.CodePenalty)},
-        )  # fmt: skip
-    except Exception as e:
-        raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({e.__class__.__name__}: {str(e)[:120]})") from None
-    encoder, decoder = split(model, code_layer)
+    custom = {c.__name__: c for c in (zoo.DenseTied, zoo.Conv1DTransposeTied, zoo.RandomMask, zoo.CodePenalty)}
+    if keras3.is_keras3_file(path):
+        model = keras3.load(path, custom)
+    else:
+        try:
+            model = keras.models.load_model(path, compile=False, custom_objects=custom)
+        except Exception as e:
+            raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({e.__class__.__name__}: {str(e)[:120]})") from None
+    encoder, decoder = split(_for_inference(model), code_layer)
     series = D.read_series(calibration)
     shape = encoder.input_shape[1:]
     if None in shape:
@@ -181,6 +182,31 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         representative=with_margin(rep[np.sort(sample[:256])], margin), reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
         recipe=None, fingerprint=series.fingerprint(), pruning=None,
     )  # fmt: skip
+
+
+def _for_inference(model):
+    """`model` with its training-only layers (dropout, noise, activity penalties), the identity at
+    inference, replaced by the identity. Converting a model holding a Dropout left that layer
+    broken for the next conversion, and the decoder is converted alone and again inside the device
+    model: the export of a Keras-tutorial autoencoder with Dropout failed."""
+    from . import zoo
+    from ._tf import keras
+
+    training_only = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
+                     keras.layers.ActivityRegularization, zoo.RandomMask, zoo.CodePenalty)  # fmt: skip
+
+    def clone(layer):
+        if isinstance(layer, training_only):
+            return keras.layers.Activation("linear", name=layer.name)
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        return layer.__class__.from_config(layer.get_config())
+
+    if not any(isinstance(layer, training_only) for layer in model.submodules):
+        return model
+    plain = keras.models.clone_model(model, clone_function=clone)
+    plain.set_weights(model.get_weights())
+    return plain
 
 
 def split(model, code_layer: str):

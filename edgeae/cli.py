@@ -358,12 +358,17 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
 @click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
 @click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
-def serve(export_dir, db, broker, topic, packets, keys):
+@click.option("--envelope", type=click.Choice(["tts", "chirpstack"]),
+              help="With --mqtt: messages are a LoRaWAN network server's uplinks (JSON, the packet in base64): The Things Stack "
+                   "(--topic 'v3/+/devices/+/up') or ChirpStack (--topic 'application/+/device/+/event/up').")  # fmt: skip
+def serve(export_dir, db, broker, topic, packets, keys, envelope):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM."""
     from . import serve as serve_
 
     if (broker is None) == (packets is None):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
+    if envelope and packets:
+        raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -372,7 +377,8 @@ def serve(export_dir, db, broker, topic, packets, keys):
 
         broker_at = parse_broker(broker).address
         check_topic(topic, wildcards=True)
-    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True))
+    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
+                           envelope=envelope)  # fmt: skip
     try:
         if packets:
             server.run_packets(records)

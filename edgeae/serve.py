@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import queue
 import signal
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import wire
+from . import lorawan, wire
 from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
 from .manifest import Export
@@ -143,10 +144,13 @@ def _locked(e: sqlite3.Error) -> bool:
 
 class Server:
     """Packets in, rows out. `notify` gets one-line notices (a locked database, waited out);
-    `stop`, once set, ends `run_mqtt` and ends waiting on a locked database."""
+    `stop`, once set, ends `run_mqtt` and ends waiting on a locked database. With `envelope`
+    ('tts', 'chirpstack'), each message is a LoRaWAN network server's uplink JSON holding the
+    packet (`lorawan.unwrap`)."""
 
     def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None,
-                 notify: Callable[[str], None] = lambda message: None):  # fmt: skip
+                 notify: Callable[[str], None] = lambda message: None, envelope: str | None = None):  # fmt: skip
+        self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.ex = Export.open(export_dir)
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
@@ -193,16 +197,23 @@ class Server:
         raws = [*failure.raws, *more]
         path = self.db_path.with_name(f"{self.db_path.name}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.bin")
         with atomic_file(path) as tmp:
-            tmp.write_bytes(b"".join(wire.frame(r) for r in raws))
+            tmp.write_bytes(b"".join(wire.frame(self._packet_or_message(r)) for r in raws))
         raise EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
                           f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
+
+    def _packet_or_message(self, raw: bytes) -> bytes:
+        """For a packet file: the packet a message carries, or the message as it came if it carries none."""
+        try:
+            return self.unwrap(raw)
+        except wire.PacketError:
+            return raw
 
     def _handle(self, batch) -> None:
         valid, rejected = [], []
         seen_in_batch: set[tuple[int, int]] = set()
         for topic, raw, t in batch:
             try:
-                p = wire.decode(raw, self.keys, {self.model_id})
+                p = wire.decode(self.unwrap(raw), self.keys, {self.model_id})
             except wire.PacketError as e:
                 rejected.append((t, topic, e.reason, str(e), None, None, raw))
                 continue

@@ -1,6 +1,7 @@
 """serve: every valid packet stored once, every bad one rejected with its reason, gaps recorded;
 end to end through a real Mosquitto broker on a loopback port."""
 
+import base64
 import contextlib
 import json
 import signal
@@ -354,6 +355,68 @@ def test_packets_the_broker_never_acknowledges_are_kept_in_a_packet_file(tmp_pat
     assert len(unsent) >= 5 and unsent == packets[-len(unsent) :]
 
 
+def _uplink(envelope: str, payload: bytes | None) -> bytes:
+    """A network server's uplink message as The Things Stack or ChirpStack publishes it (fields trimmed)."""
+    data = {} if payload is None else {"frm_payload" if envelope == "tts" else "data": base64.b64encode(payload).decode()}
+    if envelope == "tts":
+        return json.dumps({"end_device_ids": {"device_id": "pump-1", "application_ids": {"application_id": "edgeae"}},
+                           "received_at": "2026-11-29T10:00:00Z", "uplink_message": {"f_port": 1, "f_cnt": 7, **data}}).encode()  # fmt: skip
+    return json.dumps({"deduplicationId": "4f1c", "time": "2026-11-29T10:00:00Z", "deviceInfo": {"devEui": "0004a30b001c0530"},
+                       "fCnt": 7, "fPort": 1, **data}).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize("envelope", ["tts", "chirpstack"])
+def test_network_server_uplinks_unwrap_to_their_packet_or_a_reason(envelope):
+    from edgeae import lorawan
+
+    assert lorawan.unwrap(_uplink(envelope, b"\x01packet"), envelope) == b"\x01packet"
+    for message, reason in [(b"\x01\x02 not json", "not_an_uplink"), (b"[1, 2]", "not_an_uplink"),
+                            (json.dumps({"join_accept": {"session_key_id": "AX"}}).encode(), "not_an_uplink"),
+                            (_uplink(envelope, None), "no_payload"),
+                            (_uplink(envelope, b"x").replace(base64.b64encode(b"x"), b"%%%%"), "not_an_uplink")]:  # fmt: skip
+        with pytest.raises(wire.PacketError) as e:
+            lorawan.unwrap(message, envelope)
+        assert e.value.reason == reason, message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("envelope, topic, pattern", [
+    ("tts", "v3/edgeae@ttn/devices/pump-{s}/up", "v3/+/devices/+/up"),
+    ("chirpstack", "application/7/device/000000000000000{s}/event/up", "application/+/device/+/event/up"),
+])  # fmt: skip
+def test_serve_takes_packets_from_a_lorawan_network_servers_uplinks(tmp_path, small_export, streams, broker, envelope, topic, pattern):
+    """Over LoRaWAN the network server, not the device, publishes on MQTT, the packet wrapped in
+    its uplink JSON: serve stored each such message as a `bad_version` rejection."""
+    from edgeae.mqtt import Publisher
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({str(k): v for k, v in KEYS.items()}))
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, "--keys", keys, "--topic", pattern, "--envelope", envelope,
+                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+    log = Stderr(serve)
+    log.wait_for("serving")
+    sent = {s: _encode_file(small_export, streams[s], s, None) for s in (1, 2)}
+    pub = Publisher(broker)
+    for s, packets in sent.items():
+        for raw in packets:
+            pub.publish(topic.format(s=s), _uplink(envelope, raw))
+    pub.publish(topic.format(s=1), _uplink(envelope, None))  # MAC commands only
+    pub.publish(topic.format(s=1), sent[1][0])  # a raw packet where an uplink JSON belongs
+    pub.flush()
+    pub.close()
+    total = sum(map(len, sent.values()))
+    log.wait_for(until=lambda: _count(db) == total)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    log.wait_for(f"stored {total}, rejected 2 (1 no_payload, 1 not_an_uplink;")
+    con = sqlite3.connect(db)
+    for s, packets in sent.items():
+        assert [q for (q,) in con.execute("SELECT seq FROM packets WHERE sensor=? ORDER BY seq", (s,))] == list(range(len(packets)))
+    assert con.execute("SELECT raw FROM rejected WHERE reason='not_an_uplink'").fetchone() == (sent[1][0],)  # kept as it came
+    con.close()
+
+
 def _certificates(d):
     """A throwaway CA, and a certificate for 127.0.0.1 that it signed (openssl)."""
     def openssl(*args):
@@ -573,6 +636,8 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae(*enc, "--topic", "edgeae/#/{sensor}"), "--topic must be a topic without wildcards")
     assert_one_line_error(edgeae(*enc, "--unsent", tmp_path / "no" / "u.bin"), f"folder {tmp_path / 'no'} does not exist")
     assert_one_line_error(edgeae(*enc[:-2], "--out", "-", "--unsent", "u.bin"), "--unsent goes with --mqtt")
+    assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--envelope", "tts"),
+                          "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),

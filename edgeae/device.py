@@ -25,7 +25,6 @@ import numpy as np
 from . import data as D
 from . import wire
 from .errors import EdgeaeError
-from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
 
@@ -206,8 +205,7 @@ def publish(packets: Iterable[bytes], broker: str, topic: str, unsent: Path, not
         error = e
     kept = pub.close()
     if kept:
-        with atomic_file(unsent) as tmp:
-            tmp.write_bytes(b"".join(wire.frame(p) for p in kept))
+        wire.write_packet_file(unsent, kept)
         why = error or f"the MQTT broker at {pub.broker.address} acknowledged no packet in {pub.timeout:g} s"
         raise EdgeaeError(f"{why}; {n - len(kept)} of {n} packets were acknowledged, the other {len(kept)} are kept in "
                           f"{unsent} (edgeae serve --packets {unsent} stores them)")  # fmt: skip

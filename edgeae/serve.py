@@ -196,8 +196,7 @@ class Server:
         """Write the packets the database would not take to a packet file beside it, and say so."""
         raws = [*failure.raws, *more]
         path = self.db_path.with_name(f"{self.db_path.name}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.bin")
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(b"".join(wire.frame(self._packet_or_message(r)) for r in raws))
+        wire.write_packet_file(path, [self._packet_or_message(r) for r in raws])
         raise EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
                           f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
 

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import EdgeaeError, existing_file
+from .fsutil import atomic_file
 
 VERSION = 1
 FLAG_RESIDUAL = 0x01
@@ -196,3 +197,9 @@ def read_packet_file(path) -> list[bytes]:
         raise EdgeaeError(f"{path}: not a packet file: none of its {len(records)} record(s) starts like a version-{VERSION} "
                           "packet (edgeae encode --out writes packet files)")  # fmt: skip
     return records
+
+
+def write_packet_file(path, packets) -> None:
+    """`packets` as a packet file (`frame` per packet), written whole or not at all."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(b"".join(frame(p) for p in packets))

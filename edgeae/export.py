@@ -185,24 +185,30 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
 
 
 def _for_inference(model):
-    """`model` with its training-only layers (dropout, noise, activity penalties), the identity at
-    inference, replaced by the identity. Converting a model holding a Dropout left that layer
-    broken for the next conversion, and the decoder is converted alone and again inside the device
-    model: the export of a Keras-tutorial autoencoder with Dropout failed."""
+    """`model` as the device should run it. Its training-only layers (dropout, noise, activity
+    penalties), the identity at inference, become the identity: converting a model holding a
+    Dropout left that layer broken for the next conversion, and the decoder is converted alone and
+    again inside the device model, so the export of a Keras-tutorial autoencoder failed. Its
+    UpSampling1D layers become the zoo's reshape / concatenate form, which TFLite Micro runs."""
     from . import zoo
     from ._tf import keras
 
     training_only = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
                      keras.layers.ActivityRegularization, zoo.RandomMask, zoo.CodePenalty)  # fmt: skip
 
+    def rewritten(layer) -> bool:
+        return isinstance(layer, training_only) or (isinstance(layer, keras.layers.UpSampling1D) and layer.size <= 10)
+
     def clone(layer):
         if isinstance(layer, training_only):
             return keras.layers.Activation("linear", name=layer.name)
+        if isinstance(layer, keras.layers.UpSampling1D) and layer.size <= 10:
+            return zoo.RepeatSteps(layer.size, name=layer.name)
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         return layer.__class__.from_config(layer.get_config())
 
-    if not any(isinstance(layer, training_only) for layer in model.submodules):
+    if not any(rewritten(layer) for layer in model.submodules):
         return model
     plain = keras.models.clone_model(model, clone_function=clone)
     plain.set_weights(model.get_weights())

@@ -272,8 +272,10 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--mqtt", "broker", help=f"Publish to this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
 @click.option("--key", help="Hex HMAC key: tag every packet (serve must have the same key).")
-@click.option("--t0", type=float, default=None, help="Timestamp of row 0, Unix seconds [default: now].")
-@click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows.")
+@click.option("--t0", type=float, default=None,
+              help="Timestamp of row 0, Unix seconds, and stamp rows t0 + period x row "
+                   "[default: each row's own time, from the data's time column; without one, now].")
+@click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows, when stamping by row.")
 @click.option("--start-seq", type=int, default=0, show_default=True, help="First sequence number.")
 @click.option("--unsent", type=click.Path(dir_okay=False),
               help="With --mqtt: packet file for the packets the broker never acknowledged, kept when it stays away "
@@ -304,8 +306,8 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     except ValueError:
         raise EdgeaeError("--key must be hexadecimal") from None
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
-    source = device.Source(data, enc.ex)
-    packets = device.Stoppable(enc.packets(source, source.batch))
+    source = device.Source(data, enc.ex, times=t0 is None)
+    packets = device.Stoppable(enc.packets(source, source.batch, source.time_of))
     if data == "-":
         click.echo(f"sensor {sensor}: reading CSV rows from stdin, a packet every {enc.ex.hop} rows once {enc.ex.window} are in "
                    "(SIGTERM or Ctrl-C ends the stream)", err=True)  # fmt: skip
@@ -329,7 +331,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         tail = f"; {rows} filled no window of {enc.ex.window} and went unsent" if left else ""
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
                + (f" to {out}" if out not in (None, "-") else f" to {broker_at}" if broker else "") + f" ({wire.radio_note(size)})"
-               + tail, err=True)  # fmt: skip
+               + (", stamped with the data's times" if source.timed else "") + tail, err=True)  # fmt: skip
 
 
 @main.command()

@@ -4,7 +4,8 @@ per-channel normalization.
 Numpy only, so the device and host halves can use it without TensorFlow.
 
 A `Series` is a multichannel time series: `values` of shape (rows, channels), the channel
-names, and optionally a 0/1 `labels` per row (1 = anomalous). Every reader validates once,
+names, optionally a 0/1 `labels` per row (1 = anomalous), and the rows' time cells as read
+(`times`, turned into Unix seconds by `unix_times` when asked for). Every reader validates once,
 here at the edge: missing columns, non-numeric cells, NaN / inf values and too little data
 are reported as an `EdgeaeError` naming the file, the column and the row (rows counted from 1,
 the first data row under a CSV header being row 1).
@@ -18,6 +19,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ class Series:
     channels: list[str]
     labels: np.ndarray | None = None  # (rows,) int8, 1 = anomalous
     source: str = "<memory>"
+    times: np.ndarray | None = None  # (rows,) the time column's cells as read (see `unix_times`)
 
     def __post_init__(self):
         with np.errstate(over="ignore"):  # beyond float32's range becomes inf, reported below
@@ -63,6 +66,8 @@ class Series:
             if not np.isin(self.labels, (0, 1)).all():
                 raise EdgeaeError(f"{self.source}: labels must be 0 (normal) or 1 (anomalous)")
             self.labels = self.labels.astype(np.int8)
+        if self.times is not None and len(self.times) != len(self.values):
+            raise EdgeaeError(f"{self.source}: {len(self.times)} times for {len(self.values)} rows")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -78,12 +83,25 @@ class Series:
                 f"(have: {', '.join(self.channels)})"
             )
         idx = [self.channels.index(c) for c in channels]
-        return Series(self.values[:, idx], list(channels), self.labels, self.source)
+        return Series(self.values[:, idx], list(channels), self.labels, self.source, self.times)
 
     def rows(self, start: int, stop: int | None) -> "Series":
         """Rows [start, stop) as a new series."""
         labels = None if self.labels is None else self.labels[start:stop]
-        return Series(self.values[start:stop], self.channels, labels, f"{self.source}[{start}:{stop}]")
+        times = None if self.times is None else self.times[start:stop]
+        return Series(self.values[start:stop], self.channels, labels, f"{self.source}[{start}:{stop}]", times)
+
+    def unix_times(self) -> np.ndarray | None:
+        """The rows' times in Unix seconds (float64), None without a time column."""
+        if self.times is None:
+            return None
+        out = np.empty(len(self.times))
+        for i, cell in enumerate(self.times):
+            try:
+                out[i] = unix_seconds(str(cell))
+            except ValueError as e:
+                raise EdgeaeError(f"{self.source}: row {i + 1}: {e}") from None
+        return out
 
     def fingerprint(self) -> str:
         """sha256 of the channel names, values and labels: identifies the training data."""
@@ -105,7 +123,7 @@ def read_series(
 
     CSV: an optional time column (`time`, or a first column that is not numeric), named channel
     columns, and an optional 0/1 label column (`label`, else a column named `label` or `anomaly`).
-    .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,).
+    .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,).
     When `channels` is given, only those columns are used, in that order.
     """
     path = Path(path)
@@ -114,6 +132,33 @@ def read_series(
     if path.suffix == ".npz":
         return _read_npz(path, channels, label)
     return _read_csv(path, channels, label, time)
+
+
+def time_column(header: list[str], first_row: list[str] | None) -> str | None:
+    """The CSV's time column: one named as in DEFAULT_TIME_COLUMNS, else a first column whose
+    first cell is not a number; None when there is neither."""
+    named = next((c for c in header if c.lower() in DEFAULT_TIME_COLUMNS), None)
+    if named is None and first_row and not _is_number(first_row[0]):
+        return header[0]
+    return named
+
+
+def unix_seconds(cell: str) -> float:
+    """A time cell in Unix seconds: a number of Unix seconds, or an ISO 8601 date and time, UTC
+    unless it gives its offset ('2020-03-09 10:14:33', '2020-03-09T10:14:33.5+01:00'). A number
+    outside 0..2^32 (milliseconds, say) is refused: a packet carries uint32 seconds."""
+    cell = cell.strip()
+    try:
+        t = float(cell)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(cell)
+        except ValueError:
+            raise ValueError(f"time {cell!r} is neither Unix seconds nor an ISO 8601 date and time") from None
+        t = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= t < 2**32:
+        raise ValueError(f"time {cell!r} is not in Unix seconds 0..2^32 (1970 to 2106)")
+    return t
 
 
 def _unique_names(path: Path, names: list[str]) -> None:
@@ -139,7 +184,7 @@ def _read_npz(path: Path, channels, label) -> Series:
     labels = arrays.get(label or "labels")
     if not np.issubdtype(data.dtype, np.number):
         raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
-    return Series(data, names, labels, str(path)).select(channels)
+    return Series(data, names, labels, str(path), arrays.get("times")).select(channels)
 
 
 def _read_csv(path: Path, channels, label, time) -> Series:
@@ -166,10 +211,7 @@ def _read_csv(path: Path, channels, label, time) -> Series:
     label = label or next((c for c in DEFAULT_LABEL_COLUMNS if c in header), None)
     if label is not None and label not in header:
         raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
-    if time is None:
-        time = next((c for c in header if c.lower() in DEFAULT_TIME_COLUMNS), None)
-        if time is None and body and not _is_number(body[0][0]):
-            time = header[0]
+    time = time or time_column(header, body[0] if body else None)
     if channels is None:
         skip = {label, time, "changepoint"}
         channels = [c for c in header if c not in skip]
@@ -199,7 +241,8 @@ def _read_csv(path: Path, channels, label, time) -> Series:
             labels = np.array([int(float(row[li])) for row in body])
         except ValueError:
             raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1") from None
-    return Series(values, list(channels), labels, str(path))
+    times = None if time not in header else np.array([row[header.index(time)] for row in body])
+    return Series(values, list(channels), labels, str(path), times)
 
 
 def _is_number(cell: str) -> bool:
@@ -273,7 +316,7 @@ def highpass(series: Series, taus: dict[str, float]) -> Series:
     if missing:
         raise EdgeaeError(f"{series.source}: no channel(s) {', '.join(map(repr, missing))} to high-pass (have: {', '.join(series.channels)})")
     values = np.array(list(highpass_rows(series.values, series.channels, taus)), np.float32).reshape(series.values.shape)
-    return Series(values, series.channels, series.labels, series.source)
+    return Series(values, series.channels, series.labels, series.source, series.times)
 
 
 @dataclass

@@ -6,7 +6,8 @@ through the int8 device model in LiteRT; each window becomes one wire-format pac
 and residual byte. The bytes are those the firmware produces from the MCU export's constants.
 
 Rows come from a CSV / .npz file or, for a live stream, CSV lines on stdin (a header line first).
-The timestamp of a window is `t0 + period * (index of its last row)`. SIGTERM or SIGINT ends the
+The timestamp of a window is its last row's time, from the data's time column (`data.time_column`,
+`data.unix_seconds`), or `t0 + period * (index of its last row)`. SIGTERM or SIGINT ends the
 stream (`Stoppable`); packets the MQTT broker never acknowledged are kept in a file (`publish`).
 """
 
@@ -32,8 +33,10 @@ BATCH = 64  # windows per LiteRT call
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>") -> Iterator[np.ndarray]:
-    """Parse CSV lines (header first) into rows of the given channels, validating each row."""
+def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>", times: bool = True) -> Iterator[tuple[float | None, np.ndarray]]:
+    """Parse CSV lines (header first) into (time, row of the given channels), validating each
+    line; time is the time column's cell in Unix seconds, None when the header has no time column
+    (`data.time_column`, with the first line under the header) or `times` is False."""
     lines = iter(lines)
     header_line = next(lines, None)
     if header_line is None:
@@ -44,17 +47,25 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
     if missing:
         raise EdgeaeError(f"{source}: missing channel column(s) {', '.join(map(repr, missing))} (have: {', '.join(header)})")
     idx = [header.index(c) for c in channels]
+    ti: int | None = -1  # the time column's index, found at the first line under the header
     for n, line in enumerate(lines, start=2):
         if not line.strip():
             continue
         cells = next(csv.reader([line], delimiter=delimiter))
+        if ti == -1:
+            column = D.time_column(header, cells) if times else None
+            ti = None if column is None or column in channels else header.index(column)
         try:
             row = np.array([float(cells[i]) for i in idx])
         except (ValueError, IndexError):
             raise EdgeaeError(f"{source}: line {n} is not a row of numbers for {', '.join(channels)}") from None
         if not (np.abs(row) <= FLOAT32_MAX).all():
             raise EdgeaeError(f"{source}: line {n} has NaN, inf or values beyond float32's range (3.4e38)")
-        yield row.astype(np.float32)
+        try:
+            t = None if ti is None else D.unix_seconds(cells[ti] if ti < len(cells) else "")
+        except ValueError as e:
+            raise EdgeaeError(f"{source}: line {n}: {e} (--t0 stamps by row instead)") from None
+        yield t, row.astype(np.float32)
 
 
 def stream_windows(rows: Iterable[np.ndarray], length: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -87,23 +98,26 @@ class Encoder:
         if not 0 <= start_seq < 2**32:
             raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
 
-    def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH) -> Iterator[bytes]:
-        """The packets of `windows`, run through the model `size` windows at a time."""
+    def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH, times=None) -> Iterator[bytes]:
+        """The packets of `windows`, run through the model `size` windows at a time; `times` (row
+        index -> Unix seconds or None, as `Source.time_of`) stamps them where it knows the time,
+        t0 and period elsewhere."""
         batch: list[tuple[int, np.ndarray]] = []
         for item in windows:
             batch.append(item)
             if len(batch) == size:
-                yield from self._batch(batch)
+                yield from self._batch(batch, times)
                 batch = []
         if batch:
-            yield from self._batch(batch)
+            yield from self._batch(batch, times)
 
-    def _batch(self, batch) -> Iterator[bytes]:
+    def _batch(self, batch, times) -> Iterator[bytes]:
         raw = np.stack([w for _, w in batch])
         codes, residuals = self.pipe.device_outputs(self.pipe.norm(raw))
         for (last_row, _), code, res in zip(batch, codes, residuals):
-            p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(self.t0 + self.period * last_row) % 2**32,
-                            tuple(int(v) for v in code), int(res))  # fmt: skip
+            t = None if times is None else times(last_row)
+            t = self.t0 + self.period * last_row if t is None else t
+            p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(t) % 2**32, tuple(int(v) for v in code), int(res))
             self.seq += 1
             yield wire.encode(p, self.key)
 
@@ -113,21 +127,45 @@ class Source:
     row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
     so that rows after the last full window can be reported rather than dropped unsaid. `batch`:
     windows per model call, 1 for a live stream so that each packet leaves once its window's last
-    row is read (batched, a 1 Hz sensor's packet waited for 63 more windows)."""
+    row is read (batched, a 1 Hz sensor's packet waited for 63 more windows). With `times`, rows
+    keep their time from the data's time column, for `time_of`."""
 
-    def __init__(self, source: str, ex: Export):
+    def __init__(self, source: str, ex: Export, times: bool = False):
         self.batch = 1 if source == "-" else BATCH
+        self._times: dict[int, float] | np.ndarray | None = None
         if source == "-":
-            self.rows = 0
+            self.rows, self._window = 0, ex.window
             lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-            self._windows = stream_windows(ex.normalizer.prepare_rows(self._counted(stream_rows(lines, ex.channels))), ex.window, ex.hop)
+            rows = self._counted(stream_rows(lines, ex.channels, times=times))
+            self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:
             series = D.read_series(Path(source))
             self.rows = len(series)
+            if times:
+                try:
+                    self._times = series.unix_times()
+                except EdgeaeError as e:
+                    raise EdgeaeError(f"{e} (--t0 stamps by row instead)") from None
             self._windows = windows_from_series(series, ex)
 
-    def _counted(self, rows: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for row in rows:
+    @property
+    def timed(self) -> bool:
+        """Whether rows read so far came with their times."""
+        return self._times is not None
+
+    def time_of(self, row: int) -> float | None:
+        """Row `row`'s time in Unix seconds; None when the data has no time column (or the
+        source was made without `times`). A live stream's rows keep theirs for a window."""
+        return None if self._times is None else float(self._times[row])
+
+    def _counted(self, rows: Iterable[tuple[float | None, np.ndarray]]) -> Iterator[np.ndarray]:
+        """The rows, counted, with the times of the last window's worth kept for `time_of`."""
+        for t, row in rows:
+            if t is not None:
+                if self._times is None:
+                    self._times = {}
+                self._times[self.rows] = t
+                self._times.pop(self.rows - self._window, None)
             self.rows += 1
             yield row
 

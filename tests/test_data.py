@@ -19,6 +19,40 @@ def test_csv_semicolon_time_and_label(tmp_path):
     np.testing.assert_array_equal(s.labels, [0, 1])
 
 
+@pytest.mark.parametrize("cell, seconds", [
+    ("1700000000", 1_700_000_000.0),
+    ("1700000000.25", 1_700_000_000.25),
+    ("2020-03-09 10:14:33", 1_583_748_873.0),  # SKAB's form, naive: UTC
+    ("2020-03-09T10:14:33Z", 1_583_748_873.0),
+    ("2020-03-09T11:14:33.5+01:00", 1_583_748_873.5),
+])
+def test_time_cells_in_unix_seconds(cell, seconds):
+    assert D.unix_seconds(cell) == seconds
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("03/09/2020 10:14", "neither Unix seconds nor an ISO 8601"),
+    ("1700000000000", r"not in Unix seconds 0..2\^32"),  # milliseconds
+    ("1969-12-31 23:59:59", r"not in Unix seconds 0..2\^32"),
+])
+def test_time_cells_refused(cell, message):
+    with pytest.raises(ValueError, match=message):
+        D.unix_seconds(cell)
+
+
+def test_series_keeps_its_times_through_select_rows_and_highpass(tmp_path):
+    p = write(tmp_path, "timestamp,a,b\n1700000000,1,2\n1700000001,3,4\n1700000003,5,6\n")
+    s = D.read_series(p)
+    assert s.unix_times().tolist() == [1_700_000_000, 1_700_000_001, 1_700_000_003]
+    assert D.highpass(s.select(["b"]).rows(1, None), {"b": 10.0}).unix_times().tolist() == [1_700_000_001, 1_700_000_003]
+    assert D.read_series(write(tmp_path, "a,b\n1,2\n")).unix_times() is None  # no time column
+    bad = D.read_series(write(tmp_path, "time,a\n2020-01-01,1\nlater,2\n"))  # read for training: the cells are not needed
+    with pytest.raises(EdgeaeError, match=r"d.csv: row 2: time 'later' is neither"):
+        bad.unix_times()
+    np.savez(tmp_path / "d.npz", data=np.zeros((2, 1)), times=np.array([1e9, 1e9 + 2]))
+    assert D.read_series(tmp_path / "d.npz").unix_times().tolist() == [1e9, 1e9 + 2]
+
+
 def test_csv_channels_chosen_by_name_in_order(tmp_path):
     p = write(tmp_path, "t,x,y,z\n0,1,2,3\n1,4,5,6\n")
     s = D.read_series(p, channels=["z", "x"])

@@ -111,6 +111,33 @@ def test_bad_stream_lines(tmp_path, small_export):
     assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
 
 
+def test_packets_carry_the_datas_own_times(tmp_path, small_export):
+    """A recording was stamped now + one second per row whatever its time column said; serve then
+    stored its windows at the time of the replay."""
+    ex = Export.open(small_export)
+    s = simulate.machine(seconds=1, seed=4)
+    start = 1_583_748_873  # 2020-03-09 10:14:33 UTC, in SKAB's form below; rows 0.5 s apart
+    stamps = [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + i // 2)) + (".5" if i % 2 else "") for i in range(len(s))]
+    lines = ["datetime;" + ";".join(s.channels)] + [f"{t};" + ";".join(f"{v:.6g}" for v in row) for t, row in zip(stamps, s.values)]
+    csv = tmp_path / "s.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--out", "-"]
+    from_file = subprocess.run(args + ["--data", str(csv)], capture_output=True, cwd=ROOT)
+    from_stdin = subprocess.run(args + ["--data", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
+    assert from_file.returncode == 0 and from_file.stdout == from_stdin.stdout, from_stdin.stderr
+    assert b"stamped with the data's times" in from_file.stderr
+    packets = [wire.decode(p) for p in wire.unframe(from_file.stdout)]
+    last_rows = [k * ex.hop + ex.window - 1 for k in range(len(packets))]
+    assert [p.timestamp for p in packets] == [start + r // 2 for r in last_rows]  # whole seconds, as a packet carries
+    by_row = subprocess.run(args + ["--data", str(csv), "--t0", "100", "--period", "2"], capture_output=True, cwd=ROOT)
+    assert [wire.decode(p).timestamp for p in wire.unframe(by_row.stdout)] == [100 + 2 * r for r in last_rows]
+    assert b"stamped" not in by_row.stderr
+    csv.write_text(csv.read_text().replace(stamps[20], "03/09/2020"))
+    for data, where in ((str(csv), "row 21"), ("-", "line 22")):
+        bad = subprocess.run(args + ["--data", data], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
+        assert_one_line_error(_text(bad), f"{where}: time '03/09/2020' is neither Unix seconds nor an ISO 8601 date and time (--t0 stamps by row instead)")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"sensor": 70000}, "--sensor must be 0..65535"),
     ({"t0": float("nan")}, "--t0 must be Unix seconds"),

@@ -196,19 +196,19 @@ def _for_inference(model):
     training_only = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
                      keras.layers.ActivityRegularization, zoo.RandomMask, zoo.CodePenalty)  # fmt: skip
 
-    def rewritten(layer) -> bool:
-        return isinstance(layer, training_only) or (isinstance(layer, keras.layers.UpSampling1D) and layer.size <= 10)
+    def upsampling(layer) -> bool:
+        return isinstance(layer, keras.layers.UpSampling1D) and layer.size <= 10
 
     def clone(layer):
         if isinstance(layer, training_only):
             return keras.layers.Activation("linear", name=layer.name)
-        if isinstance(layer, keras.layers.UpSampling1D) and layer.size <= 10:
+        if upsampling(layer):
             return zoo.RepeatSteps(layer.size, name=layer.name)
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, clone_function=clone)
         return layer.__class__.from_config(layer.get_config())
 
-    if not any(rewritten(layer) for layer in model.submodules):
+    if not any(isinstance(layer, training_only) or upsampling(layer) for layer in model.submodules):
         return model
     plain = keras.models.clone_model(model, clone_function=clone)
     plain.set_weights(model.get_weights())

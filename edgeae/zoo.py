@@ -181,25 +181,25 @@ def _conv1d(recipe: Recipe, channels: int):
         if m.tied:
             x = Conv1DTransposeTied(mirror, activation=act, name=name)(x)
         else:
-            x = upsample(x, 2, f"upsample_{i}")
+            x = _upsample2(x, f"upsample_{i}")
             x = keras.layers.Conv1D(f, m.kernel_size, padding="same", activation=act, name=name)(x)
     return encoder, keras.Model(code, x, name="decoder")
 
 
-def upsample(x, size: int, name: str):
-    """UpSampling1D(size) as reshape / concatenate `size` copies / reshape. Keras' own layer
-    converts to one CONCATENATION of every time step at a fixed batch, more inputs than TFLite
-    Micro's CONCATENATION takes (10), so a device model (encoder + decoder) holding it would not
-    run there. Hence `size` <= 10."""
+def _upsample2(x, name: str):
+    """UpSampling1D(2) as reshape / concatenate-with-itself / reshape. Keras' own layer converts
+    to one CONCATENATION of every time step at a fixed batch, more inputs than TFLite Micro's
+    CONCATENATION takes (10), so the device model (encoder + decoder) would not run there."""
     steps, channels = x.shape[1], x.shape[2]
     x = keras.layers.Reshape((steps, 1, channels), name=f"{name}_split")(x)
-    x = keras.layers.Concatenate(axis=2, name=name)([x] * size)
-    return keras.layers.Reshape((size * steps, channels), name=f"{name}_merge")(x)
+    x = keras.layers.Concatenate(axis=2, name=name)([x, x])
+    return keras.layers.Reshape((2 * steps, channels), name=f"{name}_merge")(x)
 
 
 class RepeatSteps(keras.layers.Layer):
-    """`upsample` in one layer: what export puts in place of a model's own UpSampling1D (a
-    clone swaps one layer for one layer)."""
+    """UpSampling1D(size) as `_upsample2` builds it, in one layer: what export puts in place of a
+    model's own UpSampling1D (a clone swaps one layer for one layer). `size` copies are
+    concatenated, so `size` <= 10 for TFLite Micro."""
 
     def __init__(self, size: int, **kwargs):
         super().__init__(**kwargs)

@@ -13,6 +13,7 @@ stream (`Stoppable`); packets the MQTT broker never acknowledged are kept in a f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import signal
@@ -184,6 +185,19 @@ class _Stopped(BaseException):
     """Raised by `Stoppable`'s handler into a wait for the next item (a read of stdin)."""
 
 
+@contextlib.contextmanager
+def _on_stop_signals(handler):
+    """SIGTERM and SIGINT call `handler(name of the signal)` inside the block, instead of the
+    command's own handlers (main thread only)."""
+    stop = lambda signum, frame: handler(signal.Signals(signum).name)  # noqa: E731
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
 _NOTHING = object()
 
 
@@ -193,21 +207,21 @@ class Stoppable:
     `encode --out` lost all it had written). A signal that comes while the next item is awaited
     (a live stream's next line) ends the wait; one that comes while the caller handles an item
     ends the iteration after it. `signal` names the signal that stopped it, if one did. The
-    handlers are this object's only while it iterates: a second signal during the delivery
-    afterwards acts as before (the command's own handler). Main thread only."""
+    handlers are this object's only while it iterates: a second signal, during the delivery
+    afterwards, is the caller's (`publish` then stops waiting for the broker and keeps the rest).
+    Main thread only."""
 
     def __init__(self, items: Iterable):
         self.items, self.signal, self._waiting = items, None, False
 
-    def _handle(self, signum, frame) -> None:
-        self.signal = signal.Signals(signum).name
+    def _handle(self, name: str) -> None:
+        self.signal = name
         if self._waiting:
             raise _Stopped
 
     def __iter__(self) -> Iterator:
-        saved = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         items = iter(self.items)
-        try:
+        with _on_stop_signals(self._handle):
             while self.signal is None:
                 item = _NOTHING
                 try:
@@ -222,16 +236,14 @@ class Stoppable:
                     self._waiting = False
                 if item is not _NOTHING:
                     yield item
-        finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
 
 
 def publish(packets: Iterable[bytes], broker: str, topic: str, unsent: Path, notify=lambda message: None,
             timeout: float = 30.0) -> int:  # fmt: skip
     """Publish `packets` to `topic` on `broker`; returns how many. Packets the broker has not
-    acknowledged when publishing ends (it went away and did not come back within `timeout` s) are
-    written to the packet file `unsent`, and an EdgeaeError says so; `serve --packets` stores them."""
+    acknowledged when publishing ends (it went away and did not come back within `timeout` s, or
+    SIGTERM / SIGINT cut that wait short) are written to the packet file `unsent`, and an
+    EdgeaeError says so; `serve --packets` stores them."""
     from .mqtt import Publisher
 
     pub = Publisher(broker, notify=notify, timeout=timeout)
@@ -241,11 +253,15 @@ def publish(packets: Iterable[bytes], broker: str, topic: str, unsent: Path, not
             pub.publish(topic, pkt)
     except EdgeaeError as e:  # the broker's silence, or bad input: the packets made so far are still to be saved
         error = e
-    kept = pub.close()
+    with _on_stop_signals(lambda name: pub.give_up(f"stopped by {name} while waiting for the MQTT broker at {pub.broker.address}")):
+        if pub.waiting and not pub.client.is_connected() and not pub.reason:
+            notify(f"waiting up to {timeout:g} s for the MQTT broker at {pub.broker.address} to acknowledge {pub.waiting} packets "
+                   f"(SIGTERM or Ctrl-C stops waiting: they are then kept in {unsent})")  # fmt: skip
+        kept = pub.close()
+        if kept:
+            wire.write_packet_file(unsent, kept)
     if kept:
-        wire.write_packet_file(unsent, kept)
-        why = error or f"the MQTT broker at {pub.broker.address} acknowledged no packet in {pub.timeout:g} s"
-        raise EdgeaeError(f"{why}; {n - len(kept)} of {n} packets were acknowledged, the other {len(kept)} are kept in "
+        raise EdgeaeError(f"{error or pub.reason}; {n - len(kept)} of {n} packets were acknowledged, the other {len(kept)} are kept in "
                           f"{unsent} (edgeae serve --packets {unsent} stores them)")  # fmt: skip
     if error:
         raise error

@@ -141,14 +141,17 @@ class Publisher(_Connection):
     for the broker. Connected, at most `PACE` are in flight, so that a fast source (a file) is
     paced by the broker. Acknowledgements are counted here by message id: paho's own handle on a
     packet published while the broker was away says 'not connected' for good, resent or not.
-    `timeout` s without an acknowledgement, while waiting for one, is an error; `close` returns
-    the packets never acknowledged, for the caller to keep."""
+    `timeout` s without an acknowledgement, while waiting for one, is an error, and so is a wait
+    ended by `give_up`; `reason` says which. `close` returns the packets never acknowledged, for
+    the caller to keep."""
 
     PACE = 100
 
     def __init__(self, url: str, client_id: str = "", notify=lambda message: None, backlog: int = 10_000,
                  timeout: float = 30.0):  # fmt: skip
-        self.backlog, self.timeout, self._gave_up = backlog, timeout, False
+        self.backlog, self.timeout = backlog, timeout
+        self.reason: str | None = None  # why waiting for acknowledgements ended before they came
+        self._give_up: str | None = None
         self._unacked: dict[int, bytes] = {}  # message id -> packet, in the order published
         self._acked: set[int] = set()  # ids acknowledged, until matched with `_unacked`
         self._progress = threading.Condition()
@@ -187,15 +190,28 @@ class Publisher(_Connection):
             if matched:
                 deadline = time.monotonic() + self.timeout
             elif time.monotonic() > deadline:
-                self._gave_up = True
-                raise EdgeaeError(f"the MQTT broker at {self.broker.address} acknowledged no packet in {self.timeout:g} s")
+                self.reason = f"the MQTT broker at {self.broker.address} acknowledged no packet in {self.timeout:g} s"
+            self.reason = self.reason or self._give_up
+            if self.reason:
+                raise EdgeaeError(self.reason)
             self._progress.wait(0.1)
+
+    def give_up(self, why: str) -> None:
+        """End the wait for acknowledgements within 0.1 s, as an error saying `why`. Only sets a
+        flag: safe in a signal handler."""
+        self._give_up = why
+
+    @property
+    def waiting(self) -> int:
+        """Packets published and not yet acknowledged."""
+        with self._progress:
+            return len(self._unacked)
 
     def close(self) -> list[bytes]:
         """Wait for the broker's acknowledgements (unless it already went `timeout` s without
         one), disconnect, and return the packets it never acknowledged, in order."""
         with contextlib.suppress(EdgeaeError):
-            if not self._gave_up:
+            if not self.reason:
                 self.flush()
         super().close()
         with self._progress:

@@ -4,6 +4,7 @@ end to end through a real Mosquitto broker on a loopback port."""
 import base64
 import contextlib
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -353,6 +354,38 @@ def test_packets_the_broker_never_acknowledges_are_kept_in_a_packet_file(tmp_pat
         device.publish(stream(), url, "edgeae/1/up", kept, timeout=2)
     unsent = list(wire.unframe(kept.read_bytes()))
     assert len(unsent) >= 5 and unsent == packets[-len(unsent) :]
+
+
+def test_ctrl_c_while_encode_waits_for_an_absent_broker_keeps_the_packets(tmp_path, small_export):
+    """Ctrl-C ends a live stream, and encode then waits up to 30 s for the broker to acknowledge
+    what it holds; a second Ctrl-C in that wait killed it, and every packet not acknowledged was
+    lost. It now ends the wait and keeps them in the --unsent file."""
+    from edgeae.mqtt import local_broker
+
+    ex = Export.open(small_export)
+    s = simulate.machine(seconds=1, seed=4)
+    rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
+    before, total = 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop  # 3 windows, then 3 more
+    kept = tmp_path / "unsent.bin"
+    with local_broker(tmp_path) as url:
+        enc = _cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--unsent", kept,
+                   stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        encoded = Stderr(enc)
+        enc.stdin.write("".join(rows[:before]))
+        enc.stdin.flush()
+        time.sleep(1)  # connected, and the 3 packets acknowledged
+    encoded.wait_for(f"lost the MQTT broker at {url}")
+    enc.stdin.write("".join(rows[before:total]))
+    enc.stdin.flush()
+    time.sleep(1)
+    enc.send_signal(signal.SIGINT)
+    encoded.wait_for("packets (SIGTERM or Ctrl-C stops waiting: they are then kept in")
+    enc.send_signal(signal.SIGINT)
+    assert enc.wait(10) == 2
+    encoded.wait_for(f"stopped by SIGINT while waiting for the MQTT broker at {url}; ")
+    m = re.search(r"(\d) of 6 packets were acknowledged, the other (\d) are kept in (\S+) ", "".join(encoded.lines))
+    assert m and int(m[1]) + int(m[2]) == 6 and int(m[2]) >= 3 and m[3] == str(kept)
+    assert [wire.decode(p).seq for p in wire.read_packet_file(kept)] == list(range(6 - int(m[2]), 6))
 
 
 def _uplink(envelope: str, payload: bytes | None) -> bytes:

@@ -281,6 +281,14 @@ def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path,
 
 
 @pytest.mark.slow
+def _live_stream(export) -> tuple[list[str], int, int]:
+    """CSV lines for `encode --data -` (the header first), and how many of them make 3 windows and 6."""
+    ex = Export.open(export)
+    s = simulate.machine(seconds=1, seed=4)
+    rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
+    return rows, 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop
+
+
 def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_export):
     """paho reconnected by itself, but to a restarted broker that had forgotten serve's
     subscription: serve then received nothing more, and said nothing. Now serve subscribes again,
@@ -288,10 +296,7 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     restart arrives whole."""
     from edgeae.mqtt import local_broker
 
-    ex = Export.open(small_export)
-    s = simulate.machine(seconds=1, seed=4)
-    rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
-    before, total = 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop  # 3 windows, then 3 more
+    rows, before, total = _live_stream(small_export)
     db = tmp_path / "r.sqlite"
     with local_broker(tmp_path) as url:
         serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
@@ -362,10 +367,7 @@ def test_ctrl_c_while_encode_waits_for_an_absent_broker_keeps_the_packets(tmp_pa
     lost. It now ends the wait and keeps them in the --unsent file."""
     from edgeae.mqtt import local_broker
 
-    ex = Export.open(small_export)
-    s = simulate.machine(seconds=1, seed=4)
-    rows = [",".join(s.channels) + "\n"] + [",".join(f"{v:.6g}" for v in r) + "\n" for r in s.values]
-    before, total = 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop  # 3 windows, then 3 more
+    rows, before, total = _live_stream(small_export)
     kept = tmp_path / "unsent.bin"
     with local_broker(tmp_path) as url:
         enc = _cli("encode", small_export, "--data", "-", "--sensor", 1, "--mqtt", url, "--unsent", kept,

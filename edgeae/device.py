@@ -34,7 +34,7 @@ BATCH = 64  # windows per LiteRT call
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>", times: bool = True) -> Iterator[tuple[float | None, np.ndarray]]:
+def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>", times: bool = False) -> Iterator[tuple[float | None, np.ndarray]]:
     """Parse CSV lines (header first) into (time, row of the given channels), validating each
     line; time is the time column's cell in Unix seconds, None when the header has no time column
     (`data.time_column`, with the first line under the header) or `times` is False."""

@@ -151,7 +151,6 @@ class Publisher(_Connection):
                  timeout: float = 30.0):  # fmt: skip
         self.backlog, self.timeout = backlog, timeout
         self.reason: str | None = None  # why waiting for acknowledgements ended before they came
-        self._give_up: str | None = None
         self._unacked: dict[int, bytes] = {}  # message id -> packet, in the order published
         self._acked: set[int] = set()  # ids acknowledged, until matched with `_unacked`
         self._progress = threading.Condition()
@@ -178,7 +177,7 @@ class Publisher(_Connection):
 
     def _wait(self, done) -> None:
         """Until `done()` (called under the lock); an EdgeaeError after `timeout` s with no
-        acknowledgement."""
+        acknowledgement, or once `give_up` is called."""
         deadline = time.monotonic() + self.timeout
         while True:
             matched = self._acked & self._unacked.keys()  # an id may be acknowledged before it is recorded
@@ -191,7 +190,6 @@ class Publisher(_Connection):
                 deadline = time.monotonic() + self.timeout
             elif time.monotonic() > deadline:
                 self.reason = f"the MQTT broker at {self.broker.address} acknowledged no packet in {self.timeout:g} s"
-            self.reason = self.reason or self._give_up
             if self.reason:
                 raise EdgeaeError(self.reason)
             self._progress.wait(0.1)
@@ -199,7 +197,7 @@ class Publisher(_Connection):
     def give_up(self, why: str) -> None:
         """End the wait for acknowledgements within 0.1 s, as an error saying `why`. Only sets a
         flag: safe in a signal handler."""
-        self._give_up = why
+        self.reason = self.reason or why
 
     @property
     def waiting(self) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, existing_file
 
 #: Column names treated as labels / timestamps when a recipe does not name them.
 DEFAULT_LABEL_COLUMNS = ("label", "anomaly")
@@ -126,9 +126,7 @@ def read_series(
     .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,).
     When `channels` is given, only those columns are used, in that order.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeaeError(f"{path}: a folder, not a CSV or .npz file" if path.is_dir() else f"{path}: no such file")
+    path = existing_file(path, "CSV or .npz file")
     if path.suffix == ".npz":
         return _read_npz(path, channels, label)
     return _read_csv(path, channels, label, time)

@@ -98,7 +98,7 @@ def test_duplicate_column_names_are_an_error(tmp_path):
 
 
 def test_missing_and_non_csv_file(tmp_path):
-    with pytest.raises(EdgeaeError, match="no such file"):
+    with pytest.raises(EdgeaeError, match="nope.csv: no such CSV or .npz file"):
         D.read_series(tmp_path / "nope.csv")
     p = tmp_path / "bin.csv"
     p.write_bytes(b"\xff\xfe\x00\x01")

@@ -363,7 +363,9 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @click.option("--envelope", type=click.Choice(["tts", "chirpstack"]),
               help="With --mqtt: messages are a LoRaWAN network server's uplinks (JSON, the packet in base64): The Things Stack "
                    "(--topic 'v3/+/devices/+/up') or ChirpStack (--topic 'application/+/device/+/event/up').")  # fmt: skip
-def serve(export_dir, db, broker, topic, packets, keys, envelope):
+@click.option("--client-id", help="With --mqtt: the MQTT client id, whose session the broker keeps while serve is stopped, "
+                                  "holding the packets published meanwhile [default: edgeaeserve<hash of --db and --topic>].")
+def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM."""
     from . import serve as serve_
 
@@ -371,6 +373,8 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if envelope and packets:
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
+    if client_id is not None and packets:
+        raise EdgeaeError("--client-id goes with --mqtt")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -386,8 +390,9 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope):
             server.run_packets(records)
         else:
             stop = serve_.stop_on_signals()
-            server.run_mqtt(broker, topic, stop,
-                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db} (SIGTERM to stop)", err=True))  # fmt: skip
+            client_id = client_id or serve_.session_id(db, topic)
+            server.run_mqtt(broker, topic, stop, client_id=client_id,
+                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db} as {client_id} (SIGTERM to stop)", err=True))  # fmt: skip
     finally:
         server.close()
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))

@@ -71,15 +71,17 @@ def check_topic(topic: str, wildcards: bool) -> str:
 
 
 def _client(client_id: str):
+    """A paho client (MQTT 3.1.1); one with a client id keeps its session at the broker when it
+    disconnects (clean session off), one without gets a fresh id and session every time."""
     paho = require("paho.mqtt.client", "serve")
-    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id)
 
 
 class _Connection:
     """A paho client connected to `url`, reconnecting by itself when the broker goes away, and
     telling `notify` of the loss and of the return (a restarted broker included), so that neither
     passes unsaid. Hooks for subclasses: `_prepare` runs before the first connect, `_connected`
-    on every connect."""
+    on every connect. With a `client_id`, the session is kept at the broker (see `_client`)."""
 
     def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0):
         self.broker = broker = parse_broker(url)
@@ -100,6 +102,8 @@ class _Connection:
             self._connected()
             if self._connects > 1:
                 notify(f"reconnected to the MQTT broker at {where}")
+            elif flags.session_present:
+                notify(f"resumed session {client_id!r} on the MQTT broker at {where}: what it kept meanwhile comes first")
 
         def disconnected(client, userdata, flags, reason, properties):
             if not self._closing and self._connects:
@@ -219,7 +223,9 @@ class Publisher(_Connection):
 class Subscriber(_Connection):
     """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t).
     A restarted broker has forgotten the subscription, so it is made on every connect. (What the
-    broker receives while no subscription exists is delivered to no one.)"""
+    broker receives while no subscription exists is delivered to no one.) With a `client_id` the
+    subscription outlives the connection: the broker keeps the QoS 1 messages that arrive while
+    the subscriber is away (as many as it is configured to hold) and delivers them when it is back."""
 
     def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None):
         self.messages: queue.Queue = queue.Queue()

@@ -10,7 +10,8 @@ with its reason. Nothing is dropped and the server never stops on a bad packet; 
 one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
 holds the database locked, packets are held and stored once it lets go. Packets the database will
 not take (serve stopped while it is locked, or any other database error, which stops serve) are
-written to a packet file beside it, to serve later.
+written to a packet file beside it, to serve later. Over MQTT, serve keeps its session at the broker
+(`session_id`): the packets published while serve is stopped are delivered when it is back.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
 import json
 import queue
 import signal
@@ -285,14 +287,15 @@ class Server:
                 self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]])
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
-                 ready=lambda: None) -> None:  # fmt: skip
+                 ready=lambda: None, client_id: str = "") -> None:  # fmt: skip
         """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. What
         arrived before the disconnect is stored; what the database would not take is kept in a
-        packet file (`_keep_unstored`)."""
+        packet file (`_keep_unstored`). With a `client_id` (`session_id`) the broker keeps the
+        subscription, and the packets that come meanwhile, after serve stops."""
         from .mqtt import Subscriber
 
         self.stop = stop
-        sub = Subscriber(url, pattern, notify=self.notify)
+        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify)
         ready()
         failure = None
         try:
@@ -324,6 +327,15 @@ class Server:
 
     def close(self) -> None:
         self.db.close()
+
+
+def session_id(db: str | Path, pattern: str) -> str:
+    """The MQTT client id serve takes by default: the same for the same database and topic
+    pattern, so that a restarted serve resumes its session at the broker (and two serves of
+    different databases do not take over each other's). 23 letters and digits, the most MQTT 3.1.1
+    obliges a broker to accept."""
+    key = f"{Path(db).resolve()}\0{pattern}".encode()
+    return f"edgeaeserve{hashlib.sha256(key).hexdigest()[:12]}"
 
 
 def stop_on_signals() -> threading.Event:

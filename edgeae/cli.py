@@ -365,7 +365,9 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
                    "(--topic 'v3/+/devices/+/up') or ChirpStack (--topic 'application/+/device/+/event/up').")  # fmt: skip
 @click.option("--client-id", help="With --mqtt: the MQTT client id, whose session the broker keeps while serve is stopped, "
                                   "holding the packets published meanwhile [default: edgeaeserve<hash of --db and --topic>].")
-def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id):
+@click.option("--clean-session", is_flag=True,
+              help="With --mqtt: ask the broker to keep no session (for one that refuses to); what is published while serve is stopped is lost.")
+def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, clean_session):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM."""
     from . import serve as serve_
 
@@ -373,8 +375,8 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id):
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if envelope and packets:
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
-    if client_id is not None and packets:
-        raise EdgeaeError("--client-id goes with --mqtt")
+    if (client_id is not None or clean_session) and packets:
+        raise EdgeaeError("--client-id and --clean-session go with --mqtt")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -390,9 +392,10 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id):
             server.run_packets(records)
         else:
             stop = serve_.stop_on_signals()
-            client_id = client_id or serve_.session_id(db, topic)
-            server.run_mqtt(broker, topic, stop, client_id=client_id,
-                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db} as {client_id} (SIGTERM to stop)", err=True))  # fmt: skip
+            client_id = client_id or ("" if clean_session else serve_.session_id(db, topic))
+            who = "keeping no session" if clean_session else f"as {client_id}, its session kept"
+            server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session,
+                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop)", err=True))  # fmt: skip
     finally:
         server.close()
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))

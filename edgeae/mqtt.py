@@ -70,22 +70,23 @@ def check_topic(topic: str, wildcards: bool) -> str:
     return topic
 
 
-def _client(client_id: str):
-    """A paho client (MQTT 3.1.1); one with a client id keeps its session at the broker when it
-    disconnects (clean session off), one without gets a fresh id and session every time."""
+def _client(client_id: str, keep_session: bool):
+    """A paho client (MQTT 3.1.1); with `keep_session` (which needs a `client_id`) the broker keeps
+    its session when it disconnects (clean session off). Without a client id, paho makes one up."""
     paho = require("paho.mqtt.client", "serve")
-    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not client_id)
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not keep_session)
 
 
 class _Connection:
     """A paho client connected to `url`, reconnecting by itself when the broker goes away, and
     telling `notify` of the loss and of the return (a restarted broker included), so that neither
     passes unsaid. Hooks for subclasses: `_prepare` runs before the first connect, `_connected`
-    on every connect. With a `client_id`, the session is kept at the broker (see `_client`)."""
+    on every connect. With `keep_session`, the broker keeps the session of `client_id` (`_client`)."""
 
-    def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0):
+    def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0,
+                 keep_session: bool = False):  # fmt: skip
         self.broker = broker = parse_broker(url)
-        self.client = _client(client_id)
+        self.client = _client(client_id, keep_session)
         self.client.reconnect_delay_set(1, 10)
         if broker.user:
             self.client.username_pw_set(broker.user, broker.password)
@@ -120,7 +121,8 @@ class _Connection:
         while not self.client.is_connected():
             if self._refused is not None or time.monotonic() > deadline:
                 self.client.loop_stop()
-                why = (f" ({self._refused})" if self._refused is not None else
+                kept = f"; it was asked to keep the session of client id {client_id!r}, which some brokers refuse" if keep_session else ""
+                why = (f" ({self._refused}){kept}" if self._refused is not None else
                        f" within {timeout:g} s" + ("" if broker.tls else " (a TLS port needs mqtts://)"))  # fmt: skip
                 raise EdgeaeError(f"the MQTT broker at {where} did not accept the connection{why}")
             time.sleep(0.01)
@@ -223,14 +225,15 @@ class Publisher(_Connection):
 class Subscriber(_Connection):
     """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t).
     A restarted broker has forgotten the subscription, so it is made on every connect. (What the
-    broker receives while no subscription exists is delivered to no one.) With a `client_id` the
+    broker receives while no subscription exists is delivered to no one.) With `keep_session` the
     subscription outlives the connection: the broker keeps the QoS 1 messages that arrive while
     the subscriber is away (as many as it is configured to hold) and delivers them when it is back."""
 
-    def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None):
+    def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None,
+                 keep_session: bool = False):  # fmt: skip
         self.messages: queue.Queue = queue.Queue()
         self._pattern, self._qos, self._subscribed = pattern, qos, threading.Event()
-        super().__init__(url, client_id, notify)
+        super().__init__(url, client_id, notify, keep_session=keep_session)
         if not self._subscribed.wait(10):
             raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
 

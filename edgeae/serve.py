@@ -287,15 +287,15 @@ class Server:
                 self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]])
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
-                 ready=lambda: None, client_id: str = "") -> None:  # fmt: skip
+                 ready=lambda: None, client_id: str = "", keep_session: bool = True) -> None:  # fmt: skip
         """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. What
         arrived before the disconnect is stored; what the database would not take is kept in a
-        packet file (`_keep_unstored`). With a `client_id` (`session_id`) the broker keeps the
-        subscription, and the packets that come meanwhile, after serve stops."""
+        packet file (`_keep_unstored`). With `keep_session`, the broker keeps the subscription of
+        `client_id` (`session_id`), and the packets that come meanwhile, after serve stops."""
         from .mqtt import Subscriber
 
         self.stop = stop
-        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify)
+        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session)
         ready()
         failure = None
         try:

@@ -322,33 +322,35 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     served.wait_for("stored 6, rejected 0")
 
 
-def test_packets_published_while_serve_is_stopped_are_stored_when_it_is_back(tmp_path, small_export, streams, broker):
+@pytest.mark.parametrize("clean", [False, True])
+def test_packets_published_while_serve_is_stopped_are_stored_when_it_is_back(tmp_path, small_export, streams, broker, clean):
     """serve subscribed with a clean session: a restart (a deploy, a reboot of the host) lost
     every packet published meanwhile, a gap in the results for good. It now keeps its session at
-    the broker, which holds them for it."""
+    the broker, which holds them for it; --clean-session (for a broker that keeps none) loses them."""
     from edgeae.mqtt import Publisher
 
     packets = _encode_file(small_export, streams[1], 1, None)[:6]
     db = tmp_path / "r.sqlite"
     pub = Publisher(broker)
+    stored = [0, 1, 5] if clean else list(range(6))
     for start, stop in ((0, 2), (2, 5), (5, 6)):  # before serve stops, while it is stopped, once it is back
         if start != 2:
-            serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
+            serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, *["--clean-session"] * clean, stderr=subprocess.PIPE, text=True)
             log = Stderr(serve)
-            log.wait_for("serving")
+            log.wait_for("keeping no session" if clean else ", its session kept")
         for raw in packets[start:stop]:
             pub.publish("edgeae/1/up", raw)
         pub.flush()
         if start != 2:
-            log.wait_for(until=lambda: _count(db) == stop)
+            log.wait_for(until=lambda: _count(db) == len([n for n in stored if n < stop]))
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(30) == 0
     pub.close()
-    log.wait_for(f"resumed session 'edgeaeserve")  # the second run
-    log.wait_for("stored 4, rejected 0")
+    log.wait_for(f"stored {len(stored) - 2}, rejected 0")  # the second run's
+    assert any("resumed session 'edgeaeserve" in line for line in log.lines) != clean
     with contextlib.closing(sqlite3.connect(db)) as con:
-        assert [r[0] for r in con.execute("SELECT seq FROM packets ORDER BY seq")] == list(range(6))
-        assert con.execute("SELECT COUNT(*) FROM missing").fetchone()[0] == 0
+        assert [r[0] for r in con.execute("SELECT seq FROM packets ORDER BY seq")] == stored
+        assert con.execute("SELECT COUNT(*) FROM missing").fetchone()[0] == 6 - len(stored)
 
 
 def test_packets_published_while_the_broker_is_away_count_once_it_acknowledges_them(tmp_path):
@@ -703,7 +705,7 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--envelope", "tts"),
                           "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--client-id", "me"),
-                          "--client-id goes with --mqtt")  # fmt: skip
+                          "--client-id and --clean-session go with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),

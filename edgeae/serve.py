@@ -287,7 +287,7 @@ class Server:
                 self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]])
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
-                 ready=lambda: None, client_id: str = "", keep_session: bool = True) -> None:  # fmt: skip
+                 ready=lambda: None, client_id: str = "", keep_session: bool = False) -> None:  # fmt: skip
         """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. What
         arrived before the disconnect is stored; what the database would not take is kept in a
         packet file (`_keep_unstored`). With `keep_session`, the broker keeps the subscription of

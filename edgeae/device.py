@@ -129,13 +129,14 @@ class Source:
     so that rows after the last full window can be reported rather than dropped unsaid. `batch`:
     windows per model call, 1 for a live stream so that each packet leaves once its window's last
     row is read (batched, a 1 Hz sensor's packet waited for 63 more windows). With `times`, rows
-    keep their time from the data's time column, for `time_of`."""
+    keep their time from the data's time column, for `time_of` (a live stream's until it passes them)."""
 
     def __init__(self, source: str, ex: Export, times: bool = False):
         self.batch = 1 if source == "-" else BATCH
-        self._times: dict[int, float] | np.ndarray | None = None
+        self.timed = False  # whether rows read so far came with their times
+        self._times: deque[tuple[int, float]] | np.ndarray | None = None
         if source == "-":
-            self.rows, self._window = 0, ex.window
+            self.rows, self._times = 0, deque()
             lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
             rows = self._counted(stream_rows(lines, ex.channels, times=times))
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
@@ -147,26 +148,25 @@ class Source:
                     self._times = series.unix_times()
                 except EdgeaeError as e:
                     raise EdgeaeError(f"{e} (--t0 stamps by row instead)") from None
+                self.timed = self._times is not None
             self._windows = windows_from_series(series, ex)
-
-    @property
-    def timed(self) -> bool:
-        """Whether rows read so far came with their times."""
-        return self._times is not None
 
     def time_of(self, row: int) -> float | None:
         """Row `row`'s time in Unix seconds; None when the data has no time column (or the
-        source was made without `times`). A live stream's rows keep theirs for a window."""
+        source was made without `times`). A live stream's rows are asked for in order, and
+        forgotten once passed."""
+        if isinstance(self._times, deque):
+            while self._times and self._times[0][0] < row:
+                self._times.popleft()
+            return self._times[0][1] if self._times and self._times[0][0] == row else None
         return None if self._times is None else float(self._times[row])
 
     def _counted(self, rows: Iterable[tuple[float | None, np.ndarray]]) -> Iterator[np.ndarray]:
-        """The rows, counted, with the times of the last window's worth kept for `time_of`."""
+        """The rows, counted, with their times kept for `time_of`."""
         for t, row in rows:
             if t is not None:
-                if self._times is None:
-                    self._times = {}
-                self._times[self.rows] = t
-                self._times.pop(self.rows - self._window, None)
+                self.timed = True
+                self._times.append((self.rows, t))
             self.rows += 1
             yield row
 

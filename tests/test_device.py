@@ -138,6 +138,21 @@ def test_packets_carry_the_datas_own_times(tmp_path, small_export):
         assert_one_line_error(_text(bad), f"{where}: time '03/09/2020' is neither Unix seconds nor an ISO 8601 date and time (--t0 stamps by row instead)")
 
 
+def test_a_live_streams_times_survive_batching(tmp_path, small_export, monkeypatch):
+    """Through the API, a live stream's windows may be run 64 at a time: the row times kept for
+    them were those of the last window only, and the first packet's lookup failed (KeyError)."""
+    import io
+
+    ex = Export.open(small_export)
+    s = simulate.machine(seconds=1, seed=4)
+    lines = ["time," + ",".join(s.channels)] + [f"{1_700_000_000 + i}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(s.values)]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(lines) + "\n").encode())))
+    source = device.Source("-", ex, times=True)
+    packets = [wire.decode(p) for p in device.Encoder(small_export, 1).packets(source, 64, source.time_of)]
+    assert len(packets) > 64 and source.timed
+    assert [p.timestamp for p in packets] == [1_700_000_000 + k * ex.hop + ex.window - 1 for k in range(len(packets))]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"sensor": 70000}, "--sensor must be 0..65535"),
     ({"t0": float("nan")}, "--t0 must be Unix seconds"),

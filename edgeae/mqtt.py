@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -227,22 +228,69 @@ class Subscriber(_Connection):
     A restarted broker has forgotten the subscription, so it is made on every connect. (What the
     broker receives while no subscription exists is delivered to no one.) With `keep_session` the
     subscription outlives the connection: the broker keeps the QoS 1 messages that arrive while
-    the subscriber is away (as many as it is configured to hold) and delivers them when it is back."""
+    the subscriber is away (as many as it is configured to hold) and delivers them when it is back.
+
+    With `manual_ack`, a message is acknowledged to the broker only when its taker says it is safe
+    (`take`, then `ack`): until then the broker holds it, and with `keep_session` sends it again
+    after a crash. The broker sends only so many unacknowledged messages at once (Mosquitto's
+    `max_inflight_messages`, 20 by default), which also keeps `messages` short."""
+
+    ACK_BARRIER = "edgeae/ack-barrier"
 
     def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None,
-                 keep_session: bool = False):  # fmt: skip
+                 keep_session: bool = False, manual_ack: bool = False):  # fmt: skip
         self.messages: queue.Queue = queue.Queue()
-        self._pattern, self._qos, self._subscribed = pattern, qos, threading.Event()
+        self._receipts: collections.deque = collections.deque()  # (connection, id, QoS) per message put, in order
+        self._pattern, self._qos, self._manual_ack, self._subscribed = pattern, qos, manual_ack, threading.Event()
         super().__init__(url, client_id, notify, keep_session=keep_session)
         if not self._subscribed.wait(10):
             raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
 
     def _prepare(self) -> None:
-        self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, bytes(msg.payload), time.time()))
+        def received(client, userdata, msg):
+            if self._manual_ack:
+                self._receipts.append((self._connects, msg.mid, msg.qos))
+            self.messages.put((msg.topic, bytes(msg.payload), time.time()))
+
+        self.client.manual_ack_set(self._manual_ack)
+        self.client.on_message = received
         self.client.on_subscribe = lambda *a: self._subscribed.set()
 
     def _connected(self) -> None:
         self.client.subscribe(self._pattern, qos=self._qos)
+
+    def take(self, most: int, wait: float) -> list[tuple[str, bytes, float]]:
+        """Up to `most` messages, in order: waits up to `wait` s for the first, then takes only
+        those already here."""
+        taken: list = []
+        try:
+            taken.append(self.messages.get(timeout=wait) if wait > 0 else self.messages.get_nowait())
+            while len(taken) < most:
+                taken.append(self.messages.get_nowait())
+        except queue.Empty:
+            pass
+        return taken
+
+    def ack(self, n: int) -> None:
+        """Acknowledge the next `n` messages taken, once they are stored or kept. One that came
+        before a reconnect is not: its id may name another message by now (a kept session
+        sends it again, and its taker finds it is already stored)."""
+        for _ in range(n):
+            connection, mid, qos = self._receipts.popleft()
+            if connection == self._connects:
+                self.client.ack(mid, qos)
+
+    def close(self) -> None:
+        """Disconnect. With `manual_ack`, once the broker has answered an UNSUBSCRIBE of a filter
+        no one holds (`ACK_BARRIER`), which it does after the acknowledgements sent before it: a
+        socket closed while messages it was sent lie unread is reset, and a reset can lose what
+        was written just before it. What is left in `messages` was never acknowledged."""
+        if self._manual_ack and self.client.is_connected():
+            answered = threading.Event()
+            self.client.on_unsubscribe = lambda *a: answered.set()
+            self.client.unsubscribe(self.ACK_BARRIER)
+            answered.wait(5)
+        super().close()
 
 
 @contextlib.contextmanager

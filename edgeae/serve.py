@@ -11,7 +11,10 @@ one SQLite transaction, so a SIGTERM never leaves a half-written batch. While an
 holds the database locked, packets are held and stored once it lets go. Packets the database will
 not take (serve stopped while it is locked, or any other database error, which stops serve) are
 written to a packet file beside it, to serve later. Over MQTT, serve keeps its session at the broker
-(`session_id`): the packets published while serve is stopped are delivered when it is back.
+(`session_id`): the packets published while serve is stopped are delivered when it is back. It
+acknowledges a message to the broker only once it is stored (or kept in that file), so a serve
+killed outright (SIGKILL, out of memory) leaves what it had taken in with the broker, which sends
+it again.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).
@@ -24,9 +27,9 @@ import contextlib
 import functools
 import hashlib
 import json
-import queue
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -194,13 +197,14 @@ class Server:
         if waiting:
             self.notify(f"{self.db_path}: unlocked; the {len(batch)} packet(s) held are stored")
 
-    def _keep_unstored(self, failure: _NotStored, more: list[bytes] = ()) -> None:
-        """Write the packets the database would not take to a packet file beside it, and say so."""
+    def _keep_unstored(self, failure: _NotStored, more: list[bytes] = ()) -> EdgeaeError:
+        """Write the packets the database would not take to a packet file beside it; returns the
+        error that says so, for the caller to raise once it has done what the file allows."""
         raws = [*failure.raws, *more]
         path = self.db_path.with_name(f"{self.db_path.name}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.bin")
         wire.write_packet_file(path, [self._packet_or_message(r) for r in raws])
-        raise EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
-                          f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
+        return EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
+                           f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
 
     def _packet_or_message(self, raw: bytes) -> bytes:
         """For a packet file: the packet a message carries, or the message as it came if it carries none."""
@@ -284,46 +288,43 @@ class Server:
             try:
                 self.handle(items[i : i + batch])
             except _NotStored as failure:
-                self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]])
+                raise self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]]) from None
 
-    def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, linger: float = 0.05,
-                 ready=lambda: None, client_id: str = "", keep_session: bool = False) -> None:  # fmt: skip
-        """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. What
-        arrived before the disconnect is stored; what the database would not take is kept in a
-        packet file (`_keep_unstored`). With `keep_session`, the broker keeps the subscription of
-        `client_id` (`session_id`), and the packets that come meanwhile, after serve stops."""
+    def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, ready=lambda: None,
+                 client_id: str = "", keep_session: bool = False) -> None:  # fmt: skip
+        """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. A
+        message is acknowledged to the broker only once it is stored (or kept in a packet file,
+        `_keep_unstored`, when the database will not take it): whatever serve has taken in when it
+        stops, or is killed, is either stored or still held by the broker. With `keep_session`,
+        the broker keeps the subscription of `client_id` (`session_id`), and so those messages and
+        the ones that come after serve stops, for its next run; without, it drops them."""
         from .mqtt import Subscriber
 
         self.stop = stop
-        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session)
+        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True)
         ready()
-        failure = None
         try:
             while not stop.is_set():
-                self._drain(sub.messages, batch, linger)
-        except _NotStored as e:
-            failure = e
+                self._store_taken(sub, batch, wait=0.2)
+            self._store_taken(sub, sys.maxsize, wait=0)  # what came before the stop (the broker sends more as it is acknowledged)
+        except _NotStored as failure:
+            more = [raw for _, raw, _ in sub.take(sys.maxsize, wait=0)]
+            error = self._keep_unstored(failure, more)
+            sub.ack(len(failure.raws) + len(more))
+            if keep_session:
+                error = EdgeaeError(f"{error}; the broker keeps what it holds beyond them for session {client_id!r}, for serve's next run")
+            raise error from None
         finally:
             sub.close()
-        rest = []
-        while not sub.messages.empty():
-            rest.append(sub.messages.get())
-        if failure is not None:
-            self._keep_unstored(failure, [raw for _, raw, _ in rest])
-        self._handle_all(rest, batch)
 
-    def _drain(self, q: queue.Queue, batch: int, linger: float) -> None:
-        try:
-            items = [q.get(timeout=0.2)]
-        except queue.Empty:
-            return
-        deadline = time.monotonic() + linger
-        while len(items) < batch:
-            try:
-                items.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        self.handle(items)
+    def _store_taken(self, sub, batch: int, wait: float) -> int:
+        """Store what the subscriber has (up to `batch`, waiting up to `wait` s for the first),
+        then acknowledge it; returns how many."""
+        taken = sub.take(batch, wait)
+        if taken:
+            self.handle(taken)
+            sub.ack(len(taken))
+        return len(taken)
 
     def close(self) -> None:
         self.db.close()

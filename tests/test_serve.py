@@ -257,6 +257,8 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
 
 @pytest.mark.slow
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
+    """What serve took in is kept in a packet file; what the broker did not send it yet (it sends
+    only 20 unacknowledged at a time) waits there for serve's session. Between them, every packet."""
     db = tmp_path / "r.sqlite"
     serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
     log = Stderr(serve)
@@ -274,13 +276,78 @@ def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path,
     holder.rollback()
     holder.close()
     (kept,) = tmp_path.glob("r.sqlite.unstored-*.bin")
-    log.wait_for(f"the {sent} not stored are kept in {kept}")
+    log.wait_for(f" not stored are kept in {kept}")
+    assert "the broker keeps what it holds beyond them for session 'edgeaeserve" in log.lines[-1]
+    in_file = int(log.lines[-1].split("; the ")[1].split()[0])
+    assert 0 < in_file < sent
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
+    log = Stderr(serve)
+    log.wait_for("resumed session", until=lambda: _count(db) == sent - in_file)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
     proc = subprocess.run([sys.executable, "-m", "edgeae", "serve", small_export, "--packets", kept, "--db", db],
                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-    assert proc.stderr.strip().endswith(f"stored {sent}, rejected 0"), proc.stderr
+    assert proc.stderr.strip().endswith(f"stored {in_file}, rejected 0"), proc.stderr
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert [r[0] for r in con.execute("SELECT seq FROM packets ORDER BY seq")] == list(range(sent))
 
 
 @pytest.mark.slow
+def test_packets_serve_took_in_survive_it_being_killed(tmp_path, small_export, streams, broker):
+    """serve acknowledged each message when it arrived, before storing it: killed outright
+    (SIGKILL, out of memory) while it held packets, it lost them, and the broker had let them go.
+    It now acknowledges a batch once it is stored, so the broker sends them again to its session."""
+    from edgeae.mqtt import Publisher
+
+    packets = _encode_file(small_export, streams[1], 1, None)[:6]
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
+    log = Stderr(serve)
+    log.wait_for("serving")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # serve takes the packets in and cannot store them
+    pub = Publisher(broker)
+    for raw in packets:
+        pub.publish("edgeae/1/up", raw)
+    pub.close()
+    log.wait_for("locked by another connection")
+    time.sleep(0.5)  # the last packets through the broker
+    serve.kill()
+    serve.wait()
+    holder.rollback()
+    holder.close()
+    assert _count(db) == 0
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, stderr=subprocess.PIPE, text=True)
+    log = Stderr(serve)
+    log.wait_for("resumed session", until=lambda: _count(db) == 6)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    log.wait_for("stored 6, rejected 0")
+
+
+def test_acknowledged_messages_come_once_and_the_rest_come_again(broker):
+    """A subscriber that acknowledges what it took, then disconnects: the broker sends its session
+    the rest, and only the rest, on the next connect. Closing the socket with messages unread
+    reset it, and the acknowledgements written just before were lost with it (sent again, they
+    would be stored twice)."""
+    from edgeae.mqtt import Publisher, Subscriber
+
+    sub = Subscriber(broker, "ack/#", client_id="acktest", keep_session=True, manual_ack=True)
+    pub = Publisher(broker)
+    for i in range(300):
+        pub.publish("ack/x", i.to_bytes(2, "big"))
+    pub.close()
+    got = sub.take(1000, wait=1)
+    sub.ack(len(got))
+    sub.close()
+    sub = Subscriber(broker, "ack/#", client_id="acktest", keep_session=True, manual_ack=True)
+    while more := sub.take(1000, wait=1):
+        sub.ack(len(more))
+        got += more
+    sub.close()
+    assert [int.from_bytes(m[1], "big") for m in got] == list(range(300))
+
+
 def _live_stream(export) -> tuple[list[str], int, int]:
     """CSV lines for `encode --data -` (the header first), and how many of them make 3 windows and 6."""
     ex = Export.open(export)
@@ -289,6 +356,7 @@ def _live_stream(export) -> tuple[list[str], int, int]:
     return rows, 1 + ex.window + 2 * ex.hop, 1 + ex.window + 5 * ex.hop
 
 
+@pytest.mark.slow
 def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_export):
     """paho reconnected by itself, but to a restarted broker that had forgotten serve's
     subscription: serve then received nothing more, and said nothing. Now serve subscribes again,

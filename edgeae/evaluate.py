@@ -67,7 +67,6 @@ from .errors import EdgeaeError, require
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .manifest import Export
 from .pipeline import Pipeline
-from .runtime import dequantize
 from .score import AnomalyScorer
 
 SCHEMA = "edgeae.metrics/1"
@@ -161,9 +160,8 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
 
     test = ~tr
     recon = main.reconstruct(f.code)
-    float_codes = main.encoder_float(D.to_input(w, main.encoder_float.input_shape)).reshape(f.code.shape)
-    levels = np.iinfo(main.encoder.output["dtype"])
-    lo, hi = sorted(dequantize(np.array([levels.min, levels.max]), *main.encoder.output_quant))  # what the int8 code can hold
+    float_codes = main.float_codes(w)
+    lo, hi = main.code_range()
     part.extras = {
         "test_windows": w[test],
         "recon_int8": recon[test],
@@ -176,7 +174,7 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     }
     if "int8_pruned" in pipes:
         p = pipes["int8_pruned"]
-        part.extras["recon_int8_pruned"] = p.reconstruct(dequantize(p.codes_int8(w[test]), *p.encoder.output_quant))
+        part.extras["recon_int8_pruned"] = p.reconstruct(p.dequantized_codes(w[test]))
     return part
 
 

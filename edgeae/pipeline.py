@@ -44,6 +44,27 @@ class Pipeline:
     def codes_int8(self, normalized: np.ndarray) -> np.ndarray:
         return self.encoder.run_raw(self.device_input(normalized))
 
+    def dequantized_codes(self, normalized: np.ndarray) -> np.ndarray:
+        """The int8 encoder's codes, dequantized, (n, k)."""
+        return dequantize(self.codes_int8(normalized), *self.encoder.output_quant).reshape(len(normalized), -1)
+
+    def float_codes(self, normalized: np.ndarray) -> np.ndarray:
+        """The float32 encoder's codes, (n, k): what the int8 codes approximate."""
+        return self.encoder_float(D.to_input(normalized, self.encoder_float.input_shape)).reshape(len(normalized), -1)
+
+    def code_range(self) -> tuple[float, float]:
+        """The lowest and highest value the int8 code can hold."""
+        levels = np.iinfo(self.encoder.output["dtype"])
+        return tuple(sorted(float(v) for v in dequantize(np.array([levels.min, levels.max]), *self.encoder.output_quant)))
+
+    def input_clipped(self, normalized: np.ndarray) -> np.ndarray:
+        """Per window: whether any of its values lies beyond what the int8 input can hold (the
+        device clips it), i.e. outside the range the export was calibrated for."""
+        levels = np.iinfo(self.encoder.input["dtype"])
+        lo, hi = sorted(dequantize(np.array([levels.min, levels.max]), *self.encoder.input_quant))
+        x = np.asarray(normalized).reshape(len(normalized), -1)
+        return ((x < lo) | (x > hi)).any(axis=1)
+
     def device_outputs(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What a packet carries per window, from the device model run in LiteRT (see wire_outputs)."""
         return self.wire_outputs(self.device.run_outputs_raw(self.device_input(normalized)))
@@ -98,11 +119,10 @@ class Pipeline:
         return reconstruction_error(normalized, self.decoder(codes), self.power)
 
     def float_scores(self, normalized: np.ndarray) -> np.ndarray:
-        x = D.to_input(normalized, self.encoder_float.input_shape)
-        return self.scores(normalized, self.encoder_float(x))
+        return self.scores(normalized, self.float_codes(normalized))
 
     def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
-        return self.scores(normalized, dequantize(self.codes_int8(normalized), *self.encoder.output_quant))
+        return self.scores(normalized, self.dequantized_codes(normalized))
 
 
 def residual_bytes(per_channel: np.ndarray, power: int, byte_scale: float) -> np.ndarray:

@@ -174,7 +174,8 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--data", type=click.Path(), help="Labelled data (CSV / .npz) for ROC-AUC float vs int8.")
+@click.option("--data", type=click.Path(), help="Your own recording (CSV / .npz): the same fidelity on its windows (its normal ones, "
+                                                "if labelled), how many the int8 input clips, and, with labels, ROC-AUC float vs int8.")
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
 @click.option("--max-error-increase", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
 @click.option("--max-auc-drop", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")

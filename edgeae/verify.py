@@ -14,8 +14,12 @@
 4. The device model (code + residual byte, what a packet carries) in LiteRT and in TFLite Micro:
    its code must be the encoder's within one step (the host decodes packets with the encoder's
    constants), and its residual byte must stay close to the float model's reconstruction error.
-5. With labelled data: anomaly ROC-AUC of the float and the int8 path (score = per-window
-   reconstruction error through the exported decoder).
+5. With data of the user's own (`--data`), the same fidelity on its windows (the normal ones, when
+   it is labelled; every one, when not): the int8 code's SQNR and the change of reconstruction
+   error, under the same floors, and how many windows lie beyond the int8 input's range (the
+   device clips them: the export was calibrated on other data). With labels, also the anomaly
+   ROC-AUC of the float and the int8 path (score = per-window reconstruction error through the
+   exported decoder).
 
 Each figure has a floor; `Report.passed` is False when one is missed.
 """
@@ -68,7 +72,13 @@ class Report:
     residual_tflm_mismatch: float  # fraction of residual bytes TFLite Micro gives differently from LiteRT
     data: str | None = None
     data_windows: int | None = None
-    anomalous_windows: int | None = None
+    anomalous_windows: int | None = None  # None: the data has no labels
+    data_code_sqnr_db: float | None = None  # on the data's normal windows (all, without labels)
+    data_code_in_range: float | None = None  # share of those whose float code the int8 code can hold
+    data_input_clipped: float | None = None  # share of those with a value beyond the int8 input's range
+    data_error_float: float | None = None
+    data_error_int8: float | None = None
+    data_error_increase: float | None = None
     auc_float: float | None = None
     auc_int8: float | None = None
     floors: Floors = field(default_factory=Floors)
@@ -109,9 +119,18 @@ class Report:
             ("residual byte TFLM", f"{self.residual_error_tflm:.1%} off float error "
              f"({self.residual_tflm_mismatch:.1%} of bytes differ from LiteRT)", f"<= {f.max_residual_error:.0%}"),
         ]  # fmt: skip
+        if self.data is not None:
+            normal = "no labels: all taken as normal" if self.anomalous_windows is None else f"{self.anomalous_windows} anomalous"
+            rows += [
+                ("data windows", f"{self.data_windows} ({normal})", ""),
+                ("data code SQNR", f"{self.data_code_sqnr_db:.1f} dB ({self.data_code_in_range:.1%} of windows in the code's range)",
+                 f">= {f.min_code_sqnr_db:g} dB"),
+                ("data input clipped", f"{self.data_input_clipped:.1%} of windows beyond the int8 input's range", "reported"),
+                ("data recon. error", f"{self.data_error_float:.4g} float, {self.data_error_int8:.4g} int8 ({self.data_error_increase:+.1%})",
+                 f"<= {f.max_error_increase:+.0%}"),
+            ]  # fmt: skip
         if self.auc_float is not None:
             rows += [
-                ("labelled windows", f"{self.data_windows} ({self.anomalous_windows} anomalous)", ""),
                 ("ROC-AUC float", f"{self.auc_float:.4f}", ""),
                 ("ROC-AUC int8", f"{self.auc_int8:.4f} ({self.auc_int8 - self.auc_float:+.4f})", f"drop <= {f.max_auc_drop:g}"),
             ]  # fmt: skip
@@ -167,19 +186,7 @@ def verify(
     )  # fmt: skip
 
     if data is not None:
-        recipe = ex.manifest.get("recipe") or {}
-        label = recipe.get("data", {}).get("label")
-        series = D.read_series(data, label=label, time=recipe.get("data", {}).get("time")).select(ex.channels)
-        if series.labels is None:
-            raise EdgeaeError(f"{data}: no label column; verify --data needs labelled data for ROC-AUC")
-        windows = pipe.norm.windows(series, ex.window, ex.hop)
-        labels = D.window_labels(series, ex.window, ex.hop)
-        if labels.all() or not labels.any():
-            raise EdgeaeError(f"{data}: ROC-AUC needs both normal and anomalous windows; these are all "
-                              f"{'anomalous' if labels.all() else 'normal'}")  # fmt: skip
-        report.data, report.data_windows, report.anomalous_windows = str(data), len(windows), int(labels.sum())
-        report.auc_float = roc_auc(labels, pipe.float_scores(windows))
-        report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))
+        _measure_data(report, pipe, data)
 
     if report.tflm_excess_noise > report.allowed_excess_noise:
         report.failures.append(
@@ -198,7 +205,43 @@ def verify(
             report.failures.append(f"{runtime} residual byte {err:.1%} off the float error > {floors.max_residual_error:.0%}")
     if report.error_increase > floors.max_error_increase:
         report.failures.append(f"reconstruction error +{report.error_increase:.1%} > +{floors.max_error_increase:.0%}")
+    if report.data is not None:
+        missed = []
+        if report.data_code_sqnr_db < floors.min_code_sqnr_db:
+            missed.append(f"code SQNR {report.data_code_sqnr_db:.1f} dB < {floors.min_code_sqnr_db:g} dB")
+        if report.data_error_increase > floors.max_error_increase:
+            missed.append(f"reconstruction error +{report.data_error_increase:.1%} > +{floors.max_error_increase:.0%}")
+        if missed:
+            why = (f" ({report.data_input_clipped:.0%} of its windows lie beyond the int8 input's range, which the calibration data "
+                   "set: export --calibration with data like these, or train on them)" if report.data_input_clipped else "")  # fmt: skip
+            report.failures.append(f"on the data, {' and '.join(missed)}{why}")
     if report.auc_float is not None and report.auc_float - report.auc_int8 > floors.max_auc_drop:
         report.failures.append(f"ROC-AUC drop {report.auc_float - report.auc_int8:.4f} > {floors.max_auc_drop:g}")
     return report
 
+
+
+def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
+    """Fidelity on the normal windows of `data` (every window, without labels), and ROC-AUC when
+    it has both kinds."""
+    ex = pipe.export
+    recipe = ex.manifest.get("recipe") or {}
+    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time")).select(ex.channels)
+    windows = pipe.norm.windows(series, ex.window, ex.hop)
+    labels = np.zeros(len(windows), bool) if series.labels is None else D.window_labels(series, ex.window, ex.hop)
+    if labels.all():
+        raise EdgeaeError(f"{data}: every window is labelled anomalous; verify --data measures fidelity on normal ones")
+    normal = windows[~labels]
+    float_codes, int8_codes = pipe.float_codes(normal), pipe.dequantized_codes(normal)
+    lo, hi = pipe.code_range()
+    error_float, error_int8 = pipe.scores(normal, float_codes).mean(), pipe.scores(normal, int8_codes).mean()
+    report.data, report.data_windows = str(data), len(windows)
+    report.anomalous_windows = None if series.labels is None else int(labels.sum())
+    report.data_code_sqnr_db = sqnr_db(float_codes, int8_codes)
+    report.data_code_in_range = float(((float_codes >= lo) & (float_codes <= hi)).all(axis=1).mean())
+    report.data_input_clipped = float(pipe.input_clipped(normal).mean())
+    report.data_error_float, report.data_error_int8 = float(error_float), float(error_int8)
+    report.data_error_increase = float(error_int8 / error_float - 1)
+    if labels.any():
+        report.auc_float = roc_auc(labels, pipe.float_scores(windows))
+        report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))

@@ -107,8 +107,8 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert_one_line_error(edgeae("verify", tmp_path), "not an edgeae export")
     assert not (tmp_path / "x").exists()
     s = simulate.machine(seconds=5, seed=2)
-    healthy = save_npz(tmp_path / "h.npz", type(s)(s.values, s.channels, np.zeros(len(s), np.int8), s.source))
-    assert_one_line_error(edgeae("verify", small_export, "--data", healthy), "ROC-AUC needs both normal and anomalous windows")
+    faulty = save_npz(tmp_path / "f.npz", type(s)(s.values, s.channels, np.ones(len(s), np.int8), s.source))
+    assert_one_line_error(edgeae("verify", small_export, "--data", faulty), "every window is labelled anomalous")
 
 
 @pytest.mark.parametrize("args, message", [

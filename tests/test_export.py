@@ -117,6 +117,29 @@ def test_verify_reports_fidelity(small_export, sim_test):
     assert rep.residual_error_litert < 0.1 and rep.residual_error_tflm < 0.1, rep.table()
 
 
+def test_verify_measures_fidelity_on_unlabelled_data_and_names_data_the_export_does_not_fit(small_export, tmp_path):
+    """verify --data refused a recording without labels, though fidelity needs none: a user's own
+    recording is what tells whether the int8 export holds up on their machine. It now measures it,
+    under the same floors, and a recording far outside the calibrated range fails, saying why."""
+    from edgeae.verify import verify
+
+    def unlabelled(name, values):
+        np.savez(tmp_path / name, data=values, channels=np.array(s.channels))
+        return tmp_path / name
+
+    s = simulate.machine(seconds=5, seed=2)
+    rep = verify(small_export, data=unlabelled("u.npz", s.values))
+    assert rep.passed, rep.table()
+    assert rep.anomalous_windows is None and rep.auc_float is None and rep.data_windows > 0
+    assert rep.data_code_sqnr_db > 20 and rep.data_input_clipped < 0.1 and abs(rep.data_error_increase) < 0.1  # faults included
+    assert "no labels: all taken as normal" in rep.table()
+    rep = verify(small_export, data=unlabelled("l.npz", s.values * 3))  # the same machine, three times the amplitude
+    assert not rep.passed and rep.data_input_clipped > 0.5
+    assert rep.failures == [f"on the data, code SQNR {rep.data_code_sqnr_db:.1f} dB < 20 dB and reconstruction error "
+                            f"+{rep.data_error_increase:.1%} > +10% ({rep.data_input_clipped:.0%} of its windows lie beyond the int8 "
+                            "input's range, which the calibration data set: export --calibration with data like these, or train on them)"]  # fmt: skip
+
+
 def test_verify_channel_mismatch(small_export, tmp_path):
     from edgeae.verify import verify
 

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .errors import EdgeaeError, require
@@ -223,8 +224,18 @@ class Publisher(_Connection):
             return list(self._unacked.values())
 
 
+class Message(NamedTuple):
+    """A message as received: `dup` when the broker sends it again (after a reconnect, one not
+    acknowledged before); MQTT never passes a publisher's DUP flag on, so only the broker sets it."""
+
+    topic: str | None
+    payload: bytes
+    received_at: float
+    dup: bool = False
+
+
 class Subscriber(_Connection):
-    """Subscribes to a topic pattern; messages land in `self.messages` as (topic, payload, t).
+    """Subscribes to a topic pattern; messages land in `self.messages` as `Message`s.
     A restarted broker has forgotten the subscription, so it is made on every connect. (What the
     broker receives while no subscription exists is delivered to no one.) With `keep_session` the
     subscription outlives the connection: the broker keeps the QoS 1 messages that arrive while
@@ -250,7 +261,7 @@ class Subscriber(_Connection):
         def received(client, userdata, msg):
             if self._manual_ack:
                 self._receipts.append((self._connects, msg.mid, msg.qos))
-            self.messages.put((msg.topic, bytes(msg.payload), time.time()))
+            self.messages.put(Message(msg.topic, bytes(msg.payload), time.time(), bool(msg.dup)))
 
         self.client.manual_ack_set(self._manual_ack)
         self.client.on_message = received
@@ -259,7 +270,7 @@ class Subscriber(_Connection):
     def _connected(self) -> None:
         self.client.subscribe(self._pattern, qos=self._qos)
 
-    def take(self, most: int, wait: float) -> list[tuple[str, bytes, float]]:
+    def take(self, most: int, wait: float) -> list[Message]:
         """Up to `most` messages, in order: waits up to `wait` s for the first, then takes only
         those already here."""
         taken: list = []
@@ -274,7 +285,7 @@ class Subscriber(_Connection):
     def ack(self, n: int) -> None:
         """Acknowledge the next `n` messages taken, once they are stored or kept. One that came
         before a reconnect is not: its id may name another message by now (a kept session
-        sends it again, and its taker finds it is already stored)."""
+        sends it again, marked `dup`, and its taker finds it is already stored)."""
         for _ in range(n):
             connection, mid, qos = self._receipts.popleft()
             if connection == self._connects:
@@ -295,10 +306,11 @@ class Subscriber(_Connection):
 
 @contextlib.contextmanager
 def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None, users: dict[str, str] | None = None,
-                 tls: tuple[Path, Path] | None = None):  # fmt: skip
+                 tls: tuple[Path, Path] | None = None, persistent: bool = False):  # fmt: skip
     """A Mosquitto broker (Debian's package) on a free loopback port (or `port`, to restart one),
     for tests and benchmarks; with `users` ({name: password}) it admits only them, with `tls`
-    (certificate and key files) it speaks TLS. Yields its 'host:port'; stops it on exit, and when
+    (certificate and key files) it speaks TLS, and `persistent`, it keeps its clients' sessions
+    across a restart on the same port (in `workdir`). Yields its 'host:port'; stops it on exit, and when
     it does not answer within `timeout` s."""
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
     if exe is None:
@@ -308,7 +320,9 @@ def local_broker(workdir: Path, timeout: float = 10.0, port: int | None = None, 
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     conf = Path(workdir) / f"mosquitto-{port}.conf"
-    lines = [f"listener {port} 127.0.0.1", "persistence false", "max_queued_messages 0"]
+    lines = [f"listener {port} 127.0.0.1", "max_queued_messages 0", f"persistence {str(persistent).lower()}"]
+    if persistent:
+        lines += [f"persistence_location {Path(workdir).resolve()}/", f"persistence_file mosquitto-{port}.db"]
     if os.geteuid() == 0:  # started as root, mosquitto becomes user 'mosquitto', who cannot read `workdir`
         lines.append("user root")
     if tls:

@@ -2,7 +2,8 @@
 
 Every packet is validated (length, version, CRC, HMAC tag when keys are configured, model
 id). A valid packet is checked against its sensor's sequence numbers: one already stored is
-rejected as `replayed_seq`; one that skips ahead records the missing numbers as a gap; one that
+rejected as `replayed_seq` (unless the broker itself sent it again after a reconnect, MQTT's DUP:
+then it is counted, `Server.redelivered`); one that skips ahead records the missing numbers as a gap; one that
 fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
 export's decoder and scored by the export's scorer (scorer.json from `edgeae calibrate`, or a
 residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
@@ -41,6 +42,7 @@ from . import lorawan, wire
 from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
 from .manifest import Export
+from .mqtt import Message, Subscriber
 from .pipeline import Pipeline
 from .score import HOST_MODES, AnomalyScorer
 from .score import load as load_scorer
@@ -172,12 +174,12 @@ class Server:
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
-        self.stored = 0
+        self.stored, self.redelivered = 0, 0  # redelivered: copies the broker sent again of packets stored
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 
-    # -- one batch of raw messages: [(topic, payload, received_at)]
-    def handle(self, batch: list[tuple[str | None, bytes, float]]) -> None:
+    # -- one batch of raw messages
+    def handle(self, batch: list[Message]) -> None:
         """Store a batch in one transaction. While another connection holds the database, wait
         (SQLite's busy timeout, again and again) until it lets go or `stop` is set; a batch that
         cannot be stored raises `_NotStored` with its raw packets, for `_keep_unstored`."""
@@ -189,7 +191,7 @@ class Server:
             except sqlite3.Error as e:
                 self.last_seq.clear()  # the rolled-back batch may have moved it: read it again from the database
                 if self.stop.is_set() or not _locked(e):
-                    raise _NotStored(e, [raw for _, raw, _ in batch]) from None
+                    raise _NotStored(e, [m.payload for m in batch]) from None
                 if not waiting:
                     self.notify(f"{self.db_path}: locked by another connection ({e}); holding {len(batch)} packet(s) "
                                 "until it lets go (SIGTERM: they are kept in a packet file)")  # fmt: skip
@@ -213,10 +215,10 @@ class Server:
         except wire.PacketError:
             return raw
 
-    def _handle(self, batch) -> None:
-        valid, rejected = [], []
+    def _handle(self, batch: list[Message]) -> None:
+        valid, rejected, again = [], [], 0
         seen_in_batch: set[tuple[int, int]] = set()
-        for topic, raw, t in batch:
+        for topic, raw, t, dup in batch:
             try:
                 p = wire.decode(self.unwrap(raw), self.keys, {self.model_id})
             except wire.PacketError as e:
@@ -224,6 +226,9 @@ class Server:
                 continue
             key = (p.sensor, p.seq)
             if key in seen_in_batch or self._stored(key):
+                if dup:  # the broker sending again what it sent before a reconnect: no replay, and stored once
+                    again += 1
+                    continue
                 rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
                 continue
             seen_in_batch.add(key)
@@ -236,6 +241,7 @@ class Server:
                 rejected,
             )
         self.stored += len(valid)
+        self.redelivered += again
         self.rejected.update(r[2] for r in rejected)
 
     def _stored(self, key) -> bool:
@@ -279,7 +285,7 @@ class Server:
     def run_packets(self, records: list[bytes], batch: int = 256) -> None:
         """Serve the records of a packet file (`wire.read_packet_file`)."""
         now = time.time()
-        self._handle_all([(None, raw, now) for raw in records], batch)
+        self._handle_all([Message(None, raw, now) for raw in records], batch)
 
     def _handle_all(self, items: list, batch: int) -> None:
         """`handle` batch by batch; from a batch the database will not take on, the packets are
@@ -288,7 +294,7 @@ class Server:
             try:
                 self.handle(items[i : i + batch])
             except _NotStored as failure:
-                raise self._keep_unstored(failure, [raw for _, raw, _ in items[i + batch :]]) from None
+                raise self._keep_unstored(failure, [m.payload for m in items[i + batch :]]) from None
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, ready=lambda: None,
                  client_id: str = "", keep_session: bool = False) -> None:  # fmt: skip
@@ -298,8 +304,6 @@ class Server:
         stops, or is killed, is either stored or still held by the broker. With `keep_session`,
         the broker keeps the subscription of `client_id` (`session_id`), and so those messages and
         the ones that come after serve stops, for its next run; without, it drops them."""
-        from .mqtt import Subscriber
-
         self.stop = stop
         sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True)
         ready()
@@ -308,7 +312,7 @@ class Server:
                 self._store_taken(sub, batch, wait=0.2)
             self._store_taken(sub, sys.maxsize, wait=0)  # what came before the stop (the broker sends more as it is acknowledged)
         except _NotStored as failure:
-            more = [raw for _, raw, _ in sub.take(sys.maxsize, wait=0)]
+            more = [m.payload for m in sub.take(sys.maxsize, wait=0)]
             error = self._keep_unstored(failure, more)
             sub.ack(len(failure.raws) + len(more))
             if keep_session:

@@ -390,6 +390,48 @@ def test_serve_and_encode_carry_on_when_the_broker_restarts(tmp_path, small_expo
     served.wait_for("stored 6, rejected 0")
 
 
+@pytest.mark.parametrize("unlocked", ["before the broker is back", "after"])
+def test_what_the_broker_sends_again_after_a_reconnect_is_stored_once(tmp_path, small_export, streams, unlocked):
+    """serve acknowledges a packet once stored, so the packets it holds when the broker goes
+    away are sent again, marked duplicate, by a broker that kept its session (here across a
+    restart). They were rejected as replayed: a network blip looked like an attack. A copy the
+    broker sends again is now stored once, and counted apart; a replay by anyone else is still
+    a replay (MQTT passes no publisher's DUP flag on)."""
+    from edgeae.mqtt import Publisher, local_broker
+
+    packets = _encode_file(small_export, streams[1], 1, None)[:7]
+    db = tmp_path / "r.sqlite"
+    with local_broker(tmp_path, persistent=True) as url:
+        serve = _cli("serve", small_export, "--mqtt", url, "--db", db, stderr=subprocess.PIPE, text=True)
+        log = Stderr(serve)
+        log.wait_for("serving")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # serve takes the packets in and cannot store them yet
+        pub = Publisher(url)
+        for raw in packets[:6]:
+            pub.publish("edgeae/1/up", raw)
+        pub.close()
+        log.wait_for("locked by another connection")
+        time.sleep(0.5)  # the last packets through the broker
+    log.wait_for(f"lost the MQTT broker at {url}")
+    if unlocked != "after":
+        holder.rollback()
+        log.wait_for(until=lambda: _count(db) == 6)
+    with local_broker(tmp_path, port=int(url.rsplit(":", 1)[1]), persistent=True):
+        log.wait_for(f"reconnected to the MQTT broker at {url}")
+        if unlocked == "after":
+            holder.rollback()
+        pub = Publisher(url)
+        pub.publish("edgeae/1/up", packets[6])  # after what the broker sends again
+        pub.close()
+        log.wait_for(until=lambda: _count(db) == 7)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+    holder.close()
+    again = re.search(r"stored 7, rejected 0; (\d+) sent again by the broker after a reconnect, stored once", log.lines[-1])
+    assert again and int(again[1]) > 0, log.lines[-1]
+
+
 @pytest.mark.parametrize("clean", [False, True])
 def test_packets_published_while_serve_is_stopped_are_stored_when_it_is_back(tmp_path, small_export, streams, broker, clean):
     """serve subscribed with a clean session: a restart (a deploy, a reboot of the host) lost

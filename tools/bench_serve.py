@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         got = []
         while not plain.messages.empty():
             got.append(plain.messages.get())
-        plain_lat = [t - sent_at[(int(topic.split("/")[1]), i)] for i, (topic, _, t) in _per_sensor_index(got)]
+        plain_lat = [m.received_at - sent_at[(int(m.topic.split("/")[1]), i)] for i, m in _per_sensor_index(got)]
 
     result = {
         "sensors": args.sensors, "packets_per_sensor": args.packets, "sent": total,
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
         "serve": {"stored": len(rows), "rejected": rejected, "lost": total - len(rows),
                   "packets_per_s": len(rows) / (max(r[2] for r in rows) - t_start), **percentiles(lat)},
         "plain_subscriber": {"received": len(got), "lost": total - len(got),
-                             "packets_per_s": len(got) / (max(t for _, _, t in got) - t_start), **percentiles(plain_lat)},
+                             "packets_per_s": len(got) / (max(m.received_at for m in got) - t_start), **percentiles(plain_lat)},
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -133,8 +133,8 @@ def _per_sensor_index(messages):
     """(sequence index, message) per sensor topic, in arrival order (QoS 1 keeps per-topic order)."""
     counters: dict[str, int] = {}
     for m in messages:
-        i = counters.get(m[0], 0)
-        counters[m[0]] = i + 1
+        i = counters.get(m.topic, 0)
+        counters[m.topic] = i + 1
         yield i, m
 
 

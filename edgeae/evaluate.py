@@ -92,6 +92,7 @@ class Part:
     scores: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
     limits: dict = field(default_factory=dict)  # a detector's own threshold, where the UCL rule does not fit
+    window_times: np.ndarray | None = None  # Unix seconds of each window's last row, from the data's time column
 
     def limit(self, name: str) -> float:
         """The threshold of detector `name` on this part: its own if it has one, else the UCL of
@@ -356,28 +357,27 @@ def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
     if train.sum() < 2 or train.all():
         raise EdgeaeError(f"{series.source}: train rows {train_rows[0]}:{train_rows[1]} leave {train.sum()} training and "
                           f"{(~train).sum()} test windows of {len(w)}; need at least 2 and 1")  # fmt: skip
-    return Part(name, w, train, D.window_labels(series, pipe.export.window, hop), series.labels, hop)
+    times = series.unix_times()
+    return Part(name, w, train, D.window_labels(series, pipe.export.window, hop), series.labels, hop,
+                window_times=None if times is None else times[pipe.export.window - 1 :: hop][: len(w)])
 
 
 def nab_series(root: str | Path) -> D.Series:
     """NAB machine temperature with labels from its anomaly windows (a row is anomalous when its
     timestamp lies inside a window)."""
-    from datetime import datetime
-
     root = Path(root)
     path, wpath = root / "machine_temperature_system_failure.csv", root / "combined_windows.json"
     s = D.read_series(path, ["value"], time="timestamp")
+    t = s.unix_times()
     try:
-        stamps = [line.split(",")[0] for line in path.read_text().splitlines()[1:] if line.strip()]
-        t = np.array([datetime.fromisoformat(x).timestamp() for x in stamps])
         windows = json.loads(wpath.read_text())
         windows = next(iter(windows.values())) if isinstance(windows, dict) else windows
         labels = np.zeros(len(t), np.int8)
         for start, end in windows:
-            labels[(t >= datetime.fromisoformat(start[:19]).timestamp()) & (t <= datetime.fromisoformat(end[:19]).timestamp())] = 1
+            labels[(t >= D.unix_seconds(start[:19])) & (t <= D.unix_seconds(end[:19]))] = 1
     except (ValueError, TypeError, StopIteration) as e:  # JSONDecodeError is a ValueError
         raise EdgeaeError(f"{root}: NAB timestamps or {wpath.name} not as published ({e.__class__.__name__}: {e})") from None
-    return D.Series(s.values, s.channels, labels, str(path))
+    return D.Series(s.values, s.channels, labels, str(path), s.times)
 
 
 def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, files: int | None = None,
@@ -508,6 +508,8 @@ def _code_fidelity(parts) -> dict:
 def _flat_scores(parts: list[Part]) -> dict:
     """Per detector the test-window scores over time, divided by each part's threshold (= 1)."""
     out = {"labels": _test_labels(parts), "part_index": _test_part_index(parts)}
+    if len(parts) == 1 and parts[0].window_times is not None:  # one recording: its own time axis
+        out["window_time"] = parts[0].window_times[~parts[0].train_mask]
     for name in parts[0].scores:
         out[name] = np.concatenate([p.scores[name][~p.train_mask] / p.limit(name) for p in parts])
     return out

@@ -112,8 +112,16 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
             figs.append(_operating_figure(plt, m, names))
 
         fig, ax = plt.subplots(figsize=(11, 3.8))
-        t = np.arange(len(y))
-        for start, stop in segments(y):
+        t, xlabel, spans = np.arange(len(y)), "test window (files / parts concatenated; grey lines separate them)", segments(y)
+        if "window_time" in sc:  # one recording with a time column: its own clock
+            t, xlabel = np.round(sc["window_time"] * 1000).astype(np.int64).astype("datetime64[ms]"), "time of the window's last row (UTC)"
+            spans = [(t[start], t[min(stop, len(t) - 1)]) for start, stop in spans]
+            import matplotlib.dates as mdates
+
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # the date once, then times
+        for start, stop in spans:
             ax.axvspan(start, stop, color="tab:red", alpha=0.15, lw=0)
         ax.plot(t, sc["int8"], lw=0.7, label="AE int8 score")
         if "residual" in sc:
@@ -122,8 +130,7 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         ax.fill_between([], [], color="tab:red", alpha=0.15, label="labelled anomaly")
         for b_ in np.nonzero(np.diff(sc["part_index"]))[0]:
             ax.axvline(b_ + 0.5, color="grey", lw=0.5)
-        ax.set(yscale="log", xlabel="test window (files / parts concatenated; grey lines separate them)",
-               ylabel="score / UCL (dimensionless)", title="Anomaly score over time")  # fmt: skip
+        ax.set(yscale="log", xlabel=xlabel, ylabel="score / UCL (dimensionless)", title="Anomaly score over time")
         _legend_beside(ax)
         figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
 

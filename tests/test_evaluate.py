@@ -16,6 +16,15 @@ pytestmark = pytest.mark.slow
 DETECTORS = {"float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest"}
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test draws (through report._figures) are closed after it, as render closes its own."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture(scope="module")
 def generic_eval(tmp_path_factory, sim_train):
     r = small_recipe()
@@ -160,6 +169,31 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     assert set(m["detectors"]) == DETECTORS - {"int8_pruned"}
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
     assert f"normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * m['code_in_range']['windows']:.1f} %" in proc.stdout
+
+
+def test_score_over_time_of_one_recording_is_drawn_on_its_clock(small_export, sim_test, tmp_path):
+    """The score-over-time plot's axis was the test window's index, even for one recording with
+    a time column: a user could not tell when the alarms were. One recording now brings its
+    windows' times (each window's last row), and the plot is drawn on them, in UTC."""
+    from edgeae.report import _figures, _read
+
+    z = np.load(sim_test)
+    t0 = np.datetime64("2026-03-01T08:00:00.000")
+    stamps = (t0 + np.arange(len(z["data"])).astype("timedelta64[ms]")).astype(str)  # 1 kHz rows
+    csv = tmp_path / "timed.csv"
+    rows = [",".join(["time", *z["channels"], "label"])]
+    rows += [",".join([t, *(f"{v:.6g}" for v in r), str(y)]) for t, r, y in zip(stamps, z["data"], z["labels"])]
+    csv.write_text("\n".join(rows) + "\n")
+    proc = edgeae("eval", small_export, "--data", csv, "--out", tmp_path / "e")
+    assert proc.returncode == 0, proc.stderr
+    scores = np.load(tmp_path / "e" / "scores.npz")
+    rows_at = np.round((scores["window_time"] - t0.astype(np.int64) / 1000) * 1000).astype(int)
+    assert np.all(np.diff(rows_at) > 0) and rows_at[-1] < len(z["data"])
+    assert np.array_equal(z["labels"][rows_at], scores["labels"])  # each window's time is its last row's
+    (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "score_time"]
+    fig.canvas.draw()
+    assert fig.axes[0].get_xlabel() == "time of the window's last row (UTC)"
+    assert fig.axes[0].xaxis.get_offset_text().get_text() == "2026-Mar-01 08:00"  # the date once; the ticks are seconds
 
 
 def test_eval_an_export_with_train_rows_that_leave_nothing_to_test(small_export, sim_test, tmp_path):

@@ -54,14 +54,12 @@ class Pipeline:
 
     def code_range(self) -> tuple[float, float]:
         """The lowest and highest value the int8 code can hold."""
-        levels = np.iinfo(self.encoder.output["dtype"])
-        return tuple(sorted(float(v) for v in dequantize(np.array([levels.min, levels.max]), *self.encoder.output_quant)))
+        return _representable(self.encoder.output["dtype"], self.encoder.output_quant)
 
     def input_clipped(self, normalized: np.ndarray) -> np.ndarray:
         """Per window: whether any of its values lies beyond what the int8 input can hold (the
         device clips it), i.e. outside the range the export was calibrated for."""
-        levels = np.iinfo(self.encoder.input["dtype"])
-        lo, hi = sorted(dequantize(np.array([levels.min, levels.max]), *self.encoder.input_quant))
+        lo, hi = _representable(self.encoder.input["dtype"], self.encoder.input_quant)
         x = np.asarray(normalized).reshape(len(normalized), -1)
         return ((x < lo) | (x > hi)).any(axis=1)
 
@@ -123,6 +121,13 @@ class Pipeline:
 
     def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
         return self.scores(normalized, self.dequantized_codes(normalized))
+
+
+def _representable(dtype, quant: tuple[float, int]) -> tuple[float, float]:
+    """The lowest and highest value a quantized tensor of `dtype` with (scale, zero point) `quant` holds."""
+    levels = np.iinfo(dtype)
+    lo, hi = sorted(float(v) for v in dequantize(np.array([levels.min, levels.max]), *quant))
+    return lo, hi
 
 
 def residual_bytes(per_channel: np.ndarray, power: int, byte_scale: float) -> np.ndarray:

@@ -162,14 +162,13 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     test = ~tr
     recon = main.reconstruct(f.code)
     float_codes = main.float_codes(w)
-    lo, hi = main.code_range()
     part.extras = {
         "test_windows": w[test],
         "recon_int8": recon[test],
         "recon_float": main.reconstruct(float_codes)[test],
         "codes": f.code[test],
         "code_error": (f.code - float_codes)[test],
-        "code_in_range": ((float_codes >= lo) & (float_codes <= hi)).all(axis=1)[test],
+        "code_in_range": main.code_in_range(float_codes)[test],
         "pca_int8": _pca_int8_recon(pca, w[tr], w[test]),
         "decimation": decimate(w[test], main.export.manifest["code_bytes"], w[tr]),
     }

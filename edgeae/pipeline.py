@@ -52,9 +52,10 @@ class Pipeline:
         """The float32 encoder's codes, (n, k): what the int8 codes approximate."""
         return self.encoder_float(D.to_input(normalized, self.encoder_float.input_shape)).reshape(len(normalized), -1)
 
-    def code_range(self) -> tuple[float, float]:
-        """The lowest and highest value the int8 code can hold."""
-        return _representable(self.encoder.output["dtype"], self.encoder.output_quant)
+    def code_in_range(self, float_codes: np.ndarray) -> np.ndarray:
+        """Per window: whether the int8 code can hold its float code (beyond, the int8 code saturates)."""
+        lo, hi = _representable(self.encoder.output["dtype"], self.encoder.output_quant)
+        return ((float_codes >= lo) & (float_codes <= hi)).all(axis=1)
 
     def input_clipped(self, normalized: np.ndarray) -> np.ndarray:
         """Per window: whether any of its values lies beyond what the int8 input can hold (the

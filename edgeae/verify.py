@@ -220,7 +220,6 @@ def verify(
     return report
 
 
-
 def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
     """Fidelity on the normal windows of `data` (every window, without labels), and ROC-AUC when
     it has both kinds."""
@@ -228,20 +227,18 @@ def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
     recipe = ex.manifest.get("recipe") or {}
     series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time")).select(ex.channels)
     windows = pipe.norm.windows(series, ex.window, ex.hop)
-    labels = np.zeros(len(windows), bool) if series.labels is None else D.window_labels(series, ex.window, ex.hop)
+    labels = np.zeros(len(windows), bool) if series.labels is None else D.window_labels(series, ex.window, ex.hop).astype(bool)
     if labels.all():
         raise EdgeaeError(f"{data}: every window is labelled anomalous; verify --data measures fidelity on normal ones")
-    normal = windows[~labels]
-    float_codes, int8_codes = pipe.float_codes(normal), pipe.dequantized_codes(normal)
-    lo, hi = pipe.code_range()
-    error_float, error_int8 = pipe.scores(normal, float_codes).mean(), pipe.scores(normal, int8_codes).mean()
+    float_codes, int8_codes = pipe.float_codes(windows), pipe.dequantized_codes(windows)
+    error_float, error_int8 = pipe.scores(windows, float_codes), pipe.scores(windows, int8_codes)
+    normal = ~labels
     report.data, report.data_windows = str(data), len(windows)
     report.anomalous_windows = None if series.labels is None else int(labels.sum())
-    report.data_code_sqnr_db = sqnr_db(float_codes, int8_codes)
-    report.data_code_in_range = float(((float_codes >= lo) & (float_codes <= hi)).all(axis=1).mean())
-    report.data_input_clipped = float(pipe.input_clipped(normal).mean())
-    report.data_error_float, report.data_error_int8 = float(error_float), float(error_int8)
-    report.data_error_increase = float(error_int8 / error_float - 1)
+    report.data_code_sqnr_db = sqnr_db(float_codes[normal], int8_codes[normal])
+    report.data_code_in_range = float(pipe.code_in_range(float_codes[normal]).mean())
+    report.data_input_clipped = float(pipe.input_clipped(windows[normal]).mean())
+    report.data_error_float, report.data_error_int8 = float(error_float[normal].mean()), float(error_int8[normal].mean())
+    report.data_error_increase = report.data_error_int8 / report.data_error_float - 1
     if labels.any():
-        report.auc_float = roc_auc(labels, pipe.float_scores(windows))
-        report.auc_int8 = roc_auc(labels, pipe.int8_scores(windows))
+        report.auc_float, report.auc_int8 = roc_auc(labels, error_float), roc_auc(labels, error_int8)

@@ -115,6 +115,13 @@ def test_verify_reports_fidelity(small_export, sim_test):
     assert "ROC-AUC int8" in rep.table()
     assert rep.device_code_max_diff <= 1
     assert rep.residual_error_litert < 0.1 and rep.residual_error_tflm < 0.1, rep.table()
+    from edgeae import data as D
+    from edgeae.pipeline import Pipeline
+
+    pipe, s = Pipeline(Export.open(small_export)), D.read_series(sim_test)
+    w, normal = pipe.norm.windows(s, pipe.export.window, pipe.export.hop), D.window_labels(s, pipe.export.window, pipe.export.hop) == 0
+    assert rep.data_windows == len(w) and rep.anomalous_windows == (~normal).sum()
+    assert rep.data_error_float == pytest.approx(pipe.float_scores(w[normal]).mean())  # on the normal windows, each once
 
 
 def test_verify_measures_fidelity_on_unlabelled_data_and_names_data_the_export_does_not_fit(small_export, tmp_path):

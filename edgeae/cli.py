@@ -402,7 +402,7 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, cle
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))
     click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
                + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else "")
-               + (f"; {server.redelivered} sent again by the broker after a reconnect, stored once" if server.redelivered else ""), err=True)  # fmt: skip
+               + (f"; {server.redelivered} sent again by the broker after a reconnect, kept once" if server.redelivered else ""), err=True)  # fmt: skip
 
 
 @main.command()

@@ -3,7 +3,7 @@
 Every packet is validated (length, version, CRC, HMAC tag when keys are configured, model
 id). A valid packet is checked against its sensor's sequence numbers: one already stored is
 rejected as `replayed_seq` (unless the broker itself sent it again after a reconnect, MQTT's DUP:
-then it is counted, `Server.redelivered`); one that skips ahead records the missing numbers as a gap; one that
+then it is counted, `Server.redelivered`, as is such a copy of a packet already rejected); one that skips ahead records the missing numbers as a gap; one that
 fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
 export's decoder and scored by the export's scorer (scorer.json from `edgeae calibrate`, or a
 residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
@@ -174,7 +174,7 @@ class Server:
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
-        self.stored, self.redelivered = 0, 0  # redelivered: copies the broker sent again of packets stored
+        self.stored, self.redelivered = 0, 0  # redelivered: copies the broker sent again of what is stored or rejected
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 
@@ -218,10 +218,15 @@ class Server:
     def _handle(self, batch: list[Message]) -> None:
         valid, rejected, again = [], [], 0
         seen_in_batch: set[tuple[int, int]] = set()
+        rejected_in_batch: set[bytes] = set()
         for topic, raw, t, dup in batch:
             try:
                 p = wire.decode(self.unwrap(raw), self.keys, {self.model_id})
             except wire.PacketError as e:
+                if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
+                    again += 1
+                    continue
+                rejected_in_batch.add(raw)
                 rejected.append((t, topic, e.reason, str(e), None, None, raw))
                 continue
             key = (p.sensor, p.seq)
@@ -246,6 +251,9 @@ class Server:
 
     def _stored(self, key) -> bool:
         return self.db.execute("SELECT 1 FROM packets WHERE sensor=? AND seq=?", key).fetchone() is not None
+
+    def _rejected(self, raw: bytes) -> bool:
+        return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
 
     def _store(self, valid) -> None:
         codes = np.array([p.code for _, p, _ in valid], dtype=np.int16)

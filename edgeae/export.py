@@ -269,7 +269,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     from . import targets
     from .metrics import power_mean, reconstruction_error
     from .quantize import to_tflite
-    from .runtime import Model, dequantize, quantize, same_quant
+    from .runtime import Model, dequantize, device_matches, quantize
 
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
@@ -297,8 +297,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     code_size = int(np.prod(enc_rt.output_shape))
     dev_rt = Model(dev_int8)
     code_out, residual_out = dev_rt.output_index(code_size, 1 if power == 1 else len(channels), enc_rt.output_quant)
-    if not (same_quant(dev_rt.input_quant, enc_rt.input_quant) and same_quant(dev_rt.output_quant_of(code_out), enc_rt.output_quant)):
-        # packets carry the device model's code, decoded with the encoder's constants
+    if not device_matches(dev_rt, code_out, enc_rt):
         raise EdgeaeError("the device model's input / code quantization differs from the encoder's; cannot export")
     residual_quant = dev_rt.output_quant_of(residual_out)
     device_entry = {

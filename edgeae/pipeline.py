@@ -9,7 +9,8 @@ import numpy as np
 from . import data as D
 from .manifest import Export
 from .metrics import power_mean, reconstruction_error
-from .runtime import Model, dequantize, quantize
+from .errors import EdgeaeError
+from .runtime import Model, dequantize, device_matches, quantize, same_quant
 from .score import Features
 
 
@@ -29,11 +30,35 @@ class Pipeline:
         # Exports made before the residual power existed have neither key: power 1, the byte is the output.
         self.power = int(m["device"].get("residual_power", 1))
         self.residual_byte_scale = m["device"].get("residual_byte_scale")
+        self._check_models()
+
+    def _check_models(self) -> None:
+        """The models take and give what the manifest describes (window shape, code size, code and
+        input quantization): a hand-edited manifest or a model copied from another export fails here,
+        in one line, rather than as packets of the wrong length or codes decoded with the wrong scale."""
+        m = self.export.manifest
+        shape, k = tuple(m["window"]["input_shape"]), m["code_size"]
+        input_quant = (m["quantization"]["input"]["scale"], m["quantization"]["input"]["zero_point"])
+        enc, flt, dec = self.encoder, self.encoder_float, self.decoder
+        sizes = [(enc, "window shape", enc.input_shape, shape), (flt, "window shape", flt.input_shape, shape),
+                 (enc, "code size", int(np.prod(enc.output_shape)), k), (dec, "code size", int(np.prod(dec.input_shape)), k)]
+        quants = [(enc, "code quantization", enc.output_quant, self.code_quant),
+                  (enc, "input quantization", enc.input_quant, input_quant)]  # fmt: skip
+        wrong = [c for c in sizes if c[2] != c[3]] + [c for c in quants if not same_quant(c[2], c[3])]
+        if wrong:
+            model, what, got, said = wrong[0]
+            raise EdgeaeError(f"{model.name}: its {what} is {got}, the manifest says {said} "
+                              f"(a hand-edited manifest or a model from another export)")  # fmt: skip
 
     @property
     def device(self) -> Model:
         if self._device is None:
-            self._device = Model(self.export.device)
+            dev, m = Model(self.export.device), self.export.manifest
+            outputs = dev.output_index(m["code_size"], 1 if self.power == 1 else len(self.export.channels), self.encoder.output_quant)
+            if outputs != (m["device"]["outputs"]["code"], m["device"]["outputs"]["residual"]) or not device_matches(dev, outputs[0], self.encoder):
+                raise EdgeaeError(f"{dev.name}: its outputs, window shape, input or code quantization are not the "
+                                  f"manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
+            self._device = dev
         return self._device
 
     def device_input(self, normalized: np.ndarray) -> np.ndarray:

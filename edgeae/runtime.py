@@ -54,6 +54,14 @@ def same_quant(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0]))
 
 
+def device_matches(device: "Model", code_output: int, encoder: "Model") -> bool:
+    """Whether a (code, residual) device model takes the encoder's input and gives its code: the same
+    window shape and the same input and code quantization, so the host decodes its packets with the
+    encoder's constants."""
+    return (device.input_shape == encoder.input_shape and same_quant(device.input_quant, encoder.input_quant)
+            and same_quant(device.output_quant_of(code_output), encoder.output_quant))  # fmt: skip
+
+
 class Model:
     """A .tflite model in LiteRT, run on batches of windows.
 

@@ -1,5 +1,6 @@
 """The CLI: one-line errors and non-zero exits, and the runtime half without TensorFlow."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -190,6 +191,64 @@ def test_manifest_window_that_does_not_fit_the_encoder_is_named(tmp_path, small_
     (bad / "manifest.json").write_text(json.dumps(m))
     assert_one_line_error(edgeae("verify", bad), f"a window of {m['window']['length']} rows x {len(m['window']['channels'])} channels "
                                                  f"does not match the encoder's input shape {m['window']['input_shape']}")  # fmt: skip
+
+
+def _halve_window(m):
+    m["window"]["length"] //= 2
+    m["window"]["input_shape"] = [n // 2 for n in m["window"]["input_shape"][:1]] + m["window"]["input_shape"][1:]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_halve_window, "encoder_int8.tflite: its window shape is"),
+    (lambda m: m.update(code_size=m["code_size"] - 1, code_bytes=m["code_bytes"] - 1), "encoder_int8.tflite: its code size is"),
+    (lambda m: m["quantization"]["code"].update(scale=m["quantization"]["code"]["scale"] * 2), "its code quantization is"),
+    (lambda m: m["quantization"]["input"].update(zero_point=m["quantization"]["input"]["zero_point"] + 1), "its input quantization is"),
+])  # fmt: skip
+def test_manifest_that_does_not_describe_its_models_is_named(tmp_path, small_export, sim_test, edit, message):
+    """A manifest edited consistently with itself (window and input shape together, a code size, a
+    code scale) passed verify: only encode found a wrong shape out, and a wrong code size or scale
+    would have had serve reject every packet as the wrong length, or decode codes with the wrong scale."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    for args in (("verify", bad), ("encode", bad, "--data", sim_test, "--sensor", "1", "--out", tmp_path / "p.bin")):
+        proc = edgeae(*args)
+        assert_one_line_error(proc, message)
+        assert "(a hand-edited manifest or a model from another export)" in proc.stderr
+    assert not (tmp_path / "p.bin").exists()
+
+
+def test_device_model_from_another_export_is_named(tmp_path, small_run, small_export, sim_test):
+    """Another export of the same run, calibrated on other data: its device model fits the window and
+    the code size, but its input and code scales are not the manifest's, so the host would have
+    decoded its packets with the wrong constants. With its hash put in the manifest, verify passed."""
+    from edgeae.export import export
+
+    other = export(small_run, tmp_path / "other", calibration=sim_test)
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    shutil.copy(other / "device_int8.tflite", bad / "device_int8.tflite")
+    m = json.loads((bad / "manifest.json").read_text())
+    data = (bad / "device_int8.tflite").read_bytes()
+    m["artifacts"]["device_int8.tflite"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input or code quantization "
+                                                 "are not the manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
+
+
+@pytest.mark.parametrize("outputs", [{"code": 5, "residual": 0}, {"code": 0, "residual": 1}])
+def test_manifest_device_outputs_that_are_not_the_models_are_named(tmp_path, small_export, outputs):
+    """An output index beyond the device model's two was an IndexError traceback; the two swapped
+    would have read the residual as the code."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    assert m["device"]["outputs"] == {"code": 1, "residual": 0}
+    m["device"]["outputs"] = outputs
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input or code quantization")
 
 
 def test_verify_truncated_tflite(tmp_path, small_export):

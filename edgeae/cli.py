@@ -54,8 +54,8 @@ def main():
     edgeae sweep --recipe R --data F --code-sizes 2,4,8,16,32 --out reports/rd
     edgeae report reports/X                          one HTML page with the plots
 
-    Data files are CSV (any delimiter, header row, optional time and 0/1 label columns) or
-    .npz (data, channels, labels).
+    Data files are CSV (any delimiter, decimal commas in files not delimited by commas, header
+    row, optional time and 0/1 label columns) or .npz (data, channels, labels).
     """
 
 

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -132,6 +133,25 @@ def read_series(
     return _read_csv(path, channels, label, time)
 
 
+def csv_delimiter(header_line: str) -> str:
+    """The delimiter a CSV's header line is split by: one of , ; tab | space, else ','."""
+    try:
+        return csv.Sniffer().sniff(header_line, delimiters=",;\t| ").delimiter
+    except csv.Error:
+        return ","
+
+
+_COMMA_DECIMAL = re.compile(r"\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*")
+
+
+def with_decimal_points(cells: list[str], delimiter: str) -> list[str]:
+    """A CSV row's cells with decimal commas made decimal points: a spreadsheet in a European
+    locale writes '0,5' in files delimited by ';' or tabs. Left alone in comma-delimited files."""
+    if delimiter == ",":
+        return cells
+    return [c.replace(",", ".") if "," in c and _COMMA_DECIMAL.fullmatch(c) else c for c in cells]
+
+
 def time_column(header: list[str], first_row: list[str] | None) -> str | None:
     """The CSV's time column: one named as in DEFAULT_TIME_COLUMNS, else a first column whose
     first cell is not a number; None when there is neither."""
@@ -193,15 +213,11 @@ def _read_csv(path: Path, channels, label, time) -> Series:
     lines = text.splitlines()
     if len(lines) < 2:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
-    try:
-        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t| ")
-        delimiter = dialect.delimiter
-    except csv.Error:
-        delimiter = ","
+    delimiter = csv_delimiter(lines[0])
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [h.strip() for h in next(reader)]
     _unique_names(path, header)
-    body = [row for row in reader if row and any(cell.strip() for cell in row)]
+    body = [with_decimal_points(row, delimiter) for row in reader if row and any(cell.strip() for cell in row)]
     for i, row in enumerate(body):
         if len(row) != len(header):
             raise EdgeaeError(f"{path}: row {i + 1} has {len(row)} fields, the header has {len(header)}")

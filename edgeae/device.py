@@ -42,7 +42,7 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
     header_line = next(lines, None)
     if header_line is None:
         raise EdgeaeError(f"{source}: no header line")
-    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+    delimiter = D.csv_delimiter(header_line)
     header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
     missing = [c for c in channels if c not in header]
     if missing:
@@ -52,7 +52,7 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
     for n, line in enumerate(lines, start=2):
         if not line.strip():
             continue
-        cells = next(csv.reader([line], delimiter=delimiter))
+        cells = D.with_decimal_points(next(csv.reader([line], delimiter=delimiter)), delimiter)
         if ti == -1:
             column = D.time_column(header, cells) if times else None
             ti = None if column is None or column in channels else header.index(column)

@@ -19,6 +19,25 @@ def test_csv_semicolon_time_and_label(tmp_path):
     np.testing.assert_array_equal(s.labels, [0, 1])
 
 
+def test_csv_decimal_commas(tmp_path):
+    """A European spreadsheet's export: ';' between cells, ',' before decimals (the time cell's own
+    comma is not a decimal one). The first column is a number, not a time column."""
+    p = write(tmp_path, "a;b;anomaly\n-0,5;1,25e-3;0\n3;4,0;1\n")
+    s = D.read_series(p)
+    assert s.channels == ["a", "b"] and s.times is None
+    np.testing.assert_array_equal(s.values, np.float32([[-0.5, 1.25e-3], [3, 4]]))
+    np.testing.assert_array_equal(s.labels, [0, 1])
+    p = write(tmp_path, "time\ta\n2020-01-01 00:00:00,5\t0,5\n", "t.tsv")
+    s = D.read_series(p)
+    assert s.channels == ["a"] and list(s.times) == ["2020-01-01 00:00:00,5"] and s.values[0, 0] == 0.5
+
+
+def test_csv_comma_delimited_keeps_its_cells(tmp_path):
+    """In a comma-delimited file a quoted '0,5' stays what it is: not a number."""
+    with pytest.raises(EdgeaeError, match="row 1, column 'b': '0,5' is not a number"):
+        D.read_series(write(tmp_path, 'a,b\n1,"0,5"\n'))
+
+
 @pytest.mark.parametrize("cell, seconds", [
     ("1700000000", 1_700_000_000.0),
     ("1700000000.25", 1_700_000_000.25),

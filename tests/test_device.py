@@ -37,14 +37,22 @@ def _csv(series, path):
     return path
 
 
-def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export):
+@pytest.mark.parametrize("delimiter, decimal", [(",", "."), (";", ","), ("\t", "."), ("\t", ",")])
+def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export, delimiter, decimal):
+    """Also for tab- and semicolon-delimited rows with decimal commas, as a spreadsheet in a European
+    locale writes them: stdin knew only ';' and ',' (a tab-delimited header was one missing column),
+    and neither reader took '0,5' for a number."""
     s = simulate.machine(seconds=2, seed=4)
-    csv = _csv(s, tmp_path / "s.csv")
+    reference = _csv(s, tmp_path / "s.csv")
+    text = reference.read_text()
+    csv = tmp_path / "t.csv"
+    csv.write_text(text.replace(",", delimiter).replace(".", decimal))
     args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--t0", "0", "--period", "0.001"]
+    expected = subprocess.run(args + ["--data", str(reference), "--out", "-"], capture_output=True, cwd=ROOT)
     from_file = subprocess.run(args + ["--data", str(csv), "--out", "-"], capture_output=True, cwd=ROOT)
     from_stdin = subprocess.run(args + ["--data", "-", "--out", "-"], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
-    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
-    assert from_file.stdout == from_stdin.stdout and len(from_file.stdout) > 0
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
+    assert from_file.stdout == from_stdin.stdout == expected.stdout and len(from_file.stdout) > 0
     assert b"packets of 24 bytes (fits LoRaWAN's 51-byte payload" in from_file.stderr  # no key: no tag
 
 

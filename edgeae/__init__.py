@@ -7,6 +7,7 @@ The public API, imported lazily so that the runtime half never loads TensorFlow:
     verify(export_dir, data=None)       edgeae.verify
     load_recipe(path), read_series(path), windows(series, length, hop), Normalizer
     Export.open(dir), Model(tflite)     manifest / runtime
+    Host(export_dir).read(packets)      the host half: packets -> reconstructions, scores
     simulate.machine(...)               the embedded default data
 """
 
@@ -32,6 +33,7 @@ _API = {
     "Normalizer": ("data", "Normalizer"),
     "Export": ("manifest", "Export"),
     "Model": ("runtime", "Model"),
+    "Host": ("host", "Host"),
 }
 
 _MODULES = ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize")

@@ -5,8 +5,8 @@ id). A valid packet is checked against its sensor's sequence numbers: one alread
 rejected as `replayed_seq` (unless the broker itself sent it again after a reconnect, MQTT's DUP:
 then it is counted, `Server.redelivered`, as is such a copy of a packet already rejected); one that skips ahead records the missing numbers as a gap; one that
 fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
-export's decoder and scored by the export's scorer (scorer.json from `edgeae calibrate`, or a
-residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
+export's decoder and scored by the export's scorer (`host.Host`: scorer.json from `edgeae calibrate`,
+or a residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
 one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
 holds the database locked, packets are held and stored once it lets go. Packets the database will
@@ -41,11 +41,8 @@ import numpy as np
 from . import lorawan, wire
 from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
-from .manifest import Export
+from .host import Host
 from .mqtt import Message, Subscriber
-from .pipeline import Pipeline
-from .score import HOST_MODES, AnomalyScorer
-from .score import load as load_scorer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
@@ -130,12 +127,6 @@ def open_results(db: str | Path) -> sqlite3.Connection:
     return con
 
 
-def default_scorer(pipe: Pipeline) -> AnomalyScorer:
-    """A residual scorer fitted on the export's reference (normal validation) windows."""
-    windows = pipe.export.reference()[0].reshape(-1, pipe.export.window, len(pipe.export.channels))
-    return AnomalyScorer("residual").fit(pipe.offline_features(windows))
-
-
 class _NotStored(Exception):
     """A batch the database would not take (`error`), with the raw packets of it (`raws`)."""
 
@@ -158,19 +149,14 @@ class Server:
     def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None,
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None):  # fmt: skip
         self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
-        self.ex = Export.open(export_dir)
-        self.pipe = Pipeline(self.ex)
-        self.model_id = self.ex.model_id
-        self.scorer = load_scorer(self.ex.path, self.model_id) or default_scorer(self.pipe)
-        if self.scorer.mode not in HOST_MODES:
-            raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "
-                              f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip
-        self.keys, self.db_path, self.notify, self.stop = keys, Path(db), notify, threading.Event()
+        self.host = Host(export_dir, keys)
+        self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db = open_results(db)
         try:
             with self.db:
-                self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.model_id:08x}", self.scorer.mode,
-                                                                          self.scorer.rule, self.scorer.threshold_))  # fmt: skip
+                scorer = self.host.scorer
+                self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.host.model_id:08x}", scorer.mode,
+                                                                          scorer.rule, scorer.threshold_))  # fmt: skip
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -221,7 +207,7 @@ class Server:
         rejected_in_batch: set[bytes] = set()
         for topic, raw, t, dup in batch:
             try:
-                p = wire.decode(self.unwrap(raw), self.keys, {self.model_id})
+                p = self.host.decode(self.unwrap(raw))
             except wire.PacketError as e:
                 if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
                     again += 1
@@ -256,22 +242,11 @@ class Server:
         return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
 
     def _store(self, valid) -> None:
-        codes = np.array([p.code for _, p, _ in valid], dtype=np.int16)
-        residual = [p.residual for _, p, _ in valid]
-        has_res = all(r is not None for r in residual)
-        f = self.pipe.packet_features(codes, np.array(residual) if has_res else None)
-        recon = self.pipe.reconstruct(f.code) * self.pipe.norm.std + self.pipe.norm.mean  # sensor units
-        rms = np.sqrt(np.mean(recon**2, axis=1))  # per channel
-        if has_res or self.scorer.mode == "code":
-            scores = self.scorer.score_samples(f)
-            flags = (scores > self.scorer.threshold_).astype(int)
-        else:  # packets without a residual byte cannot be scored in residual mode
-            scores, flags = np.full(len(valid), np.nan), np.zeros(len(valid), int)
         now = time.time()
         rows = []
-        for (topic, p, t), r, s, a in zip(valid, rms, scores, flags):
+        for (topic, p, t), r in zip(valid, self.host.read([p for _, p, _ in valid])):
             rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
-                         json.dumps([round(float(v), 6) for v in r]), float(s), int(a), self._sequence(p, now), t, now, topic))  # fmt: skip
+                         json.dumps([round(float(v), 6) for v in r.rms]), r.score, int(r.anomaly), self._sequence(p, now), t, now, topic))  # fmt: skip
         self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def _sequence(self, p: wire.Packet, now: float) -> int:

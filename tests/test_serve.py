@@ -100,7 +100,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
 
     from edgeae.serve import score_series, thresholds
 
-    assert thresholds(tmp_path / "r.sqlite") == [server.scorer.threshold_]  # the plot draws it across
+    assert thresholds(tmp_path / "r.sqlite") == [server.host.scorer.threshold_]  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
     assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
@@ -844,3 +844,40 @@ def test_bad_keys_files(tmp_path, text, message):
     with pytest.raises(EdgeaeError) as e:
         load_keys(tmp_path / "k.json")
     assert message in str(e.value)
+
+
+def test_host_reads_packets_as_serve_stores_them(tmp_path, small_export, streams):
+    """The host half as a Python API, for a gateway that sends readings elsewhere than serve's
+    database: `Host` gives the scores, flags and reconstruction RMS serve stores, with TensorFlow
+    unavailable, and a bad packet raises an error naming why."""
+    from edgeae.serve import Server
+    from test_cli import NO_TF
+
+    keys = {1: bytes.fromhex(KEYS[1])}
+    sent = _encode_file(small_export, streams[1], 1, None)
+    wire.write_packet_file(tmp_path / "p.bin", sent)
+    server = Server(small_export, tmp_path / "r.sqlite", keys)
+    server.run_packets(sent)
+    server.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        stored = con.execute("SELECT seq, score, anomaly, reconstruction_rms FROM packets ORDER BY seq").fetchall()
+
+    code = NO_TF + f"""
+import json, edgeae
+from edgeae import wire
+host = edgeae.Host({str(small_export)!r}, {{1: bytes.fromhex({KEYS[1]!r})}})
+readings = host.read([host.decode(raw) for raw in wire.read_packet_file({str(tmp_path / "p.bin")!r})])
+print(json.dumps([[r.packet.seq, r.score, int(r.anomaly), [round(float(v), 6) for v in r.rms], r.reconstruction.shape] for r in readings]))
+try:
+    host.decode(wire.read_packet_file({str(tmp_path / "p.bin")!r})[0][:-3])
+except wire.PacketError as e:
+    print(e.reason)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    readings, reason = proc.stdout.splitlines()
+    ex = Export.open(small_export)
+    assert [(seq, score, anomaly, json.loads(rms)) for seq, score, anomaly, rms in stored] == \
+        [(seq, score, anomaly, rms) for seq, score, anomaly, rms, _ in json.loads(readings)]  # fmt: skip
+    assert {tuple(shape) for *_, shape in json.loads(readings)} == {(ex.window, len(ex.channels))}
+    assert len(stored) == len(sent) and reason == "truncated"

@@ -1,0 +1,83 @@
+"""The host half without a database: packets in, readings out (numpy and LiteRT only).
+
+`edgeae serve` stores these readings in SQLite. A gateway that sends them elsewhere (its own
+database, a dashboard, an alarm) uses `Host` directly:
+
+    host = edgeae.Host("dist/pump")                # the export's decoder and anomaly scorer
+    packets = [host.decode(raw) for raw in raws]   # a bad one raises wire.PacketError, naming why
+    for r in host.read(packets):
+        print(r.packet.sensor, r.packet.seq, r.packet.timestamp, r.score, r.anomaly)
+
+Sequence numbers (replays, gaps, reordering) are the caller's to track: `serve` does it in its
+database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import wire
+from .errors import EdgeaeError
+from .manifest import Export
+from .pipeline import Pipeline
+from .score import HOST_MODES, AnomalyScorer
+from .score import load as load_scorer
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One packet, decoded and scored."""
+
+    packet: wire.Packet
+    reconstruction: np.ndarray  # (window rows, channels), in sensor units
+    score: float  # NaN when the scorer needs the residual byte and the packet has none
+    anomaly: bool  # score above the scorer's threshold
+
+    @property
+    def rms(self) -> np.ndarray:
+        """The reconstruction's RMS per channel, in sensor units."""
+        return np.sqrt(np.mean(self.reconstruction**2, axis=0))
+
+
+class Host:
+    """An export's decoder and anomaly scorer (scorer.json from `edgeae calibrate`, or a residual
+    scorer fitted on the export's reference windows). `keys`, {sensor: key}, makes `decode`
+    require and check each packet's HMAC tag."""
+
+    def __init__(self, export_dir: str | Path, keys: dict[int, bytes] | None = None):
+        self.export = Export.open(export_dir)
+        self.pipe = Pipeline(self.export)
+        self.model_id = self.export.model_id
+        self.keys = keys
+        self.scorer = load_scorer(self.export.path, self.model_id) or default_scorer(self.pipe)
+        if self.scorer.mode not in HOST_MODES:
+            raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "
+                              f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip
+
+    def decode(self, raw: bytes) -> wire.Packet:
+        """A packet's bytes, validated (length, version, CRC, tag, this export's model id)."""
+        return wire.decode(raw, self.keys, {self.model_id})
+
+    def read(self, packets: list[wire.Packet]) -> list[Reading]:
+        """Decoded packets, reconstructed and scored in one batch."""
+        if not packets:
+            return []
+        codes = np.array([p.code for p in packets], dtype=np.int16)
+        residual = [p.residual for p in packets]
+        has_residual = all(r is not None for r in residual)
+        f = self.pipe.packet_features(codes, np.array(residual) if has_residual else None)
+        recon = self.pipe.reconstruct(f.code) * self.pipe.norm.std + self.pipe.norm.mean
+        if has_residual or self.scorer.mode == "code":
+            scores = self.scorer.score_samples(f)
+        else:  # packets without a residual byte cannot be scored in residual mode
+            scores = np.full(len(packets), np.nan)
+        return [Reading(p, r, float(s), bool(s > self.scorer.threshold_)) for p, r, s in zip(packets, recon, scores)]
+
+
+def default_scorer(pipe: Pipeline) -> AnomalyScorer:
+    """A residual scorer fitted on the export's reference (normal validation) windows."""
+    windows = pipe.export.reference()[0].reshape(-1, pipe.export.window, len(pipe.export.channels))
+    return AnomalyScorer("residual").fit(pipe.offline_features(windows))

@@ -402,6 +402,8 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, cle
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))
     click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
                + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else "")
+               + (f"; {server.unscored} stored unscored, without the residual byte the scorer (mode {server.host.scorer.mode}) needs "
+                  "(edgeae calibrate --mode code scores codes alone)" if server.unscored else "")
                + (f"; {server.redelivered} sent again by the broker after a reconnect, kept once" if server.redelivered else ""), err=True)  # fmt: skip
 
 

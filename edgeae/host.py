@@ -33,8 +33,12 @@ class Reading:
 
     packet: wire.Packet
     reconstruction: np.ndarray  # (window rows, channels), in sensor units
-    score: float  # NaN when the scorer needs the residual byte and the packet has none
+    score: float  # NaN when the scorer needs the residual byte and the packet has none (see `scored`)
     anomaly: bool  # score above the scorer's threshold
+
+    @property
+    def scored(self) -> bool:
+        return not np.isnan(self.score)
 
     @property
     def rms(self) -> np.ndarray:
@@ -62,18 +66,19 @@ class Host:
         return wire.decode(raw, self.keys, {self.model_id})
 
     def read(self, packets: list[wire.Packet]) -> list[Reading]:
-        """Decoded packets, reconstructed and scored in one batch."""
+        """Decoded packets, reconstructed and scored in one batch. A packet without the residual
+        byte (a device running the encoder alone) is scored only by a scorer of codes alone (mode
+        'code'); under any other it is reconstructed and left unscored, and the others are scored."""
         if not packets:
             return []
         codes = np.array([p.code for p in packets], dtype=np.int16)
-        residual = [p.residual for p in packets]
-        has_residual = all(r is not None for r in residual)
-        f = self.pipe.packet_features(codes, np.array(residual) if has_residual else None)
-        recon = self.pipe.reconstruct(f.code) * self.pipe.norm.std + self.pipe.norm.mean
-        if has_residual or self.scorer.mode == "code":
-            scores = self.scorer.score_samples(f)
-        else:  # packets without a residual byte cannot be scored in residual mode
-            scores = np.full(len(packets), np.nan)
+        recon = self.pipe.reconstruct(self.pipe.packet_features(codes, None).code) * self.pipe.norm.std + self.pipe.norm.mean
+        needs_residual = self.scorer.mode != "code"
+        scored = np.array([p.residual is not None or not needs_residual for p in packets])
+        scores = np.full(len(packets), np.nan)
+        if scored.any():
+            residual = np.array([p.residual for p in packets if p.residual is not None]) if needs_residual else None
+            scores[scored] = self.scorer.score_samples(self.pipe.packet_features(codes[scored], residual))
         return [Reading(p, r, float(s), bool(s > self.scorer.threshold_)) for p, r, s in zip(packets, recon, scores)]
 
 

@@ -378,8 +378,8 @@ document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).len
 def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: list[float] = (),
                  sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
     """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
-    (the first `sensors` by id), the packets flagged as anomalous marked, and the scorers'
-    thresholds (`serve.thresholds`) drawn across."""
+    (the first `sensors` by id), the packets flagged as anomalous marked, those left unscored
+    ticked along the bottom, and the scorers' thresholds (`serve.thresholds`) drawn across."""
     plt = _pyplot()
     import matplotlib.dates as mdates
 
@@ -390,9 +390,12 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thre
     for ax, sensor in zip(axes[:, 0], shown):
         d = series[sensor]
         t = d["timestamp"].astype(np.int64).astype("datetime64[s]")
-        flagged = d["anomaly"] == 1
-        ax.plot(t, d["score"], lw=0.8, label="anomaly score")
+        flagged, scored = d["anomaly"] == 1, ~np.isnan(d["score"])
+        ax.plot(t[scored], d["score"][scored], lw=0.8, label="anomaly score")
         ax.plot(t[flagged], d["score"][flagged], "r.", ms=4, label=f"flagged anomalous ({flagged.sum()} of {len(t)})")
+        if not scored.all():  # along the bottom edge: packets without the residual byte the scorer needs
+            ax.plot(t[~scored], np.zeros((~scored).sum()), "|", color="0.5", ms=6, transform=ax.get_xaxis_transform(),
+                    label=f"unscored: no residual byte ({(~scored).sum()})")  # fmt: skip
         for i, th in enumerate(thresholds):
             label = "threshold" if len(thresholds) == 1 else f"thresholds of the {len(thresholds)} scorers serve used"
             ax.axhline(th, color="k", ls="--", lw=0.8, label=None if i else label)

@@ -6,7 +6,8 @@ rejected as `replayed_seq` (unless the broker itself sent it again after a recon
 then it is counted, `Server.redelivered`, as is such a copy of a packet already rejected); one that skips ahead records the missing numbers as a gap; one that
 fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
 export's decoder and scored by the export's scorer (`host.Host`: scorer.json from `edgeae calibrate`,
-or a residual scorer fitted on the export's reference windows). Every rejected packet is kept, raw,
+or a residual scorer fitted on the export's reference windows); a packet without the residual byte
+that scorer needs is stored unscored (score NULL). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
 one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
 holds the database locked, packets are held and stored once it lets go. Packets the database will
@@ -44,13 +45,15 @@ from .fsutil import atomic_file
 from .host import Host
 from .mqtt import Message, Subscriber
 
-SCHEMA = """
+#: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`).
+PACKETS = """
 CREATE TABLE IF NOT EXISTS packets (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
     model_id TEXT NOT NULL, code TEXT NOT NULL, residual INTEGER,
-    reconstruction_rms TEXT NOT NULL, score REAL NOT NULL, anomaly INTEGER NOT NULL,
+    reconstruction_rms TEXT NOT NULL, score REAL, anomaly INTEGER NOT NULL,
     reordered INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, stored_at REAL NOT NULL,
-    topic TEXT, PRIMARY KEY (sensor, seq));
+    topic TEXT, PRIMARY KEY (sensor, seq))"""
+SCHEMA = PACKETS + """;
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT,
     reason TEXT NOT NULL, detail TEXT, sensor INTEGER, seq INTEGER, raw BLOB NOT NULL);
@@ -115,6 +118,7 @@ def open_results(db: str | Path) -> sqlite3.Connection:
         raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
     try:
         _refuse_foreign(con, db, "give another --db")
+        _allow_unscored(con)
         con.executescript(SCHEMA)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
@@ -125,6 +129,24 @@ def open_results(db: str | Path) -> sqlite3.Connection:
         con.close()
         raise
     return con
+
+
+def _allow_unscored(con: sqlite3.Connection) -> None:
+    """A packets table from before unscored packets (score NOT NULL) gets today's, its rows kept.
+    SQLite cannot drop a NOT NULL in place: a new table, the rows copied, the old one dropped, in
+    one transaction."""
+    if not any(name == "score" and notnull for _, name, _, notnull, *_ in con.execute("PRAGMA table_info(packets)")):
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("ALTER TABLE packets RENAME TO packets_score_not_null")
+        con.execute(PACKETS)
+        con.execute("INSERT INTO packets SELECT * FROM packets_score_not_null")
+        con.execute("DROP TABLE packets_score_not_null")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
 
 
 class _NotStored(Exception):
@@ -161,6 +183,7 @@ class Server:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
         self.stored, self.redelivered = 0, 0  # redelivered: copies the broker sent again of what is stored or rejected
+        self.unscored = 0  # stored without a score: no residual byte, which the scorer needs
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
 
@@ -225,13 +248,13 @@ class Server:
             seen_in_batch.add(key)
             valid.append((topic, p, t))
         with self.db:  # one transaction per batch
-            if valid:
-                self._store(valid)
+            unscored = self._store(valid) if valid else 0
             self.db.executemany(
                 "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",
                 rejected,
             )
         self.stored += len(valid)
+        self.unscored += unscored
         self.redelivered += again
         self.rejected.update(r[2] for r in rejected)
 
@@ -241,13 +264,17 @@ class Server:
     def _rejected(self, raw: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
 
-    def _store(self, valid) -> None:
+    def _store(self, valid) -> int:
+        """Insert the valid packets' rows; returns how many of them are unscored."""
         now = time.time()
         rows = []
-        for (topic, p, t), r in zip(valid, self.host.read([p for _, p, _ in valid])):
+        readings = self.host.read([p for _, p, _ in valid])
+        for (topic, p, t), r in zip(valid, readings):
             rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
-                         json.dumps([round(float(v), 6) for v in r.rms]), r.score, int(r.anomaly), self._sequence(p, now), t, now, topic))  # fmt: skip
+                         json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),
+                         self._sequence(p, now), t, now, topic))  # fmt: skip
         self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        return sum(not r.scored for r in readings)
 
     def _sequence(self, p: wire.Packet, now: float) -> int:
         """Record the gap before this packet; returns 1 when it arrives after a later one
@@ -355,6 +382,7 @@ def summary(db: str | Path) -> dict:
         return {
             "packets": q("SELECT COUNT(*) FROM packets")[0][0],
             "anomalies": q("SELECT COUNT(*) FROM packets WHERE anomaly=1")[0][0],
+            "unscored": q("SELECT COUNT(*) FROM packets WHERE score IS NULL")[0][0],
             "per_sensor": {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in
                            q("SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets GROUP BY sensor")},  # fmt: skip
             "open_gaps": {s: n for s, n in q("SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL GROUP BY sensor")},

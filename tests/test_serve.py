@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -881,3 +882,74 @@ except wire.PacketError as e:
         [(seq, score, anomaly, rms) for seq, score, anomaly, rms, _ in json.loads(readings)]  # fmt: skip
     assert {tuple(shape) for *_, shape in json.loads(readings)} == {(ex.window, len(ex.channels))}
     assert len(stored) == len(sent) and reason == "truncated"
+
+
+def test_packets_without_a_residual_leave_the_others_scored(tmp_path, small_export, streams):
+    """A sensor whose firmware runs the encoder alone sends no residual byte. One such packet in a
+    batch left every packet of the batch unscored (NaN, never flagged) under a residual scorer, so
+    a fleet mixing the two firmwares lost its alarms at random, as batches fell."""
+    from edgeae.host import Host
+    from edgeae.serve import Server
+
+    host = Host(small_export)
+    sent = [host.decode(raw) for raw in _encode_file(small_export, streams[1], 1, None)]
+    alone = host.read(sent)
+    codes_only = [replace(p, sensor=2, residual=None) for p in sent[:3]]
+    mixed = host.read(sent[:5] + codes_only + sent[5:])
+    assert host.scorer.mode == "residual"
+    assert [r.score for r in mixed[:5] + mixed[8:]] == [r.score for r in alone]
+    assert np.isnan([r.score for r in mixed[5:8]]).all() and not any(r.anomaly for r in mixed[5:8])
+
+    server = Server(small_export, tmp_path / "r.sqlite")
+    server.run_packets([wire.encode(p) for p in sent[:5] + codes_only + sent[5:]])
+    server.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        unscored = con.execute("SELECT sensor, COUNT(*) FROM packets WHERE score IS NULL GROUP BY sensor").fetchall()
+    assert unscored == [(2, 3)] and server.unscored == 3 and server.stored == len(sent) + 3
+
+
+def test_a_database_from_before_unscored_packets_takes_them(tmp_path, small_export, streams):
+    """A results database made when every packet had a score (score NOT NULL) refused the batch
+    holding a packet without the residual byte (serve stopped, the packets kept in a file): its
+    packets table is rebuilt with the rows it holds, and the CLI says what was left unscored."""
+    from edgeae.host import Host
+    from edgeae.serve import SCHEMA
+    from test_cli import edgeae
+
+    host = Host(small_export)
+    sent = [host.decode(raw) for raw in _encode_file(small_export, streams[1], 1, None)]
+    db = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.executescript(SCHEMA.replace("score REAL,", "score REAL NOT NULL,"))
+        con.execute("INSERT INTO packets VALUES (7, 0, 0, 'x', '[]', 1, '[]', 0.5, 0, 0, 0, 0, NULL)")
+        con.commit()
+    wire.write_packet_file(tmp_path / "p.bin", [wire.encode(replace(p, residual=None)) if p.seq % 2 else wire.encode(p) for p in sent])
+    proc = edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", db)
+    odd = len(sent) // 2
+    assert proc.returncode == 0 and proc.stderr.strip().endswith(
+        f"stored {len(sent)}, rejected 0; {odd} stored unscored, without the residual byte the scorer (mode residual) "
+        "needs (edgeae calibrate --mode code scores codes alone)"), proc.stderr  # fmt: skip
+    summary = json.loads(edgeae("results", db).stdout)
+    assert summary["packets"] == len(sent) + 1 and summary["unscored"] == odd
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT score FROM packets WHERE sensor=7").fetchall() == [(0.5,)]
+        assert sorted(t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")) == \
+            ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]  # fmt: skip
+
+
+def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
+    """Unscored packets (NaN) broke the score line into dashes and went unmentioned."""
+    import matplotlib.pyplot as plt
+
+    from edgeae.report import results_plot
+
+    score = np.array([0.1, np.nan, 0.2, np.nan, 0.3, 2.0])
+    series = {1: {"timestamp": np.arange(6.0) + 1.7e9, "score": score, "anomaly": (score > 1).astype(float)}}
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    results_plot(series, tmp_path / "s.png", [1.0])
+    ax = plt.gcf().axes[0]
+    line = next(l for l in ax.get_lines() if l.get_label() == "anomaly score")
+    assert list(line.get_ydata()) == [0.1, 0.2, 0.3, 2.0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "anomaly score", "flagged anomalous (1 of 6)", "unscored: no residual byte (2)", "threshold"]  # fmt: skip
+    plt.close("all")

@@ -41,7 +41,7 @@ class Pipeline:
         input_quant = (m["quantization"]["input"]["scale"], m["quantization"]["input"]["zero_point"])
         enc, flt, dec = self.encoder, self.encoder_float, self.decoder
         sizes = [(enc, "window shape", enc.input_shape, shape), (flt, "window shape", flt.input_shape, shape),
-                 (enc, "code size", int(np.prod(enc.output_shape)), k), (dec, "code size", int(np.prod(dec.input_shape)), k)]
+                 (enc, "code size", int(np.prod(enc.output_shape)), k), (dec, "code size", int(np.prod(dec.input_shape)), k)]  # fmt: skip
         quants = [(enc, "code quantization", enc.output_quant, self.code_quant),
                   (enc, "input quantization", enc.input_quant, input_quant)]  # fmt: skip
         wrong = [c for c in sizes if c[2] != c[3]] + [c for c in quants if not same_quant(c[2], c[3])]

@@ -154,9 +154,11 @@ def with_decimal_points(cells: list[str], delimiter: str) -> list[str]:
 
 def time_column(header: list[str], first_row: list[str] | None) -> str | None:
     """The CSV's time column: one named as in DEFAULT_TIME_COLUMNS, else a first column whose
-    first cell is not a number; None when there is neither."""
+    first cell is not a number but has digits, as a date or time has (an empty or 'n/a' cell
+    is a missing value of a channel, which the reader then reports, not a time);
+    None when there is neither."""
     named = next((c for c in header if c.lower() in DEFAULT_TIME_COLUMNS), None)
-    if named is None and first_row and not _is_number(first_row[0]):
+    if named is None and first_row and not _is_number(first_row[0]) and any(ch.isdigit() for ch in first_row[0]):
         return header[0]
     return named
 

@@ -32,6 +32,16 @@ def test_csv_decimal_commas(tmp_path):
     assert s.channels == ["a"] and list(s.times) == ["2020-01-01 00:00:00,5"] and s.values[0, 0] == 0.5
 
 
+@pytest.mark.parametrize("cell, message", [("", "NaN"), ("n/a", "'n/a' is not a number"), ("-", "'-' is not a number")])
+def test_csv_first_channel_with_a_missing_first_value_is_not_a_time_column(tmp_path, cell, message):
+    """A first column whose first cell was not a number became the time column: a channel with a
+    missing first value (empty, 'n/a') was dropped without a word, its other rows unread."""
+    with pytest.raises(EdgeaeError, match=message):
+        D.read_series(write(tmp_path, f"a,b\n{cell},1\n2,3\n"))
+    s = D.read_series(write(tmp_path, "when,a\n03/09/2020 10:14,1\n03/09/2020 10:15,2\n"))
+    assert s.channels == ["a"] and list(s.times) == ["03/09/2020 10:14", "03/09/2020 10:15"]
+
+
 def test_csv_comma_delimited_keeps_its_cells(tmp_path):
     """In a comma-delimited file a quoted '0,5' stays what it is: not a number."""
     with pytest.raises(EdgeaeError, match="row 1, column 'b': '0,5' is not a number"):

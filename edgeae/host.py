@@ -62,8 +62,11 @@ class Host:
                               f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip
 
     def decode(self, raw: bytes) -> wire.Packet:
-        """A packet's bytes, validated (length, version, CRC, tag, this export's model id)."""
-        return wire.decode(raw, self.keys, {self.model_id})
+        """A packet's bytes, validated (length, version, CRC, tag, this export's model id and code size)."""
+        p = wire.decode(raw, self.keys, {self.model_id})
+        if len(p.code) != self.export.manifest["code_size"]:  # the model id is public: anyone can forge it without keys
+            raise wire.PacketError(wire.BAD_LENGTH, f"code of {len(p.code)} values, this export's has {self.export.manifest['code_size']}")
+        return p
 
     def read(self, packets: list[wire.Packet]) -> list[Reading]:
         """Decoded packets, reconstructed and scored in one batch. A packet without the residual

@@ -953,3 +953,20 @@ def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "anomaly score", "flagged anomalous (1 of 6)", "unscored: no residual byte (2)", "threshold"]  # fmt: skip
     plt.close("all")
+
+
+def test_a_forged_packet_with_another_code_size_is_rejected(tmp_path, small_export):
+    """The model id is public (the manifest's hash), so without keys anyone can send a packet that
+    passes every check of the wire format with a code of another size: serve crashed on it
+    (a traceback, the batch lost with it) instead of rejecting it."""
+    from edgeae.host import Host
+    from test_cli import edgeae
+
+    mid, k = Export.open(small_export).model_id, Export.open(small_export).manifest["code_size"]
+    made = [wire.Packet(mid, 1, seq, 1_700_000_000 + seq, tuple(range(n)), 9) for seq, n in enumerate((k, k + 1, k, 1, k))]
+    wire.write_packet_file(tmp_path / "p.bin", [wire.encode(p) for p in made])
+    proc = edgeae("serve", small_export, "--packets", tmp_path / "p.bin", "--db", tmp_path / "r.sqlite")
+    assert proc.returncode == 0 and proc.stderr.strip().endswith(
+        f"stored 3, rejected 2 (2 bad_length; kept, raw, in the rejected table of {tmp_path / 'r.sqlite'})"), proc.stderr  # fmt: skip
+    with pytest.raises(wire.PacketError, match=f"bad_length: code of {k + 1} values, this export's has {k}"):
+        Host(small_export).decode(wire.encode(made[1]))

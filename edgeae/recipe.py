@@ -134,6 +134,8 @@ class Recipe:
                 raise EdgeaeError('recipe: the KL sparsity penalty needs model.code_activation = "sigmoid"')
         if m.denoise is not None:
             _one_of("model.denoise.kind", m.denoise.kind, ("gaussian", "mask"))
+        if m.kind == "conv1d" and not m.filters:
+            raise EdgeaeError("recipe: model.filters must name at least one conv layer for a conv1d model, got []")
         if m.kind == "conv1d" and d.window % (2 ** len(m.filters)) != 0:
             raise EdgeaeError(
                 f"recipe: data.window ({d.window}) must be divisible by 2^{len(m.filters)} "

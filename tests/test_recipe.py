@@ -74,6 +74,7 @@ def test_wrong_types_and_values():
     ({"export": {"calibration_windows": 0}}, "export.calibration_windows must be >= 1"),
     ({"model": {"hidden": [64, -2]}}, "model.hidden must be a list of positive integers"),
     ({"model": {"filters": [16, "32"]}}, "model.filters must be a list of positive integers"),
+    ({"model": {"kind": "conv1d", "filters": []}}, "model.filters must name at least one conv layer"),  # an IndexError in the model zoo
     ({"train": {"learning_rate": 0}}, "train.learning_rate must be > 0"),
     ({"data": {"train_rows": [-5, 10]}}, "data.train_rows must be"),  # was sliced from the end, silently
     ({"data": {"train_rows": ["a", "b"]}}, "data.train_rows must be"),

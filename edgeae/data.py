@@ -254,9 +254,11 @@ def _read_csv(path: Path, channels, label, time) -> Series:
     if label is not None:
         li = header.index(label)
         try:
-            labels = np.array([int(float(row[li])) for row in body])
+            labels = np.array([float(row[li]) for row in body])
         except ValueError:
-            raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1") from None
+            labels = None
+        if labels is None or not np.isin(labels, (0, 1)).all():
+            raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1")
     times = None if time not in header else np.array([row[header.index(time)] for row in body])
     return Series(values, list(channels), labels, str(path), times)
 

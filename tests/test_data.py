@@ -42,6 +42,14 @@ def test_csv_first_channel_with_a_missing_first_value_is_not_a_time_column(tmp_p
     assert s.channels == ["a"] and list(s.times) == ["03/09/2020 10:14", "03/09/2020 10:15"]
 
 
+@pytest.mark.parametrize("cell", ["0.5", "1.9", "inf", "nan", "x"])
+def test_csv_label_that_is_not_0_or_1_is_named(tmp_path, cell):
+    """A label of 0.5 or 1.9 was truncated to 0 or 1 without a word, and 'inf' was an OverflowError
+    traceback (found by fuzzing the reader)."""
+    with pytest.raises(EdgeaeError, match="label column 'label' must hold 0 or 1"):
+        D.read_series(write(tmp_path, f"a,label\n1,0\n2,{cell}\n"))
+
+
 def test_csv_comma_delimited_keeps_its_cells(tmp_path):
     """In a comma-delimited file a quoted '0,5' stays what it is: not a number."""
     with pytest.raises(EdgeaeError, match="row 1, column 'b': '0,5' is not a number"):
@@ -112,7 +120,7 @@ def test_inf_and_text_cells(tmp_path):
 def test_ragged_row_and_bad_labels(tmp_path):
     with pytest.raises(EdgeaeError, match="row 2 has 1 fields"):
         D.read_series(write(tmp_path, "x,y\n1,2\n3\n"))
-    with pytest.raises(EdgeaeError, match="labels must be 0"):
+    with pytest.raises(EdgeaeError, match="label column 'label' must hold 0 or 1"):
         D.read_series(write(tmp_path, "x,label\n1,0\n2,2\n"))
 
 

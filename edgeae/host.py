@@ -56,7 +56,7 @@ class Host:
         self.pipe = Pipeline(self.export)
         self.model_id = self.export.model_id
         self.keys = keys
-        self.scorer = load_scorer(self.export.path, self.model_id) or default_scorer(self.pipe)
+        self.scorer = load_scorer(self.export.path, self.model_id, self.export.manifest["code_size"]) or default_scorer(self.pipe)
         if self.scorer.mode not in HOST_MODES:
             raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "
                               f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip

@@ -136,13 +136,26 @@ class AnomalyScorer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnomalyScorer":
+        """The scorer `to_dict` wrote; ValueError (or KeyError, TypeError) when a part its mode
+        needs is missing, not finite or of the wrong shape, rather than a failure when it scores."""
         s = cls(d["mode"], d["rule"] if d["rule"] in RULES else "ucl", d.get("q"))
-        s.rule, s.threshold_ = d["rule"], float(d["threshold"])
-        if "mean" in d:
-            s.mean_, s.precision_ = np.asarray(d["mean"]), np.asarray(d["precision"])
-        if "residual_limit" in d:
-            s.residual_limit_, s.code_limit_ = float(d["residual_limit"]), float(d["code_limit"])
+        s.rule, s.threshold_ = d["rule"], _finite(d["threshold"])
+        if s.mode in ("code", "combined"):
+            s.mean_, s.precision_ = (np.asarray(d[k], dtype=np.float64) for k in ("mean", "precision"))
+            k = s.mean_.shape[0] if s.mean_.ndim == 1 else -1
+            if s.precision_.shape != (k, k) or not (np.isfinite(s.mean_).all() and np.isfinite(s.precision_).all()):
+                raise ValueError("mean and precision must be a finite vector and its square matrix")
+        if s.mode == "combined":
+            s.residual_limit_, s.code_limit_ = _finite(d["residual_limit"]), _finite(d["code_limit"])
+            if min(s.residual_limit_, s.code_limit_) <= 0:
+                raise ValueError("the limits must be positive")
         return s
+
+
+def _finite(v) -> float:
+    if isinstance(v, bool) or not np.isfinite(v := float(v)):
+        raise ValueError(f"{v!r} is not a finite number")
+    return v
 
 
 SCORER_FILE = "scorer.json"
@@ -156,8 +169,9 @@ def save(scorer: AnomalyScorer, export_dir: Path, model_id: int) -> Path:
     return path
 
 
-def load(export_dir: Path, model_id: int) -> AnomalyScorer | None:
-    """The export's scorer, or None when it has none; one calibrated for another export is an error."""
+def load(export_dir: Path, model_id: int, code_size: int) -> AnomalyScorer | None:
+    """The export's scorer, or None when it has none; one calibrated for another export, or
+    damaged or hand-edited (a part missing, not finite, or not of the code's size), is an error."""
     path = Path(export_dir) / SCORER_FILE
     if not path.is_file():
         return None
@@ -165,9 +179,12 @@ def load(export_dir: Path, model_id: int) -> AnomalyScorer | None:
         d = json.loads(path.read_text())
         if d["model_id"] != f"{model_id:08x}":
             raise EdgeaeError(f"{path}: calibrated for model {d['model_id']}, not this export ({model_id:08x})")
-        return AnomalyScorer.from_dict(d)
+        scorer = AnomalyScorer.from_dict(d)
+        if hasattr(scorer, "mean_") and len(scorer.mean_) != code_size:
+            raise ValueError(f"a code of {len(scorer.mean_)} values, the export's has {code_size}")
+        return scorer
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise EdgeaeError(f"{path}: not a valid scorer file ({e.__class__.__name__})") from None
+        raise EdgeaeError(f"{path}: not a valid scorer file ({e.__class__.__name__}: {e})") from None
 
 
 def calibrate(

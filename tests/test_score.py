@@ -2,6 +2,7 @@
 against scikit-learn or a hand count, the F1-optimal threshold on tied scores, the scorer file."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -81,15 +82,36 @@ def test_scorer_file_round_trip_and_mismatch(tmp_path):
     normal, new = _normal(), _normal(100, seed=3)
     s = AnomalyScorer("combined", "far", 0.05).fit(normal)
     save(s, tmp_path, 0xABCD)
-    back = load(tmp_path, 0xABCD)
+    k = normal.code.shape[1]
+    back = load(tmp_path, 0xABCD, k)
     np.testing.assert_array_equal(back.score_samples(new), s.score_samples(new))
     assert (back.mode, back.rule, back.q, back.threshold_) == ("combined", "far", 0.05, s.threshold_)
     with pytest.raises(EdgeaeError, match="calibrated for model 0000abcd, not this export \\(00001234\\)"):
-        load(tmp_path, 0x1234)
+        load(tmp_path, 0x1234, k)
     (tmp_path / "scorer.json").write_text(json.dumps({"model_id": "0000abcd"}))
-    with pytest.raises(EdgeaeError, match="not a valid scorer file \\(KeyError\\)"):
-        load(tmp_path, 0xABCD)
-    assert load(tmp_path / "none", 1) is None
+    with pytest.raises(EdgeaeError, match="not a valid scorer file \\(KeyError: 'mode'\\)"):
+        load(tmp_path, 0xABCD, k)
+    assert load(tmp_path / "none", 1, k) is None
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"mean": []}, "ValueError: mean and precision must be a finite vector and its square matrix"),
+    ({"precision": 1.5}, "ValueError: mean and precision"),
+    ({"mean": "residual"}, "ValueError: could not convert"),
+    ({"threshold": None}, "TypeError"),
+    ({"threshold": float("nan")}, "ValueError: nan is not a finite number"),
+    ({"code_limit": 0}, "ValueError: the limits must be positive"),
+    ({"mean": [0.0] * 3, "precision": np.eye(3).tolist()}, "ValueError: a code of 3 values, the export's has 4"),
+])  # fmt: skip
+def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message):
+    """A scorer.json with a mean or precision of the wrong shape, or a threshold that is not a
+    number, loaded, and serve then failed with a numpy traceback on its first packet (found by
+    fuzzing the file: 219 of 664 loadable edits did so)."""
+    save(AnomalyScorer("combined").fit(_normal()), tmp_path, 0xABCD)
+    d = json.loads((tmp_path / "scorer.json").read_text())
+    (tmp_path / "scorer.json").write_text(json.dumps({**d, **edit}))
+    with pytest.raises(EdgeaeError, match=re.escape(f"not a valid scorer file ({message}")):
+        load(tmp_path, 0xABCD, 4)
 
 
 def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export, sim_test):
@@ -107,7 +129,7 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     report = json.loads(proc.stdout)
     assert report["mode"] == "combined" and report["rule"] == "f1" and report["fitted_on"] == "rows labelled normal"
     assert report["auc"] > 0.9 and report["f1"] > 0.8
-    assert load(export, Export.open(export).model_id).threshold_ == report["threshold"]
+    assert load(export, Export.open(export).model_id, Export.open(export).manifest["code_size"]).threshold_ == report["threshold"]
 
     unlabelled = tmp_path / "unlabelled.npz"
     s = read_series(sim_test)

@@ -390,8 +390,19 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(list(d["channels"]), np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32),
-                   {str(k): float(v) for k, v in d.get("highpass", {}).items()})  # fmt: skip
+        """The normalizer `to_dict` wrote; KeyError, TypeError or ValueError when a part is missing,
+        not one finite number per channel (std > 0), or a high-pass is not of a channel (tau >= 1 row)."""
+        channels, highpass = d["channels"], d.get("highpass", {})
+        if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels) and isinstance(highpass, dict)):
+            raise TypeError("channels must be a list of names and highpass a table of them")
+        mean, std = (np.asarray(d[k], np.float32) for k in ("mean", "std"))
+        if mean.shape != (len(channels),) or std.shape != mean.shape or not (np.isfinite(mean).all() and np.isfinite(std).all()
+                                                                              and (std > 0).all()):  # fmt: skip
+            raise ValueError("mean and std must be one finite number per channel, std > 0")
+        taus = {str(k): float(v) for k, v in highpass.items()}
+        if not set(taus) <= set(channels) or not all(1 <= t < np.inf for t in taus.values()):
+            raise ValueError("highpass must map channels to time constants >= 1 row")
+        return cls(list(channels), mean, std, taus)
 
 
 def to_input(windows_: np.ndarray, input_shape) -> np.ndarray:

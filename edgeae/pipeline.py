@@ -55,9 +55,10 @@ class Pipeline:
         if self._device is None:
             dev, m = Model(self.export.device), self.export.manifest
             outputs = dev.output_index(m["code_size"], 1 if self.power == 1 else len(self.export.channels), self.encoder.output_quant)
-            if outputs != (m["device"]["outputs"]["code"], m["device"]["outputs"]["residual"]) or not device_matches(dev, outputs[0], self.encoder):
-                raise EdgeaeError(f"{dev.name}: its outputs, window shape, input or code quantization are not the "
-                                  f"manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
+            if (outputs != (m["device"]["outputs"]["code"], m["device"]["outputs"]["residual"]) or not device_matches(dev, outputs[0], self.encoder)
+                    or not same_quant(dev.output_quant_of(outputs[1]), self.residual_quant)):  # fmt: skip
+                raise EdgeaeError(f"{dev.name}: its outputs, window shape, input, code or residual quantization are not "
+                                  f"the manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
             self._device = dev
         return self._device
 

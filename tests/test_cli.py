@@ -234,8 +234,31 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
     data = (bad / "device_int8.tflite").read_bytes()
     m["artifacts"]["device_int8.tflite"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (bad / "manifest.json").write_text(json.dumps(m))
-    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input or code quantization "
-                                                 "are not the manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
+    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input, code or residual "
+                                                 "quantization are not the manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["device"]["residual"].update(scale=float("nan")), "residual quantization are not the manifest's"),
+    (lambda m: m["device"]["residual"].update(scale=-1.0), "residual quantization are not the manifest's"),
+    (lambda m: m["window"].update(hop=0), "window.hop must be >= 1"),
+    (lambda m: m["device"].update(residual_power=4, residual_byte_scale=float("nan")), "device.residual_byte_scale a positive number"),
+    (lambda m: m["normalization"].update(std=[0.0] * len(m["normalization"]["std"])), "malformed normalization (ValueError: mean and std"),
+    (lambda m: m["normalization"].update(mean="uint8"), "malformed normalization (ValueError"),
+    (lambda m: m["normalization"].update(channels=7), "malformed normalization (TypeError"),
+    (lambda m: m["normalization"].update(highpass={"nope": 5}), "malformed normalization (ValueError: highpass"),
+    (lambda m: m["normalization"].update(channels=m["normalization"]["channels"][::-1]), "the normalization's channels"),
+])  # fmt: skip
+def test_manifest_values_that_cannot_be_right_are_named(tmp_path, small_export, edit, message):
+    """Found by fuzzing the manifest: a residual scale of NaN passed verify (NaN fails no floor) and
+    would have left every packet unscored; a hop of 0 passed verify; a normalization of strings or
+    of the wrong length was a traceback (ValueError, TypeError) wherever it was first used."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    edit(m)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    assert_one_line_error(edgeae("verify", bad), message)
 
 
 @pytest.mark.parametrize("outputs", [{"code": 5, "residual": 0}, {"code": 0, "residual": 1}])
@@ -248,7 +271,7 @@ def test_manifest_device_outputs_that_are_not_the_models_are_named(tmp_path, sma
     assert m["device"]["outputs"] == {"code": 1, "residual": 0}
     m["device"]["outputs"] = outputs
     (bad / "manifest.json").write_text(json.dumps(m))
-    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input or code quantization")
+    assert_one_line_error(edgeae("verify", bad), "device_int8.tflite: its outputs, window shape, input, code or residual quantization")
 
 
 def test_verify_truncated_tflite(tmp_path, small_export):

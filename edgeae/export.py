@@ -69,9 +69,12 @@ def _from_run(run: Path, calibration) -> dict:
     missing = [n for n in needed if not (run / n).is_file()]
     if missing:
         raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
-    recipe = from_dict(json.loads((run / RUN_MARKER).read_text()))
-    norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
-    info = json.loads((run / "data.json").read_text())
+    try:
+        recipe = from_dict(json.loads((run / RUN_MARKER).read_text()))
+        norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
+        info = json.loads((run / "data.json").read_text())
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise EdgeaeError(f"{run}: a damaged or hand-edited run file ({e.__class__.__name__}: {e})") from None
     from .qat import load_scope
 
     try:
@@ -168,8 +171,8 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     if normalization is not None:
         try:
             norm = D.Normalizer.from_dict(json.loads(existing_file(normalization, "normalization file").read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__})") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__}: {e})") from None
         norm.check_channels(series.channels, str(calibration))
     else:
         norm = D.Normalizer.identity(series.channels)

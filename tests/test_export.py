@@ -78,6 +78,25 @@ def test_incomplete_run(tmp_path):
         export(tmp_path / "run", tmp_path / "out")
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("normalization.json", '{"channels": ["a"], "mean": [0], "std": [0]}', "ValueError: mean and std"),
+    ("normalization.json", '{"channels": [', "JSONDecodeError"),
+    ("data.json", "", "JSONDecodeError"),
+])  # fmt: skip
+def test_damaged_run_file_is_named(small_run, tmp_path, name, text, message):
+    """A run's JSON files, damaged or hand-edited, were a traceback when exported."""
+    import shutil
+
+    from edgeae.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / name).write_text(text)
+    with pytest.raises(EdgeaeError, match=f"a damaged or hand-edited run file \\({message}"):
+        export(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_artifact_is_caught(small_export, tmp_path, damage):
     bad = tmp_path / "bad"

@@ -188,34 +188,34 @@ def verify(
     if data is not None:
         _measure_data(report, pipe, data)
 
-    if report.tflm_excess_noise > report.allowed_excess_noise:
+    if _over(report.tflm_excess_noise, report.allowed_excess_noise):
         report.failures.append(
             f"TFLite Micro codes add {report.tflm_excess_noise:.3f} step^2 of noise over LiteRT's "
             f"> {report.allowed_excess_noise:.3f}"
         )
     for runtime, sqnr in (("LiteRT", report.code_sqnr_db), ("TFLite Micro", report.tflm_code_sqnr_db)):
-        if sqnr < floors.min_code_sqnr_db:
+        if _under(sqnr, floors.min_code_sqnr_db):
             report.failures.append(f"{runtime} code SQNR {sqnr:.1f} dB < {floors.min_code_sqnr_db:g} dB")
-    if report.device_code_max_diff > floors.max_device_code_diff:
+    if _over(report.device_code_max_diff, floors.max_device_code_diff):
         report.failures.append(
             f"the device model's code is {report.device_code_max_diff} steps from the encoder's > {floors.max_device_code_diff}"
         )
     for runtime, err in (("LiteRT", report.residual_error_litert), ("TFLite Micro", report.residual_error_tflm)):
-        if err > floors.max_residual_error:
+        if _over(err, floors.max_residual_error):
             report.failures.append(f"{runtime} residual byte {err:.1%} off the float error > {floors.max_residual_error:.0%}")
-    if report.error_increase > floors.max_error_increase:
+    if _over(report.error_increase, floors.max_error_increase):
         report.failures.append(f"reconstruction error +{report.error_increase:.1%} > +{floors.max_error_increase:.0%}")
     if report.data is not None:
         missed = []
-        if report.data_code_sqnr_db < floors.min_code_sqnr_db:
+        if _under(report.data_code_sqnr_db, floors.min_code_sqnr_db):
             missed.append(f"code SQNR {report.data_code_sqnr_db:.1f} dB < {floors.min_code_sqnr_db:g} dB")
-        if report.data_error_increase > floors.max_error_increase:
+        if _over(report.data_error_increase, floors.max_error_increase):
             missed.append(f"reconstruction error +{report.data_error_increase:.1%} > +{floors.max_error_increase:.0%}")
         if missed:
             why = (f" ({report.data_input_clipped:.0%} of its windows lie beyond the int8 input's range, which the calibration data "
                    "set: export --calibration with data like these, or train on them)" if report.data_input_clipped else "")  # fmt: skip
             report.failures.append(f"on the data, {' and '.join(missed)}{why}")
-    if report.auc_float is not None and report.auc_float - report.auc_int8 > floors.max_auc_drop:
+    if report.auc_float is not None and _over(report.auc_float - report.auc_int8, floors.max_auc_drop):
         report.failures.append(f"ROC-AUC drop {report.auc_float - report.auc_int8:.4f} > {floors.max_auc_drop:g}")
     return report
 
@@ -242,3 +242,13 @@ def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
     report.data_error_increase = report.data_error_int8 / report.data_error_float - 1
     if labels.any():
         report.auc_float, report.auc_int8 = roc_auc(labels, error_float), roc_auc(labels, error_int8)
+
+
+def _over(value: float, limit: float) -> bool:
+    """`value` beyond an upper limit; NaN (a model or constant gone wrong) counts as beyond."""
+    return not value <= limit
+
+
+def _under(value: float, floor: float) -> bool:
+    """`value` below a floor; NaN counts as below."""
+    return not value >= floor

@@ -195,6 +195,18 @@ def test_verify_runtime_agreement_gate(small_export):
     assert not rep.passed and "TFLite Micro codes add" in rep.failures[0]
 
 
+def test_verify_fails_a_figure_that_is_nan(small_export, monkeypatch):
+    """A figure that came out NaN (a residual constant or a model gone wrong) missed no floor:
+    every check compared with > or <, which NaN never satisfies, so verify said PASS."""
+    from edgeae.pipeline import Pipeline
+    from edgeae.verify import verify
+
+    monkeypatch.setattr(Pipeline, "residual", lambda self, residual_bytes: np.full(len(residual_bytes), np.nan))
+    rep = verify(small_export)
+    assert not rep.passed and [f.split(" ")[:3] for f in rep.failures] == [
+        ["LiteRT", "residual", "byte"], ["TFLite", "Micro", "residual"]], rep.failures  # fmt: skip
+
+
 def test_verify_device_model_gates(small_export):
     from edgeae.verify import Floors, verify
 

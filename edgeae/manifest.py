@@ -94,7 +94,7 @@ class Export:
         if not all(type(n) is int for n in w["input_shape"]) or np.prod(w["input_shape"]) != w["length"] * len(w["channels"]):
             raise EdgeaeError(f"{mpath}: a window of {w['length']} rows x {len(w['channels'])} channels does not match "
                               f"the encoder's input shape {w['input_shape']} (damaged or hand-edited)")  # fmt: skip
-        byte_scale = manifest["device"].get("residual_byte_scale", 1.0)
+        byte_scale = manifest["device"]["residual_byte_scale"] if "residual_power" in manifest["device"] else 1.0  # typed above
         if w["hop"] < 1 or not 0 < byte_scale < np.inf:
             raise EdgeaeError(f"{mpath}: window.hop must be >= 1 and device.residual_byte_scale a positive number, "
                               f"got {w['hop']} and {byte_scale} (damaged or hand-edited)")  # fmt: skip

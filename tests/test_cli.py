@@ -261,6 +261,18 @@ def test_manifest_values_that_cannot_be_right_are_named(tmp_path, small_export, 
     assert_one_line_error(edgeae("verify", bad), message)
 
 
+def test_a_stray_residual_byte_scale_is_left_alone(tmp_path, small_export):
+    """Without a residual power the byte scale is unused and unchecked by type: comparing it was a TypeError."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    assert "residual_power" not in m["device"]
+    m["device"]["residual_byte_scale"] = "x"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    proc = edgeae("verify", bad)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("PASS"), proc.stderr
+
+
 @pytest.mark.parametrize("outputs", [{"code": 5, "residual": 0}, {"code": 0, "residual": 1}])
 def test_manifest_device_outputs_that_are_not_the_models_are_named(tmp_path, small_export, outputs):
     """An output index beyond the device model's two was an IndexError traceback; the two swapped

@@ -303,9 +303,11 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     elif unsent:
         raise EdgeaeError("--unsent goes with --mqtt")
     try:
-        key_bytes = bytes.fromhex(key) if key else None
+        key_bytes = None if key is None else bytes.fromhex(key)
     except ValueError:
         raise EdgeaeError("--key must be hexadecimal") from None
+    if key_bytes == b"":  # an unset variable in --key "$KEY" would otherwise send untagged packets without a word
+        raise EdgeaeError("--key is empty: give the sensor's hex key, or leave --key out to send untagged packets")
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
     source = device.Source(data, enc.ex, times=t0 is None)
     packets = device.Stoppable(enc.packets(source, source.batch, source.time_of))

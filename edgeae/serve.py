@@ -29,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 import signal
 import sqlite3
 import sys
@@ -362,17 +363,26 @@ def stop_on_signals() -> threading.Event:
 
 
 def load_keys(path: str | Path) -> dict[int, bytes]:
-    """A keys file: JSON {"<sensor id>": "<hex key>", ...}."""
+    """A keys file: JSON {"<sensor id>": "<hex key>", ...}, each sensor once, its id in decimal.
+
+    Read as pairs, not a dict: a sensor given twice ("1" and "01", or "1" repeated) would
+    otherwise keep one of its keys without a word, and its packets tagged with the other fail."""
     try:
-        raw = json.loads(existing_file(path, "keys file").read_text())
-        keys = {int(k): bytes.fromhex(v) for k, v in raw.items()}
-    except (OSError, ValueError, AttributeError, TypeError) as e:
+        pairs = json.loads(existing_file(path, "keys file").read_text(), object_pairs_hook=tuple)
+        if not isinstance(pairs, tuple):
+            raise TypeError
+        keys = [(int(k) if re.fullmatch("[0-9]{1,5}", k) else None, k, bytes.fromhex(v)) for k, v in pairs]
+    except (OSError, ValueError, TypeError) as e:
         raise EdgeaeError(f"{path}: not a keys file of {{sensor: hex key}} ({e.__class__.__name__})") from None
-    bad = sorted(str(k) for k, v in keys.items() if k not in wire.SENSOR_IDS or not v)
+    bad = [repr(k) if i is None else k for i, k, v in keys if i not in wire.SENSOR_IDS or not v]
     if not keys or bad:
         raise EdgeaeError(f"{path}: needs at least one sensor id 0..65535 with a non-empty hex key"
                           + (f" (bad: {', '.join(bad)})" if bad else ""))  # fmt: skip
-    return keys
+    ids = [i for i, _, _ in keys]
+    repeated = sorted({str(i) for i in ids if ids.count(i) > 1}, key=int)
+    if repeated:
+        raise EdgeaeError(f"{path}: sensor {', '.join(repeated)} given more than once (each sensor has one key)")
+    return {i: v for i, _, v in keys}
 
 
 def summary(db: str | Path) -> dict:

@@ -38,6 +38,7 @@ def main(mode: str, *args: str) -> None:
         interp = _interpreter(model_path, arena)
         outputs = [[] for _ in range(_output_count(interp))]
         for x in np.load(src):
+            interp.reset()  # each window from zero state, as in training (an LSTM keeps it otherwise)
             interp.set_input(x[None], 0)
             interp.invoke()
             for i, out in enumerate(outputs):

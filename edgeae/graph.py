@@ -5,7 +5,8 @@ Uses the schema bindings that ship with LiteRT (`ai_edge_litert.schema_py_genera
 
 MACs count multiply-accumulates per inference (batch 1) of the ops that do them:
 FULLY_CONNECTED (in x out), CONV_2D (out positions x kernel area x in channels x out channels),
-DEPTHWISE_CONV_2D and TRANSPOSE_CONV likewise; element-wise and shape ops count 0.
+DEPTHWISE_CONV_2D and TRANSPOSE_CONV likewise, UNIDIRECTIONAL_SEQUENCE_LSTM (time steps x its
+input, recurrent and projection weights); element-wise and shape ops count 0.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .errors import EdgeaeError, existing_file
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 9: "int8", 7: "int16", 6: "bool", 10: "float64"}
 _NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int64": np.int64}
 WEIGHTED_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
+LSTM = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Tensor:
     zero_point: list[int]
     data: np.ndarray | None  # constant tensors only
     shape_signature: tuple[int, ...] = ()
+    variable: bool = False  # state an op keeps between invocations (an LSTM's)
 
     @property
     def per_channel(self) -> bool:
@@ -63,10 +66,18 @@ class Op:
 
     @property
     def parameters(self) -> int:
+        if self.name == LSTM:
+            return sum(int(t.data.size) for t in self._lstm_constants)
         return sum(int(t.data.size) for t in (self.weights, self.bias) if t is not None and t.data is not None)
 
     @property
+    def _lstm_constants(self) -> list[Tensor]:
+        return [t for t in self.inputs[1:] if t.data is not None and not t.variable]
+
+    @property
     def macs(self) -> int:
+        if self.name == LSTM:  # input (batch, time, features): every step multiplies by each weight matrix
+            return self.inputs[0].shape[1] * sum(int(t.data.size) for t in self._lstm_constants if t.data.ndim == 2)
         w = self.weights
         if w is None:
             return 0
@@ -100,6 +111,12 @@ class Graph:
     size_bytes: int
     subgraphs: int
     sparse_tensors: int  # tensors stored in the TFLite sparse format (needs DENSIFY)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether invocations share state (an LSTM's, kept in variable tensors): each window must
+        start from a reset interpreter, as each training window started from zero state."""
+        return any(t.variable for op in self.ops for t in op.inputs)
 
     @property
     def op_names(self) -> list[str]:
@@ -163,7 +180,7 @@ def _tensor(index, t, buffers) -> Tensor:
             data = data.reshape(shape)
     name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
     sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
-    return Tensor(index, name, shape, dtype, scale, zp, data, sig)
+    return Tensor(index, name, shape, dtype, scale, zp, data, sig, bool(t.isVariable))
 
 
 def _options(opts) -> dict:
@@ -214,11 +231,13 @@ def table(d: dict) -> str:
     def shapes(ts):
         return ", ".join(f"{t['dtype']}{t['shape']}" for t in ts)
 
-    lines = [f"{d['model']}", f"{'#':>3}  {'op':<18} {'inputs':<28} {'outputs':<20} {'params':>8} {'MACs':>9} {'zero w':>7}"]
+    wop, win, wout = (max([n, *(len(f(r)) for r in d["ops"])]) for n, f in
+                      ((18, lambda r: r["op"]), (28, lambda r: shapes(r["inputs"])), (20, lambda r: shapes(r["outputs"]))))  # fmt: skip
+    lines = [f"{d['model']}", f"{'#':>3}  {'op':<{wop}} {'inputs':<{win}} {'outputs':<{wout}} {'params':>8} {'MACs':>9} {'zero w':>7}"]
     for r in d["ops"]:
         zero = "" if r["zero_weight_fraction"] is None else f"{r['zero_weight_fraction']:.1%}"
         lines.append(
-            f"{r['index']:>3}  {r['op']:<18} {shapes(r['inputs']):<28} {shapes(r['outputs']):<20} "
+            f"{r['index']:>3}  {r['op']:<{wop}} {shapes(r['inputs']):<{win}} {shapes(r['outputs']):<{wout}} "
             f"{r['parameters']:>8} {r['macs']:>9} {zero:>7}"
         )
     t = d["totals"]

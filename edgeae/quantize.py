@@ -29,9 +29,19 @@ def to_tflite(
     input and output; `per_tensor` quantizes weights per tensor instead of per output channel.
     Without: float32. The batch dimension stays dynamic (LiteRT can batch on the host; TFLite
     Micro runs batch 1 either way) unless `static_batch`, which fixes it to 1 as the Edge TPU
-    compiler requires.
+    compiler requires, or the model is recurrent: the converter unrolls a recurrent layer only
+    for a known batch (else "'tf.TensorListReserve' op requires element_shape to be static"). An
+    LSTM becomes TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM, which LiteRT and TFLite Micro run in
+    int8; other recurrent layers stay a float WHILE loop, which the quantizer crashes on (a
+    segmentation fault), so they are refused for int8 here.
     """
-    if static_batch:
+    recurrent = [m for m in model.submodules if isinstance(m, keras.layers.RNN)]
+    unfused = [m for m in recurrent if not isinstance(m, keras.layers.LSTM)]
+    if representative is not None and unfused:
+        layer = unfused[0]
+        raise EdgeaeError(f"layer '{layer.name}' ({type(layer).__name__}) cannot be quantized to int8: among recurrent "
+                          "layers TFLite has an int8 kernel only for LSTM (use LSTM, or Conv1D)")  # fmt: skip
+    if static_batch or recurrent:
         inp = keras.Input(model.input_shape[1:], batch_size=1, name="window")
         model = keras.Model(inp, model(inp), name=model.name)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -48,7 +58,39 @@ def to_tflite(
         except Exception as e:
             lines = [l for l in (str(e) + "\n" + log()).splitlines() if l.strip()]
             raise EdgeaeError(f"TFLite conversion of '{model.name}' failed: {lines[0] if lines else e}") from None
-    return converted if representative is None else without_requantize_pairs(converted)
+    return tile_as_broadcast(converted if representative is None else without_requantize_pairs(converted))
+
+
+def tile_as_broadcast(model: bytes) -> bytes:
+    """The flatbuffer with each TILE that only repeats size-1 dimensions (Keras' RepeatVector, the
+    usual bridge from an LSTM encoder's code to its decoder) as the BROADCAST_TO it equals: TFLite
+    Micro has no TILE kernel, so a device model holding one did not run there."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+    from tensorflow.lite.python import schema_py_generated as S
+
+    m = fb.convert_bytearray_to_object(bytearray(model))
+    broadcast = None
+    for g in m.subgraphs:
+        for op in g.operators:
+            if fb.opcode_to_name(m, op.opcodeIndex) != "TILE":
+                continue
+            x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+            if any(a != 1 and a != b for a, b in zip(x.shape, out.shape)) or len(x.shape) != len(out.shape):
+                continue
+            if broadcast is None:
+                code = S.OperatorCodeT()
+                code.builtinCode, code.deprecatedBuiltinCode, code.version = S.BuiltinOperator.BROADCAST_TO, 127, 2
+                m.operatorCodes.append(code)
+                broadcast = len(m.operatorCodes) - 1
+            shape = S.BufferT()
+            shape.data = np.asarray(out.shape, dtype=np.int32).tobytes()
+            m.buffers.append(shape)
+            t = S.TensorT()
+            t.name, t.shape, t.type, t.buffer = f"{out.name}/shape".encode(), [len(out.shape)], S.TensorType.INT32, len(m.buffers) - 1
+            g.tensors.append(t)
+            op.opcodeIndex, op.inputs = broadcast, [op.inputs[0], len(g.tensors) - 1]
+            op.builtinOptionsType, op.builtinOptions = S.BuiltinOptions.NONE, None
+    return model if broadcast is None else bytes(fb.convert_object_to_bytearray(m))
 
 
 def without_requantize_pairs(model: bytes) -> bytes:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import graph as G
 from .errors import EdgeaeError
 
 DEFAULT_ARENA_BYTES = 256 * 1024
@@ -89,8 +90,11 @@ class Model:
         self.input = self._it.get_input_details()[0]
         self.output = self._it.get_output_details()[0]
         self._batch = 1
-        #: False for a model with a fixed batch of 1 (the Edge TPU export): it runs window by window.
+        #: False for a model with a fixed batch of 1 (the Edge TPU export, a recurrent model): it
+        #: runs window by window.
         self.batchable = int(self.input["shape_signature"][0]) == -1
+        #: An LSTM keeps its state between invocations: reset before each window (`graph.Graph.stateful`).
+        self.stateful = G.read(content).stateful
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -133,7 +137,7 @@ class Model:
         for i in range(0, len(x), batch):
             self._prepare(len(x[i : i + batch]))
             self._it.set_tensor(self.input["index"], x[i : i + batch])
-            self._it.invoke()
+            self._fresh_invoke()
             for o, d in zip(outs, details):
                 o.append(self._it.get_tensor(d["index"]).copy())
         return [np.concatenate(o) for o in outs]
@@ -164,8 +168,13 @@ class Model:
     def _invoke(self, x: np.ndarray) -> np.ndarray:
         self._prepare(len(x))
         self._it.set_tensor(self.input["index"], x)
-        self._it.invoke()
+        self._fresh_invoke()
         return self._it.get_tensor(self.output["index"]).copy()
+
+    def _fresh_invoke(self) -> None:
+        if self.stateful:
+            self._it.reset_all_variables()
+        self._it.invoke()
 
 
 def _litert():

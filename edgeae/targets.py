@@ -40,7 +40,8 @@ MICRO_RESOLVER = {
     "SOFTMAX": "AddSoftmax", "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
     "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv", "SPLIT": "AddSplit",
     "SLICE": "AddSlice", "MINIMUM": "AddMinimum", "MAXIMUM": "AddMaximum", "GATHER": "AddGather",
-    "SQUARED_DIFFERENCE": "AddSquaredDifference",
+    "SQUARED_DIFFERENCE": "AddSquaredDifference", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "BROADCAST_TO": "AddBroadcastTo", "REVERSE_V2": "AddReverseV2",
 }  # fmt: skip
 
 # Edge TPU supported ops and their documented constraints (coral.ai/docs/edgetpu/models-intro).
@@ -125,15 +126,15 @@ def mcu_sources(out: Path, name: str, encoder: bytes, device: bytes, manifest: d
     C identifier (see `c_identifier`); it prefixes files and symbols."""
     models = {name: (encoder, "encoder_int8.tflite", "the int8 encoder: window -> code"),
               f"{name}_device": (device, "device_int8.tflite", "the device model: window -> code and residual")}  # fmt: skip
-    files, ops = {}, {}
+    files, ops, stateful = {}, {}, False
     for ident, (data, source, what) in models.items():
         g = G.read(data)
-        ops[ident] = g.op_names
+        ops[ident], stateful = g.op_names, stateful or g.stateful
         files[f"{ident}_model_data.h"] = _model_data_h(ident, what)
         files[f"{ident}_model_data.cc"] = _model_data_cc(ident, source, data)
         files[f"{ident}_op_resolver.h"] = _resolver_h(ident, what, g.op_names, resolver_methods(g))
     files[f"{name}_config.h"] = _config_h(name, manifest)
-    files["README.md"] = _mcu_readme(name, manifest, ops, len(encoder), len(device))
+    files["README.md"] = _mcu_readme(name, manifest, ops, len(encoder), len(device), stateful)
     paths = []
     for fname, text in files.items():
         (out / fname).write_text(text)
@@ -321,7 +322,13 @@ def _camel(ident: str) -> str:
     return "".join(p.capitalize() for p in ident.split("_"))
 
 
-def _mcu_readme(name, m, ops, encoder_bytes, device_bytes) -> str:
+_RESET = """
+  // The LSTM keeps its state between invocations; each window starts from zero, as in training
+  // (without this, every code depends on the windows before it).
+  if (interpreter.Reset() != kTfLiteOk) return false;"""
+
+
+def _mcu_readme(name, m, ops, encoder_bytes, device_bytes, stateful: bool) -> str:
     upper = name.upper()
     camel, dcamel = _camel(name), _camel(f"{name}_device")
     w, mcu = m["window"], m["mcu"]
@@ -365,7 +372,7 @@ bool encode_window(const float samples[EDGEAE_{upper}_WINDOW_LENGTH][EDGEAE_{upp
   {in_type}* in = interpreter.input(0)->data.{member};
   for (int t = 0; t < EDGEAE_{upper}_WINDOW_LENGTH; ++t)
     for (int c = 0; c < EDGEAE_{upper}_NUM_CHANNELS; ++c)
-      in[t * EDGEAE_{upper}_NUM_CHANNELS + c] = edgeae_{name}_quantize_input(samples[t][c], c);
+      in[t * EDGEAE_{upper}_NUM_CHANNELS + c] = edgeae_{name}_quantize_input(samples[t][c], c);{_RESET if stateful else ""}
   if (interpreter.Invoke() != kTfLiteOk) return false;
   const {in_type}* out = interpreter.output(EDGEAE_{upper}_DEVICE_CODE_OUTPUT)->data.{member};
   for (int i = 0; i < EDGEAE_{upper}_CODE_SIZE; ++i) code[i] = edgeae_{name}_code_byte(out[i]);

@@ -62,9 +62,10 @@ def to_tflite(
 
 
 def tile_as_broadcast(model: bytes) -> bytes:
-    """The flatbuffer with each TILE that only repeats size-1 dimensions (Keras' RepeatVector, the
-    usual bridge from an LSTM encoder's code to its decoder) as the BROADCAST_TO it equals: TFLite
-    Micro has no TILE kernel, so a device model holding one did not run there."""
+    """The flatbuffer with each TILE of static shape that only repeats size-1 dimensions (Keras'
+    RepeatVector, the usual bridge from an LSTM encoder's code to its decoder) as the BROADCAST_TO
+    it equals: TFLite Micro has no TILE kernel, so a device model holding one did not run there.
+    A TILE with a free batch stays: a broadcast to a fixed shape would not batch."""
     from tensorflow.lite.tools import flatbuffer_utils as fb
     from tensorflow.lite.python import schema_py_generated as S
 
@@ -75,7 +76,8 @@ def tile_as_broadcast(model: bytes) -> bytes:
             if fb.opcode_to_name(m, op.opcodeIndex) != "TILE":
                 continue
             x, out = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-            if any(a != 1 and a != b for a, b in zip(x.shape, out.shape)) or len(x.shape) != len(out.shape):
+            free = any(d < 0 for t in (x, out) if t.shapeSignature is not None for d in t.shapeSignature)
+            if free or len(x.shape) != len(out.shape) or any(a not in (1, b) for a, b in zip(x.shape, out.shape)):
                 continue
             if broadcast is None:
                 code = S.OperatorCodeT()
@@ -86,7 +88,7 @@ def tile_as_broadcast(model: bytes) -> bytes:
             shape.data = np.asarray(out.shape, dtype=np.int32).tobytes()
             m.buffers.append(shape)
             t = S.TensorT()
-            t.name, t.shape, t.type, t.buffer = f"{out.name}/shape".encode(), [len(out.shape)], S.TensorType.INT32, len(m.buffers) - 1
+            t.name, t.shape, t.type, t.buffer = out.name + b"/shape", [len(out.shape)], S.TensorType.INT32, len(m.buffers) - 1
             g.tensors.append(t)
             op.opcodeIndex, op.inputs = broadcast, [op.inputs[0], len(g.tensors) - 1]
             op.builtinOptionsType, op.builtinOptions = S.BuiltinOptions.NONE, None

@@ -314,3 +314,20 @@ def test_other_recurrent_layers_are_refused_for_int8(tmp_path, calib):
     with pytest.raises(EdgeaeError, match=r"layer 'gru\w*' \(GRU\) cannot be quantized to int8: .* only for LSTM"):
         export(tmp_path / "gru.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
     assert not (tmp_path / "dist").exists()
+
+
+def test_repeat_vector_becomes_broadcast_only_where_the_batch_is_fixed():
+    """A TILE that repeats size-1 dimensions is the BROADCAST_TO TFLite Micro has (it has no
+    TILE); with a free batch it stays a TILE, which batches on the host."""
+    from edgeae import graph
+    from edgeae._tf import keras
+    from edgeae.quantize import to_tflite
+    from edgeae.runtime import Model
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Conv1D(2, 3, padding="same")(keras.layers.RepeatVector(8)(inp)))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    for static, op in ((False, "TILE"), (True, "BROADCAST_TO")):
+        tfl = to_tflite(model, static_batch=static)
+        assert op in graph.read(tfl).op_names
+        np.testing.assert_allclose(Model(tfl)(x), model(x).numpy(), atol=1e-5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -221,7 +222,7 @@ def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFA
             capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip
         if proc.returncode != 0 or not dst.exists():
-            reason = _last_line(proc.stderr) or f"exit code {proc.returncode}"
+            reason = tflm_failure(proc.stderr) or f"exit code {proc.returncode}"
             if proc.returncode < 0:
                 reason = f"the interpreter aborted (signal {-proc.returncode}); is the {arena_bytes}-byte arena too small?"
             raise EdgeaeError(f"{model_path}: TFLite Micro failed: {reason}")
@@ -229,6 +230,11 @@ def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFA
             return [outputs[f"arr_{i}"] for i in range(len(outputs.files))]
 
 
-def _last_line(text: str) -> str:
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+def tflm_failure(log: str) -> str:
+    """Why TFLite Micro refused a model, from its log: the ops it has no kernel for (its last line
+    says only "TFLM failed to allocate tensors"), else that last line."""
+    missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", log)))
+    if missing:
+        return f"no kernel for {', '.join(missing)}"
+    lines = [l.strip() for l in log.splitlines() if l.strip()]
     return lines[-1] if lines else ""

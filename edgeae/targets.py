@@ -26,6 +26,7 @@ from pathlib import Path
 from . import graph as G
 from .data import highpass_alphas
 from .errors import EdgeaeError
+from .runtime import tflm_failure
 
 ARENA_MARGIN = 0.20  # over the smallest arena that ran here (64-bit host, reference kernels)
 
@@ -100,8 +101,8 @@ def _recorded_arena(model_path) -> int:
     proc = _worker("allocations", model_path, 16 * 1024 * 1024)
     m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr)
     if proc.returncode != 0 or m is None:
-        reason = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or [f"exit code {proc.returncode}"]
-        raise EdgeaeError(f"{model_path}: TFLite Micro cannot run this model ({reason[0].strip()})")
+        reason = tflm_failure(proc.stderr) or f"exit code {proc.returncode}"
+        raise EdgeaeError(f"{model_path}: TFLite Micro cannot run this model ({reason})")
     return int(m.group(1))
 
 

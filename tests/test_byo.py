@@ -316,13 +316,14 @@ def test_other_recurrent_layers_are_refused_for_int8(tmp_path, calib):
     assert not (tmp_path / "dist").exists()
 
 
-def test_repeat_vector_becomes_broadcast_only_where_the_batch_is_fixed():
+def test_repeat_vector_becomes_broadcast_only_where_the_batch_is_fixed(tmp_path):
     """A TILE that repeats size-1 dimensions is the BROADCAST_TO TFLite Micro has (it has no
-    TILE); with a free batch it stays a TILE, which batches on the host."""
+    TILE); with a free batch it stays a TILE, which batches on the host. TFLite Micro's refusal
+    of an op names it (its last log line said only "TFLM failed to allocate tensors")."""
     from edgeae import graph
     from edgeae._tf import keras
     from edgeae.quantize import to_tflite
-    from edgeae.runtime import Model
+    from edgeae.runtime import Model, tflm_run
 
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Conv1D(2, 3, padding="same")(keras.layers.RepeatVector(8)(inp)))
@@ -331,3 +332,9 @@ def test_repeat_vector_becomes_broadcast_only_where_the_batch_is_fixed():
         tfl = to_tflite(model, static_batch=static)
         assert op in graph.read(tfl).op_names
         np.testing.assert_allclose(Model(tfl)(x), model(x).numpy(), atol=1e-5)
+        (tmp_path / "m.tflite").write_bytes(tfl)
+        if static:
+            np.testing.assert_allclose(tflm_run(tmp_path / "m.tflite", x[:1])[0], model(x[:1]).numpy(), atol=1e-5)
+        else:
+            with pytest.raises(EdgeaeError, match=r"m.tflite: TFLite Micro failed: no kernel for TILE$"):
+                tflm_run(tmp_path / "m.tflite", x[:1])

@@ -20,8 +20,9 @@ import numpy as np
 
 from .errors import EdgeaeError
 
-#: Arguments every tf-keras layer takes through **kwargs.
-_LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size"}
+#: Arguments every tf-keras layer takes through **kwargs, and those its recurrent layers take so.
+_LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
+               "zero_output_for_mask"}  # fmt: skip
 _MODELS = {"Sequential", "Functional", "Model"}
 
 

@@ -338,3 +338,22 @@ def test_repeat_vector_becomes_broadcast_only_where_the_batch_is_fixed(tmp_path)
         else:
             with pytest.raises(EdgeaeError, match=r"m.tflite: TFLite Micro failed: no kernel for TILE$"):
                 tflm_run(tmp_path / "m.tflite", x[:1])
+
+
+def test_keras3_lstm_autoencoder_is_rebuilt_in_tf_keras(tmp_path):
+    """Keras 3 writes zero_output_for_mask=False into each LSTM's config, an argument tf-keras's
+    recurrent layers take through **kwargs: the rebuild refused it as one tf-keras does not have."""
+    import keras
+
+    from edgeae import keras3
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 3))
+    code = keras.layers.Dense(4, name="bottleneck")(keras.layers.LSTM(8)(inp))
+    out = keras.layers.TimeDistributed(keras.layers.Dense(3))(keras.layers.LSTM(8, return_sequences=True)(keras.layers.RepeatVector(12)(code)))
+    model = keras.Model(inp, out)
+    path = tmp_path / "lstm.keras"
+    model.save(path)
+    rebuilt = keras3.load(path, {})
+    x = np.random.default_rng(2).normal(size=(8, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(x).numpy(), np.asarray(model(x)), rtol=1e-5, atol=1e-6)

@@ -59,6 +59,8 @@ EDGETPU_OPS = {
     "SLICE": "", "SOFTMAX": "1-D input, at most 16,000 elements", "SPACE_TO_DEPTH": "", "SPLIT": "",
     "SQUEEZE": "", "STRIDED_SLICE": "", "SUB": "", "SUM": "", "SQUARED_DIFFERENCE": "", "TANH": "",
     "TRANSPOSE": "", "TRANSPOSE_CONV": "",
+    # the table's "LSTM" is what TFLite makes of a Keras LSTM (google-coral/edgetpu#156: compiler 16)
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "unidirectional only",
 }  # fmt: skip
 _NO_FUSED_ACTIVATION = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}
 

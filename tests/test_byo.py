@@ -227,9 +227,7 @@ def test_export_of_a_keras3_model_or_one_with_dropout(tmp_path, calib, saved_by)
     proc = edgeae("export", "--int8", path, "--code-layer", "encoder", "--calibration", calib,
                   "--normalization", tmp_path / "norm.json", "--out", tmp_path / "dist")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    # the residual byte's int8 step, set by the calibration's x3 margin copies, is coarse beside
-    # this briefly trained model's spread of errors (10.1-10.2 % off, against verify's 10 %)
-    proc = edgeae("verify", tmp_path / "dist", "--max-residual-error", "0.15")
+    proc = edgeae("verify", tmp_path / "dist")
     assert proc.returncode == 0 and proc.stdout.strip().endswith("PASS"), proc.stdout + proc.stderr
 
 

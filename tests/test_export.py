@@ -238,3 +238,22 @@ def test_xnnpack_check_tool(small_export, tmp_path):
     assert max(report["models"]["encoder_int8.tflite"]["max_abs_diff"]) <= 1  # int8: rounding may differ by one step
     empty = subprocess.run([*tool, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert empty.returncode != 0 and "no .tflite models" in empty.stderr
+
+
+def test_device_residual_counts_an_error_beyond_the_normal_ones_in_full(small_export):
+    """The device squares each error in two int8 parts, within the normal windows' largest error
+    and beyond it (export._device_model): errors beyond every normal one still count in full, as
+    in the float error, and normal windows keep a fine step."""
+    from edgeae.pipeline import Pipeline
+
+    pipe = Pipeline(Export.open(small_export))
+    windows, _, errors = pipe.export.reference()
+    near = np.abs(pipe.reconstruct(pipe.float_codes(windows)) - windows.reshape(len(windows), pipe.export.window, -1)).max()
+    spiked = windows[:8].reshape(8, -1).copy()
+    spiked[:, 4:12] += 1.5 * near
+    spiked = spiked.reshape(windows[:8].shape)
+    float_error = pipe.float_scores(spiked)
+    assert np.all(float_error > 1.5 * errors[:8]), float_error / errors[:8]
+    np.testing.assert_allclose(pipe.residual(pipe.device_outputs(spiked)[1]), float_error, rtol=0.1)
+    normal = pipe.residual(pipe.device_outputs(windows)[1])
+    assert np.mean(np.abs(normal - errors)) / errors.mean() < 0.05

@@ -126,6 +126,7 @@ def _device_model(encoder, decoder, window: int, channels: int, power: int, near
     first = encoder.layers[1]
     seen = first(inp) if first.__class__.__name__ == "QuantizeLayer" else inp
     flat = keras.layers.Reshape((-1,), name="flat_window")(seen)
+
     def mean(t):
         if power == 1:
             return tf.reduce_mean(t, axis=-1, keepdims=True)

@@ -29,8 +29,8 @@ def to_tflite(
     input and output; `per_tensor` quantizes weights per tensor instead of per output channel.
     Without: float32. The batch dimension stays dynamic (LiteRT can batch on the host; TFLite
     Micro runs batch 1 either way) unless `static_batch`, which fixes it to 1 as the Edge TPU
-    compiler requires, or the model is recurrent: the converter unrolls a recurrent layer only
-    for a known batch (else "'tf.TensorListReserve' op requires element_shape to be static"). An
+    compiler requires, or the model is recurrent: the converter lowers a recurrent layer only
+    with a known batch (else "'tf.TensorListReserve' op requires element_shape to be static"). An
     LSTM becomes TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM, which LiteRT and TFLite Micro run in
     int8; other recurrent layers stay a float WHILE loop, which the quantizer crashes on (a
     segmentation fault), so they are refused for int8 here.

@@ -231,15 +231,12 @@ def table(d: dict) -> str:
     def shapes(ts):
         return ", ".join(f"{t['dtype']}{t['shape']}" for t in ts)
 
-    wop, win, wout = (max([n, *(len(f(r)) for r in d["ops"])]) for n, f in
-                      ((18, lambda r: r["op"]), (28, lambda r: shapes(r["inputs"])), (20, lambda r: shapes(r["outputs"]))))  # fmt: skip
+    cells = [(r["op"], shapes(r["inputs"]), shapes(r["outputs"])) for r in d["ops"]]
+    wop, win, wout = (max([least, *(len(c[i]) for c in cells)]) for i, least in enumerate((18, 28, 20)))
     lines = [f"{d['model']}", f"{'#':>3}  {'op':<{wop}} {'inputs':<{win}} {'outputs':<{wout}} {'params':>8} {'MACs':>9} {'zero w':>7}"]
-    for r in d["ops"]:
+    for r, (op, ins, outs) in zip(d["ops"], cells):
         zero = "" if r["zero_weight_fraction"] is None else f"{r['zero_weight_fraction']:.1%}"
-        lines.append(
-            f"{r['index']:>3}  {r['op']:<{wop}} {shapes(r['inputs']):<{win}} {shapes(r['outputs']):<{wout}} "
-            f"{r['parameters']:>8} {r['macs']:>9} {zero:>7}"
-        )
+        lines.append(f"{r['index']:>3}  {op:<{wop}} {ins:<{win}} {outs:<{wout}} {r['parameters']:>8} {r['macs']:>9} {zero:>7}")
     t = d["totals"]
     arena = t["arena_bytes"]
     lines += [

@@ -313,3 +313,15 @@ int main(int argc, char** argv) {{
     (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(EdgeaeError, match="missing or malformed device.residual_byte_scale"):
         Export.open(out)
+
+
+def test_inspect_table_columns_fit_long_op_names():
+    """An op name longer than the column (UNIDIRECTIONAL_SEQUENCE_LSTM) pushed its row's columns
+    out of line with the header's."""
+    t = {"dtype": "int8", "shape": [1, 32, 3]}
+    ops = [{"index": i, "op": op, "inputs": [t] * n, "outputs": [t], "parameters": 0, "macs": 0, "zero_weight_fraction": None}
+           for i, (op, n) in enumerate((("UNIDIRECTIONAL_SEQUENCE_LSTM", 3), ("RESHAPE", 1)))]  # fmt: skip
+    totals = {"parameters": 0, "macs_per_window": 0, "flash_bytes": 0, "output_bytes_per_window": 3, "arena_bytes": None}
+    header, *rows = graph.table({"model": "m", "ops": ops, "totals": totals}).splitlines()[1:4]
+    for column in ("inputs", "outputs"):
+        assert all(r[header.index(column) - 1] == " " and r[header.index(column)] != " " for r in rows), column

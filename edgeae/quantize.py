@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 
+from . import graph as G
 from ._tf import keras, tf
 from .runtime import native_stderr_captured, same_quant
 from .errors import EdgeaeError
@@ -33,7 +34,10 @@ def to_tflite(
     with a known batch (else "'tf.TensorListReserve' op requires element_shape to be static"). An
     LSTM becomes TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM, which LiteRT and TFLite Micro run in
     int8; other recurrent layers stay a float WHILE loop, which the quantizer crashes on (a
-    segmentation fault), so they are refused for int8 here.
+    segmentation fault), so they are refused for int8 here. An int8 graph that computes with its
+    own batch size (a SHAPE op, as tf-keras' LayerNormalization leaves) is converted again with a
+    batch of 1, where that arithmetic folds away: with a free batch it holds a REDUCE_PROD, which
+    TFLite Micro has no kernel for.
     """
     recurrent = [m for m in model.submodules if isinstance(m, keras.layers.RNN)]
     unfused = [m for m in recurrent if not isinstance(m, keras.layers.LSTM)]
@@ -58,6 +62,8 @@ def to_tflite(
         except Exception as e:
             lines = [l for l in (str(e) + "\n" + log()).splitlines() if l.strip()]
             raise EdgeaeError(f"TFLite conversion of '{model.name}' failed: {lines[0] if lines else e}") from None
+    if representative is not None and not (static_batch or recurrent) and "SHAPE" in G.read(converted).op_names:
+        return to_tflite(model, representative, io_type, per_tensor, static_batch=True)
     return _repaired(converted, quantized=representative is not None)
 
 

@@ -42,7 +42,7 @@ MICRO_RESOLVER = {
     "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv", "SPLIT": "AddSplit",
     "SLICE": "AddSlice", "MINIMUM": "AddMinimum", "MAXIMUM": "AddMaximum", "GATHER": "AddGather",
     "SQUARED_DIFFERENCE": "AddSquaredDifference", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-    "BROADCAST_TO": "AddBroadcastTo", "REVERSE_V2": "AddReverseV2",
+    "BROADCAST_TO": "AddBroadcastTo", "REVERSE_V2": "AddReverseV2", "RSQRT": "AddRsqrt",
 }  # fmt: skip
 
 # Edge TPU supported ops and their documented constraints (coral.ai/docs/edgetpu/models-intro).

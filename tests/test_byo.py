@@ -381,3 +381,25 @@ def test_bidirectional_lstm_reads_its_hidden_state_at_the_scale_it_was_written(t
         error = (codes.astype(np.float64) - enc.output_quant[1]) * enc.output_quant[0] - expected
         assert 10 * np.log10(np.sum(expected**2) / np.sum(error**2)) > 30
 
+
+def test_layer_normalization_encoder_runs_in_tflite_micro(tmp_path):
+    """tf-keras' LayerNormalization computes with the batch size; with a free batch its int8 graph
+    held a REDUCE_PROD, which TFLite Micro has no kernel for, so `verify` failed and `--target mcu`
+    refused the export. Converted with a batch of 1 that arithmetic folds away."""
+    from edgeae import graph, targets
+    from edgeae._tf import keras
+    from edgeae.quantize import to_tflite
+    from edgeae.runtime import Model, tflm_run
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 32, 4)).astype(np.float32)
+    inp = keras.Input(x.shape[1:])
+    h = keras.layers.LayerNormalization()(keras.layers.Conv1D(8, 3, padding="same")(inp))
+    encoder = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Flatten()(h)))
+    tfl = to_tflite(encoder, x)
+    assert "REDUCE_PROD" not in graph.read(tfl).op_names and "AddRsqrt" in targets.resolver_methods(graph.read(tfl))
+    (tmp_path / "enc.tflite").write_bytes(tfl)
+    enc = Model(tmp_path / "enc.tflite")
+    raw = np.clip(np.round(x[:4] / enc.input_quant[0] + enc.input_quant[1]), -128, 127).astype(np.int8)
+    assert not enc.batchable
+    assert np.abs(tflm_run(tmp_path / "enc.tflite", raw)[0].astype(int) - enc.run_raw(raw)).max() <= 1  # one rounding

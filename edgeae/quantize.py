@@ -125,11 +125,12 @@ def _lstm_hidden_as_output(m) -> bool:
     for g in m.subgraphs:
         for op in g.operators:
             lstm = fb.opcode_to_name(m, op.opcodeIndex) == "UNIDIRECTIONAL_SEQUENCE_LSTM"
-            if not lstm or op.intermediates is None or len(op.intermediates) != 5 or op.inputs[16] >= 0:  # (16: a projection)
+            projected = lstm and op.inputs[16] >= 0  # h is projected before the output: not the case above
+            if not lstm or projected or op.intermediates is None or len(op.intermediates) != 5:
                 continue
             out = g.tensors[op.outputs[0]]
             for t in (g.tensors[op.intermediates[4]], g.tensors[op.inputs[18]]):  # effective hidden scale, output state
-                if None not in (_tensor_quant(t), _tensor_quant(out)) and _tensor_quant(t) != _tensor_quant(out):
+                if _tensor_quant(out) and _tensor_quant(t) not in (None, _tensor_quant(out)):
                     t.quantization.scale, t.quantization.zeroPoint = list(out.quantization.scale), list(out.quantization.zeroPoint)
                     changed = True
     return changed

@@ -16,6 +16,14 @@ from ._tf import keras, tf
 from .runtime import native_stderr_captured, same_quant
 from .errors import EdgeaeError
 
+#: Ops that leave an int8 graph with a free batch unrunnable or wrong in TFLite Micro; converted with
+#: batch 1, the graph holds none of them. SHAPE: the graph computes with its batch size (tf-keras' LayerNormalization),
+#: and that arithmetic holds a REDUCE_PROD, which TFLite Micro has no kernel for. SPACE_TO_BATCH_ND and
+#: BATCH_TO_SPACE_ND: a dilated Conv1D with causal padding, which TFLite Micro ran at the flatbuffer's
+#: stored shapes (batch 1 where the op makes 2 or more): its int8 code had an SQNR of 3 dB. At batch 1
+#: the dilation is fused into the CONV_2D.
+BATCH_BOUND = {"SHAPE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+
 
 def to_tflite(
     model,
@@ -34,10 +42,8 @@ def to_tflite(
     with a known batch (else "'tf.TensorListReserve' op requires element_shape to be static"). An
     LSTM becomes TFLite's fused UNIDIRECTIONAL_SEQUENCE_LSTM, which LiteRT and TFLite Micro run in
     int8; other recurrent layers stay a float WHILE loop, which the quantizer crashes on (a
-    segmentation fault), so they are refused for int8 here. An int8 graph that computes with its
-    own batch size (a SHAPE op, as tf-keras' LayerNormalization leaves) is converted again with a
-    batch of 1, where that arithmetic folds away: with a free batch it holds a REDUCE_PROD, which
-    TFLite Micro has no kernel for.
+    segmentation fault), so they are refused for int8 here. An int8 graph that is right only at
+    a fixed batch (`BATCH_BOUND`) is converted again with a batch of 1.
     """
     recurrent = [m for m in model.submodules if isinstance(m, keras.layers.RNN)]
     unfused = [m for m in recurrent if not isinstance(m, keras.layers.LSTM)]
@@ -62,7 +68,7 @@ def to_tflite(
         except Exception as e:
             lines = [l for l in (str(e) + "\n" + log()).splitlines() if l.strip()]
             raise EdgeaeError(f"TFLite conversion of '{model.name}' failed: {lines[0] if lines else e}") from None
-    if representative is not None and not (static_batch or recurrent) and "SHAPE" in G.read(converted).op_names:
+    if representative is not None and not (static_batch or recurrent) and BATCH_BOUND & set(G.read(converted).op_names):
         return to_tflite(model, representative, io_type, per_tensor, static_batch=True)
     return _repaired(converted, quantized=representative is not None)
 

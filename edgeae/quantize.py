@@ -17,11 +17,11 @@ from .runtime import native_stderr_captured, same_quant
 from .errors import EdgeaeError
 
 #: Ops that leave an int8 graph with a free batch unrunnable or wrong in TFLite Micro; converted with
-#: batch 1, the graph holds none of them. SHAPE: the graph computes with its batch size (tf-keras' LayerNormalization),
-#: and that arithmetic holds a REDUCE_PROD, which TFLite Micro has no kernel for. SPACE_TO_BATCH_ND and
-#: BATCH_TO_SPACE_ND: a dilated Conv1D with causal padding, which TFLite Micro ran at the flatbuffer's
-#: stored shapes (batch 1 where the op makes 2 or more): its int8 code had an SQNR of 3 dB. At batch 1
-#: the dilation is fused into the CONV_2D.
+#: batch 1, the graph holds none of them. SHAPE: the graph computes with its batch size (tf-keras'
+#: LayerNormalization), and that arithmetic holds a REDUCE_PROD, which TFLite Micro has no kernel for.
+#: SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND: a dilated Conv1D with causal padding, which TFLite Micro
+#: ran at the flatbuffer's stored shapes (batch 1 where the op makes 2 or more): its int8 code had an
+#: SQNR of 3 dB. At batch 1 the dilation is fused into the CONV_2D.
 BATCH_BOUND = {"SHAPE", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
 
 

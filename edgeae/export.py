@@ -286,7 +286,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     from . import targets
     from .metrics import power_mean, reconstruction_error
     from .quantize import to_tflite
-    from .runtime import Model, dequantize, device_matches, quantize
+    from .runtime import Model, dequantize, device_matches, quantize, steps_apart
 
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
@@ -313,8 +313,7 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     code_out, residual_out = dev_rt.output_index(code_size, 1 if power == 1 else len(channels), enc_rt.output_quant)
     x = quantize(representative, *dev_rt.input_quant, dtype=dev_rt.input["dtype"])
     device_outs = dev_rt.run_outputs_raw(x)
-    apart = np.abs(device_outs[code_out].reshape(len(x), -1).astype(np.int16) - enc_rt.run_raw(x).reshape(len(x), -1))
-    if enc_rt.batchable and apart.max() > 1:
+    if enc_rt.batchable and steps_apart(enc_rt.run_raw(x), device_outs[code_out]).max() > 1:
         # The converter optimized the encoder with a free batch otherwise than the device model at batch 1
         # (a residual Add fused into the convolution before it in one, not the other), and packets would
         # carry codes up to 12 steps from the encoder's. At batch 1 it converts the encoder alike.

@@ -49,6 +49,12 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many quantization steps apart two int8 (or uint8) arrays of the same values are, value by
+    value; `b` is read in `a`'s shape (a model's output, batched or window by window)."""
+    return np.abs(a.astype(np.int16) - b.reshape(a.shape).astype(np.int16))
+
+
 def same_quant(a: tuple[float, int], b: tuple[float, int]) -> bool:
     """Equal (scale, zero point) pairs, up to float32 rounding of the scale: the converter calibrates the
     device model's copy of the encoder in another graph, which can move a scale by an ulp (seen with

@@ -36,7 +36,7 @@ from .errors import EdgeaeError
 from .manifest import Export
 from .metrics import roc_auc, sqnr_db
 from .pipeline import Pipeline
-from .runtime import DEFAULT_ARENA_BYTES, dequantize, tflm_run
+from .runtime import DEFAULT_ARENA_BYTES, dequantize, steps_apart, tflm_run
 
 
 @dataclass
@@ -154,12 +154,12 @@ def verify(
     device_in = pipe.device_input(ref_windows)
     q_litert = pipe.encoder.run_raw(device_in)
     q_tflm = tflm_run(ex.encoder_int8, device_in, arena_bytes)[0].reshape(q_litert.shape)
-    diff = np.abs(q_litert.astype(np.int16) - q_tflm.astype(np.int16))
+    diff = steps_apart(q_litert, q_tflm)
     codes = dequantize(q_litert, *pipe.encoder.output_quant)
     codes_tflm = dequantize(q_tflm, *pipe.encoder.output_quant)
     err_int8 = pipe.scores(ref_windows, codes)
     dev_outs = pipe.device.run_outputs_raw(device_in)
-    dev_q = dev_outs[ex.manifest["device"]["outputs"]["code"]].reshape(q_litert.shape)
+    dev_q = dev_outs[ex.manifest["device"]["outputs"]["code"]]
     res_litert = pipe.wire_outputs(dev_outs)[1]
     res_tflm = pipe.wire_outputs(tflm_run(ex.device, device_in, arena_bytes))[1]
     step2 = pipe.encoder.output_quant[0] ** 2
@@ -180,7 +180,7 @@ def verify(
                                        noise_litert * (10 ** (floors.max_runtime_sqnr_gap_db / 10) - 1))),  # fmt: skip
         error_float=float(ref_errors.mean()), error_int8=float(err_int8.mean()),
         error_increase=float(err_int8.mean() / ref_errors.mean() - 1),
-        device_code_max_diff=int(np.abs(dev_q.astype(np.int16) - q_litert.astype(np.int16)).max(initial=0)),
+        device_code_max_diff=int(steps_apart(q_litert, dev_q).max(initial=0)),
         residual_error_litert=rel_error(res_litert), residual_error_tflm=rel_error(res_tflm),
         residual_tflm_mismatch=float(np.mean(res_tflm != res_litert)), floors=floors,
     )  # fmt: skip

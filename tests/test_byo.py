@@ -441,3 +441,27 @@ def test_device_code_equals_the_encoders_where_the_converter_fuses_a_residual_ad
     rep = verify(out)
     assert rep.device_code_max_diff <= 1 and rep.passed, rep.table()
     assert not Model(out / "encoder_int8.tflite").batchable
+
+
+def test_op_resolver_knows_ops_tflite_micro_registers(tmp_path):
+    """`--target mcu` refused a global max pooling (REDUCE_MAX) and attention (BATCH_MATMUL):
+    edgeae's resolver table listed 38 of the builtin ops TFLite Micro registers. It now lists them
+    all, and TFLite Micro runs such an encoder."""
+    from edgeae import graph, targets
+    from edgeae._tf import keras
+    from edgeae.quantize import to_tflite
+    from edgeae.runtime import Model, tflm_run
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 16, 4)).astype(np.float32)
+    inp = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(8)(inp)
+    h = keras.layers.Add()([h, keras.layers.MultiHeadAttention(2, 4)(h, h)])
+    encoder = keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalMaxPooling1D()(h)))
+    (tmp_path / "enc.tflite").write_bytes(to_tflite(encoder, x))
+    g = graph.read((tmp_path / "enc.tflite").read_bytes())
+    methods = targets.resolver_methods(g)
+    assert {"AddReduceMax", "AddBatchMatMul"} <= set(methods) and len(methods) == len(g.op_names)
+    enc = Model(tmp_path / "enc.tflite")
+    raw = np.clip(np.round(x[:4] / enc.input_quant[0] + enc.input_quant[1]), -128, 127).astype(np.int8)
+    assert np.abs(tflm_run(tmp_path / "enc.tflite", raw)[0].astype(int) - enc.run_raw(raw)).max() <= 2

@@ -276,7 +276,7 @@ def test_lstm_autoencoder_exports_and_runs_stateless_on_both_runtimes(tmp_path, 
     from edgeae import graph
     from edgeae.export import export
     from edgeae.manifest import Export
-    from edgeae.runtime import Model, tflm_run
+    from edgeae.runtime import Model, quantize, tflm_run
     from edgeae.verify import verify
 
     data = np.load(calib)["data"].astype(np.float32)
@@ -292,7 +292,7 @@ def test_lstm_autoencoder_exports_and_runs_stateless_on_both_runtimes(tmp_path, 
     ex = Export.open(out)
     enc = Model(ex.encoder_int8)
     assert enc.stateful and not enc.batchable
-    a, b = (np.clip(np.round(w / enc.input_quant[0] + enc.input_quant[1]), -128, 127).astype(np.int8) for w in windows[[3, 40]])
+    a, b = (quantize(w, *enc.input_quant) for w in windows[[3, 40]])
     for codes in (enc.run_raw(np.stack([a, b, a])), tflm_run(ex.encoder_int8, np.stack([a, b, a]))[0]):
         assert np.array_equal(codes[0], codes[2]) and not np.array_equal(codes[0], codes[1])
     lstm = graph.read(ex.encoder_int8).ops[0]
@@ -363,7 +363,8 @@ def test_bidirectional_lstm_reads_its_hidden_state_at_the_scale_it_was_written(t
     runtimes for this untrained encoder, 14 dB for a trained one (quantize._lstm_hidden_as_output)."""
     from edgeae._tf import keras
     from edgeae.quantize import to_tflite
-    from edgeae.runtime import Model, tflm_run
+    from edgeae.metrics import sqnr_db
+    from edgeae.runtime import Model, dequantize, quantize, steps_apart, tflm_run
 
     data = np.load(calib)["data"].astype(np.float32)
     windows = np.stack([data[i : i + 32] for i in range(0, len(data) - 32, 4)])
@@ -372,14 +373,12 @@ def test_bidirectional_lstm_reads_its_hidden_state_at_the_scale_it_was_written(t
     encoder = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Bidirectional(keras.layers.LSTM(8))(inp)))
     (tmp_path / "enc.tflite").write_bytes(to_tflite(encoder, windows[:128]))
     enc = Model(tmp_path / "enc.tflite")
-    scale, zero = enc.input_quant
-    raw = np.clip(np.round(windows / scale + zero), -128, 127).astype(np.int8)
+    raw = quantize(windows, *enc.input_quant)
     litert, tflm = enc.run_raw(raw), tflm_run(tmp_path / "enc.tflite", raw)[0]
-    assert np.abs(litert.astype(int) - tflm).max() <= 1
+    assert steps_apart(litert, tflm).max() <= 1
     expected = encoder.predict(windows, verbose=0)
     for codes in (litert, tflm):
-        error = (codes.astype(np.float64) - enc.output_quant[1]) * enc.output_quant[0] - expected
-        assert 10 * np.log10(np.sum(expected**2) / np.sum(error**2)) > 30
+        assert sqnr_db(expected, dequantize(codes, *enc.output_quant)) > 30
 
 
 @pytest.mark.parametrize("block", ["layer_norm", "dilated_causal"])
@@ -392,7 +391,7 @@ def test_batch_bound_encoder_runs_in_tflite_micro_at_batch_1(tmp_path, block):
     from edgeae import graph, targets
     from edgeae._tf import keras
     from edgeae.quantize import to_tflite
-    from edgeae.runtime import Model, tflm_run
+    from edgeae.runtime import Model, quantize, steps_apart, tflm_run
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 32, 4)).astype(np.float32)
@@ -408,9 +407,9 @@ def test_batch_bound_encoder_runs_in_tflite_micro_at_batch_1(tmp_path, block):
     assert len(targets.resolver_methods(graph.read(tfl))) == len(ops)
     (tmp_path / "enc.tflite").write_bytes(tfl)
     enc = Model(tmp_path / "enc.tflite")
-    raw = np.clip(np.round(x[:8] / enc.input_quant[0] + enc.input_quant[1]), -128, 127).astype(np.int8)
+    raw = quantize(x[:8], *enc.input_quant)
     assert not enc.batchable
-    assert np.abs(tflm_run(tmp_path / "enc.tflite", raw)[0].astype(int) - enc.run_raw(raw)).max() <= 1  # one rounding
+    assert steps_apart(enc.run_raw(raw), tflm_run(tmp_path / "enc.tflite", raw)[0]).max() <= 1  # one rounding
 
 
 def test_device_code_equals_the_encoders_where_the_converter_fuses_a_residual_add(tmp_path):
@@ -450,7 +449,7 @@ def test_op_resolver_knows_ops_tflite_micro_registers(tmp_path):
     from edgeae import graph, targets
     from edgeae._tf import keras
     from edgeae.quantize import to_tflite
-    from edgeae.runtime import Model, tflm_run
+    from edgeae.runtime import Model, quantize, steps_apart, tflm_run
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 16, 4)).astype(np.float32)
@@ -463,5 +462,5 @@ def test_op_resolver_knows_ops_tflite_micro_registers(tmp_path):
     methods = targets.resolver_methods(g)
     assert {"AddReduceMax", "AddBatchMatMul"} <= set(methods) and len(methods) == len(g.op_names)
     enc = Model(tmp_path / "enc.tflite")
-    raw = np.clip(np.round(x[:4] / enc.input_quant[0] + enc.input_quant[1]), -128, 127).astype(np.int8)
-    assert np.abs(tflm_run(tmp_path / "enc.tflite", raw)[0].astype(int) - enc.run_raw(raw)).max() <= 2
+    raw = quantize(x[:4], *enc.input_quant)
+    assert steps_apart(enc.run_raw(raw), tflm_run(tmp_path / "enc.tflite", raw)[0]).max() <= 2

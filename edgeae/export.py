@@ -133,6 +133,9 @@ def _device_model(encoder, decoder, window: int, channels: int, power: int, near
         return tf.reduce_mean(tf.reshape(t, (-1, window, channels)), axis=1)
 
     def per_window(t):
+        # The difference is written in each part, not shared: each SUB then gets its own int8 range (the
+        # clipped one only +-near), where one shared difference would take the widest and coarsen the
+        # step of normal windows' errors.
         within = tf.clip_by_value(t[0] - t[1], -near, near)
         beyond = tf.nn.relu(t[0] - t[1] - near) + tf.nn.relu(t[1] - t[0] - near)
         return mean(within * within) + mean(beyond * (beyond + 2 * near))

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import data as D
 from . import manifest as M
-from .errors import EdgeaeError, existing_file
+from .errors import EdgeaeError, cause, existing_file
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
 from .train import RUN_MARKER
@@ -82,7 +82,7 @@ def _from_run(run: Path, calibration) -> dict:
             encoder = keras.models.load_model(encoder_file, compile=False)
         decoder = keras.models.load_model(run / "decoder.keras", compile=False)
     except Exception as e:
-        raise EdgeaeError(f"{run}: cannot load the Keras models ({e.__class__.__name__}: {str(e)[:120]})") from None
+        raise EdgeaeError(f"{run}: cannot load the Keras models ({cause(e)})") from None
     calibration = calibration or recipe.export.calibration
     if calibration is not None:
         rep = _calibration_windows(calibration, norm, recipe.data.window, recipe.data.hop, encoder.input_shape[1:],
@@ -167,7 +167,7 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         try:
             model = keras.models.load_model(path, compile=False, custom_objects=custom)
         except Exception as e:
-            raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({e.__class__.__name__}: {str(e)[:120]})") from None
+            raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({cause(e)})") from None
     encoder, decoder = split(_for_inference(model), code_layer)
     series = D.read_series(calibration)
     shape = encoder.input_shape[1:]

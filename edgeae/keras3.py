@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, cause
 
 #: Arguments every tf-keras layer takes through **kwargs, and those its recurrent layers take so.
 _LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
@@ -49,13 +49,13 @@ def load(path: Path, custom_objects: dict):
     try:
         original = keras3.saving.load_model(path, compile=False)
     except Exception as e:
-        raise EdgeaeError(f"{path}: cannot load as a Keras 3 model ({e.__class__.__name__}: {str(e)[:120]})") from None
+        raise EdgeaeError(f"{path}: cannot load as a Keras 3 model ({cause(e)})") from None
     config = _translate(keras3.saving.serialize_keras_object(original), keras3, keras, path)
     try:
         model = keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
         model.set_weights(original.get_weights())
     except Exception as e:
-        raise EdgeaeError(f"{path}: a Keras 3 model tf-keras cannot rebuild ({e.__class__.__name__}: {str(e)[:120]})") from None
+        raise EdgeaeError(f"{path}: a Keras 3 model tf-keras cannot rebuild ({cause(e)})") from None
     x = np.random.default_rng(0).standard_normal((8, *original.input_shape[1:])).astype(np.float32)
     want, got = np.asarray(original(x, training=False)), model(x, training=False).numpy()
     if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (np.abs(want).max() + 1e-12)):

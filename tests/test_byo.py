@@ -464,3 +464,32 @@ def test_op_resolver_knows_ops_tflite_micro_registers(tmp_path):
     enc = Model(tmp_path / "enc.tflite")
     raw = quantize(x[:4], *enc.input_quant)
     assert steps_apart(enc.run_raw(raw), tflm_run(tmp_path / "enc.tflite", raw)[0]).max() <= 2
+
+
+def test_a_model_keras_will_not_load_is_named_by_keras_whole_first_sentence(tmp_path, calib):
+    """The cause was cut at 120 characters ("...a potential risk of arbit"), and Keras 3 put the
+    class it could not find after a paragraph about `from_config`."""
+    import keras
+
+    from edgeae._tf import keras as tf_keras
+    from test_cli import assert_one_line_error, edgeae
+
+    inp = tf_keras.Input((64,))
+    code = tf_keras.layers.Dense(4, name="bottleneck")(tf_keras.layers.Lambda(lambda t: t * 2.0)(inp))
+    tf_keras.Model(inp, tf_keras.layers.Dense(64)(code)).save(tmp_path / "lambda.keras")
+
+    @keras.saving.register_keras_serializable(package="test")
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inp = keras.Input((64,))
+    code = keras.layers.Dense(4, name="bottleneck")(Twice()(inp))
+    keras.Model(inp, keras.layers.Dense(64)(code)).save(tmp_path / "custom.keras")
+    for name, cause in [("lambda", "(ValueError: Requested the deserialization of a Lambda layer with a Python `lambda` inside it.)"),
+                        ("custom", "(TypeError: Could not locate class 'Twice'.)")]:  # fmt: skip
+        proc = edgeae("export", "--int8", tmp_path / f"{name}.keras", "--code-layer", "bottleneck", "--calibration", calib, "--out", tmp_path / "dist")
+        assert_one_line_error(proc, cause)
+        assert proc.stderr.strip().endswith(cause)
+    assert not (tmp_path / "dist").exists()
+

@@ -369,8 +369,9 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
         for fname, arr in zip(M.REFERENCE, (reference, ref_codes, ref_errors)):
             np.save(tmp / fname, np.asarray(arr, dtype=np.float32))
         if target == "mcu":
-            manifest["mcu"] = {"arena": targets.measure_arena(tmp / M.ENCODER_INT8),
-                               "device_arena": targets.measure_arena(tmp / M.DEVICE_INT8), "sources": targets.c_identifier(name)}  # fmt: skip
+            manifest["mcu"] = {"arena": targets.measure_arena(tmp / M.ENCODER_INT8, Path(out) / M.ENCODER_INT8),
+                               "device_arena": targets.measure_arena(tmp / M.DEVICE_INT8, Path(out) / M.DEVICE_INT8),
+                               "sources": targets.c_identifier(name)}  # fmt: skip
             targets.mcu_sources(tmp, targets.c_identifier(name), enc_int8, dev_int8, manifest)
         elif target == "edgetpu":
             report = targets.edgetpu_report(tmp / M.ENCODER_INT8)

@@ -237,10 +237,15 @@ def tflm_run(model_path: str | Path, inputs: np.ndarray, arena_bytes: int = DEFA
 
 
 def tflm_failure(log: str) -> str:
-    """Why TFLite Micro refused a model, from its log: the ops it has no kernel for (its last line
-    says only "TFLM failed to allocate tensors"), else that last line."""
+    """Why TFLite Micro refused a model, from its log (its last line says only "TFLM failed to
+    allocate tensors"): the ops it has no kernel for, else the op whose kernel refused it and the
+    check that failed (an int8 EXP: "input->type != kTfLiteFloat32 (INT8 != FLOAT32)"), else that last line."""
     missing = sorted(set(re.findall(r"Didn't find op for builtin opcode '(\w+)'", log)))
     if missing:
         return f"no kernel for {', '.join(missing)}"
+    refused = re.search(r"(?:^|\n)(?:\S+\.cc:\d+ )?(.*)\nNode (\w+) \(number (\d+)\) failed to prepare", log)
+    if refused:
+        check, op, number = refused.groups()
+        return f"its {op} kernel refused op {number}: {check.strip()}"
     lines = [l.strip() for l in log.splitlines() if l.strip()]
     return lines[-1] if lines else ""

@@ -86,11 +86,12 @@ _NO_FUSED_ACTIVATION = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}
 # ---------------------------------------------------------------- MCU
 
 
-def measure_arena(model_path: str | Path) -> dict:
+def measure_arena(model_path: str | Path, shown_as: str | Path | None = None) -> dict:
     """The tensor arena the model needs in TFLite Micro: the recording allocator's total, the
     smallest arena that allocates and invokes (bisection, 16-byte steps), and the stated size
-    (smallest + ARENA_MARGIN, rounded up to 16 bytes)."""
-    recorded = _recorded_arena(model_path)
+    (smallest + ARENA_MARGIN, rounded up to 16 bytes). Errors name the model `shown_as` (export
+    measures in its temporary folder, which the user never sees), else its path."""
+    recorded = _recorded_arena(model_path, shown_as or model_path)
     lo, hi = 0, max(recorded, 1024)
     while not _arena_runs(model_path, hi):
         lo, hi = hi, hi * 2
@@ -117,12 +118,12 @@ def _arena_runs(model_path, arena: int) -> bool:
     return _worker("probe", model_path, arena).returncode == 0
 
 
-def _recorded_arena(model_path) -> int:
+def _recorded_arena(model_path, shown_as) -> int:
     proc = _worker("allocations", model_path, 16 * 1024 * 1024)
     m = re.search(r"Arena allocation total (\d+) bytes", proc.stderr)
     if proc.returncode != 0 or m is None:
         reason = tflm_failure(proc.stderr) or f"exit code {proc.returncode}"
-        raise EdgeaeError(f"{model_path}: TFLite Micro cannot run this model ({reason})")
+        raise EdgeaeError(f"{shown_as}: TFLite Micro cannot run this model ({reason})")
     return int(m.group(1))
 
 

@@ -493,3 +493,27 @@ def test_a_model_keras_will_not_load_is_named_by_keras_whole_first_sentence(tmp_
         assert proc.stderr.strip().endswith(cause)
     assert not (tmp_path / "dist").exists()
 
+
+def _softplus_ae(bounded: bool):
+    """A dense autoencoder whose decoder has a softplus, which TFLite makes EXP, ADD and LOG; on
+    a tanh (`bounded`) its input stays within (-1, 1), else it grows with the model's input."""
+    from edgeae._tf import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    code = keras.layers.Dense(4, name="bottleneck")(keras.layers.Dense(16, activation="relu")(inp))
+    h = keras.layers.Dense(16, activation="tanh")(code) if bounded else code
+    return keras.Model(inp, keras.layers.Dense(64)(keras.layers.Dense(16, activation="softplus")(h)))
+
+
+def test_mcu_export_names_the_op_whose_tflite_micro_kernel_refuses_it(tmp_path, calib):
+    """A softplus decoder becomes int8 EXP and LOG, whose TFLite Micro kernels take float only.
+    The error said "TFLM failed to allocate tensors" about a file in export's temporary folder."""
+    from test_cli import assert_one_line_error, edgeae
+
+    _softplus_ae(bounded=True).save(tmp_path / "ae.keras")
+    out = tmp_path / "dist"
+    proc = edgeae("export", "--int8", tmp_path / "ae.keras", "--code-layer", "bottleneck", "--calibration", calib, "--out", out, "--target", "mcu")
+    assert_one_line_error(proc, f"{out / 'device_int8.tflite'}: TFLite Micro cannot run this model (its EXP kernel refused op ")
+    assert "INT8 != FLOAT32" in proc.stderr and ".tmp" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".dist.*"))

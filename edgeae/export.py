@@ -294,11 +294,20 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
     edgetpu = target == "edgetpu"
-    enc_int8 = to_tflite(encoder, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
     enc_f32 = to_tflite(encoder)
     codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
+    dec_f32 = to_tflite(decoder)
+    for part, f32, x in (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep)):
+        # TFLite's quantizer calibrates on these float graphs, and crashes the process (a segmentation
+        # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88.
+        blown = Model(f32, keep_tensors=True).non_finite_tensor(x)
+        if blown is not None:
+            raise EdgeaeError(f"the calibration windows drive the {part}'s tensor '{blown}' to inf or NaN in TFLite, "
+                              f"which int8 cannot quantize (the windows span {representative.min():.4g} to "
+                              f"{representative.max():.4g}: are they scaled as the model was trained?)")  # fmt: skip
+    enc_int8 = to_tflite(encoder, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
-    dec = to_tflite(decoder, codes_rep if decoder_int8 else None)
+    dec = to_tflite(decoder, codes_rep) if decoder_int8 else dec_f32
 
     power = recipe.export.residual_power if recipe is not None else 1
     channels = normalizer.channels

@@ -82,7 +82,9 @@ class Model:
     """
 
     def __init__(self, path_or_bytes: str | Path | bytes, threads: int | None = None, delegates=None,
-                 xnnpack: bool = False):  # fmt: skip
+                 xnnpack: bool = False, keep_tensors: bool = False):  # fmt: skip
+        """`keep_tensors`: keep every intermediate tensor readable after a run (LiteRT's
+        experimental_preserve_all_tensors), for `non_finite_tensor`."""
         Interpreter, _ = _litert()
         self.name = "<bytes>" if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
         content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
@@ -90,7 +92,8 @@ class Model:
                                        sys.modules[Interpreter.__module__].OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}  # fmt: skip
         try:
             with native_stderr_captured():
-                self._it = Interpreter(model_content=content, num_threads=threads, experimental_delegates=delegates, **resolver)
+                self._it = Interpreter(model_content=content, num_threads=threads, experimental_delegates=delegates,
+                                       experimental_preserve_all_tensors=keep_tensors, **resolver)  # fmt: skip
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise EdgeaeError(f"{self.name}: not a loadable TFLite model ({str(e).splitlines()[0]})") from None
@@ -148,6 +151,23 @@ class Model:
             for o, d in zip(outs, details):
                 o.append(self._it.get_tensor(d["index"]).copy())
         return [np.concatenate(o) for o in outs]
+
+    def non_finite_tensor(self, x: np.ndarray) -> str | None:
+        """The name of a float tensor that holds inf or NaN while the model runs on `x` (a model
+        opened with `keep_tensors`), else None."""
+        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
+        batch = 256 if self.batchable else 1
+        for i in range(0, len(x), batch):
+            self._invoke(x[i : i + batch])
+            for d in self._it.get_tensor_details():
+                if d["dtype"] == np.float32 and d["name"]:
+                    try:
+                        v = self._it.get_tensor(d["index"])
+                    except ValueError:  # a tensor without data (an unused optional input)
+                        continue
+                    if not np.isfinite(v).all():
+                        return d["name"]
+        return None
 
     def run_raw(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """Run on inputs already in the model's input dtype; outputs in its output dtype."""

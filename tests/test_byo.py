@@ -506,6 +506,19 @@ def _softplus_ae(bounded: bool):
     return keras.Model(inp, keras.layers.Dense(64)(keras.layers.Dense(16, activation="softplus")(h)))
 
 
+def test_calibration_that_overflows_a_tflite_tensor_is_named_not_a_crash(tmp_path, calib):
+    """On unscaled windows (up to 45 here) the softplus' EXP overflows to inf in TFLite's float
+    calibration, and TFLite's quantizer died of a segmentation fault: no message, exit -11."""
+    from test_cli import assert_one_line_error, edgeae
+
+    _softplus_ae(bounded=False).save(tmp_path / "ae.keras")
+    out = tmp_path / "dist"
+    proc = edgeae("export", "--int8", tmp_path / "ae.keras", "--code-layer", "bottleneck", "--calibration", calib, "--out", out)
+    assert_one_line_error(proc, "the calibration windows drive the decoder's tensor '")
+    assert "Softplus" in proc.stderr and "to inf or NaN in TFLite" in proc.stderr and "are they scaled as the model was trained?" in proc.stderr
+    assert not out.exists()
+
+
 def test_mcu_export_names_the_op_whose_tflite_micro_kernel_refuses_it(tmp_path, calib):
     """A softplus decoder becomes int8 EXP and LOG, whose TFLite Micro kernels take float only.
     The error said "TFLM failed to allocate tensors" about a file in export's temporary folder."""

@@ -159,6 +159,10 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
         scaled = "scaled by the --normalization file" if normalization else "unscaled: give --normalization if it was trained on scaled values"
         w = man["window"]
         click.echo(f"window: {w['length']} rows x {len(w['channels'])} channels ({', '.join(w['channels'])}), {scaled}")
+    if floats := [(part, q["float_ops"][key]) for part, key in (("encoder", "encoder"), ("device model", "device")) if q["float_ops"][key]]:
+        ops = ", ".join(dict.fromkeys(op for _, f in floats for op in f))
+        click.echo(f"note: {ops} runs in float32 in the int8 {' and '.join(p for p, _ in floats)} (the quantizer left it between "
+                   "a DEQUANTIZE and a QUANTIZE): not full integer; a microcontroller without an FPU runs it in software")  # fmt: skip
     size = wire.packet_size(man["code_size"])
     click.echo(f"packet: {size} bytes with the residual byte and tag, {size - wire.TAG_BYTES} without the tag ({wire.radio_note(size)})")
     if "mcu" in man:

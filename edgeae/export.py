@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from . import graph as G
 from . import manifest as M
 from .errors import EdgeaeError, cause, existing_file
 from .fsutil import atomic_dir, check_replaceable, write_json
@@ -355,6 +356,8 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
             "input": {"scale": in_scale, "zero_point": in_zp, "dtype": io_type},
             "code": {"scale": code_scale, "zero_point": code_zp, "dtype": io_type},
             "weights": "per-tensor" if target == "edgetpu" else "per-channel",
+            # ops the quantizer left in float32, between a DEQUANTIZE and a QUANTIZE (SIN, SQUARE, CUMSUM, ...)
+            "float_ops": {"encoder": G.read(enc_int8).float_ops, "device": G.read(dev_int8).float_ops},
         },
         "code_size": code_size,
         "code_bytes": code_size,

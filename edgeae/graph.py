@@ -124,6 +124,13 @@ class Graph:
         return list(dict.fromkeys(op.name for op in self.ops))
 
     @property
+    def float_ops(self) -> list[str]:
+        """Distinct ops that compute in float32 (DEQUANTIZE and QUANTIZE aside): in a full-int8 graph,
+        those the quantizer left in float between a DEQUANTIZE and a QUANTIZE (an ELU, say)."""
+        return list(dict.fromkeys(op.name for op in self.ops
+                                  if op.name not in ("DEQUANTIZE", "QUANTIZE") and any(t.dtype == "float32" for t in op.outputs)))  # fmt: skip
+
+    @property
     def parameters(self) -> int:
         return sum(op.parameters for op in self.ops)
 
@@ -216,6 +223,7 @@ def describe(path: str | Path, arena: dict | None = None) -> dict:
         "totals": {
             "parameters": g.parameters,
             "macs_per_window": g.macs,
+            "float_ops": g.float_ops,
             "flash_bytes": g.size_bytes,
             "arena_bytes": arena,
             "output_bytes_per_window": int(np.prod(out.shape[1:] or (1,))) * np.dtype(_NUMPY.get(out.dtype, np.float32)).itemsize,
@@ -245,4 +253,6 @@ def table(d: dict) -> str:
         "arena: " + (f"{arena['stated_bytes']} bytes stated (smallest that ran {arena['minimum_bytes']}, recorded "
                      f"{arena['recorded_bytes']})" if arena else "not measured"),  # fmt: skip
     ]
+    if t["float_ops"] and d["totals"]["input"]["dtype"] != "float32":
+        lines.append(f"in float32: {', '.join(t['float_ops'])} (the rest integer)")
     return "\n".join(lines)

@@ -530,3 +530,22 @@ def test_mcu_export_names_the_op_whose_tflite_micro_kernel_refuses_it(tmp_path, 
     assert_one_line_error(proc, f"{out / 'device_int8.tflite'}: TFLite Micro cannot run this model (its EXP kernel refused op ")
     assert "INT8 != FLOAT32" in proc.stderr and ".tmp" not in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".dist.*"))
+
+
+def test_ops_left_in_float_are_named_by_export_and_inspect(tmp_path, calib):
+    """TFLite's quantizer leaves some ops in float32 between a DEQUANTIZE and a QUANTIZE (SIN here,
+    from a Lambda that an .h5 file keeps); the "int8" encoder then needs float on the device."""
+    from edgeae._tf import keras
+    from test_cli import edgeae
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    sin = keras.layers.Lambda(lambda t: __import__("tensorflow").math.sin(t))  # no closure: .h5 marshals the code alone
+    code = keras.layers.Dense(4, name="bottleneck")(sin(keras.layers.Dense(8)(inp)))
+    keras.Model(inp, keras.layers.Dense(64)(code)).save(tmp_path / "ae.h5")
+    out = tmp_path / "dist"
+    proc = edgeae("export", "--int8", tmp_path / "ae.h5", "--code-layer", "bottleneck", "--calibration", calib, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: SIN runs in float32 in the int8 encoder and device model" in proc.stdout
+    assert json.loads((out / "manifest.json").read_text())["quantization"]["float_ops"] == {"encoder": ["SIN"], "device": ["SIN"]}
+    assert "in float32: SIN (the rest integer)" in edgeae("inspect", out).stdout

@@ -79,7 +79,7 @@ def _repaired(model: bytes, quantized: bool) -> bytes:
     from tensorflow.lite.tools import flatbuffer_utils as fb
 
     m = fb.convert_bytearray_to_object(bytearray(model))
-    repairs = (_without_requantize_pairs, _lstm_hidden_as_output, _tile_as_broadcast) if quantized else (_tile_as_broadcast,)
+    repairs = (_without_requantize_pairs, _elu_in_int8, _lstm_hidden_as_output, _tile_as_broadcast) if quantized else (_tile_as_broadcast,)
     changed = [repair(m) for repair in repairs]
     return bytes(fb.convert_object_to_bytearray(m)) if any(changed) else model
 
@@ -169,6 +169,37 @@ def _without_requantize_pairs(m) -> bool:
     for op in g.operators:
         op.inputs = [source.get(i, i) for i in op.inputs]
     return True
+
+
+def _elu_in_int8(m) -> bool:
+    """Each ELU the quantizer left in float between a DEQUANTIZE and a QUANTIZE as one int8 ELU,
+    from the DEQUANTIZE's input to the QUANTIZE's output. TFLite's quantizer has no int8 ELU, though
+    LiteRT and TFLite Micro run one (a lookup table built from those two tensors' parameters); of the
+    activations Keras offers, ELU was the one that left an int8 graph partly float."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    g = m.subgraphs[0]
+    name = {id(op): fb.opcode_to_name(m, op.opcodeIndex) for op in g.operators}
+    producer = {out: op for op in g.operators for out in op.outputs}
+    readers: dict[int, list] = {}
+    for op in g.operators:
+        for i in op.inputs:
+            readers.setdefault(i, []).append(op)
+    dropped = []
+    for elu in g.operators:
+        if name[id(elu)] != "ELU":
+            continue
+        dq, after = producer.get(elu.inputs[0]), readers.get(elu.outputs[0], [])
+        if dq is None or name[id(dq)] != "DEQUANTIZE" or len(after) != 1 or name[id(after[0])] != "QUANTIZE":
+            continue
+        q = after[0]
+        src, dst = g.tensors[dq.inputs[0]], g.tensors[q.outputs[0]]
+        private = len(readers[elu.inputs[0]]) == 1 and not {elu.inputs[0], elu.outputs[0]} & set(g.outputs)
+        if private and src.type == dst.type and _tensor_quant(src) and _tensor_quant(dst):
+            elu.inputs, elu.outputs = [dq.inputs[0]], [q.outputs[0]]
+            dropped += [dq, q]
+    g.operators = [op for op in g.operators if not any(op is d for d in dropped)]
+    return bool(dropped)
 
 
 def _tensor_quant(t) -> tuple[float, int] | None:

@@ -532,6 +532,33 @@ def test_mcu_export_names_the_op_whose_tflite_micro_kernel_refuses_it(tmp_path, 
     assert not out.exists() and not list(tmp_path.glob(".dist.*"))
 
 
+def test_elu_is_int8_in_the_int8_graph(tmp_path, monkeypatch):
+    """TFLite's quantizer left each ELU in float between a DEQUANTIZE and a QUANTIZE; LiteRT and
+    TFLite Micro have int8 ELU kernels (quantize._elu_in_int8), which give the float ELU's codes."""
+    from edgeae import graph, quantize as Q
+    from edgeae._tf import keras
+    from edgeae.metrics import sqnr_db
+    from edgeae.runtime import Model, dequantize, quantize, steps_apart, tflm_run
+
+    x = np.random.default_rng(0).normal(size=(128, 16, 4)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(16, activation="elu")(keras.layers.Flatten()(inp))
+    encoder = keras.Model(inp, keras.layers.Dense(4)(keras.layers.ELU(alpha=1.0)(keras.layers.Dense(8)(h))))
+    (tmp_path / "enc.tflite").write_bytes(Q.to_tflite(encoder, x))
+    g = graph.read(tmp_path / "enc.tflite")
+    assert [op.name for op in g.ops].count("ELU") == 2 and g.float_ops == [] and "DEQUANTIZE" not in g.op_names
+    enc = Model(tmp_path / "enc.tflite")
+    raw = quantize(x, *enc.input_quant)
+    codes = enc.run_raw(raw)
+    assert steps_apart(codes, tflm_run(tmp_path / "enc.tflite", raw)[0]).max() <= 2  # as with float ELUs
+    assert sqnr_db(encoder.predict(x, verbose=0), dequantize(codes, *enc.output_quant)) > 30
+    monkeypatch.setattr(Q, "_elu_in_int8", lambda m: False)
+    float_elu = Q.to_tflite(encoder, x)
+    assert graph.read(float_elu).float_ops == ["ELU"]
+    assert steps_apart(codes, Model(float_elu).run_raw(raw)).max() <= 1
+
+
 def test_ops_left_in_float_are_named_by_export_and_inspect(tmp_path, calib):
     """TFLite's quantizer leaves some ops in float32 between a DEQUANTIZE and a QUANTIZE (SIN here,
     from a Lambda that an .h5 file keeps); the "int8" encoder then needs float on the device."""

@@ -486,6 +486,9 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     c = m["code_in_range"]
     click.echo(f"code SQNR, int8 vs float, normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * c['windows']:.1f} % whose "
                f"float code lies within the int8 range: " + ("-" if c["sqnr_db"] is None else f"{c['sqnr_db']:.1f} dB"))  # fmt: skip
+    if "input_clipped" in m:  # absent in folders from before it
+        click.echo(f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range the "
+                   "export was calibrated for, which the device clips")  # fmt: skip
     b = m["bytes_per_window"]
     click.echo(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
 

@@ -45,6 +45,8 @@ metrics.json, schema "edgeae.metrics/1":
         normalized units, on the normal test windows (how well normal operation is compressed)
     code_sqnr_db (int8 vs float code, normal test windows), code_in_range {windows (the share of
         normal test windows whose float code lies within the int8 code's range), sqnr_db (on those)},
+        input_clipped (the share of normal test windows with a value beyond the int8 input's range,
+        which the device clips: data unlike the calibration's, or scaled otherwise)
     pruning {layers, target_sparsity}, published (skab: the leaderboard)
     int8_all_rows (skab; else null) {f1, far, mar, tp, fp, fn, tn}: the int8 export counted over
         every row of each file, its 400 training rows included, as SKAB's reference notebook
@@ -169,6 +171,7 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
         "codes": f.code[test],
         "code_error": (f.code - float_codes)[test],
         "code_in_range": main.code_in_range(float_codes)[test],
+        "input_clipped": main.input_clipped(w[test]),
         "pca_int8": _pca_int8_recon(pca, w[tr], w[test]),
         "decimation": decimate(w[test], main.export.manifest["code_bytes"], w[tr]),
     }
@@ -501,7 +504,8 @@ def _code_fidelity(parts) -> dict:
     cat = lambda k: np.concatenate([p.extras[k] for p in parts])[normal]  # noqa: E731
     err, codes, inside = cat("code_error"), cat("codes"), cat("code_in_range")
     return {"code_sqnr_db": MT.sqnr_db(codes - err, codes),
-            "code_in_range": {"windows": float(inside.mean()), "sqnr_db": MT.sqnr_db((codes - err)[inside], codes[inside]) if inside.any() else None}}  # fmt: skip
+            "code_in_range": {"windows": float(inside.mean()), "sqnr_db": MT.sqnr_db((codes - err)[inside], codes[inside]) if inside.any() else None},
+            "input_clipped": float(cat("input_clipped").mean())}  # fmt: skip
 
 
 def _flat_scores(parts: list[Part]) -> dict:

@@ -60,8 +60,10 @@ def test_code_sqnr_apart_where_the_int8_code_saturates():
     float_codes = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0], [40.0, 2.0]])  # the last is beyond the range
     codes = np.array([[1.0, -2.0], [0.5, 0.25], [3.0, 1.0], [4.0, 2.0]]) + [[0.01, 0], [0, -0.01], [0.02, 0], [0, 0]]
     part = Part("p", np.zeros((5, 2, 2)), np.arange(5) < 1, np.zeros(5, int), np.zeros(6, int), 1)
-    part.extras = {"codes": codes, "code_error": codes - float_codes, "code_in_range": np.array([True, True, True, False])}
+    part.extras = {"codes": codes, "code_error": codes - float_codes, "code_in_range": np.array([True, True, True, False]),
+                   "input_clipped": np.array([False, False, True, True])}  # fmt: skip
     fid = _code_fidelity([part])
+    assert fid["input_clipped"] == 0.5
     inside = float_codes[:3]
     assert fid["code_in_range"]["windows"] == 0.75
     assert fid["code_in_range"]["sqnr_db"] == pytest.approx(10 * np.log10((inside**2).sum() / (0.01**2 * 2 + 0.02**2)))
@@ -169,6 +171,8 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     assert set(m["detectors"]) == DETECTORS - {"int8_pruned"}
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
     assert f"normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * m['code_in_range']['windows']:.1f} %" in proc.stdout
+    assert 0 <= m["input_clipped"] < 0.05  # the same machine as the calibration data
+    assert f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range" in proc.stdout
 
 
 def test_score_over_time_of_one_recording_is_drawn_on_its_clock(small_export, sim_test, tmp_path):

@@ -3,7 +3,8 @@
 TensorFlow 2.16 and later save `tf.keras` models with Keras 3, whose files tf-keras cannot read
 (TFMOT and the rest of edgeae work on tf-keras). A Keras 3 model is loaded with Keras 3, its
 configuration rewritten in tf-keras's terms (InputLayer's `batch_shape`, dtype policies,
-functional nodes; arguments Keras 3 added are dropped when at their default, refused otherwise),
+functional nodes, renamed arguments; arguments Keras 3 added are dropped when at their default or
+at what tf-keras's layer does anyway, refused otherwise),
 rebuilt in tf-keras, given the same weights, and checked to give the same outputs on random
 inputs. A layer tf-keras does not have, or outputs that differ, is refused in one line.
 """
@@ -24,6 +25,11 @@ from .errors import EdgeaeError, cause
 _LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
                "zero_output_for_mask"}  # fmt: skip
 _MODELS = {"Sequential", "Functional", "Model"}
+#: Arguments Keras 3 renamed: {layer: {Keras 3 name: tf-keras name}}.
+_RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
+#: Arguments Keras 3 added that tf-keras has no place for, and the value its layer behaves as
+#: (None: any value, as a seed, which only training draws on).
+_IMPLIED = {"seed": None, "data_format": "channels_last"}
 
 
 def is_keras3_file(path: Path) -> bool:
@@ -99,11 +105,17 @@ def _translate(obj, keras3, keras, path):
             raise EdgeaeError(f"{path}: {name} ({module}) has no tf-keras counterpart; export it from tf-keras")
         if name == "InputLayer" and "batch_shape" in config:
             config["batch_input_shape"] = config.pop("batch_shape")
-        takes = inspect.signature(target.__init__).parameters
+        for new, old in _RENAMED.get(name, {}).items():
+            if new in config:
+                config[old] = config.pop(new)
+        # a subclass hands some arguments to its base through **kwargs (GlobalAveragePooling1D's keepdims)
+        takes = {p for c in target.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
         defaults = inspect.signature(getattr(getattr(keras3, kind), name).__init__).parameters
         for key in [k for k in config if k not in takes and k not in _LAYER_BASE]:
             value = config.pop(key)
             default = defaults[key].default if key in defaults else inspect.Parameter.empty
+            if key in _IMPLIED and _IMPLIED[key] in (None, value):
+                continue
             if value != default:
                 raise EdgeaeError(f"{path}: {name} '{config.get('name', '')}' sets {key}={value!r}, which tf-keras "
                                   "does not have; export it from tf-keras")  # fmt: skip

@@ -246,6 +246,31 @@ def test_keras3_model_is_rebuilt_in_tf_keras_with_the_same_outputs(tmp_path, suf
     np.testing.assert_allclose(rebuilt(x).numpy(), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
 
 
+def test_keras3_arguments_tf_keras_names_otherwise_or_implies(tmp_path):
+    """Keras 3 renamed LeakyReLU's alpha, writes ZeroPadding1D's data_format (tf-keras's is channels
+    last), seeds SpatialDropout1D (training only), and GlobalAveragePooling1D's keepdims goes to its
+    tf-keras base class: each was refused as an argument tf-keras does not have."""
+    import keras
+
+    from edgeae import keras3
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 4))
+    h = L.LeakyReLU(negative_slope=0.1)(L.Conv1D(8, 3, padding="same")(inp))
+    h = L.SpatialDropout1D(0.1, seed=3)(L.Cropping1D(1)(L.ZeroPadding1D(1)(h)))
+    model = keras.Model(inp, L.Dense(4)(L.Flatten()(L.GlobalAveragePooling1D(keepdims=True)(h))))
+    model.save(tmp_path / "ae.keras")
+    x = np.random.default_rng(2).normal(size=(8, 16, 4)).astype(np.float32)
+    rebuilt = keras3.load(tmp_path / "ae.keras", {})
+    assert rebuilt.get_layer(model.layers[2].name).alpha == pytest.approx(0.1)
+    np.testing.assert_allclose(rebuilt(x).numpy(), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    first = keras.Model(inp, L.Flatten()(L.ZeroPadding1D(1, data_format="channels_first")(inp)))
+    first.save(tmp_path / "first.keras")
+    with pytest.raises(EdgeaeError, match="ZeroPadding1D '.*' sets data_format='channels_first', which tf-keras does not have"):
+        keras3.load(tmp_path / "first.keras", {})
+
+
 def test_keras3_setting_tf_keras_does_not_have_is_one_line(tmp_path, calib):
     import keras
 

@@ -25,6 +25,10 @@ from .errors import EdgeaeError, cause
 _LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
                "zero_output_for_mask"}  # fmt: skip
 _MODELS = {"Sequential", "Functional", "Model"}
+#: Keras 3 activations tf-keras has not (hard_silu, also saved for hard_swish), or has otherwise
+#: (its hard_sigmoid is clip(0.2 x + 0.5, 0, 1); Keras 3's, relu6(x + 3) / 6), as registered in
+#: tf-keras by `_register_activations`.
+_ACTIVATIONS = {"hard_sigmoid": "edgeae>hard_sigmoid", "hard_silu": "edgeae>hard_silu"}
 #: Arguments Keras 3 renamed: {layer: {Keras 3 name: tf-keras name}}.
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 #: Arguments Keras 3 added that tf-keras has no place for, and the value its layer behaves as
@@ -56,6 +60,7 @@ def load(path: Path, custom_objects: dict):
         original = keras3.saving.load_model(path, compile=False)
     except Exception as e:
         raise EdgeaeError(f"{path}: cannot load as a Keras 3 model ({cause(e)})") from None
+    _register_activations(keras)
     config = _translate(keras3.saving.serialize_keras_object(original), keras3, keras, path)
     try:
         model = keras.models.model_from_json(json.dumps(config), custom_objects=custom_objects)
@@ -68,6 +73,23 @@ def load(path: Path, custom_objects: dict):
         raise EdgeaeError(f"{path}: rebuilt in tf-keras, the Keras 3 model gives other outputs (largest difference "
                           f"{np.abs(got - want).max() if want.shape == got.shape else 'in shape'}); export it from tf-keras")  # fmt: skip
     return model
+
+
+def _register_activations(keras) -> None:
+    """Keras 3's hard_sigmoid and hard_silu as tf-keras serializable functions (`_ACTIVATIONS`);
+    registered, they survive export's clone of the model."""
+    from ._tf import tf
+
+    if _ACTIVATIONS["hard_silu"] in keras.utils.get_custom_objects():
+        return
+
+    @keras.utils.register_keras_serializable(package="edgeae", name="hard_sigmoid")
+    def hard_sigmoid(x):
+        return tf.nn.relu6(x + 3.0) / 6.0
+
+    @keras.utils.register_keras_serializable(package="edgeae", name="hard_silu")
+    def hard_silu(x):
+        return x * hard_sigmoid(x)
 
 
 def _translate(obj, keras3, keras, path):
@@ -105,6 +127,9 @@ def _translate(obj, keras3, keras, path):
             raise EdgeaeError(f"{path}: {name} ({module}) has no tf-keras counterpart; export it from tf-keras")
         if name == "InputLayer" and "batch_shape" in config:
             config["batch_input_shape"] = config.pop("batch_shape")
+        for key in ("activation", "recurrent_activation"):
+            if config.get(key) in _ACTIVATIONS:
+                config[key] = _ACTIVATIONS[config[key]]
         for new, old in _RENAMED.get(name, {}).items():
             if new in config:
                 config[old] = config.pop(new)

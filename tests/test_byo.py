@@ -271,6 +271,28 @@ def test_keras3_arguments_tf_keras_names_otherwise_or_implies(tmp_path):
         keras3.load(tmp_path / "first.keras", {})
 
 
+def test_keras3_hard_swish_and_hard_sigmoid_are_keras3s_own(tmp_path, calib):
+    """tf-keras has no hard_silu (what Keras 3 saves for hard_swish), and its hard_sigmoid is
+    clip(0.2 x + 0.5, 0, 1), not Keras 3's relu6(x + 3) / 6: such a model was refused, as one
+    tf-keras cannot rebuild or as giving other outputs. The rebuilt model also survives export's
+    clone of it, and TFLite fuses the hard swish into its int8 HARD_SWISH."""
+    import keras
+
+    from edgeae import graph, keras3
+    from edgeae.export import export
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(16, activation="hard_swish")(inp)
+    code = keras.layers.Dense(4, activation="hard_sigmoid", name="bottleneck")(h)
+    model = keras.Model(inp, keras.layers.Dense(64)(keras.layers.Dense(16, activation="hard_silu")(code)))
+    model.save(tmp_path / "ae.keras")
+    x = np.random.default_rng(2).normal(scale=3, size=(8, 64)).astype(np.float32)
+    np.testing.assert_allclose(keras3.load(tmp_path / "ae.keras", {})(x).numpy(), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    out = export(tmp_path / "ae.keras", tmp_path / "dist", code_layer="bottleneck", calibration=calib)
+    assert "HARD_SWISH" in graph.read(out / "encoder_int8.tflite").op_names
+
+
 def test_keras3_setting_tf_keras_does_not_have_is_one_line(tmp_path, calib):
     import keras
 

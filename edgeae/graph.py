@@ -223,7 +223,7 @@ def describe(path: str | Path, arena: dict | None = None) -> dict:
         "totals": {
             "parameters": g.parameters,
             "macs_per_window": g.macs,
-            "float_ops": g.float_ops,
+            "float_ops": g.float_ops if g.inputs[0].dtype in ("int8", "uint8") else None,  # an integer model's float islands
             "flash_bytes": g.size_bytes,
             "arena_bytes": arena,
             "output_bytes_per_window": int(np.prod(out.shape[1:] or (1,))) * np.dtype(_NUMPY.get(out.dtype, np.float32)).itemsize,
@@ -253,6 +253,6 @@ def table(d: dict) -> str:
         "arena: " + (f"{arena['stated_bytes']} bytes stated (smallest that ran {arena['minimum_bytes']}, recorded "
                      f"{arena['recorded_bytes']})" if arena else "not measured"),  # fmt: skip
     ]
-    if t["float_ops"] and d["totals"]["input"]["dtype"] != "float32":
+    if t.get("float_ops"):
         lines.append(f"in float32: {', '.join(t['float_ops'])} (the rest integer)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ targets (TFLite Micro, the Edge TPU) and the code leaves the encoder as bytes.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 
 import numpy as np
 
@@ -150,15 +150,14 @@ def _without_requantize_pairs(m) -> bool:
     from tensorflow.lite.tools import flatbuffer_utils as fb
 
     g = m.subgraphs[0]
-    producer = {out: op for op in g.operators for out in op.outputs}
-    readers = Counter(i for op in g.operators for i in op.inputs)
+    producer, readers = _wiring(g)
     dropped, source = [], {}
     for q in g.operators:
         dq = producer.get(q.inputs[0])
         if fb.opcode_to_name(m, q.opcodeIndex) != "QUANTIZE" or dq is None or fb.opcode_to_name(m, dq.opcodeIndex) != "DEQUANTIZE":
             continue
         between, src, dst = dq.outputs[0], dq.inputs[0], q.outputs[0]
-        private = readers[between] == 1 and between not in g.outputs and dst not in g.outputs
+        private = len(readers[between]) == 1 and between not in g.outputs and dst not in g.outputs
         a, b = _tensor_quant(g.tensors[src]), _tensor_quant(g.tensors[dst])
         if private and g.tensors[src].type == g.tensors[dst].type and a and b and same_quant(a, b):
             dropped += [dq, q]
@@ -180,16 +179,12 @@ def _elu_in_int8(m) -> bool:
 
     g = m.subgraphs[0]
     name = {id(op): fb.opcode_to_name(m, op.opcodeIndex) for op in g.operators}
-    producer = {out: op for op in g.operators for out in op.outputs}
-    readers: dict[int, list] = {}
-    for op in g.operators:
-        for i in op.inputs:
-            readers.setdefault(i, []).append(op)
+    producer, readers = _wiring(g)
     dropped = []
     for elu in g.operators:
         if name[id(elu)] != "ELU":
             continue
-        dq, after = producer.get(elu.inputs[0]), readers.get(elu.outputs[0], [])
+        dq, after = producer.get(elu.inputs[0]), readers[elu.outputs[0]]
         if dq is None or name[id(dq)] != "DEQUANTIZE" or len(after) != 1 or name[id(after[0])] != "QUANTIZE":
             continue
         q = after[0]
@@ -200,6 +195,15 @@ def _elu_in_int8(m) -> bool:
             dropped += [dq, q]
     g.operators = [op for op in g.operators if not any(op is d for d in dropped)]
     return bool(dropped)
+
+
+def _wiring(g) -> tuple[dict, defaultdict]:
+    """A flatbuffer subgraph's (producer op of each tensor, reader ops of each tensor)."""
+    readers = defaultdict(list)
+    for op in g.operators:
+        for i in op.inputs:
+            readers[i].append(op)
+    return {out: op for op in g.operators for out in op.outputs}, readers
 
 
 def _tensor_quant(t) -> tuple[float, int] | None:

@@ -140,14 +140,9 @@ class Model:
 
     def run_outputs_raw(self, x: np.ndarray) -> list[np.ndarray]:
         """All outputs, in the model's own dtypes, window by window batched as `run_raw`."""
-        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
         details = self._it.get_output_details()
         outs = [[] for _ in details]
-        batch = 256 if self.batchable else 1
-        for i in range(0, len(x), batch):
-            self._prepare(len(x[i : i + batch]))
-            self._it.set_tensor(self.input["index"], x[i : i + batch])
-            self._fresh_invoke()
+        for _ in self._invocations(x):
             for o, d in zip(outs, details):
                 o.append(self._it.get_tensor(d["index"]).copy())
         return [np.concatenate(o) for o in outs]
@@ -155,10 +150,7 @@ class Model:
     def non_finite_tensor(self, x: np.ndarray) -> str | None:
         """The name of a float tensor that holds inf or NaN while the model runs on `x` (a model
         opened with `keep_tensors`), else None."""
-        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
-        batch = 256 if self.batchable else 1
-        for i in range(0, len(x), batch):
-            self._invoke(x[i : i + batch])
+        for _ in self._invocations(x):
             for d in self._it.get_tensor_details():
                 if d["dtype"] == np.float32 and d["name"]:
                     try:
@@ -171,9 +163,7 @@ class Model:
 
     def run_raw(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """Run on inputs already in the model's input dtype; outputs in its output dtype."""
-        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
-        batch = batch if self.batchable else 1
-        outs = [self._invoke(x[i : i + batch]) for i in range(0, len(x), batch)]
+        outs = [self._it.get_tensor(self.output["index"]).copy() for _ in self._invocations(x, batch)]
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.output["dtype"])
 
     def __call__(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -186,17 +176,22 @@ class Model:
             y = dequantize(y, *self.output_quant)
         return y
 
+    def _invocations(self, x: np.ndarray, batch: int = 256):
+        """Run on `x` (in the input's dtype) `batch` windows at a time, or window by window where the
+        model is not batchable, yielding after each invocation for its tensors to be read."""
+        x = np.asarray(x, dtype=self.input["dtype"]).reshape((-1,) + self.input_shape)
+        batch = batch if self.batchable else 1
+        for i in range(0, len(x), batch):
+            self._prepare(len(x[i : i + batch]))
+            self._it.set_tensor(self.input["index"], x[i : i + batch])
+            self._fresh_invoke()
+            yield
+
     def _prepare(self, n: int) -> None:
         if n != self._batch:
             self._it.resize_tensor_input(self.input["index"], (n,) + self.input_shape)
             self._it.allocate_tensors()
             self._batch = n
-
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        self._prepare(len(x))
-        self._it.set_tensor(self.input["index"], x)
-        self._fresh_invoke()
-        return self._it.get_tensor(self.output["index"]).copy()
 
     def _fresh_invoke(self) -> None:
         if self.stateful:

@@ -11,7 +11,8 @@ A motor drives a shaft carrying a rolling-element bearing. The node samples at `
 Speed and load drift slowly (random-phase oscillations of a tenth to a third of the recording),
 as on a pump following demand.
 
-Faults, each in a labelled segment (label 1):
+Faults, each in a labelled segment (label 1), their extra vibration scaled by `severity` (1 in the
+demo; the README's "Fault size" table shows what the demo's export catches at smaller ones):
 
 - `outer_race`: a spall on the fixed outer race. Every ball passing it gives an impact, at the
   ball-pass frequency BPFO = (n/2) f_r (1 - d/D cos a), which rings the housing's structural
@@ -41,12 +42,12 @@ BPFO_ORDER = N_BALLS / 2 * (1 - BALL_D / PITCH_D)
 BPFI_ORDER = N_BALLS / 2 * (1 + BALL_D / PITCH_D)
 
 
-def default_schedule(seconds: float) -> list[tuple[str, float, float]]:
-    """Faults as (kind, start s, end s): the first half is healthy, then each fault in turn
+def default_schedule(seconds: float, kinds: tuple[str, ...] = FAULTS) -> list[tuple[str, float, float]]:
+    """Faults as (kind, start s, end s): the first half is healthy, then each of `kinds` in turn
     with healthy gaps between."""
     half = seconds / 2
-    seg = seconds / 2 / (2 * len(FAULTS))
-    return [(kind, half + (2 * i + 0.5) * seg, half + (2 * i + 1.5) * seg) for i, kind in enumerate(FAULTS)]
+    seg = seconds / 2 / (2 * max(len(kinds), 1))
+    return [(kind, half + (2 * i + 0.5) * seg, half + (2 * i + 1.5) * seg) for i, kind in enumerate(kinds)]
 
 
 def machine(
@@ -62,6 +63,8 @@ def machine(
     """Simulate `seconds` of the sensor node; returns a labelled `Series` (see module doc)."""
     if not 1 <= seconds < float("inf"):  # also false for NaN
         raise EdgeaeError(f"the simulated recording must last at least 1 second, got {seconds}")
+    if not 0 <= severity < float("inf"):
+        raise EdgeaeError(f"the fault severity must be a number >= 0 (1 is the demo's), got {severity}")
     rng = np.random.default_rng(seed)
     n = int(round(seconds * fs))
     t = np.arange(n) / fs

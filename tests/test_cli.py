@@ -344,6 +344,25 @@ def test_simulate_command(tmp_path):
     np.testing.assert_allclose(s.values, simulate.machine(seconds=2).values, rtol=1e-4, atol=1e-4)
 
 
+def test_simulate_chooses_faults_and_severity(tmp_path):
+    """A user probing how small a fault the export still catches, or wanting a healthy
+    recording to train on, had only the demo's four faults at full strength."""
+    from edgeae.data import read_series
+
+    assert edgeae("simulate", "--out", tmp_path / "h.npz", "--seconds", "4", "--faults", "none").returncode == 0
+    assert read_series(tmp_path / "h.npz").labels.sum() == 0
+    assert edgeae("simulate", "--out", tmp_path / "i.npz", "--seconds", "4", "--faults", "imbalance",
+                  "--severity", "0.25").returncode == 0  # fmt: skip
+    s = read_series(tmp_path / "i.npz")
+    want = simulate.machine(seconds=4, severity=0.25, schedule=[("imbalance", 2.5, 3.5)])
+    np.testing.assert_array_equal(s.labels, want.labels)
+    np.testing.assert_allclose(s.values, want.values)
+    proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--faults", "imbalance,spall")
+    assert proc.returncode == 2 and "unknown fault spall" in proc.stderr
+    assert_one_line_error(edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "nan"), "fault severity")
+    assert not list(tmp_path.glob("b*"))
+
+
 def test_sigterm_mid_command_leaves_no_temporary_folders(tmp_path, sim_train):
     """SIGTERM killed at once, leaving the eval's per-run folders (megabytes per SKAB file) and
     TensorFlow's SavedModel folders in the temporary directory. Now: one line, exit 143, nothing left."""

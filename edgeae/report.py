@@ -155,10 +155,13 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
             b.plot(rd["bytes_per_window"], rd[key]["roc_auc"], mk, label=label)
         for ax in (a, b):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(rd["bytes_per_window"], [str(k) for k in rd["bytes_per_window"]], minor=False)
+            ax.minorticks_off()
             ax.set_xlabel("code bytes per window (bytes)")
             ax.legend(fontsize=8)
         a.set(ylabel="reconstruction SNR, normal test windows (dB)", title="Rate-distortion")
         b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
+        fig.tight_layout()
         figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
     return figs
 
@@ -328,7 +331,7 @@ def _summary(inputs: dict) -> str:
                          "normal rows below it, and the training rows' anomalies (SKAB's other/2 has some) count as missed.</p>")  # fmt: skip
     if "rd" in inputs:
         rd = inputs["rd"]
-        cells = "".join(f"<tr><td>{k}</td><td>{_packet_cell(k)}</td><td>{a:.1f}</td><td>{p:.1f}</td><td>{x:.3f}</td><td>{y:.3f}</td></tr>"
+        cells = "".join(f"<tr><td>{k}</td><td>{_packet_cell(k)}</td><td>{a:.2f}</td><td>{p:.2f}</td><td>{x:.4f}</td><td>{y:.4f}</td></tr>"
                         for k, a, p, x, y in zip(rd["bytes_per_window"], rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                                                  rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]))  # fmt: skip
         parts.append("<h3>Rate-distortion sweep</h3><table><tr><th>bytes</th><th>packet bytes</th><th>AE SNR dB</th><th>PCA SNR dB</th>"

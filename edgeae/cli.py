@@ -444,13 +444,15 @@ def results(db, parquet, plot):
     from . import serve as serve_
 
     plot = check_writable(plot) if plot else None
-    click.echo(json.dumps(serve_.summary(db), indent=2))
+    summary = serve_.summary(db)
+    click.echo(json.dumps(summary, indent=2))
     if parquet:
         click.echo(f"packets written to {serve_.to_parquet(db, parquet)}", err=True)
     if plot:
-        from .report import results_plot
+        from .report import RESULTS_SENSORS, results_plot
 
-        click.echo(f"scores plotted in {results_plot(serve_.score_series(db), plot, serve_.thresholds(db))}", err=True)
+        series = serve_.score_series(db, RESULTS_SENSORS)
+        click.echo(f"scores plotted in {results_plot(series, plot, serve_.thresholds(db), len(summary['per_sensor']))}", err=True)
 
 
 @main.command(name="eval")

@@ -379,10 +379,11 @@ document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).len
 
 
 def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: list[float] = (),
-                 sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
+                 total: int | None = None, sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
     """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
-    (the first `sensors` by id), the packets flagged as anomalous marked, those left unscored
-    ticked along the bottom, and the scorers' thresholds (`serve.thresholds`) drawn across."""
+    (the first `sensors` by id, of `total` in the database), the packets flagged as anomalous
+    marked, those left unscored ticked along the bottom, and the scorers' thresholds
+    (`serve.thresholds`) drawn across."""
     plt = _pyplot()
     import matplotlib.dates as mdates
 
@@ -406,7 +407,8 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thre
         _legend_beside(ax)
     axes[-1, 0].set_xlabel("window time (UTC)")
     axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1, 0].xaxis.get_major_locator()))
-    more = f" (the first {len(shown)} of {len(series)} sensors)" if len(series) > len(shown) else ""
+    total = max(total or 0, len(series))
+    more = f" (the first {len(shown)} of {total} sensors)" if total > len(shown) else ""
     fig.suptitle(f"Anomaly score per packet{more}")
     fig.tight_layout()
     with atomic_file(out) as tmp:

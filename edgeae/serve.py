@@ -401,14 +401,18 @@ def summary(db: str | Path) -> dict:
         }
 
 
-def score_series(db: str | Path) -> dict[int, dict[str, np.ndarray]]:
-    """Per sensor, in sequence order: the packets' window timestamps, scores and anomaly flags."""
+def score_series(db: str | Path, sensors: int | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Per sensor (the first `sensors` by id, or all), in sequence order: the packets' window
+    timestamps, scores and anomaly flags, read a sensor at a time into arrays (24 bytes a packet,
+    not the rows' Python tuples: a gateway's database holds millions)."""
     with read_results(db) as con:
-        rows = con.execute("SELECT sensor, timestamp, score, anomaly FROM packets ORDER BY sensor, seq").fetchall()
-    out: dict[int, list] = {}
-    for sensor, *values in rows:
-        out.setdefault(sensor, []).append(values)
-    return {s: dict(zip(("timestamp", "score", "anomaly"), np.array(v, dtype=float).T)) for s, v in out.items()}
+        ids = [s for (s,) in con.execute("SELECT DISTINCT sensor FROM packets ORDER BY sensor")][:sensors]
+        out = {}
+        for s in ids:
+            rows = con.execute("SELECT timestamp, score, anomaly FROM packets WHERE sensor=? ORDER BY seq", (s,))
+            a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
+            out[s] = {k: a[k].copy() for k in a.dtype.names}
+    return out
 
 
 def thresholds(db: str | Path) -> list[float]:
@@ -420,15 +424,35 @@ def thresholds(db: str | Path) -> list[float]:
         return [t for (t,) in con.execute("SELECT DISTINCT threshold FROM scorers ORDER BY threshold")]
 
 
-def to_parquet(db: str | Path, out: str | Path) -> Path:
-    """The packets table as Parquet (written to a temporary file, then renamed)."""
+#: `results --parquet`: the packets table's columns as Parquet types (lists, UTC timestamps)
+#: instead of SQLite's JSON text and Unix seconds, for pandas, polars or DuckDB to read as they are.
+PARQUET_BATCH = 65_536  # rows held at a time
+
+
+def _parquet_schema(pa):
+    utc = lambda unit: pa.timestamp(unit, tz="UTC")  # noqa: E731
+    return pa.schema([("sensor", pa.int64()), ("seq", pa.int64()), ("timestamp", utc("s")), ("model_id", pa.string()),
+                      ("code", pa.list_(pa.int8())), ("residual", pa.uint8()), ("reconstruction_rms", pa.list_(pa.float64())),
+                      ("score", pa.float64()), ("anomaly", pa.bool_()), ("reordered", pa.bool_()),
+                      ("received_at", utc("us")), ("stored_at", utc("us")), ("topic", pa.string())])  # fmt: skip
+
+
+def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH) -> Path:
+    """The packets table as Parquet, in (sensor, seq) order, `batch` rows at a time so that a
+    database of any size fits in memory (written to a temporary file, then renamed)."""
     pa = require("pyarrow", "serve")
     pq = require("pyarrow.parquet", "serve")
-    with read_results(db) as con:
-        cur = con.execute("SELECT * FROM packets ORDER BY sensor, seq")
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    table = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
-    with atomic_file(out) as tmp:
-        pq.write_table(table, tmp)
+    schema = _parquet_schema(pa)
+    convert = {"code": json.loads, "reconstruction_rms": json.loads, "anomaly": bool, "reordered": bool,
+               "received_at": lambda t: round(t * 1e6), "stored_at": lambda t: round(t * 1e6)}  # fmt: skip
+
+    def column(field, values):
+        f = convert.get(field.name)
+        return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
+
+    with read_results(db) as con, atomic_file(out) as tmp:
+        cur = con.execute(f"SELECT {', '.join(schema.names)} FROM packets ORDER BY sensor, seq")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            while rows := cur.fetchmany(batch):
+                writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, zip(*rows))], schema=schema))
     return Path(out)

@@ -944,6 +944,52 @@ def test_a_database_from_before_unscored_packets_takes_them(tmp_path, small_expo
             ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]  # fmt: skip
 
 
+def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):
+    """`results --parquet` fetched the whole packets table into Python at once (1.8 GB of memory for
+    2 million packets, a gateway's month or two), and wrote codes and times as SQLite's JSON text
+    and Unix seconds. Now a batch of rows at a time, as lists and UTC timestamps; the plot's
+    series are read a sensor at a time, only for the sensors it draws."""
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    from edgeae.serve import open_results, score_series, to_parquet
+
+    con = open_results(tmp_path / "r.sqlite")
+    rows = [(s, q, 1_700_000_000 + q, "0badcafe", json.dumps([q, -q]), None if q == 2 else 200 + q, "[0.5, 1.25]",
+             None if q == 2 else q / 10, int(q == 3), 0, 1_700_000_100.25, 1_700_000_100.5, None if s == 1 else "t")
+            for s in (3, 1) for q in range(5)]  # fmt: skip
+    with con:
+        con.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    con.close()
+    t = pq.read_table(to_parquet(tmp_path / "r.sqlite", tmp_path / "r.parquet", batch=3))
+    got = t.to_pylist()
+    assert [(r["sensor"], r["seq"]) for r in got] == [(s, q) for s in (1, 3) for q in range(5)]
+    times = {k: got[7].pop(k) for k in ("timestamp", "received_at", "stored_at")}
+    assert {k: (t.timestamp(), t.utcoffset()) for k, t in times.items()} == {
+        "timestamp": (1_700_000_002, datetime.timedelta(0)), "received_at": (1_700_000_100.25, datetime.timedelta(0)),
+        "stored_at": (1_700_000_100.5, datetime.timedelta(0))}  # fmt: skip
+    assert got[7] == {"sensor": 3, "seq": 2, "model_id": "0badcafe", "code": [2, -2], "residual": None, "reconstruction_rms": [0.5, 1.25],
+                      "score": None, "anomaly": False, "reordered": False, "topic": "t"}  # fmt: skip
+    assert [r["anomaly"] for r in got[:5]] == [False, False, False, True, False] and got[0]["topic"] is None
+    assert str(t.schema.field("code").type) == "list<element: int8>" and str(t.schema.field("received_at").type) == "timestamp[us, tz=UTC]"
+
+    series = score_series(tmp_path / "r.sqlite", sensors=1)
+    assert list(series) == [1]
+    np.testing.assert_array_equal(series[1]["score"], [0, 0.1, np.nan, 0.3, 0.4])
+    np.testing.assert_array_equal(series[1]["anomaly"], [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(series[1]["timestamp"], 1_700_000_000 + np.arange(5))
+    assert len(score_series(tmp_path / "r.sqlite")) == 2
+    import matplotlib.pyplot as plt
+
+    from edgeae.report import results_plot
+
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    results_plot(series, tmp_path / "s.png", total=2, sensors=1)
+    assert plt.gcf()._suptitle.get_text() == "Anomaly score per packet (the first 1 of 2 sensors)"
+    plt.close("all")
+
+
 def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
     """Unscored packets (NaN) broke the score line into dashes and went unmentioned."""
     import matplotlib.pyplot as plt

@@ -16,6 +16,7 @@ import click
 
 from .errors import EdgeaeError, existing_file
 from .fsutil import atomic_file, check_writable, command_scope
+from .lorawan import ENVELOPES
 
 
 BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
@@ -388,7 +389,7 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
 @click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
 @click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
-@click.option("--envelope", type=click.Choice(["tts", "chirpstack"]),
+@click.option("--envelope", type=click.Choice(ENVELOPES),
               help="With --mqtt: messages are a LoRaWAN network server's uplinks (JSON, the packet in base64): The Things Stack "
                    "(--topic 'v3/+/devices/+/up') or ChirpStack (--topic 'application/+/device/+/event/up').")  # fmt: skip
 @click.option("--client-id", help="With --mqtt: the MQTT client id, whose session the broker keeps while serve is stopped, "

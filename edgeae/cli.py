@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EdgeaeError, existing_file
+from .errors import EdgeaeError
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
 

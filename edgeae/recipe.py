@@ -142,7 +142,7 @@ class Recipe:
                 f"for {len(m.filters)} stride-2 conv layers"
             )
         if d.window < 2 or d.hop < 1:
-            raise EdgeaeError(f"recipe: data.window must be >= 2 and data.hop >= 1")
+            raise EdgeaeError("recipe: data.window must be >= 2 and data.hop >= 1")
         rows = d.train_rows
         if rows is not None and not (len(rows) == 2 and all(isinstance(r, int) and not isinstance(r, bool) for r in rows)
                                      and 0 <= rows[0] < rows[1]):  # fmt: skip

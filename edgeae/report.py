@@ -315,7 +315,7 @@ def _summary(inputs: dict) -> str:
                          "two detectors apart.</p>")  # fmt: skip
         rec = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{v:.1f}</td>" for v in r["snr_db"]) + "</tr>"
                       for k, r in m["reconstruction"].items())  # fmt: skip
-        parts.append(f"<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"
+        parts.append("<h3>Reconstruction SNR per channel (dB), normal test windows</h3><table><tr><th></th>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in m["channels"]) + f"</tr>{rec}</table>")  # fmt: skip
         if m.get("published"):
             pub = "".join(f"<tr><td>{html.escape(r['algorithm'])}</td><td>{r['f1']:.2f}</td><td>{r['far']:.2f}</td><td>{r['mar']:.2f}</td></tr>"

@@ -46,6 +46,18 @@ def test_split_and_export_own_model(tmp_path, calib, suffix):
     assert ex.manifest["code_size"] == 4 and ex.manifest["recipe"] is None
 
 
+def test_own_model_is_calibrated_on_the_windows_labelled_normal(tmp_path):
+    """As for a run's export: a labelled calibration file's faults do not set the int8 ranges."""
+    from edgeae.export import export
+
+    _sequential_ae().save(tmp_path / "ae.keras")
+    s = simulate.machine(seconds=10, seed=3)
+    first = int(np.argmax(s.labels))
+    outs = [export(tmp_path / "ae.keras", tmp_path / name, code_layer="bottleneck",
+                   calibration=save_npz(tmp_path / f"{name}.npz", s.rows(0, stop))) for name, stop in (("h", first), ("f", first + 600))]  # fmt: skip
+    assert (outs[0] / "encoder_int8.tflite").read_bytes() == (outs[1] / "encoder_int8.tflite").read_bytes()
+
+
 def test_cli_export_of_own_model_says_what_window_it_took(tmp_path, calib):
     """The window length comes from the model's input size over the calibration data's channels,
     and without --normalization the model gets unscaled values: the CLI says both."""

@@ -53,7 +53,7 @@ def main():
     edgeae eval dist/X --data F --out reports/X      detection and compression vs baselines
     edgeae eval --protocol skab --recipe models/skab.toml --data ../shared/data/skab --out reports/skab
     edgeae sweep --recipe R --data F --code-sizes 2,4,8,16,32 --out reports/rd
-    edgeae report reports/X                          one HTML page with the plots
+    edgeae report reports/X                          one HTML page with the plots (eval, sweep or a run)
 
     Data files are CSV (any delimiter, decimal commas in files not delimited by commas, header
     row, optional time and 0/1 label columns) or .npz (data, channels, labels).
@@ -543,7 +543,8 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
 @click.argument("folder", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Write the page and PNGs here instead.")
 def report(folder, out):
-    """One self-contained HTML page (plots embedded) from an eval or sweep folder."""
+    """One self-contained HTML page (plots embedded) from an eval or sweep folder, or a training
+    run (its loss per epoch and per-layer sparsity)."""
     from .report import render
 
     click.echo(f"report written to {render(folder, out)}")

@@ -1,6 +1,7 @@
 """`edgeae report`: one self-contained HTML page (plots embedded, opens offline) from an eval
-folder (metrics.json, scores.npz, details.npz) and / or a sweep folder (rd.json). The PNGs are
-also saved beside it. Every figure has labelled axes with units and a legend.
+folder (metrics.json, scores.npz, details.npz), a sweep folder (rd.json) or a training run
+(history.json beside recipe.json). The PNGs are also saved beside it. Every figure has labelled
+axes with units and a legend.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ NAMES = {
 CODE_SPACE_PARTS = 4  # files drawn in the code-space figure when each has its own model (SKAB)
 WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
 RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
+HISTORY = "history.json"  # a training run's losses per epoch (edgeae.train)
+PHASES = {"train": "training", "prune": "pruning", "qat": "quantization-aware"}
 CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
 
 
@@ -47,10 +50,10 @@ def _read(folder: Path) -> dict:
     """What the folder holds: `m` (metrics.json) with `sc` and `det` (scores.npz, details.npz) from
     edgeae eval, `rd` (rd.json) from edgeae sweep; a missing or unreadable file is a one-line error."""
 
-    def load(name, reader):
+    def load(name, reader, together="edgeae eval writes metrics.json, scores.npz and details.npz together"):
         path = folder / name
         if not path.is_file():
-            raise EdgeaeError(f"{path}: missing (edgeae eval writes metrics.json, scores.npz and details.npz together)")
+            raise EdgeaeError(f"{path}: missing ({together})")
         try:
             return reader(path)
         except (OSError, ValueError, zipfile.BadZipFile) as e:
@@ -68,8 +71,14 @@ def _read(folder: Path) -> dict:
         out.update(m=load(METRICS, read_json), sc=load("scores.npz", npz), det=load("details.npz", npz))
     if (folder / RD).is_file():
         out["rd"] = load(RD, read_json)
+    if (folder / HISTORY).is_file():
+        run = "edgeae train writes recipe.json, data.json and history.json together"
+        out["run"] = {name: load(f"{name}.json", read_json, run) for name in ("recipe", "data", "history")}
+        if (folder / "pruning.json").is_file():
+            out["run"]["pruning"] = load("pruning.json", read_json)
     if not out:
-        raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep)")
+        raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep, "
+                          "no history.json from edgeae train)")  # fmt: skip
     return out
 
 
@@ -136,17 +145,8 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
 
         figs += [_worst_figure(plt, m, det), _code_space_figure(plt, m, sc, det), _quant_error_figure(plt, m, det)]
 
-        layers = (m.get("pruning") or {}).get("layers") or []
-        if layers:
-            fig, ax = plt.subplots(figsize=(8, 3.5))
-            labels = [f"{l['model'][:3]}/{l['layer']}" for l in layers]
-            ax.bar(labels, [100 * l["sparsity"] for l in layers], label="zero weights")
-            ax.axhline(100 * m["pruning"]["target_sparsity"], color="k", ls="--", lw=1, label="target")
-            ax.set(xlabel="layer", ylabel="sparsity (% of kernel weights)", title="Per-layer sparsity of the pruned model")
-            ax.tick_params(axis="x", rotation=60, labelsize=7)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            figs.append(("sparsity", "Per-layer sparsity after pruning", fig))
+        if (m.get("pruning") or {}).get("layers"):
+            figs.append(_sparsity_figure(plt, m["pruning"]["layers"], m["pruning"]["target_sparsity"]))
     if "rd" in inputs:
         rd = inputs["rd"]
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -163,7 +163,55 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         b.set(ylabel="ROC-AUC (dimensionless)", title="Rate vs detection")
         fig.tight_layout()
         figs.append(("rate_distortion", "Bytes per window vs reconstruction SNR and ROC-AUC, autoencoder vs PCA", fig))
+    if "run" in inputs:
+        run = inputs["run"]
+        figs.append(_training_figure(plt, run["history"]))
+        if "pruning" in run:
+            figs.append(_sparsity_figure(plt, run["pruning"]["layers"], run["recipe"]["prune"]["sparsity"]))
     return figs
+
+
+def _sparsity_figure(plt, layers: list[dict], target: float):
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    labels = [f"{l['model'][:3]}/{l['layer']}" for l in layers]
+    ax.bar(labels, [100 * l["sparsity"] for l in layers], label="zero weights")
+    ax.axhline(100 * target, color="k", ls="--", lw=1, label="target")
+    ax.set(xlabel="layer", ylabel="sparsity (% of kernel weights)", title="Per-layer sparsity of the pruned model")
+    ax.tick_params(axis="x", rotation=60, labelsize=7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return ("sparsity", "Per-layer sparsity after pruning", fig)
+
+
+def _phases(history: dict) -> list[tuple[str, dict]]:
+    """A run's training phases in order, each with its losses per epoch (QAT's only where it ran)."""
+    qat = history.get("qat") or {}
+    return [(p, h) for p, h in (("train", history.get("train")), ("prune", history.get("prune")), ("qat", qat.get("history"))) if h]
+
+
+def _training_figure(plt, history: dict):
+    """The losses per epoch, the phases one after another, and the epoch whose weights training kept."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    start = 0
+    for i, (phase, h) in enumerate(_phases(history)):
+        epochs = np.arange(start + 1, start + len(h["loss"]) + 1)
+        ax.plot(epochs, h["loss"], color="C0", label=None if i else "training loss")
+        if h.get("val_loss"):
+            ax.plot(epochs, h["val_loss"], color="C1", ls="--", label=None if i else "validation loss")
+        if i:
+            ax.axvline(start + 0.5, color="grey", lw=0.8)
+        ax.annotate(PHASES[phase], (start + 1, 1), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                    textcoords="offset points", fontsize=8, color="0.3")  # fmt: skip
+        if phase == "train":  # early stopping restores the epoch with the lowest monitored loss
+            kept = h.get("val_loss") or h["loss"]
+            best = int(np.argmin(kept))
+            ax.plot(best + 1, kept[best], "k*", ms=9, label=f"weights kept (epoch {best + 1})")
+        start += len(h["loss"])
+    ax.set(yscale="log", xlabel="epoch (phases one after another)", ylabel="loss (MSE in normalized units, with any sparsity penalty)",
+           title="Training history")  # fmt: skip
+    _legend_beside(ax)
+    fig.tight_layout()
+    return ("training", "Loss per epoch: training, then pruning's fine-tuning and quantization-aware training where they ran", fig)
 
 
 def _worst_figure(plt, m: dict, det: dict):
@@ -338,7 +386,35 @@ def _summary(inputs: dict) -> str:
                      f"<th>AE ROC-AUC</th><th>PCA ROC-AUC</th></tr>{cells}</table>"
                      f"<p>Packet bytes: the code with the wire format's header, residual byte, CRC and tag; (over): more than "
                      f"LoRaWAN's {wire.LORAWAN_SLOW_PAYLOAD}-byte payload at EU868's slowest data rates.</p>{_rd_verdict(rd)}")  # fmt: skip
+    if "run" in inputs:
+        parts.append(_run_summary(inputs["run"]))
     return "\n".join(parts)
+
+
+def _run_summary(run: dict) -> str:
+    """What a training run trained, on what, and how each phase ended."""
+    r, d, history = run["recipe"], run["data"], run["history"]
+    rows = ""
+    for phase, h in _phases(history):
+        val = h.get("val_loss") or []
+        kept = f"{int(np.argmin(val or h['loss'])) + 1}" if phase == "train" else "last"
+        rows += (f"<tr><td>{PHASES[phase]}</td><td>{len(h['loss'])}</td><td>{h['loss'][-1]:.4g}</td>"
+                 f"<td>{f'{val[-1]:.4g}' if val else '–'}</td><td>{f'{min(val):.4g}' if val else '–'}</td><td>{kept}</td></tr>")  # fmt: skip
+    notes = []
+    if "pruning" in run:
+        pr = run["pruning"]
+        notes.append(f"Pruned to {100 * r['prune']['sparsity']:.0f} % zero weights: gzip-compressed weights "
+                     f"{pr['gzip_bytes_before']:,} → {pr['gzip_bytes_after']:,} bytes.")  # fmt: skip
+    qat = history.get("qat")
+    if qat and not qat.get("applied"):
+        notes.append(f"Quantization-aware training not applied: {html.escape(qat['reason'])}.")
+    m = r["model"]
+    return (f"<h3>Training run</h3><p>Recipe <b>{html.escape(r['name'])}</b>: a {html.escape(m['kind'])} autoencoder, "
+            f"{m['code_size']}-value code, windows of {r['data']['window']} rows (hop {r['data']['hop']}) over "
+            f"{len(d['channels'])} channels ({html.escape(', '.join(d['channels']))}), trained on <code>{html.escape(str(d['source']))}</code>: "
+            f"{d['train_windows']} training and {d['validation_windows']} validation windows.</p>"
+            "<table><tr><th>phase</th><th>epochs</th><th>last loss</th><th>last validation loss</th><th>lowest validation loss</th>"
+            f"<th>weights kept (epoch)</th></tr>{rows}</table><p>{' '.join(notes)}</p>")  # fmt: skip
 
 
 def _packet_cell(code_size: int) -> str:

@@ -262,6 +262,43 @@ def test_rate_distortion_figure_reads_at_a_glance():
     assert "<td>5.65</td><td>5.69</td>" in _summary({"rd": rd})
 
 
+def test_report_of_a_training_run(small_run, tmp_path):
+    """A run's losses per epoch were in history.json only: `edgeae report runs/X` now draws them,
+    the phases one after another, with the epoch early stopping kept, beside per-layer sparsity."""
+    from edgeae.report import _figures, _read, render
+
+    history = json.loads((small_run / "history.json").read_text())
+    page = render(small_run, tmp_path / "page", progress=False).read_text()
+    assert (tmp_path / "page" / "training.png").is_file() and (tmp_path / "page" / "sparsity.png").is_file()
+    assert not (small_run / "report.html").exists()
+    val = history["train"]["val_loss"]
+    kept = int(np.argmin(val)) + 1
+    assert f"<tr><td>training</td><td>{len(val)}</td>" in page and f"<td>{min(val):.4g}</td><td>{kept}</td></tr>" in page
+    assert f"<tr><td>pruning</td><td>{len(history['prune']['loss'])}</td>" in page and "Pruned to 50 % zero weights" in page
+    figures = {stem: fig for stem, _, fig in _figures(_read(small_run))}
+    ax = figures["training"].axes[0]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    assert list(lines["validation loss"].get_ydata()) == val
+    assert list(lines[f"weights kept (epoch {kept})"].get_xdata()) == [kept]
+    assert ax.get_legend() is not None and "(" in ax.get_ylabel()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_run, broken)
+    (broken / "data.json").unlink()
+    assert_one_line_error(edgeae("report", broken), "data.json: missing (edgeae train writes recipe.json, data.json and history.json together)")
+
+
+def test_report_of_a_run_says_why_qat_did_not_apply():
+    from edgeae.report import _run_summary
+
+    run = {"recipe": {"name": "r", "model": {"kind": "dense", "code_size": 4}, "data": {"window": 8, "hop": 2}, "prune": {"sparsity": 0}},
+           "data": {"channels": ["a"], "source": "x.csv", "train_windows": 10, "validation_windows": 0},
+           "history": {"train": {"loss": [0.5, 0.25, 0.3]}, "qat": {"applied": False, "reason": "tied weights"}}}  # fmt: skip
+    text = _run_summary(run)
+    assert "<tr><td>training</td><td>3</td><td>0.3</td><td>–</td><td>–</td><td>2</td></tr>" in text  # no validation: lowest loss
+    assert "Quantization-aware training not applied: tied weights." in text
+
+
 def test_worst_windows_are_ranked_by_the_exports_score():
     """The report's worst-reconstructed windows are the int8 export's highest window scores (with
     residual_power 4 a one-channel fault outranks an error spread over both channels); they were

@@ -81,7 +81,7 @@ def demo(out, seconds):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
-    from .train import train as train_
+    from .train import kept_epoch, train as train_
 
     recipe = _load_recipe(recipe_path, seed)
     rows = _parse_rows(train_rows) if train_rows else None
@@ -89,7 +89,11 @@ def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
                  progress=not quiet, qat=qat)  # fmt: skip
     history = json.loads((run / "history.json").read_text())
     last = {k: v[-1] for k, v in history["train"].items()}
-    click.echo(f"trained {recipe.name}: {len(history['train']['loss'])} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    epochs = len(history["train"]["loss"])
+    click.echo(f"trained {recipe.name}: {epochs} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
+        click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
+                   "more epochs ([train] epochs in the recipe) may fit better")  # fmt: skip
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())
         click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")
@@ -98,7 +102,7 @@ def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
     if "qat" in history:
         q = history["qat"]
         click.echo("quantization-aware fine-tuning: " + ("applied" if q["applied"] else f"not applied: {q['reason']}"))
-    click.echo(f"run written to {run}")
+    click.echo(f"run written to {run} (edgeae report {run} draws its losses per epoch)")
 
 
 def _load_recipe(path, seed: int | None):

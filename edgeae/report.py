@@ -20,6 +20,7 @@ from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .fsutil import atomic_file
 from .metrics import segments, threshold_counts
+from .train import kept_epoch
 
 NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
@@ -167,7 +168,7 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         run = inputs["run"]
         figs.append(_training_figure(plt, run["history"]))
         if "pruning" in run:
-            figs.append(_sparsity_figure(plt, run["pruning"]["layers"], run["recipe"]["prune"]["sparsity"]))
+            figs.append(_sparsity_figure(plt, run["pruning"]["layers"], run["pruning"]["target_sparsity"]))
     return figs
 
 
@@ -202,10 +203,9 @@ def _training_figure(plt, history: dict):
             ax.axvline(start + 0.5, color="grey", lw=0.8)
         ax.annotate(PHASES[phase], (start + 1, 1), xycoords=("data", "axes fraction"), xytext=(2, -12),
                     textcoords="offset points", fontsize=8, color="0.3")  # fmt: skip
-        if phase == "train":  # early stopping restores the epoch with the lowest monitored loss
-            kept = h.get("val_loss") or h["loss"]
-            best = int(np.argmin(kept))
-            ax.plot(best + 1, kept[best], "k*", ms=9, label=f"weights kept (epoch {best + 1})")
+        if phase == "train":
+            best = kept_epoch(h)
+            ax.plot(best, (h.get("val_loss") or h["loss"])[best - 1], "k*", ms=9, label=f"weights kept (epoch {best})")
         start += len(h["loss"])
     ax.set(yscale="log", xlabel="epoch (phases one after another)", ylabel="loss (MSE in normalized units, with any sparsity penalty)",
            title="Training history")  # fmt: skip
@@ -397,13 +397,13 @@ def _run_summary(run: dict) -> str:
     rows = ""
     for phase, h in _phases(history):
         val = h.get("val_loss") or []
-        kept = f"{int(np.argmin(val or h['loss'])) + 1}" if phase == "train" else "last"
+        kept = kept_epoch(h) if phase == "train" else "last"
         rows += (f"<tr><td>{PHASES[phase]}</td><td>{len(h['loss'])}</td><td>{h['loss'][-1]:.4g}</td>"
                  f"<td>{f'{val[-1]:.4g}' if val else '–'}</td><td>{f'{min(val):.4g}' if val else '–'}</td><td>{kept}</td></tr>")  # fmt: skip
     notes = []
     if "pruning" in run:
         pr = run["pruning"]
-        notes.append(f"Pruned to {100 * r['prune']['sparsity']:.0f} % zero weights: gzip-compressed weights "
+        notes.append(f"Pruned to {100 * pr['target_sparsity']:.0f} % zero weights: gzip-compressed weights "
                      f"{pr['gzip_bytes_before']:,} → {pr['gzip_bytes_after']:,} bytes.")  # fmt: skip
     qat = history.get("qat")
     if qat and not qat.get("applied"):

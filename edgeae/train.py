@@ -141,6 +141,12 @@ def train(
     return Path(out)
 
 
+def kept_epoch(phase: dict) -> int:
+    """The epoch (from 1) whose weights training kept, of a history.json phase: early stopping
+    restores the one with the lowest monitored loss (validation loss with a validation split)."""
+    return int(np.argmin(phase.get("val_loss") or phase["loss"])) + 1
+
+
 def _history(hist) -> dict:
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 

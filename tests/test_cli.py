@@ -312,6 +312,8 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "pruned to 50%" in proc.stdout and "enc_dense_0" in proc.stdout
+    assert "note: the validation loss was still falling at the last epoch: more epochs" in proc.stdout  # 3 epochs
+    assert f"(edgeae report {tmp_path / 'run'} draws its losses per epoch)" in proc.stdout
     proc = edgeae("export", "--int8", tmp_path / "run", "--out", tmp_path / "dist")
     assert proc.returncode == 0, proc.stderr
     assert "encoder_int8.tflite" in proc.stdout

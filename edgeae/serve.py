@@ -386,19 +386,27 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
 
 
 def summary(db: str | Path) -> dict:
-    """What a results database holds: per-sensor counts, open gaps, reordering, rejections."""
+    """What a results database holds: per sensor the packets, anomalies, sequence numbers, the
+    first and last window times and when the last packet came in; open gaps, reordering, rejections."""
     with read_results(db) as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         return {
             "packets": q("SELECT COUNT(*) FROM packets")[0][0],
             "anomalies": q("SELECT COUNT(*) FROM packets WHERE anomaly=1")[0][0],
             "unscored": q("SELECT COUNT(*) FROM packets WHERE score IS NULL")[0][0],
-            "per_sensor": {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in
-                           q("SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets GROUP BY sensor")},  # fmt: skip
+            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": _utc(t0), "last_time": _utc(t1),
+                               "last_received": _utc(r)} for s, n, k, a, b, t0, t1, r in
+                           q("SELECT sensor, COUNT(*), SUM(anomaly), MIN(seq), MAX(seq), MIN(timestamp), MAX(timestamp), MAX(received_at) "
+                             "FROM packets GROUP BY sensor")},  # fmt: skip
             "open_gaps": {s: n for s, n in q("SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL GROUP BY sensor")},
             "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
             "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
         }
+
+
+def _utc(t: float) -> str:
+    """Unix seconds as ISO 8601 in UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def score_series(db: str | Path, sensors: int | None = None) -> dict[int, dict[str, np.ndarray]]:

@@ -974,6 +974,12 @@ def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):
     assert [r["anomaly"] for r in got[:5]] == [False, False, False, True, False] and got[0]["topic"] is None
     assert str(t.schema.field("code").type) == "list<element: int8>" and str(t.schema.field("received_at").type) == "timestamp[us, tz=UTC]"
 
+    from edgeae.serve import summary
+
+    assert summary(tmp_path / "r.sqlite")["per_sensor"][3] == {  # what an operator asks first: how many, when last heard
+        "packets": 5, "anomalies": 1, "first_seq": 0, "last_seq": 4, "first_time": "2023-11-14T22:13:20Z",
+        "last_time": "2023-11-14T22:13:24Z", "last_received": "2023-11-14T22:15:00Z"}  # fmt: skip
+
     series = score_series(tmp_path / "r.sqlite", sensors=1)
     assert list(series) == [1]
     np.testing.assert_array_equal(series[1]["score"], [0, 0.1, np.nan, 0.3, 0.4])

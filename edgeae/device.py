@@ -137,7 +137,7 @@ class Source:
         self._times: deque[tuple[int, float]] | np.ndarray | None = None
         if source == "-":
             self.rows, self._times = 0, deque()
-            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig")  # a file a spreadsheet saved starts with a BOM
             rows = self._counted(stream_rows(lines, ex.channels, times=times))
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import _measure  # noqa: E402
 from edgeae.serve import open_results  # noqa: E402
 
 
@@ -39,12 +37,7 @@ def fill(db: Path, packets: int, sensors: int) -> None:
 
 def measure(*args: str) -> dict:
     """Wall time and peak resident memory of `edgeae results ARGS` in its own process."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "edgeae", "results", *args], cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"edgeae results {' '.join(args)} failed")
-    return {"seconds": round(time.perf_counter() - t, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return _measure.run([sys.executable, "-m", "edgeae", "results", *args], cwd=ROOT)
 
 
 def main(argv=None) -> dict:

@@ -307,11 +307,14 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
               help="Timestamp of row 0, Unix seconds, and stamp rows t0 + period x row "
                    "[default: each row's own time, from the data's time column; without one, now].")
 @click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows, when stamping by row.")
-@click.option("--start-seq", type=int, default=0, show_default=True, help="First sequence number.")
+@click.option("--start-seq", type=int, help="First sequence number [default: 0, or the one --seq-file kept].")
+@click.option("--seq-file", type=click.Path(dir_okay=False),
+              help="Keep the next sequence number in this file and start from it: serve rejects a number it has "
+                   "stored as a replay, so a device loop that restarts at 0 has every packet rejected.")  # fmt: skip
 @click.option("--unsent", type=click.Path(dir_okay=False),
               help="With --mqtt: packet file for the packets the broker never acknowledged, kept when it stays away "
                    "[default: edgeae-unsent-<sensor>-<start time>.bin here].")  # fmt: skip
-def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq, unsent):
+def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq, seq_file, unsent):
     """Device loop: window a sensor stream, run the int8 device model, emit packets.
 
     SIGTERM or Ctrl-C ends the stream: the packets made so far are still written or published."""
@@ -338,7 +341,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         raise EdgeaeError("--key must be hexadecimal") from None
     if key_bytes == b"":  # an unset variable in --key "$KEY" would otherwise send untagged packets without a word
         raise EdgeaeError("--key is empty: give the sensor's hex key, or leave --key out to send untagged packets")
-    enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq)
+    if start_seq is not None and seq_file and Path(seq_file).exists():
+        raise EdgeaeError(f"give --start-seq or --seq-file, not both: {seq_file} holds the next sequence number")
+    enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq or 0, seq_file)
     source = device.Source(data, enc.ex, times=t0 is None)
     packets = device.Stoppable(enc.packets(source, source.batch, source.time_of))
     if data == "-":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import signal
 import sys
 from collections import deque
@@ -27,6 +28,7 @@ import numpy as np
 from . import data as D
 from . import wire
 from .errors import EdgeaeError
+from .fsutil import atomic_file
 from .manifest import Export
 from .pipeline import Pipeline
 
@@ -85,13 +87,16 @@ class Encoder:
     """Windows -> packets for one sensor, with sequence numbers and optional HMAC tags."""
 
     def __init__(self, export_dir, sensor: int, key: bytes | None = None, t0: float = 0.0, period: float = 1.0,
-                 start_seq: int = 0):  # fmt: skip
+                 start_seq: int = 0, seq_file: str | Path | None = None):  # fmt: skip
         self.ex = Export.open(export_dir)
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
         self.sensor, self.key, self.t0, self.period, self.seq = sensor, key, t0, period, start_seq
         if sensor not in wire.SENSOR_IDS:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
+        self.seq_file = None if seq_file is None else Path(seq_file)
+        if self.seq_file is not None and self.seq_file.exists():
+            self.seq = read_seq_file(self.seq_file, sensor)
         if not 0 <= t0 < 2**32:  # also false for NaN; packets carry uint32 seconds
             raise EdgeaeError(f"--t0 must be Unix seconds in 0..2^32, got {t0}")
         if not 0 < period < float("inf"):
@@ -115,12 +120,37 @@ class Encoder:
     def _batch(self, batch, times) -> Iterator[bytes]:
         raw = np.stack([w for _, w in batch])
         codes, residuals = self.pipe.device_outputs(self.pipe.norm(raw))
+        packets = []
         for (last_row, _), code, res in zip(batch, codes, residuals):
             t = None if times is None else times(last_row)
             t = self.t0 + self.period * last_row if t is None else t
             p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(t) % 2**32, tuple(int(v) for v in code), int(res))
             self.seq += 1
-            yield wire.encode(p, self.key)
+            packets.append(wire.encode(p, self.key))
+        if self.seq_file is not None:  # before the packets leave: a crash then costs a gap, never a replay
+            write_seq_file(self.seq_file, self.sensor, self.seq % 2**32)
+        yield from packets
+
+
+def read_seq_file(path: Path, sensor: int) -> int:
+    """The next sequence number `encode --seq-file` kept for `sensor`."""
+    try:
+        d = json.loads(path.read_text())
+        sensor_, seq = d["sensor"], d["next_seq"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EdgeaeError(f"{path}: not a sequence file of edgeae encode ({e.__class__.__name__}: {e})") from None
+    if sensor_ != sensor:
+        raise EdgeaeError(f"{path}: holds sensor {sensor_}'s sequence number, not sensor {sensor}'s")
+    if not (isinstance(seq, int) and 0 <= seq < 2**32):
+        raise EdgeaeError(f"{path}: next_seq must be 0..2^32-1, got {seq!r}")
+    return seq
+
+
+def write_seq_file(path: Path, sensor: int, next_seq: int) -> None:
+    """Keep `sensor`'s next sequence number in `path`, replaced in one rename (no fsync: a power cut
+    may lose the last seconds of it, and their numbers come again as replays)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({"sensor": sensor, "next_seq": next_seq}) + "\n")
 
 
 class Source:

@@ -187,6 +187,7 @@ class Server:
         self.unscored = 0  # stored without a score: no residual byte, which the scorer needs
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
+        self.replays_noted: set[int] = set()  # sensors whose first replay this run was told to `notify`
 
     # -- one batch of raw messages
     def handle(self, batch: list[Message]) -> None:
@@ -245,6 +246,7 @@ class Server:
                     again += 1
                     continue
                 rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
+                self._note_replay(p)
                 continue
             seen_in_batch.add(key)
             valid.append((topic, p, t))
@@ -258,6 +260,17 @@ class Server:
         self.unscored += unscored
         self.redelivered += again
         self.rejected.update(r[2] for r in rejected)
+
+    def _note_replay(self, p: wire.Packet) -> None:
+        """Say once per sensor that its packets come as replays: a device loop restarted at sequence
+        number 0 has every packet rejected so, until it passes the last one stored."""
+        if p.sensor in self.replays_noted:
+            return
+        self.replays_noted.add(p.sensor)
+        (last,) = self.db.execute("SELECT MAX(seq) FROM packets WHERE sensor=?", (p.sensor,)).fetchone()
+        self.notify(f"sensor {p.sensor}: seq {p.seq} is stored already, rejected as {REPLAYED} (stored up to {last}); "
+                    "a device that restarted its count has every packet rejected so: keep the count across restarts "
+                    "(edgeae encode --seq-file; in firmware, in non-volatile memory)")  # fmt: skip
 
     def _stored(self, key) -> bool:
         return self.db.execute("SELECT 1 FROM packets WHERE sensor=? AND seq=?", key).fetchone() is not None

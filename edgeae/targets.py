@@ -406,7 +406,9 @@ bool encode_window(const float samples[EDGEAE_{upper}_WINDOW_LENGTH][EDGEAE_{upp
 For the encoder alone, use `{name}_model_data.h`, `{name}_op_resolver.h` and
 `EDGEAE_{upper}_TENSOR_ARENA_SIZE` the same way and read the code from output 0. Put the code
 (and residual byte) into a packet as `docs/wire-format.md` of edgeae specifies; the host decodes
-the code with the export's decoder.
+the code with the export's decoder. Keep the packet's sequence number in non-volatile memory
+across resets, as LoRaWAN keeps its frame counter: the host rejects a number it has stored as a
+replay, so a device that restarts its count at 0 has every packet rejected.
 """
 
 

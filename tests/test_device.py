@@ -2,6 +2,7 @@
 
 import array
 import fcntl
+import json
 import re
 import signal
 import subprocess
@@ -175,6 +176,45 @@ def test_encoder_refuses_what_a_packet_header_cannot_carry(small_export, kwargs,
     """NaN t0 crashed mid-stream; a negative t0 or sequence wrapped silently; period 0 stamped every packet alike."""
     with pytest.raises(EdgeaeError, match=re.escape(message)):
         device.Encoder(small_export, **{"sensor": 1, **kwargs})
+
+
+def test_seq_file_carries_the_count_across_runs(tmp_path, small_export):
+    """encode started every run at sequence number 0, so a restarted device loop, or a second
+    recording of the same sensor, had every packet rejected by serve as replayed_seq."""
+    from edgeae.serve import Server
+
+    def run(seed, **kwargs):
+        s = simulate.machine(seconds=2, seed=seed)
+        windows = device.windows_from_series(s, Export.open(small_export))
+        return list(device.Encoder(small_export, 7, **kwargs).packets(windows))
+
+    seq = tmp_path / "seq7.json"
+    first, second = run(1, seq_file=seq), run(2, seq_file=seq)
+    assert json.loads(seq.read_text()) == {"sensor": 7, "next_seq": len(first) + len(second)}
+    assert [wire.decode(p).seq for p in first + second] == list(range(len(first) + len(second)))
+    notes = []
+    server = Server(small_export, tmp_path / "r.sqlite", notify=notes.append)
+    server.run_packets(first + second)
+    assert server.stored == len(first) + len(second) and not server.rejected and not notes
+
+    server.run_packets(run(3) + run(4))  # no --seq-file: numbered from 0 again, and said once
+    assert server.rejected == {"replayed_seq": 2 * len(first)} and len(notes) == 1
+    assert notes[0].startswith(f"sensor 7: seq 0 is stored already, rejected as replayed_seq (stored up to {len(first) + len(second) - 1}); "
+                               "a device that restarted its count")  # fmt: skip
+    server.close()
+
+    wrap = tmp_path / "wrap.json"
+    run(1, seq_file=wrap, start_seq=2**32 - 3)
+    assert json.loads(wrap.read_text())["next_seq"] == (2**32 - 3 + len(first)) % 2**32
+    with pytest.raises(EdgeaeError, match="holds sensor 7's sequence number, not sensor 8's"):
+        device.Encoder(small_export, 8, seq_file=seq)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(EdgeaeError, match="bad.json: not a sequence file of edgeae encode"):
+        device.Encoder(small_export, 7, seq_file=tmp_path / "bad.json")
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "7", "--data", "-",
+                           "--out", str(tmp_path / "p.bin"), "--seq-file", str(seq), "--start-seq", "5"],
+                          input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
+    assert_one_line_error(_text(proc), "give --start-seq or --seq-file, not both")
 
 
 def test_encode_with_a_nan_t0_is_one_line(tmp_path, small_export):

@@ -392,7 +392,7 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 
 
 @main.command()
-@click.argument("export_dir", type=click.Path())
+@click.argument("export_dirs", metavar="EXPORT_DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite database for results.")
 @click.option("--mqtt", "broker", help=f"Subscribe on this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
@@ -405,8 +405,11 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
                                   "holding the packets published meanwhile [default: edgeaeserve<hash of --db and --topic>].")
 @click.option("--clean-session", is_flag=True,
               help="With --mqtt: ask the broker to keep no session (for one that refuses to); what is published while serve is stopped is lost.")
-def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, clean_session):
-    """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM."""
+def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session):
+    """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM.
+
+    Several exports: each packet goes to the one whose model id it carries (a fleet moving to a
+    new model sends packets of both; with one export, the others' are rejected as wrong_model)."""
     from . import serve as serve_
 
     if (broker is None) == (packets is None):
@@ -423,7 +426,7 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, cle
 
         broker_at = parse_broker(broker).address
         check_topic(topic, wildcards=True)
-    server = serve_.Server(export_dir, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
+    server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
                            envelope=envelope)  # fmt: skip
     try:
         if packets:
@@ -439,7 +442,8 @@ def serve(export_dir, db, broker, topic, packets, keys, envelope, client_id, cle
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))
     click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
                + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else "")
-               + (f"; {server.unscored} stored unscored, without the residual byte the scorer (mode {server.host.scorer.mode}) needs "
+               + (f"; {server.unscored} stored unscored, without the residual byte the scorer "
+                  f"(mode {'/'.join(sorted({h.scorer.mode for h in server.hosts.values()}))}) needs "
                   "(edgeae calibrate --mode code scores codes alone)" if server.unscored else "")
                + (f"; {server.redelivered} sent again by the broker after a reconnect, kept once" if server.redelivered else ""), err=True)  # fmt: skip
 

@@ -63,7 +63,10 @@ class Host:
 
     def decode(self, raw: bytes) -> wire.Packet:
         """A packet's bytes, validated (length, version, CRC, tag, this export's model id and code size)."""
-        p = wire.decode(raw, self.keys, {self.model_id})
+        return self.accept(wire.decode(raw, self.keys, {self.model_id}))
+
+    def accept(self, p: wire.Packet) -> wire.Packet:
+        """`p`, decoded with this export's model id, if its code has the export's size."""
         if len(p.code) != self.export.manifest["code_size"]:  # the model id is public: anyone can forge it without keys
             raise wire.PacketError(wire.BAD_LENGTH, f"code of {len(p.code)} values, this export's has {self.export.manifest['code_size']}")
         return p

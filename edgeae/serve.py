@@ -6,7 +6,9 @@ rejected as `replayed_seq` (unless the broker itself sent it again after a recon
 then it is counted, `Server.redelivered`, as is such a copy of a packet already rejected); one that skips ahead records the missing numbers as a gap; one that
 fills a gap is stored and marked `reordered`. Valid packets are decoded in batches through the
 export's decoder and scored by the export's scorer (`host.Host`: scorer.json from `edgeae calibrate`,
-or a residual scorer fitted on the export's reference windows); a packet without the residual byte
+or a residual scorer fitted on the export's reference windows). Given several exports (a fleet
+moving to a new model sends packets of both), each packet goes to the export whose model id it
+carries. A packet without the residual byte
 that scorer needs is stored unscored (score NULL). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
 one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
@@ -19,7 +21,7 @@ killed outright (SIGKILL, out of memory) leaves what it had taken in with the br
 it again.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
-scorers (one row per serve run: the scorer whose threshold set that run's anomaly flags).
+scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags).
 """
 
 from __future__ import annotations
@@ -169,17 +171,21 @@ class Server:
     ('tts', 'chirpstack'), each message is a LoRaWAN network server's uplink JSON holding the
     packet (`lorawan.unwrap`)."""
 
-    def __init__(self, export_dir, db: str | Path, keys: dict[int, bytes] | None = None,
+    def __init__(self, export_dirs, db: str | Path, keys: dict[int, bytes] | None = None,
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None):  # fmt: skip
         self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
-        self.host = Host(export_dir, keys)
+        self.keys, self.hosts = keys, {}  # model id -> Host
+        for d in [export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs:
+            host = Host(d, keys)
+            if host.model_id in self.hosts:
+                raise EdgeaeError(f"{d}: the same export as {self.hosts[host.model_id].export.path} (model id {host.model_id:08x})")
+            self.hosts[host.model_id] = host
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db = open_results(db)
         try:
             with self.db:
-                scorer = self.host.scorer
-                self.db.execute("INSERT INTO scorers VALUES (?,?,?,?,?)", (time.time(), f"{self.host.model_id:08x}", scorer.mode,
-                                                                          scorer.rule, scorer.threshold_))  # fmt: skip
+                self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?)", [
+                    (time.time(), f"{mid:08x}", h.scorer.mode, h.scorer.rule, h.scorer.threshold_) for mid, h in self.hosts.items()])  # fmt: skip
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -232,7 +238,8 @@ class Server:
         rejected_in_batch: set[bytes] = set()
         for topic, raw, t, dup in batch:
             try:
-                p = self.host.decode(self.unwrap(raw))
+                p = wire.decode(self.unwrap(raw), self.keys, set(self.hosts))
+                self.hosts[p.model_id].accept(p)
             except wire.PacketError as e:
                 if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
                     again += 1
@@ -282,7 +289,11 @@ class Server:
         """Insert the valid packets' rows; returns how many of them are unscored."""
         now = time.time()
         rows = []
-        readings = self.host.read([p for _, p, _ in valid])
+        readings = [None] * len(valid)  # in `valid`'s order, each export's packets read in one batch
+        for mid, host in self.hosts.items():
+            mine = [i for i, (_, p, _) in enumerate(valid) if p.model_id == mid]
+            for i, r in zip(mine, host.read([valid[i][1] for i in mine])):
+                readings[i] = r
         for (topic, p, t), r in zip(valid, readings):
             rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
                          json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),

@@ -101,7 +101,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
 
     from edgeae.serve import score_series, thresholds
 
-    assert thresholds(tmp_path / "r.sqlite") == [server.host.scorer.threshold_]  # the plot draws it across
+    assert thresholds(tmp_path / "r.sqlite") == [h.scorer.threshold_ for h in server.hosts.values()]  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
     assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
@@ -942,6 +942,45 @@ def test_a_database_from_before_unscored_packets_takes_them(tmp_path, small_expo
         assert con.execute("SELECT score FROM packets WHERE sensor=7").fetchall() == [(0.5,)]
         assert sorted(t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")) == \
             ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]  # fmt: skip
+
+
+def test_serve_several_exports_while_a_fleet_moves_to_a_new_model(tmp_path, small_run, small_export, streams):
+    """A fleet updated to a new export sends packets of both models for a while; serve took one
+    export and rejected the other's packets as wrong_model. Now each packet goes to the export
+    whose model id it carries, scored by that export's scorer."""
+    from edgeae.export import export
+    from edgeae.serve import Server
+    from test_cli import edgeae
+
+    new = export(small_run, tmp_path / "v2", decoder_int8=True)
+    old_id, new_id = Export.open(small_export).model_id, Export.open(new).model_id
+    sent = {1: _encode_file(small_export, streams[1], 1, None), 2: _encode_file(new, streams[2], 2, None)}
+    mixed = [p for pair in zip(sent[1], sent[2]) for p in pair]  # interleaved, as they come in
+    keys = {s: bytes.fromhex(KEYS[s]) for s in (1, 2)}
+    server = Server([small_export, new], tmp_path / "r.sqlite", keys)
+    server.run_packets(mixed)
+    server.close()
+    assert server.stored == len(mixed) and not server.rejected
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        assert dict(con.execute("SELECT sensor, model_id FROM packets GROUP BY sensor")) == {1: f"{old_id:08x}", 2: f"{new_id:08x}"}
+        assert sorted(m for (m,) in con.execute("SELECT model_id FROM scorers")) == sorted([f"{old_id:08x}", f"{new_id:08x}"])
+        got = {s: [x for (x,) in con.execute("SELECT score FROM packets WHERE sensor=? ORDER BY seq", (s,))] for s in (1, 2)}
+    from edgeae.host import Host
+
+    for s, ex in ((1, small_export), (2, new)):  # each packet scored by its own export
+        np.testing.assert_allclose(got[s], [r.score for r in Host(ex, keys).read([wire.decode(p, keys) for p in sent[s]])])
+
+    server = Server(new, tmp_path / "only-new.sqlite", keys)
+    server.run_packets(mixed)
+    server.close()
+    assert server.rejected == {"wrong_model": len(sent[1])}
+    with pytest.raises(EdgeaeError, match="the same export as"):
+        Server([new, tmp_path / "v2"], tmp_path / "x.sqlite")
+    (tmp_path / "p.bin").write_bytes(b"".join(wire.frame(p) for p in mixed))
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({str(s): KEYS[s] for s in (1, 2)}))
+    proc = edgeae("serve", small_export, new, "--packets", tmp_path / "p.bin", "--db", tmp_path / "cli.sqlite", "--keys", keys_file)
+    assert proc.returncode == 0 and proc.stderr.strip() == f"stored {len(mixed)}, rejected 0", proc.stderr
 
 
 def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):

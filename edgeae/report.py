@@ -49,7 +49,8 @@ def _pr(y, s):
 
 def _read(folder: Path) -> dict:
     """What the folder holds: `m` (metrics.json) with `sc` and `det` (scores.npz, details.npz) from
-    edgeae eval, `rd` (rd.json) from edgeae sweep; a missing or unreadable file is a one-line error."""
+    edgeae eval, `rd` (rd.json) from edgeae sweep, `run` (recipe, data, history and pruning JSON)
+    from edgeae train; a missing or unreadable file is a one-line error."""
 
     def load(name, reader, together="edgeae eval writes metrics.json, scores.npz and details.npz together"):
         path = folder / name

@@ -405,7 +405,10 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
                                   "holding the packets published meanwhile [default: edgeaeserve<hash of --db and --topic>].")
 @click.option("--clean-session", is_flag=True,
               help="With --mqtt: ask the broker to keep no session (for one that refuses to); what is published while serve is stopped is lost.")
-def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session):
+@click.option("--state-topic", help="With --mqtt: publish each sensor's state (anomalous or not, since which packet), retained, "
+                                    "on this topic whenever it changes, for a dashboard or an alarm ({sensor} is replaced), "
+                                    "e.g. 'edgeae/{sensor}/state'.")  # fmt: skip
+def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM.
 
     Several exports: each packet goes to the one whose model id it carries (a fleet moving to a
@@ -416,8 +419,8 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if envelope and packets:
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
-    if (client_id is not None or clean_session) and packets:
-        raise EdgeaeError("--client-id and --clean-session go with --mqtt")
+    if (client_id is not None or clean_session or state_topic is not None) and packets:
+        raise EdgeaeError("--client-id, --clean-session and --state-topic go with --mqtt")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -426,8 +429,13 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
 
         broker_at = parse_broker(broker).address
         check_topic(topic, wildcards=True)
+        if state_topic is not None:
+            try:
+                check_topic(state_topic.format(sensor=0), wildcards=False)
+            except (KeyError, IndexError, ValueError, EdgeaeError):
+                raise EdgeaeError(f"--state-topic must be a topic without wildcards, {{sensor}} its only braces, got {state_topic!r}") from None
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
-                           envelope=envelope)  # fmt: skip
+                           envelope=envelope, state_topic=state_topic)  # fmt: skip
     try:
         if packets:
             server.run_packets(records)

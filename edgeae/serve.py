@@ -18,7 +18,9 @@ written to a packet file beside it, to serve later. Over MQTT, serve keeps its s
 (`session_id`): the packets published while serve is stopped are delivered when it is back. It
 acknowledges a message to the broker only once it is stored (or kept in that file), so a serve
 killed outright (SIGKILL, out of memory) leaves what it had taken in with the broker, which sends
-it again.
+it again. With a state topic, serve publishes each sensor's state there (retained, QoS 1) when a
+stored packet changes it: anomalous or not, since which packet, its score and threshold. A late
+(reordered) or unscored packet changes no state.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags).
@@ -172,7 +174,8 @@ class Server:
     packet (`lorawan.unwrap`)."""
 
     def __init__(self, export_dirs, db: str | Path, keys: dict[int, bytes] | None = None,
-                 notify: Callable[[str], None] = lambda message: None, envelope: str | None = None):  # fmt: skip
+                 notify: Callable[[str], None] = lambda message: None, envelope: str | None = None,
+                 state_topic: str | None = None):  # fmt: skip
         self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.keys, self.hosts = keys, {}  # model id -> Host
         for d in [export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs:
@@ -194,6 +197,9 @@ class Server:
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
         self.replays_noted: set[int] = set()  # sensors whose first replay this run was told to `notify`
+        self.state_topic = state_topic  # with run_mqtt: each sensor's state published there, retained, on change
+        self.states: dict[int, dict] = {}  # per sensor, the state last published (`_state`)
+        self.publish: Callable[[str, bytes], None] | None = None  # set by run_mqtt when there is a state topic
 
     # -- one batch of raw messages
     def handle(self, batch: list[Message]) -> None:
@@ -258,11 +264,15 @@ class Server:
             seen_in_batch.add(key)
             valid.append((topic, p, t))
         with self.db:  # one transaction per batch
-            unscored = self._store(valid) if valid else 0
+            unscored, changes = self._store(valid) if valid else (0, [])
             self.db.executemany(
                 "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",
                 rejected,
             )
+        for state in changes:  # once stored: a state never runs ahead of the database
+            self.states[state["sensor"]] = state
+            if self.publish is not None:
+                self.publish(self.state_topic.format(sensor=state["sensor"]), json.dumps(state).encode())
         self.stored += len(valid)
         self.unscored += unscored
         self.redelivered += again
@@ -285,21 +295,32 @@ class Server:
     def _rejected(self, raw: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
 
-    def _store(self, valid) -> int:
-        """Insert the valid packets' rows; returns how many of them are unscored."""
+    def _store(self, valid) -> tuple[int, list[dict]]:
+        """Insert the valid packets' rows; returns how many of them are unscored, and each change
+        of a sensor's state (`_state`) among them, in order."""
         now = time.time()
-        rows = []
+        rows, changes, current = [], [], dict(self.states)
         readings = [None] * len(valid)  # in `valid`'s order, each export's packets read in one batch
         for mid, host in self.hosts.items():
             mine = [i for i, (_, p, _) in enumerate(valid) if p.model_id == mid]
             for i, r in zip(mine, host.read([valid[i][1] for i in mine])):
                 readings[i] = r
         for (topic, p, t), r in zip(valid, readings):
+            reordered = self._sequence(p, now)
             rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
                          json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),
-                         self._sequence(p, now), t, now, topic))  # fmt: skip
+                         reordered, t, now, topic))  # fmt: skip
+            last = current.get(p.sensor)
+            if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
+                current[p.sensor] = self._state(p, r)
+                changes.append(current[p.sensor])
         self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        return sum(not r.scored for r in readings)
+        return sum(not r.scored for r in readings), changes
+
+    def _state(self, p: wire.Packet, r) -> dict:
+        """A sensor's state as `state_topic` carries it: anomalous or not since this packet."""
+        return {"sensor": p.sensor, "anomaly": r.anomaly, "since_seq": p.seq, "since": _utc(p.timestamp), "score": r.score,
+                "threshold": self.hosts[p.model_id].scorer.threshold_, "model_id": f"{p.model_id:08x}"}  # fmt: skip
 
     def _sequence(self, p: wire.Packet, now: float) -> int:
         """Record the gap before this packet; returns 1 when it arrives after a later one
@@ -341,6 +362,8 @@ class Server:
         the ones that come after serve stops, for its next run; without, it drops them."""
         self.stop = stop
         sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True)
+        if self.state_topic is not None:
+            self.publish = lambda topic, payload: sub.client.publish(topic, payload, qos=1, retain=True)
         ready()
         try:
             while not stop.is_set():

@@ -256,6 +256,47 @@ def test_end_to_end_through_mosquitto(tmp_path, small_export, streams, broker):
     assert pq.read_table(tmp_path / "r.parquet").num_rows == summary["packets"] == total - len(expect["reasons"])
 
 
+def test_serve_publishes_each_sensors_state_when_it_changes(tmp_path, small_export, broker):
+    """Anomalies were only rows in the database, for someone to query. With --state-topic, serve
+    publishes each sensor's state, retained, when a stored packet changes it: a dashboard or an
+    alarm subscribes, and one that comes later still gets the current state."""
+    from edgeae import device
+    from edgeae.mqtt import Publisher, Subscriber
+
+    s = simulate.machine(seconds=8, seed=5)  # faults in the second half
+    packets = list(device.Encoder(small_export, 4, t0=1_700_000_000, period=0.001).packets(device.windows_from_series(s, Export.open(small_export))))
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", small_export, "--mqtt", broker, "--db", db, "--state-topic", "plant/{sensor}/state", stderr=subprocess.PIPE, text=True)
+    Stderr(serve).wait_for("serving")
+    watcher = Subscriber(broker, "plant/+/state")
+    pub = Publisher(broker)
+    for raw in packets:
+        pub.publish("edgeae/4/up", raw)
+    pub.flush()
+    pub.close()
+    deadline = time.monotonic() + 60
+    while _count(db) < len(packets) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    time.sleep(0.5)
+    seen = watcher.take(10_000, wait=1)
+    watcher.close()
+
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        flags = [bool(a) for (a,) in con.execute("SELECT anomaly FROM packets WHERE sensor=4 ORDER BY seq")]
+    starts = [i for i, f in enumerate(flags) if i == 0 or f != flags[i - 1]]  # where each run of one state begins
+    assert 2 < len(starts) < len(flags) / 4  # the faults come and go
+    states = [json.loads(m.payload) for m in seen]
+    assert all(m.topic == "plant/4/state" for m in seen)
+    assert [(x["since_seq"], x["anomaly"]) for x in states] == [(i, flags[i]) for i in starts]
+    assert states[-1]["since"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wire.decode(packets[starts[-1]]).timestamp))
+    late = Subscriber(broker, "plant/+/state")  # a dashboard started afterwards: the retained state
+    (retained,) = late.take(10, wait=2)
+    late.close()
+    assert json.loads(retained.payload) == states[-1]
+
+
 @pytest.mark.slow
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
     """What serve took in is kept in a packet file; what the broker did not send it yet (it sends
@@ -816,7 +857,9 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--envelope", "tts"),
                           "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--client-id", "me"),
-                          "--client-id and --clean-session go with --mqtt")  # fmt: skip
+                          "--client-id, --clean-session and --state-topic go with --mqtt")  # fmt: skip
+    assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--state-topic", "a/+/{sensor}"),
+                          "--state-topic must be a topic without wildcards, {sensor} its only braces")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--out", "-", "--key", ""),

@@ -379,7 +379,8 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
               help="What the score reads from each packet: the residual byte, the code (Mahalanobis distance), or whichever is further over its limit.")
 @click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
-@click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="The quantile (percentile) or the false-alarm rate (far).")
+@click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
 @click.option("--train-rows", help="Fit on rows START:STOP instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="Move the threshold to the F1-optimal one on the labelled windows.")
 def calibrate(export_dir, data, mode, rule, q, train_rows, f1):

@@ -35,6 +35,7 @@ from .protocols import ucl
 
 MODES = ("code", "residual", "reconstruction", "combined")
 RULES = ("ucl", "percentile", "far")
+DEFAULT_Q = {"percentile": 0.99, "far": 0.01}  # the quantile, and the target false-alarm rate
 HOST_MODES = ("residual", "code", "combined")  # what packets carry; "reconstruction" needs raw windows
 NEEDS = {"code": ("code",), "residual": ("residual",), "reconstruction": ("error",), "combined": ("code", "residual")}
 
@@ -60,7 +61,7 @@ class AnomalyScorer:
             raise EdgeaeError(f"scoring mode must be one of {', '.join(MODES)}; got {mode!r}")
         if rule not in RULES:
             raise EdgeaeError(f"threshold rule must be one of {', '.join(RULES)}; got {rule!r}")
-        self.mode, self.rule, self.q = mode, rule, q
+        self.mode, self.rule, self.q = mode, rule, DEFAULT_Q.get(rule) if q is None else q
 
     # -- the parts of each mode
     def _code_score(self, code):
@@ -99,9 +100,9 @@ class AnomalyScorer:
         if self.rule == "ucl":
             self.threshold_ = ucl(scores)
         elif self.rule == "percentile":
-            self.threshold_ = float(np.quantile(scores, self.q if self.q is not None else 0.99))
+            self.threshold_ = float(np.quantile(scores, self.q))
         else:
-            self.threshold_ = float(np.quantile(scores, 1 - (self.q if self.q is not None else 0.01)))
+            self.threshold_ = float(np.quantile(scores, 1 - self.q))
         return self
 
     def fit_f1(self, features: Features, labels: np.ndarray) -> "AnomalyScorer":
@@ -227,7 +228,8 @@ def calibrate(
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
     save(scorer, ex.path, ex.model_id)
-    report = {"mode": mode, "rule": scorer.rule, "threshold": scorer.threshold_, "fitted_on": where, "normal_windows": int(normal.sum())}
+    report = {"mode": mode, "rule": scorer.rule, **({"q": scorer.q} if scorer.q is not None else {}), "threshold": scorer.threshold_,
+              "fitted_on": where, "normal_windows": int(normal.sum())}  # fmt: skip
     if labels is not None:
         from .metrics import detection_rates, roc_auc
 

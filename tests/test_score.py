@@ -24,10 +24,13 @@ def test_ucl_rule_is_the_skab_rule():
     assert s.threshold_ == pytest.approx(np.quantile(normal.residual, 0.999) * 4 / 3) == ucl(normal.residual)
 
 
-@pytest.mark.parametrize("rule, q, flagged", [("percentile", 0.95, 0.05), ("far", 0.02, 0.02)])
+@pytest.mark.parametrize("rule, q, flagged", [("percentile", 0.95, 0.05), ("far", 0.02, 0.02), ("percentile", None, 0.01), ("far", None, 0.01)])
 def test_percentile_and_far_rules_flag_their_share_of_normal_windows(rule, q, flagged):
+    """Without q, 0.99 and 0.01, and the scorer (and calibrate's report) says so: the report named
+    the rule but not the rate it was fitted to."""
     s = AnomalyScorer("residual", rule, q).fit(_normal())
     assert s.predict(_normal(seed=1)).mean() == pytest.approx(flagged, abs=0.01)  # fresh normal windows
+    assert s.to_dict()["q"] == (q or {"percentile": 0.99, "far": 0.01}[rule])
 
 
 def test_code_mode_is_the_squared_mahalanobis_distance():

@@ -75,15 +75,17 @@ def demo(out, seconds):
 @click.option("--data", required=True, type=click.Path(), help="Training data: CSV or .npz.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
+@click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
+def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
     from .train import kept_epoch, train as train_
 
     recipe = _load_recipe(recipe_path, seed)
+    recipe.train.epochs = epochs or recipe.train.epochs
     rows = _parse_rows(train_rows) if train_rows else None
     run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows,
                  progress=not quiet, qat=qat)  # fmt: skip
@@ -93,7 +95,7 @@ def train(recipe_path, data, out, sparsity, train_rows, qat, seed, quiet):
     click.echo(f"trained {recipe.name}: {epochs} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
-                   "more epochs ([train] epochs in the recipe) may fit better")  # fmt: skip
+                   "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())
         click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")

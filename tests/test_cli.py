@@ -309,10 +309,11 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
         [prune]
         epochs = 3
     """))
-    proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet")
+    proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr
     assert "pruned to 50%" in proc.stdout and "enc_dense_0" in proc.stdout
-    assert "note: the validation loss was still falling at the last epoch: more epochs" in proc.stdout  # 3 epochs
+    assert "trained tiny: 2 epochs" in proc.stdout  # --epochs over the recipe's 3
+    assert "note: the validation loss was still falling at the last epoch: more epochs" in proc.stdout
     assert f"(edgeae report {tmp_path / 'run'} draws its losses per epoch)" in proc.stdout
     proc = edgeae("export", "--int8", tmp_path / "run", "--out", tmp_path / "dist")
     assert proc.returncode == 0, proc.stderr

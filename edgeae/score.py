@@ -228,7 +228,7 @@ def calibrate(
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
     save(scorer, ex.path, ex.model_id)
-    report = {"mode": mode, "rule": scorer.rule, **({"q": scorer.q} if scorer.q is not None else {}), "threshold": scorer.threshold_,
+    report = {"mode": mode, "rule": scorer.rule, **({"q": scorer.q} if scorer.rule in DEFAULT_Q else {}), "threshold": scorer.threshold_,
               "fitted_on": where, "normal_windows": int(normal.sum())}  # fmt: skip
     if labels is not None:
         from .metrics import detection_rates, roc_auc

@@ -8,6 +8,7 @@ The public API, imported lazily so that the runtime half never loads TensorFlow:
     load_recipe(path), read_series(path), windows(series, length, hop), Normalizer
     Export.open(dir), Model(tflite)     manifest / runtime
     Host(export_dir).read(packets)      the host half: packets -> reconstructions, scores
+    Hosts([dir, ...])                   the same for several exports, by each packet's model id
     simulate.machine(...)               the embedded default data
 """
 
@@ -34,6 +35,7 @@ _API = {
     "Export": ("manifest", "Export"),
     "Model": ("runtime", "Model"),
     "Host": ("host", "Host"),
+    "Hosts": ("host", "Hosts"),
 }
 
 _MODULES = ("simulate", "zoo", "metrics", "runtime", "data", "recipe", "demo", "pruning", "quantize")

@@ -454,7 +454,7 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
     click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
                + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else "")
                + (f"; {server.unscored} stored unscored, without the residual byte the scorer "
-                  f"(mode {'/'.join(sorted({h.scorer.mode for h in server.hosts.values()}))}) needs "
+                  f"(mode {'/'.join(sorted({h.scorer.mode for h in server.hosts.by_id.values()}))}) needs "
                   "(edgeae calibrate --mode code scores codes alone)" if server.unscored else "")
                + (f"; {server.redelivered} sent again by the broker after a reconnect, kept once" if server.redelivered else ""), err=True)  # fmt: skip
 

@@ -9,7 +9,8 @@ database, a dashboard, an alarm) uses `Host` directly:
         print(r.packet.sensor, r.packet.seq, r.packet.timestamp, r.score, r.anomaly)
 
 Sequence numbers (replays, gaps, reordering) are the caller's to track: `serve` does it in its
-database.
+database. `Hosts(["dist/v1", "dist/v2"])` does the same for several exports at once, each packet
+by the export whose model id it carries.
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ class Host:
             residual = np.array([p.residual for p in packets if p.residual is not None]) if needs_residual else None
             scores[scored] = self.scorer.score_samples(self.pipe.packet_features(codes[scored], residual))
         return [Reading(p, r, float(s), bool(s > self.scorer.threshold_)) for p, r, s in zip(packets, recon, scores)]
+
+
+class Hosts:
+    """Several exports' `Host`s: each packet is decoded, reconstructed and scored by the export whose
+    model id it carries (a fleet moving to a new model sends packets of both)."""
+
+    def __init__(self, export_dirs, keys: dict[int, bytes] | None = None):
+        self.keys, self.by_id = keys, {}  # model id -> Host
+        for d in export_dirs:
+            host = Host(d, keys)
+            if host.model_id in self.by_id:
+                raise EdgeaeError(f"{d}: the same export as {self.by_id[host.model_id].export.path} (model id {host.model_id:08x})")
+            self.by_id[host.model_id] = host
+
+    def decode(self, raw: bytes) -> wire.Packet:
+        """A packet's bytes, validated as `Host.decode` does, by the export of its model id."""
+        p = wire.decode(raw, self.keys, set(self.by_id))
+        return self.by_id[p.model_id].accept(p)
+
+    def read(self, packets: list[wire.Packet]) -> list[Reading]:
+        """`Host.read` of each export's packets, in one batch each, in the packets' order."""
+        readings: list = [None] * len(packets)
+        for mid, host in self.by_id.items():
+            mine = [i for i, p in enumerate(packets) if p.model_id == mid]
+            for i, r in zip(mine, host.read([packets[i] for i in mine])):
+                readings[i] = r
+        return readings
 
 
 def default_scorer(pipe: Pipeline) -> AnomalyScorer:

@@ -47,7 +47,7 @@ import numpy as np
 from . import lorawan, wire
 from .errors import EdgeaeError, existing_file, require
 from .fsutil import atomic_file
-from .host import Host
+from .host import Hosts
 from .mqtt import Message, Subscriber
 
 #: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`).
@@ -177,18 +177,13 @@ class Server:
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None,
                  state_topic: str | None = None):  # fmt: skip
         self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
-        self.keys, self.hosts = keys, {}  # model id -> Host
-        for d in [export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs:
-            host = Host(d, keys)
-            if host.model_id in self.hosts:
-                raise EdgeaeError(f"{d}: the same export as {self.hosts[host.model_id].export.path} (model id {host.model_id:08x})")
-            self.hosts[host.model_id] = host
+        self.hosts = Hosts([export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs, keys)
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db = open_results(db)
         try:
             with self.db:
                 self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?)", [
-                    (time.time(), f"{mid:08x}", h.scorer.mode, h.scorer.rule, h.scorer.threshold_) for mid, h in self.hosts.items()])  # fmt: skip
+                    (time.time(), f"{mid:08x}", h.scorer.mode, h.scorer.rule, h.scorer.threshold_) for mid, h in self.hosts.by_id.items()])  # fmt: skip
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -244,8 +239,7 @@ class Server:
         rejected_in_batch: set[bytes] = set()
         for topic, raw, t, dup in batch:
             try:
-                p = wire.decode(self.unwrap(raw), self.keys, set(self.hosts))
-                self.hosts[p.model_id].accept(p)
+                p = self.hosts.decode(self.unwrap(raw))
             except wire.PacketError as e:
                 if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
                     again += 1
@@ -300,11 +294,7 @@ class Server:
         of a sensor's state (`_state`) among them, in order."""
         now = time.time()
         rows, changes, current = [], [], dict(self.states)
-        readings = [None] * len(valid)  # in `valid`'s order, each export's packets read in one batch
-        for mid, host in self.hosts.items():
-            mine = [i for i, (_, p, _) in enumerate(valid) if p.model_id == mid]
-            for i, r in zip(mine, host.read([valid[i][1] for i in mine])):
-                readings[i] = r
+        readings = self.hosts.read([p for _, p, _ in valid])
         for (topic, p, t), r in zip(valid, readings):
             reordered = self._sequence(p, now)
             rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
@@ -320,7 +310,7 @@ class Server:
     def _state(self, p: wire.Packet, r) -> dict:
         """A sensor's state as `state_topic` carries it: anomalous or not since this packet."""
         return {"sensor": p.sensor, "anomaly": r.anomaly, "since_seq": p.seq, "since": _utc(p.timestamp), "score": r.score,
-                "threshold": self.hosts[p.model_id].scorer.threshold_, "model_id": f"{p.model_id:08x}"}  # fmt: skip
+                "threshold": self.hosts.by_id[p.model_id].scorer.threshold_, "model_id": f"{p.model_id:08x}"}  # fmt: skip
 
     def _sequence(self, p: wire.Packet, now: float) -> int:
         """Record the gap before this packet; returns 1 when it arrives after a later one

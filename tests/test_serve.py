@@ -101,7 +101,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
 
     from edgeae.serve import score_series, thresholds
 
-    assert thresholds(tmp_path / "r.sqlite") == [h.scorer.threshold_ for h in server.hosts.values()]  # the plot draws it across
+    assert thresholds(tmp_path / "r.sqlite") == [h.scorer.threshold_ for h in server.hosts.by_id.values()]  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
     assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
@@ -1012,6 +1012,12 @@ def test_serve_several_exports_while_a_fleet_moves_to_a_new_model(tmp_path, smal
 
     for s, ex in ((1, small_export), (2, new)):  # each packet scored by its own export
         np.testing.assert_allclose(got[s], [r.score for r in Host(ex, keys).read([wire.decode(p, keys) for p in sent[s]])])
+    import edgeae as api
+
+    hosts = api.Hosts([small_export, new], keys)  # the same for a gateway's own code
+    readings = hosts.read([hosts.decode(raw) for raw in mixed])
+    assert [(r.packet.sensor, r.packet.seq) for r in readings] == [(p.sensor, p.seq) for p in (wire.decode(raw, keys) for raw in mixed)]
+    np.testing.assert_allclose([r.score for r in readings if r.packet.sensor == 2], got[2])
 
     server = Server(new, tmp_path / "only-new.sqlite", keys)
     server.run_packets(mixed)

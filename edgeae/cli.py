@@ -411,7 +411,9 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
 @click.option("--state-topic", help="With --mqtt: publish each sensor's state (anomalous or not, since which packet), retained, "
                                     "on this topic whenever it changes, for a dashboard or an alarm ({sensor} is replaced), "
                                     "e.g. 'edgeae/{sensor}/state'.")  # fmt: skip
-def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic):
+@click.option("--status-topic", help="With --mqtt: keep serve's availability on this topic, retained: 'online' while it runs, "
+                                     "'offline' once it stops or (from the broker) dies, e.g. 'edgeae/serve/status'.")  # fmt: skip
+def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic, status_topic):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM.
 
     Several exports: each packet goes to the one whose model id it carries (a fleet moving to a
@@ -422,8 +424,8 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if envelope and packets:
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
-    if (client_id is not None or clean_session or state_topic is not None) and packets:
-        raise EdgeaeError("--client-id, --clean-session and --state-topic go with --mqtt")
+    if (client_id is not None or clean_session or state_topic is not None or status_topic is not None) and packets:
+        raise EdgeaeError("--client-id, --clean-session, --state-topic and --status-topic go with --mqtt")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -437,6 +439,11 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
                 check_topic(state_topic.format(sensor=0), wildcards=False)
             except (KeyError, IndexError, ValueError, EdgeaeError):
                 raise EdgeaeError(f"--state-topic must be a topic without wildcards, {{sensor}} its only braces, got {state_topic!r}") from None
+        if status_topic is not None:
+            try:
+                check_topic(status_topic, wildcards=False)
+            except EdgeaeError:
+                raise EdgeaeError(f"--status-topic must be a topic without wildcards, got {status_topic!r}") from None
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
                            envelope=envelope, state_topic=state_topic)  # fmt: skip
     try:
@@ -446,7 +453,7 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
             stop = serve_.stop_on_signals()
             client_id = client_id or ("" if clean_session else serve_.session_id(db, topic))
             who = "keeping no session" if clean_session else f"as {client_id}, its session kept"
-            server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session,
+            server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session, status_topic=status_topic,
                             ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop)", err=True))  # fmt: skip
     finally:
         server.close()

@@ -83,13 +83,19 @@ class _Connection:
     """A paho client connected to `url`, reconnecting by itself when the broker goes away, and
     telling `notify` of the loss and of the return (a restarted broker included), so that neither
     passes unsaid. Hooks for subclasses: `_prepare` runs before the first connect, `_connected`
-    on every connect. With `keep_session`, the broker keeps the session of `client_id` (`_client`)."""
+    on every connect. With `keep_session`, the broker keeps the session of `client_id` (`_client`).
+    With `status_topic`, the client's availability is kept there, retained: 'online' on every
+    connect, 'offline' on `close`, and 'offline' from the broker (MQTT's last will) when the
+    connection is lost without a `close` (a crash, a kill, the network)."""
 
     def __init__(self, url: str, client_id: str = "", notify=lambda message: None, timeout: float = 10.0,
-                 keep_session: bool = False):  # fmt: skip
+                 keep_session: bool = False, status_topic: str | None = None):  # fmt: skip
         self.broker = broker = parse_broker(url)
         self.client = _client(client_id, keep_session)
         self.client.reconnect_delay_set(1, 10)
+        self._status_topic = status_topic
+        if status_topic is not None:
+            self.client.will_set(status_topic, b"offline", qos=1, retain=True)
         if broker.user:
             self.client.username_pw_set(broker.user, broker.password)
         if broker.tls:
@@ -102,6 +108,8 @@ class _Connection:
                 self._refused = reason
                 return
             self._connects += 1
+            if status_topic is not None:
+                client.publish(status_topic, b"online", qos=1, retain=True)
             self._connected()
             if self._connects > 1:
                 notify(f"reconnected to the MQTT broker at {where}")
@@ -137,6 +145,8 @@ class _Connection:
 
     def close(self) -> None:
         self._closing = True
+        if self._status_topic is not None and self.client.is_connected():
+            self.client.publish(self._status_topic, b"offline", qos=1, retain=True).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -249,11 +259,11 @@ class Subscriber(_Connection):
     ACK_BARRIER = "edgeae/ack-barrier"
 
     def __init__(self, url: str, pattern: str, client_id: str = "", qos: int = 1, notify=lambda message: None,
-                 keep_session: bool = False, manual_ack: bool = False):  # fmt: skip
+                 keep_session: bool = False, manual_ack: bool = False, status_topic: str | None = None):  # fmt: skip
         self.messages: queue.Queue = queue.Queue()
         self._receipts: collections.deque = collections.deque()  # (connection, id, QoS) per message put, in order
         self._pattern, self._qos, self._manual_ack, self._subscribed = pattern, qos, manual_ack, threading.Event()
-        super().__init__(url, client_id, notify, keep_session=keep_session)
+        super().__init__(url, client_id, notify, keep_session=keep_session, status_topic=status_topic)
         if not self._subscribed.wait(10):
             raise EdgeaeError(f"the MQTT broker did not confirm the subscription to {pattern!r}")
 

@@ -343,15 +343,17 @@ class Server:
                 raise self._keep_unstored(failure, [m.payload for m in items[i + batch :]]) from None
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, ready=lambda: None,
-                 client_id: str = "", keep_session: bool = False) -> None:  # fmt: skip
+                 client_id: str = "", keep_session: bool = False, status_topic: str | None = None) -> None:  # fmt: skip
         """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. A
         message is acknowledged to the broker only once it is stored (or kept in a packet file,
         `_keep_unstored`, when the database will not take it): whatever serve has taken in when it
         stops, or is killed, is either stored or still held by the broker. With `keep_session`,
         the broker keeps the subscription of `client_id` (`session_id`), and so those messages and
-        the ones that come after serve stops, for its next run; without, it drops them."""
+        the ones that come after serve stops, for its next run; without, it drops them. With
+        `status_topic`, serve's availability is kept there, retained: 'online', 'offline'."""
         self.stop = stop
-        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True)
+        sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True,
+                         status_topic=status_topic)  # fmt: skip
         if self.state_topic is not None:
             self.publish = lambda topic, payload: sub.client.publish(topic, payload, qos=1, retain=True)
         ready()

@@ -297,6 +297,32 @@ def test_serve_publishes_each_sensors_state_when_it_changes(tmp_path, small_expo
     assert json.loads(retained.payload) == states[-1]
 
 
+def test_serve_keeps_its_availability_on_a_status_topic(tmp_path, small_export, broker):
+    """A dashboard showing serve's states could not tell a stopped or dead serve from a quiet
+    plant. With --status-topic: 'online' while it runs, 'offline' when it stops, and 'offline'
+    from the broker (the last will) when it is killed."""
+    from edgeae.mqtt import Subscriber
+
+    watcher = Subscriber(broker, "plant/serve/status")
+    args = ("serve", small_export, "--mqtt", broker, "--db", tmp_path / "r.sqlite", "--status-topic", "plant/serve/status")
+
+    def next_status():
+        (m,) = watcher.take(1, wait=10)
+        return m.payload.decode()
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        serve = _cli(*args, stderr=subprocess.PIPE, text=True)
+        Stderr(serve).wait_for("serving")
+        assert next_status() == "online"
+        serve.send_signal(sig)
+        serve.wait(30)
+        assert next_status() == "offline"
+    watcher.close()
+    late = Subscriber(broker, "plant/serve/status")  # retained: what a dashboard started now sees
+    assert [m.payload for m in late.take(5, wait=2)] == [b"offline"]
+    late.close()
+
+
 @pytest.mark.slow
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
     """What serve took in is kept in a packet file; what the broker did not send it yet (it sends
@@ -857,7 +883,7 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--envelope", "tts"),
                           "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--client-id", "me"),
-                          "--client-id, --clean-session and --state-topic go with --mqtt")  # fmt: skip
+                          "--client-id, --clean-session, --state-topic and --status-topic go with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--state-topic", "a/+/{sensor}"),
                           "--state-topic must be a topic without wildcards, {sensor} its only braces")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),

@@ -327,13 +327,10 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     if (out is None) == (broker is None):
         raise EdgeaeError("give exactly one of --out and --mqtt")
     if broker:
-        from .mqtt import check_topic, parse_broker
+        from .mqtt import parse_broker, sensor_topic
 
         broker_at = parse_broker(broker).address
-        try:
-            topic = check_topic(topic.format(sensor=sensor), wildcards=False)
-        except (KeyError, IndexError, ValueError):
-            raise EdgeaeError(f"--topic may use only {{sensor}} in braces, got {topic!r}") from None
+        topic = sensor_topic(topic, sensor)
         unsent = check_writable(unsent or f"edgeae-unsent-{sensor}-{time.strftime('%Y%m%dT%H%M%S')}.bin")
     elif unsent:
         raise EdgeaeError("--unsent goes with --mqtt")
@@ -430,20 +427,14 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
 
     records = wire.read_packet_file(packets) if packets else None
     if broker:
-        from .mqtt import check_topic, parse_broker
+        from .mqtt import check_topic, parse_broker, sensor_topic
 
         broker_at = parse_broker(broker).address
         check_topic(topic, wildcards=True)
         if state_topic is not None:
-            try:
-                check_topic(state_topic.format(sensor=0), wildcards=False)
-            except (KeyError, IndexError, ValueError, EdgeaeError):
-                raise EdgeaeError(f"--state-topic must be a topic without wildcards, {{sensor}} its only braces, got {state_topic!r}") from None
+            sensor_topic(state_topic, 0, "--state-topic")
         if status_topic is not None:
-            try:
-                check_topic(status_topic, wildcards=False)
-            except EdgeaeError:
-                raise EdgeaeError(f"--status-topic must be a topic without wildcards, got {status_topic!r}") from None
+            check_topic(status_topic, wildcards=False, option="--status-topic")
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
                            envelope=envelope, state_topic=state_topic)  # fmt: skip
     try:

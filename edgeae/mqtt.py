@@ -59,17 +59,28 @@ def parse_broker(url: str) -> Broker:
     return Broker(parts.hostname or "localhost", port or (8883 if tls else 1883), tls, user, password)
 
 
-def check_topic(topic: str, wildcards: bool) -> str:
+def check_topic(topic: str, wildcards: bool, option: str = "--topic") -> str:
     """`topic` if it is a valid MQTT topic name (to publish: no wildcards) or, with `wildcards`,
-    a topic filter (to subscribe: '+' fills a whole level, '#' only the last); else one line."""
+    a topic filter (to subscribe: '+' fills a whole level, '#' only the last); else one line
+    naming `option`."""
     levels = topic.split("/")
     ok = bool(topic) and "\0" not in topic and all(
         ("+" not in level and "#" not in level) or (wildcards and (level == "+" or (level == "#" and i == len(levels) - 1)))
         for i, level in enumerate(levels))  # fmt: skip
     if not ok:
         need = "a topic filter ('+' fills a whole level, '#' only the last)" if wildcards else "a topic without wildcards (+, #)"
-        raise EdgeaeError(f"--topic must be {need}, got {topic!r}")
+        raise EdgeaeError(f"{option} must be {need}, got {topic!r}")
     return topic
+
+
+def sensor_topic(template: str, sensor: int, option: str = "--topic") -> str:
+    """`template` with {sensor} filled, checked as a topic to publish to (`check_topic`); other
+    braces are a one-line error naming `option`."""
+    try:
+        topic = template.format(sensor=sensor)
+    except (KeyError, IndexError, ValueError):
+        raise EdgeaeError(f"{option} may use only {{sensor}} in braces, got {template!r}") from None
+    return check_topic(topic, wildcards=False, option=option)
 
 
 def _client(client_id: str, keep_session: bool):

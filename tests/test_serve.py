@@ -884,8 +884,10 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
                           "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--client-id", "me"),
                           "--client-id, --clean-session, --state-topic and --status-topic go with --mqtt")  # fmt: skip
-    assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--state-topic", "a/+/{sensor}"),
-                          "--state-topic must be a topic without wildcards, {sensor} its only braces")  # fmt: skip
+    serve = ("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1")
+    assert_one_line_error(edgeae(*serve, "--state-topic", "a/+/{sensor}"), "--state-topic must be a topic without wildcards")
+    assert_one_line_error(edgeae(*serve, "--state-topic", "a/{node}"), "--state-topic may use only {sensor} in braces")
+    assert_one_line_error(edgeae(*serve, "--status-topic", "a/#"), "--status-topic must be a topic without wildcards")
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--out", "-", "--key", ""),

@@ -410,7 +410,11 @@ def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
                                     "e.g. 'edgeae/{sensor}/state'.")  # fmt: skip
 @click.option("--status-topic", help="With --mqtt: keep serve's availability on this topic, retained: 'online' while it runs, "
                                      "'offline' once it stops or (from the broker) dies, e.g. 'edgeae/serve/status'.")  # fmt: skip
-def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic, status_topic):
+@click.option("--silent-after", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="With --mqtt: a sensor from which no packet came for this long is silent (a flat battery, a broken link): "
+                   "said on stderr and, with --state-topic, published in its state until a packet comes again; "
+                   "e.g. three times its packet interval.")  # fmt: skip
+def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic, status_topic, silent_after):
     """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM.
 
     Several exports: each packet goes to the one whose model id it carries (a fleet moving to a
@@ -421,8 +425,8 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         raise EdgeaeError("give exactly one of --mqtt and --packets")
     if envelope and packets:
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
-    if (client_id is not None or clean_session or state_topic is not None or status_topic is not None) and packets:
-        raise EdgeaeError("--client-id, --clean-session, --state-topic and --status-topic go with --mqtt")
+    if (client_id is not None or clean_session or state_topic is not None or status_topic is not None or silent_after) and packets:
+        raise EdgeaeError("--client-id, --clean-session, --state-topic, --status-topic and --silent-after go with --mqtt")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -436,7 +440,7 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         if status_topic is not None:
             check_topic(status_topic, wildcards=False, option="--status-topic")
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
-                           envelope=envelope, state_topic=state_topic)  # fmt: skip
+                           envelope=envelope, state_topic=state_topic, silent_after=silent_after)  # fmt: skip
     try:
         if packets:
             server.run_packets(records)

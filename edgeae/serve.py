@@ -20,7 +20,10 @@ acknowledges a message to the broker only once it is stored (or kept in that fil
 killed outright (SIGKILL, out of memory) leaves what it had taken in with the broker, which sends
 it again. With a state topic, serve publishes each sensor's state there (retained, QoS 1) when a
 stored packet changes it: anomalous or not, since which packet, its score and threshold. A late
-(reordered) or unscored packet changes no state.
+(reordered) or unscored packet changes no state. A restarted serve takes each sensor's state up from
+the database (its `since` kept) and publishes it again at the sensor's first packet. With
+`silent_after`, a sensor from which no packet came for that long is silent: said once, and its state
+published with `silent` true, until a packet comes again.
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
 scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags).
@@ -175,7 +178,7 @@ class Server:
 
     def __init__(self, export_dirs, db: str | Path, keys: dict[int, bytes] | None = None,
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None,
-                 state_topic: str | None = None):  # fmt: skip
+                 state_topic: str | None = None, silent_after: float | None = None):  # fmt: skip
         self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.hosts = Hosts([export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs, keys)
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
@@ -193,8 +196,12 @@ class Server:
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
         self.replays_noted: set[int] = set()  # sensors whose first replay this run was told to `notify`
         self.state_topic = state_topic  # with run_mqtt: each sensor's state published there, retained, on change
-        self.states: dict[int, dict] = {}  # per sensor, the state last published (`_state`)
+        self.states = self._stored_states() if state_topic else {}  # per sensor, its current state (`_state`)
+        self.announced: set[int] = set()  # sensors whose state this run has published
         self.publish: Callable[[str, bytes], None] | None = None  # set by run_mqtt when there is a state topic
+        self.silent_after, self.started = silent_after, time.time()  # `_check_silence`, in run_mqtt
+        self.silent: set[int] = set()  # sensors silent for longer than silent_after
+        self.heard: dict[int, float] = dict(self.db.execute("SELECT sensor, MAX(received_at) FROM packets GROUP BY sensor")) if silent_after else {}
 
     # -- one batch of raw messages
     def handle(self, batch: list[Message]) -> None:
@@ -264,13 +271,33 @@ class Server:
                 rejected,
             )
         for state in changes:  # once stored: a state never runs ahead of the database
-            self.states[state["sensor"]] = state
-            if self.publish is not None:
-                self.publish(self.state_topic.format(sensor=state["sensor"]), json.dumps(state).encode())
+            self._publish(state)
+            self.announced.add(state["sensor"])
+        for _, p, t in valid:
+            if p.sensor in self.silent:
+                self.silent.discard(p.sensor)
+                self.notify(f"sensor {p.sensor}: heard again after {t - self.heard[p.sensor]:.0f} s of silence")
+            self.heard[p.sensor] = max(t, self.heard.get(p.sensor, t))
         self.stored += len(valid)
         self.unscored += unscored
         self.redelivered += again
         self.rejected.update(r[2] for r in rejected)
+
+    def _publish(self, state: dict) -> None:
+        self.states[state["sensor"]] = state
+        if self.publish is not None:
+            self.publish(self.state_topic.format(sensor=state["sensor"]), json.dumps(state).encode())
+
+    def _check_silence(self, now: float) -> None:
+        """Each sensor from which no packet came for longer than `silent_after` (the host's clock; never
+        before serve itself has run so long) turns silent: said once, and published in its state."""
+        for sensor, t in self.heard.items():
+            if sensor in self.silent or now - max(t, self.started) <= self.silent_after:
+                continue
+            self.silent.add(sensor)
+            self.notify(f"sensor {sensor}: silent, no packet for {now - t:.0f} s (the last came in at {_utc(t)})")
+            if sensor in self.states:
+                self._publish({**self.states[sensor], "silent": True, "silent_since": _utc(t)})
 
     def _note_replay(self, p: wire.Packet) -> None:
         """Say once per sensor that its packets come as replays: a device loop restarted at sequence
@@ -293,7 +320,7 @@ class Server:
         """Insert the valid packets' rows; returns how many of them are unscored, and each change
         of a sensor's state (`_state`) among them, in order."""
         now = time.time()
-        rows, changes, current = [], [], dict(self.states)
+        rows, changes, current, announced = [], [], dict(self.states), set(self.announced)
         readings = self.hosts.read([p for _, p, _ in valid])
         for (topic, p, t), r in zip(valid, readings):
             reordered = self._sequence(p, now)
@@ -302,15 +329,33 @@ class Server:
                          reordered, t, now, topic))  # fmt: skip
             last = current.get(p.sensor)
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
-                current[p.sensor] = self._state(p, r)
-                changes.append(current[p.sensor])
+                threshold = self.hosts.by_id[p.model_id].scorer.threshold_
+                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
+            elif last is not None and (p.sensor in self.silent or p.sensor not in announced):
+                current[p.sensor] = {**last, "silent": False, "silent_since": None}
+            else:
+                continue
+            announced.add(p.sensor)
+            changes.append(current[p.sensor])
         self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         return sum(not r.scored for r in readings), changes
 
-    def _state(self, p: wire.Packet, r) -> dict:
-        """A sensor's state as `state_topic` carries it: anomalous or not since this packet."""
-        return {"sensor": p.sensor, "anomaly": r.anomaly, "since_seq": p.seq, "since": _utc(p.timestamp), "score": r.score,
-                "threshold": self.hosts.by_id[p.model_id].scorer.threshold_, "model_id": f"{p.model_id:08x}"}  # fmt: skip
+    def _stored_states(self) -> dict[int, dict]:
+        """Each sensor's state as the database holds it: the flag of its last scored in-order packet,
+        since the first packet of that flag's last run, with the threshold that flagged it."""
+        q = lambda sql, *args: self.db.execute(sql, args).fetchone()  # noqa: E731
+        in_order = "sensor=? AND score IS NOT NULL AND reordered=0"
+        states = {}
+        for (sensor,) in self.db.execute("SELECT DISTINCT sensor FROM packets").fetchall():
+            last = q(f"SELECT anomaly FROM packets WHERE {in_order} ORDER BY seq DESC LIMIT 1", sensor)
+            if last is None:
+                continue
+            (before,) = q(f"SELECT COALESCE(MAX(seq), -1) FROM packets WHERE {in_order} AND anomaly!=?", sensor, last[0])
+            seq, t, score, model_id, stored_at = q(f"SELECT seq, timestamp, score, model_id, stored_at FROM packets "
+                                                   f"WHERE {in_order} AND seq>? ORDER BY seq LIMIT 1", sensor, before)  # fmt: skip
+            threshold = q("SELECT threshold FROM scorers WHERE model_id=? AND started_at<=? ORDER BY started_at DESC LIMIT 1", model_id, stored_at)
+            states[sensor] = _state(sensor, bool(last[0]), seq, t, score, threshold and threshold[0], model_id)
+        return states
 
     def _sequence(self, p: wire.Packet, now: float) -> int:
         """Record the gap before this packet; returns 1 when it arrives after a later one
@@ -360,6 +405,8 @@ class Server:
         try:
             while not stop.is_set():
                 self._store_taken(sub, batch, wait=0.2)
+                if self.silent_after:
+                    self._check_silence(time.time())
             self._store_taken(sub, sys.maxsize, wait=0)  # what came before the stop (the broker sends more as it is acknowledged)
         except _NotStored as failure:
             more = [m.payload for m in sub.take(sys.maxsize, wait=0)]
@@ -441,6 +488,13 @@ def summary(db: str | Path) -> dict:
             "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
             "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
         }
+
+
+def _state(sensor: int, anomaly: bool, seq: int, timestamp: int, score: float, threshold: float | None, model_id: str) -> dict:
+    """A sensor's state as the state topic carries it: anomalous or not since packet `seq`; `silent`
+    (with `silent_since`, when its last packet came in) once no packet came for --silent-after."""
+    return {"sensor": sensor, "anomaly": anomaly, "since_seq": seq, "since": _utc(timestamp), "score": score, "threshold": threshold,
+            "model_id": model_id, "silent": False, "silent_since": None}  # fmt: skip
 
 
 def _utc(t: float) -> str:

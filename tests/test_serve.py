@@ -297,6 +297,74 @@ def test_serve_publishes_each_sensors_state_when_it_changes(tmp_path, small_expo
     assert json.loads(retained.payload) == states[-1]
 
 
+def test_serve_says_when_a_sensor_falls_silent_and_keeps_states_over_a_restart(tmp_path, small_export, broker):
+    """A state was published only on a change, so a sensor whose battery died stayed 'normal' on a
+    dashboard for ever, and a restarted serve began each state's `since` anew. With --silent-after,
+    a sensor that sends nothing for that long is published silent (and said on stderr) until it sends
+    again; a restarted serve takes the states up from the database."""
+    from edgeae import device
+    from edgeae.host import Host
+    from edgeae.mqtt import Publisher, Subscriber
+
+    s = simulate.machine(seconds=8, seed=5)
+    packets = list(device.Encoder(small_export, 4, t0=1_700_000_000, period=0.001).packets(device.windows_from_series(s, Export.open(small_export))))
+    flags = [r.anomaly for r in Host(small_export).read([wire.decode(raw) for raw in packets])]
+    a = len(packets) // 4  # silence after packet a - 1, in the healthy half
+    b = next(i for i in range(len(packets) * 3 // 4, len(packets)) if flags[i] == flags[i - 1] == flags[i - 2])  # restart within a run
+    run_start = max(i for i in range(b) if i == 0 or flags[i] != flags[i - 1])
+    db, watcher = tmp_path / "r.sqlite", Subscriber(broker, "plant/+/state")
+    args = ("serve", small_export, "--mqtt", broker, "--db", db, "--state-topic", "plant/{sensor}/state", "--silent-after", "1")
+
+    def send(part):
+        pub = Publisher(broker)
+        for raw in part:
+            pub.publish("edgeae/4/up", raw)
+        pub.flush()
+        pub.close()
+
+    seen: list[dict] = []  # every state published, in order
+
+    def next_state(after: int, which=lambda state: True) -> int:
+        """The index in `seen` of the first state after `after` that is `which`, waiting for it."""
+        deadline = time.monotonic() + 30
+        while not any(which(x) for x in seen[after + 1 :]) and time.monotonic() < deadline:
+            seen.extend(json.loads(m.payload) for m in watcher.take(10_000, wait=0.2))
+        return next(i for i in range(after + 1, len(seen)) if which(seen[i]))
+
+    serve = _cli(*args, stderr=subprocess.PIPE, text=True)
+    log = Stderr(serve)
+    log.wait_for("serving")
+    send(packets[:a])
+    log.wait_for("sensor 4: silent, no packet for")
+    i = next_state(-1, lambda state: state["silent"])
+    before, silent = seen[i - 1 : i + 1]
+    assert silent == {**before, "silent": True, "silent_since": silent["silent_since"]} and not before["silent"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", silent["silent_since"])
+    send(packets[a:b])
+    log.wait_for("sensor 4: heard again after")
+    log.wait_for(until=lambda: _count(db) == b)
+    again = seen[next_state(i)]
+    assert not again["silent"] and again["silent_since"] is None
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    time.sleep(0.5)
+    seen.extend(json.loads(m.payload) for m in watcher.take(10_000, wait=1))
+    last = seen[-1]
+    assert last["since_seq"] == run_start and last["anomaly"] == flags[b]
+
+    serve = _cli(*args, stderr=subprocess.PIPE, text=True)  # restarted: a state's since is kept
+    Stderr(serve).wait_for("serving")
+    send(packets[b:])
+    deadline = time.monotonic() + 60
+    while _count(db) < len(packets) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first = seen[next_state(len(seen) - 1)]
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    watcher.close()
+    assert first == {**last, "silent": False, "silent_since": None}
+
+
 def test_serve_keeps_its_availability_on_a_status_topic(tmp_path, small_export, broker):
     """A dashboard showing serve's states could not tell a stopped or dead serve from a quiet
     plant. With --status-topic: 'online' while it runs, 'offline' when it stops, and 'offline'
@@ -883,7 +951,9 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--envelope", "tts"),
                           "--envelope goes with --mqtt")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--client-id", "me"),
-                          "--client-id, --clean-session, --state-topic and --status-topic go with --mqtt")  # fmt: skip
+                          "--client-id, --clean-session, --state-topic, --status-topic and --silent-after go with --mqtt")  # fmt: skip
+    assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--packets", "p.bin", "--silent-after", "60"),
+                          "--silent-after go with --mqtt")  # fmt: skip
     serve = ("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1")
     assert_one_line_error(edgeae(*serve, "--state-topic", "a/+/{sensor}"), "--state-topic must be a topic without wildcards")
     assert_one_line_error(edgeae(*serve, "--state-topic", "a/{node}"), "--state-topic may use only {sensor} in braces")

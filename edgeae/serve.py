@@ -331,7 +331,7 @@ class Server:
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
                 threshold = self.hosts.by_id[p.model_id].scorer.threshold_
                 current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
-            elif last is not None and (p.sensor in self.silent or p.sensor not in announced):
+            elif last is not None and (last["silent"] or p.sensor not in announced):
                 current[p.sensor] = {**last, "silent": False, "silent_since": None}
             else:
                 continue

@@ -351,6 +351,7 @@ def test_serve_says_when_a_sensor_falls_silent_and_keeps_states_over_a_restart(t
     seen.extend(json.loads(m.payload) for m in watcher.take(10_000, wait=1))
     last = seen[-1]
     assert last["since_seq"] == run_start and last["anomaly"] == flags[b]
+    assert all(x != y for x, y in zip(seen, seen[1:]))  # each state once: a change, or news of silence
 
     serve = _cli(*args, stderr=subprocess.PIPE, text=True)  # restarted: a state's since is kept
     Stderr(serve).wait_for("serving")

@@ -214,6 +214,17 @@ def _fault_kinds(ctx, param, value: str) -> tuple[str, ...]:
     return kinds
 
 
+def _start_time(ctx, param, value: str) -> float:
+    import time
+
+    from .data import unix_seconds
+
+    try:
+        return time.time() if value == "now" else unix_seconds(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @main.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .npz).")
 @click.option("--seconds", default=120.0, show_default=True, help="Length of the recording.")
@@ -222,7 +233,10 @@ def _fault_kinds(ctx, param, value: str) -> tuple[str, ...]:
               help="Faults in the second half, in this order, with healthy gaps between; 'none' for a healthy recording.")  # fmt: skip
 @click.option("--severity", default=1.0, show_default=True,
               help="Scale of each fault's extra vibration. The demo's export, at its UCL, still catches the bearing spalls at 0.2 and misses imbalance and looseness at 0.5.")  # fmt: skip
-def simulate(out, seconds, seed, faults, severity):
+@click.option("--start", default="2026-01-01T00:00:00Z", show_default=True, callback=_start_time,
+              help="The CSV's first time: ISO 8601 (UTC unless it gives its offset), Unix seconds, or 'now'. "
+                   "`edgeae encode` stamps each packet with its window's time.")  # fmt: skip
+def simulate(out, seconds, seed, faults, severity, start):
     """Write a simulated labelled recording of the demo machine (see edgeae.simulate).
 
     A motor drives a shaft on a 6205 ball bearing, sampled at 1 kHz: vib_x and vib_y (g) on the
@@ -231,19 +245,11 @@ def simulate(out, seconds, seed, faults, severity):
     rows have label 1: outer_race and inner_race (spall impacts ringing the housing's
     resonance), imbalance, looseness.
     """
-    import numpy as np
-
     from . import simulate as sim
 
     check_writable(out)
     s = sim.machine(seconds=seconds, seed=seed, severity=severity, schedule=sim.default_schedule(seconds, faults))
-    with atomic_file(out) as tmp:
-        if tmp.suffix == ".npz":
-            np.savez(tmp, data=s.values, channels=np.array(s.channels), labels=s.labels)
-        else:
-            table = np.column_stack([np.arange(len(s)) / 1000.0, s.values, s.labels])
-            np.savetxt(tmp, table, delimiter=",", header=",".join(["time", *s.channels, "label"]), comments="",
-                       fmt=["%.3f"] + ["%.5g"] * len(s.channels) + ["%d"])  # fmt: skip
+    sim.save(s, out, start)
     click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")
 
 

@@ -25,14 +25,21 @@ demo; the README's "Fault size" table shows what the demo's export catches at sm
 The bearing geometry is that of a 6205 deep-groove ball bearing (9 balls, d = 7.94 mm,
 D = 39.04 mm, contact angle 0), which gives BPFO ~ 3.59 f_r and BPFI ~ 5.41 f_r.
 Everything is seeded: the same arguments give the same data.
+
+`save` writes a recording as `edgeae simulate` does: CSV with a time column (UTC, from a date it
+is given: replayed through `edgeae encode`, its packets carry that date) or .npz.
 """
 
 from __future__ import annotations
+
+import io
+from pathlib import Path
 
 import numpy as np
 
 from .data import Series
 from .errors import EdgeaeError
+from .fsutil import atomic_file
 
 CHANNELS = ["vib_x", "vib_y", "current", "temperature"]
 FAULTS = ("outer_race", "inner_race", "imbalance", "looseness")
@@ -132,3 +139,19 @@ def _fault(kind, t, phase, speed, fs, resonance, rng):
     ring = np.exp(-ring_t * 2 * np.pi * resonance * 0.05) * np.sin(2 * np.pi * resonance * ring_t)
     x = np.convolve(impulses, ring)[: len(t)]
     return x, 0.6 * x
+
+
+def save(s: Series, path: str | Path, start: float, fs: float = 1000.0) -> None:
+    """Write `s` to `path` (temporary file, then renamed): .npz (data, channels, labels), or CSV with
+    a header row, the time (ISO 8601, UTC, to the millisecond, from Unix second `start`), the
+    channels and the label."""
+    with atomic_file(path) as tmp:
+        if tmp.suffix == ".npz":
+            np.savez(tmp, data=s.values, channels=np.array(s.channels), labels=s.labels)
+            return
+        ms = np.round(start * 1000 + np.arange(len(s)) * (1000 / fs)).astype("datetime64[ms]")
+        rows = io.StringIO()
+        np.savetxt(rows, np.column_stack([s.values, s.labels]), delimiter=",", fmt=["%.5g"] * len(s.channels) + ["%d"])
+        with open(tmp, "w") as f:
+            f.write(",".join(["time", *s.channels, "label"]) + "\n")
+            f.writelines(f"{t},{row}\n" for t, row in zip(np.datetime_as_string(ms, unit="ms", timezone="UTC"), rows.getvalue().splitlines()))

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -345,6 +346,33 @@ def test_simulate_command(tmp_path):
     s = read_series(tmp_path / "m.csv")
     assert s.channels == simulate.CHANNELS and len(s) == 2000 and s.labels is not None
     np.testing.assert_allclose(s.values, simulate.machine(seconds=2).values, rtol=1e-4, atol=1e-4)
+
+
+def test_simulate_stamps_its_recording_with_dates(tmp_path, small_export):
+    """The time column counted seconds from 0, so a recording replayed through `encode` sent
+    packets dated 1970, and serve's states and the results plot said so."""
+    from datetime import datetime
+
+    from edgeae import wire
+    from edgeae.data import read_series
+
+    assert edgeae("simulate", "--out", tmp_path / "m.csv", "--seconds", "2").returncode == 0
+    s = read_series(tmp_path / "m.csv")
+    assert s.times[0] == "2026-01-01T00:00:00.000Z" and s.times[-1] == "2026-01-01T00:00:01.999Z"
+    np.testing.assert_allclose(np.diff(s.unix_times()), 0.001, atol=1e-6)
+    proc = edgeae("encode", small_export, "--data", tmp_path / "m.csv", "--sensor", "1", "--out", tmp_path / "p.bin")
+    assert proc.returncode == 0, proc.stderr
+    stamps = [wire.decode(raw).timestamp for raw in wire.read_packet_file(tmp_path / "p.bin")]
+    assert stamps and all(datetime.fromisoformat("2026-01-01T00:00:00Z").timestamp() <= t < s.unix_times()[-1] + 1 for t in stamps)
+
+    assert edgeae("simulate", "--out", tmp_path / "b.csv", "--seconds", "1", "--start", "2024-05-01T12:00:00+02:00").returncode == 0
+    assert read_series(tmp_path / "b.csv").unix_times()[0] == datetime.fromisoformat("2024-05-01T10:00:00Z").timestamp()
+    before = time.time()
+    assert edgeae("simulate", "--out", tmp_path / "n.csv", "--seconds", "1", "--start", "now").returncode == 0
+    assert before - 1 < read_series(tmp_path / "n.csv").unix_times()[0] < time.time()
+    proc = edgeae("simulate", "--out", tmp_path / "x.csv", "--start", "yesterday")
+    assert proc.returncode == 2 and "neither Unix seconds nor an ISO 8601 date and time" in proc.stderr
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_simulate_chooses_faults_and_severity(tmp_path):

@@ -147,9 +147,9 @@ def read_seq_file(path: Path, sensor: int) -> int:
 
 
 def write_seq_file(path: Path, sensor: int, next_seq: int) -> None:
-    """Keep `sensor`'s next sequence number in `path`, replaced in one rename (no fsync: a power cut
-    may lose the last seconds of it, and their numbers come again as replays)."""
-    with atomic_file(path) as tmp:
+    """Keep `sensor`'s next sequence number in `path`, replaced in one rename and on the disk before
+    the packets leave (fsync), so that not even a power cut gives their numbers again."""
+    with atomic_file(path, durable=True) as tmp:
         tmp.write_text(json.dumps({"sensor": sensor, "next_seq": next_seq}) + "\n")
 
 

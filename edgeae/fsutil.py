@@ -214,16 +214,21 @@ def check_writable(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path):
+def atomic_file(path: str | Path, durable: bool = False):
     """Yield a temporary path beside `path` (same suffix, for writers that add one); on success it
     replaces `path` in one rename, on any exception it is removed and `path` is untouched. Errors
-    name `path`, not the temporary file."""
+    name `path`, not the temporary file. `durable`: the file and the rename reach the disk before
+    this returns (fsync of both), so that a power cut right after keeps them."""
     path = check_writable(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     PENDING.add(tmp)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         if e.filename == str(tmp):
             e.filename = str(path)
@@ -231,6 +236,14 @@ def atomic_file(path: str | Path):
     finally:
         PENDING.discard(tmp)
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj) -> None:

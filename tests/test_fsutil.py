@@ -1,5 +1,6 @@
 """Output folders: written whole or not at all, and a folder that is not ours is never deleted."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,18 @@ def test_half_written_output_of_a_killed_run_is_removed_by_the_next_write(tmp_pa
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_a_sequence_file_reaches_the_disk_before_its_packets_leave(tmp_path, monkeypatch):
+    """`encode --seq-file` replaced the file in one rename but left it to the kernel to write: a
+    power cut seconds later could bring back the old number, and the packets sent meanwhile be
+    sent again as replays. The file's data is synced before the rename, the folder after."""
+    from edgeae.device import read_seq_file, write_seq_file
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(b))), replace(a, b))[1])
+    write_seq_file(tmp_path / "seq7.json", 7, 42)
+    assert events == [("fsync", str(tmp_path / ".seq7.tmp.json")), ("replace", str(tmp_path / "seq7.json")), ("fsync", str(tmp_path))]
+    assert read_seq_file(tmp_path / "seq7.json", 7) == 42

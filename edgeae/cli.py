@@ -474,18 +474,18 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
                                                                   "into this PNG (needs the eval extra).")  # fmt: skip
 def results(db, parquet, plot):
     """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
-    from . import serve as serve_
+    from . import results as results_
 
     plot = check_writable(plot) if plot else None
-    summary = serve_.summary(db)
+    summary = results_.summary(db)
     click.echo(json.dumps(summary, indent=2))
     if parquet:
-        click.echo(f"packets written to {serve_.to_parquet(db, parquet)}", err=True)
+        click.echo(f"packets written to {results_.to_parquet(db, parquet)}", err=True)
     if plot:
         from .report import RESULTS_SENSORS, results_plot
 
-        series = serve_.score_series(db, RESULTS_SENSORS)
-        click.echo(f"scores plotted in {results_plot(series, plot, serve_.thresholds(db), len(summary['per_sensor']))}", err=True)
+        series = results_.score_series(db, RESULTS_SENSORS)
+        click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db), len(summary['per_sensor']))}", err=True)
 
 
 @main.command(name="eval")

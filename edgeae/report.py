@@ -457,7 +457,7 @@ document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).len
 
 def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: list[float] = (),
                  total: int | None = None, sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
-    """A PNG of a serve database's scores over time (`serve.score_series`), one panel per sensor
+    """A PNG of a serve database's scores over time (`results.score_series`), one panel per sensor
     (the first `sensors` by id, of `total` in the database), the packets flagged as anomalous
     marked, those left unscored ticked along the bottom, and the scorers' thresholds
     (`serve.thresholds`) drawn across."""

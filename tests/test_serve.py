@@ -99,7 +99,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     assert proc.returncode == 0 and proc.stderr.strip().endswith(
         f"stored {server.stored}, rejected 5 ({reasons}; kept, raw, in the rejected table of {tmp_path / 'cli.sqlite'})"), proc.stderr
 
-    from edgeae.serve import score_series, thresholds
+    from edgeae.results import score_series, thresholds
 
     assert thresholds(tmp_path / "r.sqlite") == [h.scorer.threshold_ for h in server.hosts.by_id.values()]  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
@@ -834,7 +834,8 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
     """No edgeae table is added beside another program's tables, nor to a file marked as another's."""
     from test_cli import assert_one_line_error, edgeae
 
-    from edgeae.serve import APPLICATION_ID, SCHEMA, Server, thresholds
+    from edgeae.results import APPLICATION_ID, SCHEMA, thresholds
+    from edgeae.serve import Server
 
     def tables(path):
         with contextlib.closing(sqlite3.connect(path)) as con:
@@ -1062,7 +1063,7 @@ def test_a_database_from_before_unscored_packets_takes_them(tmp_path, small_expo
     holding a packet without the residual byte (serve stopped, the packets kept in a file): its
     packets table is rebuilt with the rows it holds, and the CLI says what was left unscored."""
     from edgeae.host import Host
-    from edgeae.serve import SCHEMA
+    from edgeae.results import SCHEMA
     from test_cli import edgeae
 
     host = Host(small_export)
@@ -1140,7 +1141,7 @@ def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):
 
     import pyarrow.parquet as pq
 
-    from edgeae.serve import open_results, score_series, to_parquet
+    from edgeae.results import open_results, score_series, to_parquet
 
     con = open_results(tmp_path / "r.sqlite")
     rows = [(s, q, 1_700_000_000 + q, "0badcafe", json.dumps([q, -q]), None if q == 2 else 200 + q, "[0.5, 1.25]",
@@ -1161,7 +1162,7 @@ def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):
     assert [r["anomaly"] for r in got[:5]] == [False, False, False, True, False] and got[0]["topic"] is None
     assert str(t.schema.field("code").type) == "list<element: int8>" and str(t.schema.field("received_at").type) == "timestamp[us, tz=UTC]"
 
-    from edgeae.serve import summary
+    from edgeae.results import summary
 
     assert summary(tmp_path / "r.sqlite")["per_sensor"][3] == {  # what an operator asks first: how many, when last heard
         "packets": 5, "anomalies": 1, "first_seq": 0, "last_seq": 4, "first_time": "2023-11-14T22:13:20Z",

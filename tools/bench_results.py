@@ -1,6 +1,6 @@
 """`edgeae results` on a large serve database: time and peak memory of --parquet and --plot.
 
-Fills a results database (edgeae's schema, `serve.open_results`) with N packets spread over S
+Fills a results database (edgeae's schema, `results.open_results`) with N packets spread over S
 sensors, rows as serve writes them (an 8-byte code, 4 channels' reconstruction RMS), then runs
 `edgeae results DB --parquet` and `edgeae results DB --plot` each as its own process and reads its
 peak resident memory from the kernel (`os.wait4`). A gateway's database grows by one row per
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import _measure  # noqa: E402
-from edgeae.serve import open_results  # noqa: E402
+from edgeae.results import open_results  # noqa: E402
 
 
 def fill(db: Path, packets: int, sensors: int) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -58,7 +59,9 @@ def after_swap(handler):
 
 
 @contextlib.contextmanager
-def _swapping():
+def deferring_signals():
+    """SIGTERM and Ctrl-C wait (`after_swap`) until the block is done: an output being swapped into
+    place, and what must go with it, is finished first."""
     _swap["depth"] += 1
     try:
         yield
@@ -181,12 +184,12 @@ def atomic_dir(out: str | Path, marker: str):
     out = check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead(out.parent, f".{glob.escape(out.name)}.*.tmp")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_folder_beside(out)
     lock = _lock(tmp)
     PENDING.update((tmp, _lock_path(tmp)))
     try:
         yield tmp
-        with _swapping():
+        with deferring_signals():
             if out.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
                 try:
@@ -201,6 +204,19 @@ def atomic_dir(out: str | Path, marker: str):
     finally:
         PENDING.difference_update((tmp, _lock_path(tmp)))
         _unlock(tmp, lock)
+
+
+def temp_folder_beside(out: Path) -> Path:
+    """A new hidden folder `.<name>.<random>.tmp` beside `out`, made as mkdir makes folders, with
+    the umask's permissions: mkdtemp's, the owner's alone, stayed with the output once renamed, and
+    a service running as another user (serve reading an export) could not read it."""
+    while True:
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def check_writable(path: str | Path) -> Path:
@@ -225,10 +241,10 @@ def atomic_file(path: str | Path, durable: bool = False):
     try:
         yield tmp
         if durable:
-            _fsync(tmp, os.O_RDONLY)
+            fsync_path(tmp)
         os.replace(tmp, path)
         if durable:
-            _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            fsync_path(path.parent)
     except OSError as e:
         if e.filename == str(tmp):
             e.filename = str(path)
@@ -238,8 +254,9 @@ def atomic_file(path: str | Path, durable: bool = False):
         tmp.unlink(missing_ok=True)
 
 
-def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
+def fsync_path(path: Path) -> None:
+    """Have the kernel write `path` (a file's data, or a folder's entries: a rename into it) to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
         os.fsync(fd)
     finally:

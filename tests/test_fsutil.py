@@ -157,3 +157,16 @@ def test_a_sequence_file_reaches_the_disk_before_its_packets_leave(tmp_path, mon
     write_seq_file(tmp_path / "seq7.json", 7, 42)
     assert events == [("fsync", str(tmp_path / ".seq7.tmp.json")), ("replace", str(tmp_path / "seq7.json")), ("fsync", str(tmp_path))]
     assert read_seq_file(tmp_path / "seq7.json", 7) == 42
+
+
+def test_output_folders_have_the_umasks_permissions(tmp_path):
+    """Output folders were made by mkdtemp, for the owner alone (0700), and kept that once renamed:
+    serve running as a service user could not read an export another user made, nor a web server
+    a report."""
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out", "m.json") as tmp:
+            (tmp / "m.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

@@ -50,6 +50,7 @@ def main():
     edgeae encode dist/X --data F --sensor 1 --out p.bin | --mqtt HOST:PORT   device loop -> packets
     edgeae calibrate dist/X --data F                 fit the host's anomaly scorer
     edgeae serve dist/X --mqtt HOST:PORT --db r.sqlite   decode, score, store every packet
+    edgeae archive r.sqlite --before 90d --out archive/X   what came in before to Parquet
     edgeae eval dist/X --data F --out reports/X      detection and compression vs baselines
     edgeae eval --protocol skab --recipe models/skab.toml --data ../shared/data/skab --out reports/skab
     edgeae sweep --recipe R --data F --code-sizes 2,4,8,16,32 --out reports/rd
@@ -214,15 +215,21 @@ def _fault_kinds(ctx, param, value: str) -> tuple[str, ...]:
     return kinds
 
 
-def _start_time(ctx, param, value: str) -> float:
+def _moment(ctx, param, value: str | None) -> float | None:
+    """A time option as Unix seconds: ISO 8601, Unix seconds, 'now', or N days ago ('30d')."""
+    import re
     import time
 
     from .data import unix_seconds
 
+    if value is None:
+        return None
     try:
-        return time.time() if value == "now" else unix_seconds(value)
+        if value == "now" or re.fullmatch(r"\d+(\.\d+)?d", value):
+            return time.time() - (0 if value == "now" else float(value[:-1]) * 86400)
+        return unix_seconds(value)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(f"{e}, 'now' or a number of days ago ('30d')") from None
 
 
 @main.command()
@@ -233,8 +240,8 @@ def _start_time(ctx, param, value: str) -> float:
               help="Faults in the second half, in this order, with healthy gaps between; 'none' for a healthy recording.")  # fmt: skip
 @click.option("--severity", default=1.0, show_default=True,
               help="Scale of each fault's extra vibration. The demo's export, at its UCL, still catches the bearing spalls at 0.2 and misses imbalance and looseness at 0.5.")  # fmt: skip
-@click.option("--start", default="2026-01-01T00:00:00Z", show_default=True, callback=_start_time,
-              help="The CSV's first time: ISO 8601 (UTC unless it gives its offset), Unix seconds, or 'now'. "
+@click.option("--start", default="2026-01-01T00:00:00Z", show_default=True, callback=_moment,
+              help="The CSV's first time: ISO 8601 (UTC unless it gives its offset), Unix seconds, 'now', or days ago ('30d'). "
                    "`edgeae encode` stamps each packet with its window's time.")  # fmt: skip
 def simulate(out, seconds, seed, faults, severity, start):
     """Write a simulated labelled recording of the demo machine (see edgeae.simulate).
@@ -486,6 +493,28 @@ def results(db, parquet, plot):
 
         series = results_.score_series(db, RESULTS_SENSORS)
         click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db), len(summary['per_sensor']))}", err=True)
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--before", required=True, callback=_moment,
+              help="Archive what came in before this time: ISO 8601 (UTC unless it gives its offset), Unix seconds, or days ago ('30d').")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="A new folder for the archive (one is never replaced).")
+def archive(db, before, out):
+    """Move what a serve database received before a time into Parquet files, so that it stops growing.
+
+    The packets and rejected messages that came in before --before, and the gaps filled before it,
+    go to OUT (packets.parquet, rejected.parquet, missing.parquet, archive.json) and leave the
+    database, whose freed space serve then reuses. Safe beside a running serve, which waits: the
+    folder is on the disk before any row is deleted. serve still rejects a replay of an archived
+    packet; a late packet filling an open gap is still let in. From cron: --before 90d."""
+    from . import results as results_
+
+    report = results_.archive(db, before, out)
+    if report is None:
+        click.echo(f"{db}: nothing came in before {results_.iso_utc(before)}; nothing archived", err=True)
+    else:
+        click.echo(json.dumps(report, indent=2))
 
 
 @main.command(name="eval")

@@ -1,14 +1,20 @@
 """The results database that `edgeae serve` writes: its tables, opened only when they are edgeae's,
-and read back (`edgeae results`: a summary, each sensor's scores, Parquet).
+read back (`edgeae results`: a summary, each sensor's scores, Parquet) and archived (`edgeae
+archive`: what came in before a time moved out into Parquet files, so that the database of a
+gateway that runs for years stops growing).
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
-scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags).
+scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags),
+archived (per sensor, the sequence numbers below which its packets were archived: serve rejects them
+as replays, as it would the packets themselves).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, existing_file, require
-from .fsutil import atomic_file
+from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, temp_folder_beside
 
 
 #: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`).
@@ -36,6 +42,8 @@ CREATE TABLE IF NOT EXISTS missing (
     PRIMARY KEY (sensor, seq));
 CREATE TABLE IF NOT EXISTS scorers (
     started_at REAL NOT NULL, model_id TEXT NOT NULL, mode TEXT NOT NULL, rule TEXT NOT NULL, threshold REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS archived (
+    sensor INTEGER PRIMARY KEY, below_seq INTEGER NOT NULL, packets INTEGER NOT NULL, archived_at REAL NOT NULL);
 """
 APPLICATION_ID = 0x65646165  # "edae" in PRAGMA application_id: marks a results database as edgeae's
 
@@ -130,17 +138,24 @@ def summary(db: str | Path) -> dict:
             "packets": q("SELECT COUNT(*) FROM packets")[0][0],
             "anomalies": q("SELECT COUNT(*) FROM packets WHERE anomaly=1")[0][0],
             "unscored": q("SELECT COUNT(*) FROM packets WHERE score IS NULL")[0][0],
-            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": _utc(t0), "last_time": _utc(t1),
-                               "last_received": _utc(r)} for s, n, k, a, b, t0, t1, r in
+            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": iso_utc(t0), "last_time": iso_utc(t1),
+                               "last_received": iso_utc(r)} for s, n, k, a, b, t0, t1, r in
                            q("SELECT sensor, COUNT(*), SUM(anomaly), MIN(seq), MAX(seq), MIN(timestamp), MAX(timestamp), MAX(received_at) "
                              "FROM packets GROUP BY sensor")},  # fmt: skip
             "open_gaps": {s: n for s, n in q("SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL GROUP BY sensor")},
             "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
             "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
+            "archived": {s: {"packets": n, "below_seq": w, "archived_at": iso_utc(t)} for s, n, w, t in
+                         q("SELECT sensor, packets, below_seq, archived_at FROM archived ORDER BY sensor")} if _has(con, "archived") else {},
         }
 
 
-def _utc(t: float) -> str:
+def _has(con: sqlite3.Connection, table: str) -> bool:
+    """Whether the database has `table` (one from an older edgeae may lack the newer ones)."""
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+
+
+def iso_utc(t: float) -> str:
     """Unix seconds as ISO 8601 in UTC, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -163,40 +178,119 @@ def thresholds(db: str | Path) -> list[float]:
     """The distinct thresholds that serve runs into `db` flagged packets with (none in a database
     from before the scorers table)."""
     with read_results(db) as con:
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scorers'").fetchone():
+        if not _has(con, "scorers"):
             return []
         return [t for (t,) in con.execute("SELECT DISTINCT threshold FROM scorers ORDER BY threshold")]
 
 
-#: `results --parquet`: the packets table's columns as Parquet types (lists, UTC timestamps)
+#: `results --parquet` and `archive`: the tables' columns as Parquet types (lists, UTC timestamps)
 #: instead of SQLite's JSON text and Unix seconds, for pandas, polars or DuckDB to read as they are.
 PARQUET_BATCH = 65_536  # rows held at a time
+_ORDER = {"packets": "sensor, seq", "rejected": "id", "missing": "sensor, seq"}
 
 
-def _parquet_schema(pa):
+def _parquet_schema(pa, table: str):
     utc = lambda unit: pa.timestamp(unit, tz="UTC")  # noqa: E731
-    return pa.schema([("sensor", pa.int64()), ("seq", pa.int64()), ("timestamp", utc("s")), ("model_id", pa.string()),
-                      ("code", pa.list_(pa.int8())), ("residual", pa.uint8()), ("reconstruction_rms", pa.list_(pa.float64())),
-                      ("score", pa.float64()), ("anomaly", pa.bool_()), ("reordered", pa.bool_()),
-                      ("received_at", utc("us")), ("stored_at", utc("us")), ("topic", pa.string())])  # fmt: skip
+    i64, f64, text = pa.int64(), pa.float64(), pa.string()
+    return pa.schema({
+        "packets": [("sensor", i64), ("seq", i64), ("timestamp", utc("s")), ("model_id", text), ("code", pa.list_(pa.int8())),
+                    ("residual", pa.uint8()), ("reconstruction_rms", pa.list_(f64)), ("score", f64), ("anomaly", pa.bool_()),
+                    ("reordered", pa.bool_()), ("received_at", utc("us")), ("stored_at", utc("us")), ("topic", text)],
+        "rejected": [("id", i64), ("received_at", utc("us")), ("topic", text), ("reason", text), ("detail", text), ("sensor", i64),
+                     ("seq", i64), ("raw", pa.binary())],
+        "missing": [("sensor", i64), ("seq", i64), ("detected_at", utc("us")), ("filled_at", utc("us"))],
+    }[table])  # fmt: skip
 
 
-def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH) -> Path:
-    """The packets table as Parquet, in (sensor, seq) order, `batch` rows at a time so that a
-    database of any size fits in memory (written to a temporary file, then renamed)."""
+def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple, path: Path, batch: int) -> int:
+    """The rows of `table` that `where` selects, as Parquet at `path`, `batch` rows at a time so
+    that a database of any size fits in memory; returns how many."""
     pa = require("pyarrow", "serve")
     pq = require("pyarrow.parquet", "serve")
-    schema = _parquet_schema(pa)
+    schema = _parquet_schema(pa, table)
+    micro = lambda t: round(t * 1e6)  # noqa: E731
     convert = {"code": json.loads, "reconstruction_rms": json.loads, "anomaly": bool, "reordered": bool,
-               "received_at": lambda t: round(t * 1e6), "stored_at": lambda t: round(t * 1e6)}  # fmt: skip
+               "received_at": micro, "stored_at": micro, "detected_at": micro, "filled_at": micro}  # fmt: skip
 
     def column(field, values):
         f = convert.get(field.name)
         return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
 
+    n = 0
+    cur = con.execute(f"SELECT {', '.join(schema.names)} FROM {table} WHERE {where} ORDER BY {_ORDER[table]}", args)
+    with pq.ParquetWriter(path, schema) as writer:
+        while rows := cur.fetchmany(batch):
+            writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, zip(*rows))], schema=schema))
+            n += len(rows)
+    return n
+
+
+def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH) -> Path:
+    """The packets table as Parquet, in (sensor, seq) order (written to a temporary file, then renamed)."""
     with read_results(db) as con, atomic_file(out) as tmp:
-        cur = con.execute(f"SELECT {', '.join(schema.names)} FROM packets ORDER BY sensor, seq")
-        with pq.ParquetWriter(tmp, schema) as writer:
-            while rows := cur.fetchmany(batch):
-                writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, zip(*rows))], schema=schema))
+        _write_parquet(con, "packets", "1", (), tmp, batch)
     return Path(out)
+
+
+#: What `archive` moves out: the packets and rejected messages received before the time, and the
+#: gaps filled before it (open gaps stay: the packet that fills one is still let in).
+_ARCHIVED_ROWS = {"packets": "received_at < ?", "rejected": "received_at < ?", "missing": "filled_at < ?"}
+
+
+def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET_BATCH) -> dict | None:
+    """Move what `db` received before Unix time `before` into a new folder `out`: packets.parquet,
+    rejected.parquet, missing.parquet and archive.json (what it holds). Returns that, or None when
+    nothing came in before `before` (then no folder is made).
+
+    Nothing is lost: in one write transaction (serve waits meanwhile, holding its packets) the
+    rows are written to a temporary folder, which is synced to the disk and renamed to `out`, and
+    only then are they deleted. Each sensor's sequence numbers below its archived ones go into
+    the archived table, so that serve rejects a replay of an archived packet as it did before."""
+    existing_file(db, "results database")
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
+    if not out.parent.is_dir():
+        raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
+    con = open_results(db)
+    try:
+        con.execute("PRAGMA busy_timeout = 60000")  # serve's batch in progress: wait for it
+        con.execute("BEGIN IMMEDIATE")
+        counts = {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE {w}", (before,)).fetchone()[0] for t, w in _ARCHIVED_ROWS.items()}
+        if not any(counts.values()):
+            con.rollback()
+            return None
+        sensors = {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in con.execute(
+            "SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets WHERE received_at < ? GROUP BY sensor", (before,))}  # fmt: skip
+        report = {"database": str(Path(db).resolve()), "before": iso_utc(before), "archived_at": iso_utc(time.time()), **counts,
+                  "per_sensor": sensors}  # fmt: skip
+        tmp = temp_folder_beside(out)
+        PENDING.add(tmp)  # SIGTERM meanwhile: removed, and the transaction never commits
+        try:
+            for table, where in _ARCHIVED_ROWS.items():
+                _write_parquet(con, table, where, (before,), tmp / f"{table}.parquet", batch)
+            (tmp / "archive.json").write_text(json.dumps(report, indent=2) + "\n")
+            for f in [*tmp.iterdir(), tmp]:
+                fsync_path(f)
+            with deferring_signals():  # the folder in place and the rows deleted, or neither
+                os.replace(tmp, out)
+                PENDING.discard(tmp)
+                fsync_path(out.parent)
+                now = time.time()
+                for s, d in sensors.items():
+                    con.execute("INSERT INTO archived VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sensor) DO UPDATE SET below_seq = "
+                                "MAX(below_seq, ?2), packets = packets + ?3, archived_at = ?4", (s, d["last_seq"] + 1, d["packets"], now))  # fmt: skip
+                for table, where in _ARCHIVED_ROWS.items():
+                    con.execute(f"DELETE FROM {table} WHERE {where}", (before,))
+                con.commit()
+        finally:
+            if tmp in PENDING:
+                PENDING.discard(tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+    except sqlite3.Error as e:
+        con.rollback()
+        kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""
+        raise EdgeaeError(f"{db}: cannot archive ({e}){kept}") from None
+    finally:
+        con.close()
+    return report

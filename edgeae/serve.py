@@ -48,7 +48,7 @@ from . import lorawan, wire
 from .errors import EdgeaeError, existing_file
 from .host import Hosts
 from .mqtt import Message, Subscriber
-from .results import _utc, open_results
+from .results import iso_utc, open_results
 
 REPLAYED = "replayed_seq"
 MAX_GAP_RECORDED = 10_000  # a jump larger than this is recorded as its first 10,000 numbers
@@ -192,9 +192,9 @@ class Server:
             if sensor in self.silent or now - max(t, self.started) <= self.silent_after:
                 continue
             self.silent.add(sensor)
-            self.notify(f"sensor {sensor}: silent, no packet for {now - t:.0f} s (the last came in at {_utc(t)})")
+            self.notify(f"sensor {sensor}: silent, no packet for {now - t:.0f} s (the last came in at {iso_utc(t)})")
             if sensor in self.states:
-                self._publish({**self.states[sensor], "silent": True, "silent_since": _utc(t)})
+                self._publish({**self.states[sensor], "silent": True, "silent_since": iso_utc(t)})
 
     def _note_replay(self, p: wire.Packet) -> None:
         """Say once per sensor that its packets come as replays: a device loop restarted at sequence
@@ -202,13 +202,22 @@ class Server:
         if p.sensor in self.replays_noted:
             return
         self.replays_noted.add(p.sensor)
-        (last,) = self.db.execute("SELECT MAX(seq) FROM packets WHERE sensor=?", (p.sensor,)).fetchone()
+        last = self._highest_seq(p.sensor)
         self.notify(f"sensor {p.sensor}: seq {p.seq} is stored already, rejected as {REPLAYED} (stored up to {last}); "
                     "a device that restarted its count has every packet rejected so: keep the count across restarts "
                     "(edgeae encode --seq-file; in firmware, in non-volatile memory)")  # fmt: skip
 
     def _stored(self, key) -> bool:
-        return self.db.execute("SELECT 1 FROM packets WHERE sensor=? AND seq=?", key).fetchone() is not None
+        """Whether the packet (sensor, seq) is stored, or was and is archived: below its sensor's
+        archived numbers, and not an open gap (a late packet that fills one is still let in)."""
+        return self.db.execute(
+            "SELECT 1 FROM packets WHERE sensor=?1 AND seq=?2 UNION ALL SELECT 1 FROM archived WHERE sensor=?1 AND ?2 < below_seq "
+            "AND NOT EXISTS (SELECT 1 FROM missing WHERE sensor=?1 AND seq=?2 AND filled_at IS NULL)", key).fetchone() is not None  # fmt: skip
+
+    def _highest_seq(self, sensor: int) -> int | None:
+        """The highest sequence number stored for `sensor`, archived ones included."""
+        return self.db.execute("SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM packets WHERE sensor=?1 "
+                               "UNION ALL SELECT below_seq - 1 FROM archived WHERE sensor=?1)", (sensor,)).fetchone()[0]  # fmt: skip
 
     def _rejected(self, raw: bytes) -> bool:
         return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
@@ -258,7 +267,7 @@ class Server:
         """Record the gap before this packet; returns 1 when it arrives after a later one
         (it fills a recorded gap, or precedes the first number seen)."""
         if p.sensor not in self.last_seq:
-            (self.last_seq[p.sensor],) = self.db.execute("SELECT MAX(seq) FROM packets WHERE sensor=?", (p.sensor,)).fetchone()
+            self.last_seq[p.sensor] = self._highest_seq(p.sensor)
         last = self.last_seq[p.sensor]
         if last is not None and p.seq < last:
             self.db.execute("UPDATE missing SET filled_at=? WHERE sensor=? AND seq=?", (now, p.sensor, p.seq))
@@ -373,5 +382,5 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
 def _state(sensor: int, anomaly: bool, seq: int, timestamp: int, score: float, threshold: float | None, model_id: str) -> dict:
     """A sensor's state as the state topic carries it: anomalous or not since packet `seq`; `silent`
     (with `silent_since`, when its last packet came in) once no packet came for --silent-after."""
-    return {"sensor": sensor, "anomaly": anomaly, "since_seq": seq, "since": _utc(timestamp), "score": score, "threshold": threshold,
+    return {"sensor": sensor, "anomaly": anomaly, "since_seq": seq, "since": iso_utc(timestamp), "score": score, "threshold": threshold,
             "model_id": model_id, "silent": False, "silent_since": None}  # fmt: skip

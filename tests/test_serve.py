@@ -864,7 +864,7 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
     for name in ("older.sqlite", "new.sqlite"):
         with contextlib.closing(sqlite3.connect(tmp_path / name)) as con:
             assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        assert tables(tmp_path / name) == ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]
+        assert tables(tmp_path / name) == ["archived", "missing", "packets", "rejected", "scorers", "sqlite_sequence"]
 
 
 def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_path):
@@ -1084,7 +1084,7 @@ def test_a_database_from_before_unscored_packets_takes_them(tmp_path, small_expo
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT score FROM packets WHERE sensor=7").fetchall() == [(0.5,)]
         assert sorted(t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")) == \
-            ["missing", "packets", "rejected", "scorers", "sqlite_sequence"]  # fmt: skip
+            ["archived", "missing", "packets", "rejected", "scorers", "sqlite_sequence"]  # fmt: skip
 
 
 def test_serve_several_exports_while_a_fleet_moves_to_a_new_model(tmp_path, small_run, small_export, streams):
@@ -1182,6 +1182,69 @@ def test_results_are_read_in_batches_as_parquet_types(tmp_path, monkeypatch):
     results_plot(series, tmp_path / "s.png", total=2, sensors=1)
     assert plt.gcf()._suptitle.get_text() == "Anomaly score per packet (the first 1 of 2 sensors)"
     plt.close("all")
+
+
+def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_replays(tmp_path, small_export, streams):
+    """A gateway's database grew by a row a packet for ever (160 bytes: 4 GB a month for 10 sensors at
+    a packet a second) and nothing took old rows out but SQL by hand, which would also have let
+    a replay of a deleted packet in. `edgeae archive --before` moves what came in before a time
+    into Parquet, and serve still rejects those packets' replays; a late packet that fills an
+    open gap is still let in, and the sequence numbers go on without a gap."""
+    import pyarrow.parquet as pq
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.serve import Server
+
+    keys = {k: bytes.fromhex(v) for k, v in KEYS.items()}
+    sent = _encode_file(small_export, streams[1], 1, None)
+    injected, _ = _bad_and_gap_packets(small_export, sent[0])  # sensor 9: 3 missing, 4 late; 5 bad packets
+
+    def serve(packets):
+        server = Server(small_export, db, keys)
+        server.run_packets(packets)
+        server.close()
+        return server
+
+    def rows(table, where="1"):
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            return con.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY 1, 2").fetchall()
+
+    db = tmp_path / "r.sqlite"
+    serve(sent[:40] + injected)
+    old = {t: rows(t) for t in ("packets", "rejected", "missing")}
+    time.sleep(0.05)
+    before = time.time()
+    time.sleep(0.05)
+    serve(sent[40:60])
+    proc = edgeae("archive", db, "--before", str(before), "--out", tmp_path / "a1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["packets"], report["rejected"], report["missing"]) == (46, 5, 1)  # the open gap (9, 3) stays
+    assert json.loads((tmp_path / "a1" / "archive.json").read_text()) == report
+    archived = pq.read_table(tmp_path / "a1" / "packets.parquet").to_pylist()
+    assert [(r["sensor"], r["seq"], r["code"], r["score"]) for r in archived] == [
+        (s, q, json.loads(c), score) for s, q, _, _, c, _, _, score, *_ in old["packets"]]
+    assert [r["raw"] for r in pq.read_table(tmp_path / "a1" / "rejected.parquet").to_pylist()] == [r[-1] for r in old["rejected"]]
+    assert [(r["sensor"], r["seq"]) for r in pq.read_table(tmp_path / "a1" / "missing.parquet").to_pylist()] == [(9, 4)]
+    assert [r[:2] for r in rows("packets")] == [(1, q) for q in range(40, 60)] and rows("rejected") == []
+    assert [r[:2] for r in rows("missing")] == [(9, 3)]
+    summary = json.loads(edgeae("results", db).stdout)
+    assert {s: (a["packets"], a["below_seq"]) for s, a in summary["archived"].items()} == {"1": (40, 40), "9": (6, 7)}
+
+    mid = Export.open(small_export).model_id
+    late, nine = (wire.encode(wire.Packet(mid, 9, q, 1_700_000_000 + q, (1, -2, 3, -4), 17), keys[9]) for q in (3, 7))
+    server = serve(sent[:40] + [late, nine] + sent[60:])  # the archived packets again, a late one, the next ones
+    assert server.rejected == {"replayed_seq": 40} and server.stored == 2 + len(sent) - 60
+    assert [(r[1], r[9]) for r in rows("packets", "sensor = 9")] == [(3, 1), (7, 0)]  # the gap filled: stored as late
+    assert [r[:2] for r in rows("missing", "filled_at IS NULL")] == []  # no gap opened: 7 follows the archived 6
+    assert [r[1] for r in rows("packets", "sensor = 1")] == list(range(40, len(sent)))
+
+    before_all = {t: rows(t) for t in ("packets", "rejected", "missing")}
+    assert_one_line_error(edgeae("archive", db, "--before", "now", "--out", tmp_path / "a1"), "an archive goes to a new folder")
+    assert_one_line_error(edgeae("archive", tmp_path / "none.sqlite", "--before", "now", "--out", tmp_path / "a2"), "no such results database")
+    proc = edgeae("archive", db, "--before", "2020-01-01", "--out", tmp_path / "a2")
+    assert proc.returncode == 0 and "nothing archived" in proc.stderr and not (tmp_path / "a2").exists()
+    assert {t: rows(t) for t in ("packets", "rejected", "missing")} == before_all
 
 
 def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):

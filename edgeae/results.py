@@ -186,7 +186,6 @@ def thresholds(db: str | Path) -> list[float]:
 #: `results --parquet` and `archive`: the tables' columns as Parquet types (lists, UTC timestamps)
 #: instead of SQLite's JSON text and Unix seconds, for pandas, polars or DuckDB to read as they are.
 PARQUET_BATCH = 65_536  # rows held at a time
-_ORDER = {"packets": "sensor, seq", "rejected": "id", "missing": "sensor, seq"}
 
 
 def _parquet_schema(pa, table: str):
@@ -202,9 +201,11 @@ def _parquet_schema(pa, table: str):
     }[table])  # fmt: skip
 
 
-def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple, path: Path, batch: int) -> int:
-    """The rows of `table` that `where` selects, as Parquet at `path`, `batch` rows at a time so
-    that a database of any size fits in memory; returns how many."""
+def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple, path: Path, batch: int, key: str) -> int:
+    """The rows of `table` that `where` selects, in the order of `key` (its columns), as Parquet at
+    `path`; returns how many. Read `batch` rows at a time, each batch its own query (the next
+    begins after the last key read): a database of any size fits in memory, and no read holds
+    SQLite's lock for longer than a batch, which would stall a running serve's writes."""
     pa = require("pyarrow", "serve")
     pq = require("pyarrow.parquet", "serve")
     schema = _parquet_schema(pa, table)
@@ -216,59 +217,68 @@ def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple,
         f = convert.get(field.name)
         return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
 
-    n = 0
-    cur = con.execute(f"SELECT {', '.join(schema.names)} FROM {table} WHERE {where} ORDER BY {_ORDER[table]}", args)
+    k = len(key.split(","))
+    select = f"SELECT {key}, {', '.join(schema.names)} FROM {table} WHERE ({where})"
+    n, rows = 0, con.execute(f"{select} ORDER BY {key} LIMIT {batch}", args).fetchall()
     with pq.ParquetWriter(path, schema) as writer:
-        while rows := cur.fetchmany(batch):
-            writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, zip(*rows))], schema=schema))
+        while rows:
+            writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, list(zip(*rows))[k:])], schema=schema))
             n += len(rows)
+            after = rows[-1][:k]
+            rows = con.execute(f"{select} AND ({key}) > ({', '.join('?' * k)}) ORDER BY {key} LIMIT {batch}", (*args, *after)).fetchall()
     return n
 
 
 def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH) -> Path:
     """The packets table as Parquet, in (sensor, seq) order (written to a temporary file, then renamed)."""
     with read_results(db) as con, atomic_file(out) as tmp:
-        _write_parquet(con, "packets", "1", (), tmp, batch)
+        _write_parquet(con, "packets", "1", (), tmp, batch, "sensor, seq")
     return Path(out)
 
 
 #: What `archive` moves out: the packets and rejected messages received before the time, and the
-#: gaps filled before it (open gaps stay: the packet that fills one is still let in).
-_ARCHIVED_ROWS = {"packets": "received_at < ?", "rejected": "received_at < ?", "missing": "filled_at < ?"}
+#: gaps filled before it (open gaps stay: the packet that fills one is still let in): per table, the
+#: column of that time, and the key in whose order the rows are written. Only the rows up to each
+#: table's last one when the archive began: a row added since (serve had held a packet received
+#: before the time) stays.
+_ARCHIVED_ROWS = {"packets": ("received_at", "sensor, seq"), "rejected": ("received_at", "id"), "missing": ("filled_at", "sensor, seq")}
 
 
 def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET_BATCH) -> dict | None:
-    """Move what `db` received before Unix time `before` into a new folder `out`: packets.parquet,
-    rejected.parquet, missing.parquet and archive.json (what it holds). Returns that, or None when
-    nothing came in before `before` (then no folder is made).
+    """Move what `db` received before Unix time `before` (at the latest, now) into a new folder
+    `out`: packets.parquet, rejected.parquet, missing.parquet and archive.json (what it holds).
+    Returns that, or None when nothing came in before `before` (then no folder is made).
 
-    Nothing is lost: in one write transaction (serve waits meanwhile, holding its packets) the
-    rows are written to a temporary folder, which is synced to the disk and renamed to `out`, and
-    only then are they deleted. Each sensor's sequence numbers below its archived ones go into
-    the archived table, so that serve rejects a replay of an archived packet as it did before."""
+    Beside a running serve: the rows are read a batch at a time (`_write_parquet`), each batch a
+    short read, so that serve's writes go on. The folder is synced to the disk and renamed to
+    `out`, and only then, in one write transaction, are the rows deleted and each sensor's sequence
+    numbers below its archived ones put in the archived table, so that serve rejects a replay of
+    an archived packet as it did before. Nothing is lost: a crash before that commit leaves every
+    row in the database (and perhaps the folder, a copy)."""
     existing_file(db, "results database")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
+    before = min(before, time.time())  # a gap filled from now on has filled_at >= before
     con = open_results(db)
     try:
         con.execute("PRAGMA busy_timeout = 60000")  # serve's batch in progress: wait for it
-        con.execute("BEGIN IMMEDIATE")
-        counts = {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE {w}", (before,)).fetchone()[0] for t, w in _ARCHIVED_ROWS.items()}
+        where = {t: f"{col} < {before!r} AND rowid <= {con.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM {t}').fetchone()[0]}"
+                 for t, (col, _) in _ARCHIVED_ROWS.items()}  # fmt: skip
+        counts = {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE {w}").fetchone()[0] for t, w in where.items()}
         if not any(counts.values()):
-            con.rollback()
             return None
         sensors = {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in con.execute(
-            "SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets WHERE received_at < ? GROUP BY sensor", (before,))}  # fmt: skip
+            f"SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets WHERE {where['packets']} GROUP BY sensor")}  # fmt: skip
         report = {"database": str(Path(db).resolve()), "before": iso_utc(before), "archived_at": iso_utc(time.time()), **counts,
                   "per_sensor": sensors}  # fmt: skip
         tmp = temp_folder_beside(out)
-        PENDING.add(tmp)  # SIGTERM meanwhile: removed, and the transaction never commits
+        PENDING.add(tmp)  # SIGTERM meanwhile: removed, and nothing deleted
         try:
-            for table, where in _ARCHIVED_ROWS.items():
-                _write_parquet(con, table, where, (before,), tmp / f"{table}.parquet", batch)
+            for table, (_, key) in _ARCHIVED_ROWS.items():
+                _write_parquet(con, table, where[table], (), tmp / f"{table}.parquet", batch, key)
             (tmp / "archive.json").write_text(json.dumps(report, indent=2) + "\n")
             for f in [*tmp.iterdir(), tmp]:
                 fsync_path(f)
@@ -276,12 +286,13 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
                 os.replace(tmp, out)
                 PENDING.discard(tmp)
                 fsync_path(out.parent)
+                con.execute("BEGIN IMMEDIATE")
                 now = time.time()
                 for s, d in sensors.items():
                     con.execute("INSERT INTO archived VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sensor) DO UPDATE SET below_seq = "
                                 "MAX(below_seq, ?2), packets = packets + ?3, archived_at = ?4", (s, d["last_seq"] + 1, d["packets"], now))  # fmt: skip
-                for table, where in _ARCHIVED_ROWS.items():
-                    con.execute(f"DELETE FROM {table} WHERE {where}", (before,))
+                for table, w in where.items():
+                    con.execute(f"DELETE FROM {table} WHERE {w}")
                 con.commit()
         finally:
             if tmp in PENDING:

@@ -1247,6 +1247,41 @@ def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_repl
     assert {t: rows(t) for t in ("packets", "rejected", "missing")} == before_all
 
 
+def test_results_are_read_for_parquet_a_query_a_batch_so_serve_stores_meanwhile(tmp_path, monkeypatch):
+    """`results --parquet` (and `archive`) read the packets through one query, which held SQLite's
+    lock until its last row: serve could not store a packet for 11.7 s of 2 million
+    (tools/bench_results.py), and the broker drops what is beyond its queue meanwhile. Each batch
+    is now a query of its own: between them, serve stores (here with no wait allowed at all)."""
+    import pyarrow.parquet as pq
+
+    from edgeae.results import archive, open_results, to_parquet
+
+    db = tmp_path / "r.sqlite"
+    packet = lambda sensor, seq, t: (sensor, seq, 1_700_000_000 + seq, "0badcafe", "[1, -1]", 0, "[0.5]", 0.1, 0, 0, t, t, None)  # noqa: E731
+    con = open_results(db)
+    with con:
+        con.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [packet(1, q, 1.7e9 + q) for q in range(10)])
+    con.close()
+    stored = []
+    write_batch = pq.ParquetWriter.write_batch
+
+    def serve_stores_one(writer, *args, **kw):
+        with contextlib.closing(sqlite3.connect(db, timeout=0)) as serve:
+            with serve:
+                serve.execute("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", packet(0, len(stored), time.time()))
+        stored.append(1)
+        return write_batch(writer, *args, **kw)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", serve_stores_one)
+    assert pq.read_table(to_parquet(db, tmp_path / "p.parquet", batch=3)).num_rows == 10  # sensor 0's sort before: not read
+    assert len(stored) == 4
+    report = archive(db, 1.7e9 + 5, tmp_path / "a", batch=2)
+    assert report["packets"] == 5 and len(stored) == 4 + 3
+    assert [r["seq"] for r in pq.read_table(tmp_path / "a" / "packets.parquet").to_pylist()] == [0, 1, 2, 3, 4]
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT sensor, COUNT(*) FROM packets GROUP BY sensor").fetchall() == [(0, 7), (1, 5)]
+
+
 def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
     """Unscored packets (NaN) broke the score line into dashes and went unmentioned."""
     import matplotlib.pyplot as plt

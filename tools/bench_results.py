@@ -1,10 +1,14 @@
-"""`edgeae results` on a large serve database: time and peak memory of --parquet and --plot.
+"""`edgeae results` and `edgeae archive` on a large serve database: time, peak memory, and how long
+a running serve's writes wait meanwhile.
 
 Fills a results database (edgeae's schema, `results.open_results`) with N packets spread over S
 sensors, rows as serve writes them (an 8-byte code, 4 channels' reconstruction RMS), then runs
-`edgeae results DB --parquet` and `edgeae results DB --plot` each as its own process and reads its
-peak resident memory from the kernel (`os.wait4`). A gateway's database grows by one row per
-packet: at one packet a second a sensor adds 2.6 million a month. Writes JSON.
+`edgeae results DB --parquet`, `edgeae results DB --plot` and `edgeae archive DB` (half of each
+sensor's packets) each as its own process and reads its peak resident memory from the kernel
+(`os.wait4`). Beside each, a writer inserts a packet every 20 ms in a transaction of its own, as
+serve does, and records its longest wait for SQLite's lock (`writer_max_wait_s`): the broker holds
+what serve does not take meanwhile, and drops what is beyond its queue. A gateway's database grows
+by one row per packet: at one packet a second a sensor adds 2.6 million a month. Writes JSON.
 
     python tools/bench_results.py [--packets 2000000] [--sensors 10] [--out tools/out/results.json]
 """
@@ -12,9 +16,14 @@ packet: at one packet a second a sensor adds 2.6 million a month. Writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import sqlite3
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +44,34 @@ def fill(db: Path, packets: int, sensors: int) -> None:
     con.close()
 
 
-def measure(*args: str) -> dict:
-    """Wall time and peak resident memory of `edgeae results ARGS` in its own process."""
-    return _measure.run([sys.executable, "-m", "edgeae", "results", *args], cwd=ROOT)
+_WRITERS = itertools.count()  # each writer its own sensor
+
+
+def measure(db: Path, command: str, *args: str) -> dict:
+    """Wall time and peak resident memory of `edgeae COMMAND DB ARGS` in its own process, and the
+    longest wait of a writer beside it."""
+    stop, waits, sensor = threading.Event(), [0.0], 10**4 + next(_WRITERS)
+
+    def writer():
+        con = sqlite3.connect(db, timeout=120)
+        for i in range(10**9):
+            t = time.perf_counter()
+            with con:
+                con.execute("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (sensor, i, 0, "0badcafe", "[]", 0, "[]", 0.0, 0, 0, time.time(), time.time(), None))  # fmt: skip
+            waits[0] = max(waits[0], time.perf_counter() - t)
+            if stop.wait(0.02):
+                break
+        con.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = _measure.run([sys.executable, "-m", "edgeae", command, str(db), *args], cwd=ROOT)
+    finally:
+        stop.set()
+        thread.join()
+    return {**result, "writer_max_wait_s": round(waits[0], 3)}
 
 
 def main(argv=None) -> dict:
@@ -49,9 +83,13 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "r.sqlite"
         fill(db, a.packets, a.sensors)
+        half = 1.7e9 + a.packets // a.sensors // 2  # `fill`'s received_at: half of each sensor's packets before it
         out = {"packets": a.packets, "sensors": a.sensors, "db_mb": round(db.stat().st_size / 2**20, 1),
-               "summary": measure(str(db)), "parquet": measure(str(db), "--parquet", str(Path(tmp) / "p.parquet")),
-               "plot": measure(str(db), "--plot", str(Path(tmp) / "s.png"))}  # fmt: skip
+               "summary": measure(db, "results"), "parquet": measure(db, "results", "--parquet", str(Path(tmp) / "p.parquet")),
+               "plot": measure(db, "results", "--plot", str(Path(tmp) / "s.png")),
+               "archive_half": measure(db, "archive", "--before", str(half), "--out", str(Path(tmp) / "archive"))}  # fmt: skip
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            assert con.execute("SELECT COUNT(*) FROM packets WHERE received_at < ?", (half,)).fetchone()[0] == 0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -504,10 +504,11 @@ def archive(db, before, out):
     """Move what a serve database received before a time into Parquet files, so that it stops growing.
 
     The packets and rejected messages that came in before --before, and the gaps filled before it,
-    go to OUT (packets.parquet, rejected.parquet, missing.parquet, archive.json) and leave the
-    database, whose freed space serve then reuses. Safe beside a running serve, which waits: the
-    folder is on the disk before any row is deleted. serve still rejects a replay of an archived
-    packet; a late packet filling an open gap is still let in. From cron: --before 90d."""
+    go to --out (packets.parquet, rejected.parquet, missing.parquet, archive.json) and leave the
+    database, whose freed space serve then reuses. Safe beside a running serve, which waits only
+    while the rows are deleted (about a second a million): the folder is on the disk before. serve
+    still rejects a replay of an archived packet; a late packet filling an open gap is still let
+    in. From cron: --before 90d."""
     from . import results as results_
 
     report = results_.archive(db, before, out)

@@ -317,7 +317,8 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
 @click.option("--mqtt", "broker", help=f"Publish to this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
-@click.option("--key", help="Hex HMAC key: tag every packet (serve must have the same key).")
+@click.option("--key", envvar="EDGEAE_KEY", show_envvar=True,
+              help="Hex HMAC key: tag every packet (serve must have the same key). Better from $EDGEAE_KEY: ps shows a command's arguments to every user.")  # fmt: skip
 @click.option("--t0", type=float, default=None,
               help="Timestamp of row 0, Unix seconds, and stamp rows t0 + period x row "
                    "[default: each row's own time, from the data's time column; without one, now].")

@@ -942,6 +942,20 @@ def test_broker_addresses(monkeypatch):
         assert "pw" not in str(e.value)
 
 
+def test_encode_takes_its_key_from_the_environment(tmp_path, small_export, streams, monkeypatch):
+    """`--key` on the command line is readable by every user of the device (ps, /proc/PID/cmdline);
+    the key now comes from $EDGEAE_KEY too, as the MQTT password from $EDGEAE_MQTT_PASSWORD."""
+    from test_cli import edgeae
+
+    monkeypatch.setenv("EDGEAE_KEY", KEYS[1])
+    proc = edgeae("encode", small_export, "--data", streams[1], "--sensor", 1, "--out", tmp_path / "p.bin")
+    assert proc.returncode == 0, proc.stderr
+    raws = wire.read_packet_file(tmp_path / "p.bin")
+    assert raws and all(wire.decode(raw, {1: bytes.fromhex(KEYS[1])}).sensor == 1 for raw in raws)
+    with pytest.raises(wire.PacketError, match="tag"):
+        wire.decode(raws[0], {1: bytes.fromhex(KEYS[2])})
+
+
 def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_export, tmp_path):
     from test_cli import assert_one_line_error, edgeae
 

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 from . import lorawan, wire
 from .errors import EdgeaeError, existing_file
 from .host import Hosts

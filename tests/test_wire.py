@@ -1,11 +1,15 @@
 """Wire format v1: layout, sizes, and property-based tests of the decoder."""
 
+import shutil
 import struct
+import subprocess
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from edgeae import wire
 
 KEY = b"sensor-key-0123"
@@ -107,3 +111,61 @@ def test_a_packet_file_is_kept_whole_unless_nothing_in_it_is_a_packet(tmp_path):
             wire.read_packet_file(tmp_path / name)
     with pytest.raises(wire.EdgeaeError, match="no such packet file"):
         wire.read_packet_file(tmp_path / "nope.bin")
+
+
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "edgeae_packet.h"
+/* Per line: model sensor seq timestamp residual key-hex|- code...; prints the packet in hex. */
+int main(void) {
+  unsigned long model, sensor, seq, ts; int residual; char keyhex[512];
+  while (scanf("%lu %lu %lu %lu %d %511s", &model, &sensor, &seq, &ts, &residual, keyhex) == 6) {
+    int8_t code[64]; size_t n = 0; int v; uint8_t key[255]; size_t key_len = 0;
+    while (n < 64 && scanf("%d", &v) == 1) code[n++] = (int8_t)v;
+    scanf(" ;");
+    if (keyhex[0] != '-')
+      for (; keyhex[2 * key_len]; ++key_len) sscanf(keyhex + 2 * key_len, "%2hhx", &key[key_len]);
+    uint8_t out[EDGEAE_PACKET_MAX_SIZE];
+    size_t len = edgeae_packet(out, sizeof(out), (uint32_t)model, (uint16_t)sensor, (uint32_t)seq, (uint32_t)ts,
+                               code, n, residual, keyhex[0] == '-' ? NULL : key, key_len);
+    for (size_t i = 0; i < len; ++i) printf("%02x", out[i]);
+    printf("\n");
+  }
+  int8_t c[65] = {0}; uint8_t small[20];  /* what it refuses: 0, nothing written */
+  printf("%zu %zu %zu %zu\n", edgeae_packet(small, sizeof(small), 1, 1, 1, 1, c, 8, -1, NULL, 0),
+         edgeae_packet(small, sizeof(small), 1, 1, 1, 1, c, 0, -1, NULL, 0),
+         edgeae_packet(small, sizeof(small), 1, 1, 1, 1, c, 1, 256, NULL, 0),
+         edgeae_packet(small, sizeof(small), 1, 1, 1, 1, c, 1, -1, NULL, 0));
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("g++") is None, reason="no system C/C++ compiler")
+def test_the_c_packet_encoder_for_firmware_makes_the_bytes_the_host_decodes(tmp_path):
+    """The MCU export gave the firmware the models but left the packet (layout, CRC-16, HMAC-SHA256)
+    to be written by hand from docs/wire-format.md, where one slip has every packet rejected.
+    edgeae_packet.c is that code: compiled as C99 and as C++, byte for byte `wire.encode`'s."""
+    import random
+
+    src = ROOT / "edgeae" / "c"
+    (tmp_path / "harness.c").write_text(HARNESS)
+    for compiler, flags in (("gcc", ["-std=c99", "-pedantic"]), ("g++", ["-std=c++11", "-x", "c++"])):
+        exe = tmp_path / f"harness-{compiler}"
+        subprocess.run([compiler, *flags, "-Wall", "-Wextra", "-Werror", f"-I{src}", str(tmp_path / "harness.c"), str(src / "edgeae_packet.c"),
+                        "-o", str(exe)], check=True)  # fmt: skip
+        rng = random.Random(3)
+        cases = [wire.Packet(2**32 - 1, 2**16 - 1, 2**32 - 1, 2**32 - 1, (-128,) * 64, 255), wire.Packet(0, 0, 0, 0, (127,), None)]
+        cases += [wire.Packet(rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32), rng.getrandbits(32),
+                              tuple(rng.randint(-128, 127) for _ in range(rng.randint(1, 64))), rng.choice([None, rng.randint(0, 255)]))
+                  for _ in range(200)]  # fmt: skip
+        keys = [None, b"\x00", bytes(range(16)), bytes(range(64)), bytes(range(65)), bytes(rng.getrandbits(8) for _ in range(200))]
+        keys += [rng.choice(keys) for _ in cases[len(keys) :]]
+        lines = [f"{p.model_id} {p.sensor} {p.seq} {p.timestamp} {-1 if p.residual is None else p.residual} {k.hex() if k else '-'} "
+                 f"{' '.join(map(str, p.code))} ;" for p, k in zip(cases, keys)]  # fmt: skip
+        out = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True).stdout.splitlines()
+        assert [bytes.fromhex(h) for h in out[:-1]] == [wire.encode(p, k) for p, k in zip(cases, keys)]
+        assert all(wire.decode(bytes.fromhex(h), None if k is None else {p.sensor: k}) == replace(p, tagged=k is not None)
+                   for h, p, k in zip(out, cases, keys))  # fmt: skip
+        assert out[-1] == "0 0 0 20"  # too small for the code, no code, residual 256; the smallest packet

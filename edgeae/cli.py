@@ -175,7 +175,7 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     click.echo(f"packet: {size} bytes with the residual byte and tag, {size - wire.TAG_BYTES} without the tag ({wire.radio_note(size)})")
     if "mcu" in man:
         a, d = man["mcu"]["arena"], man["mcu"]["device_arena"]
-        click.echo(f"mcu: C sources {man['mcu']['sources']}_*; tensor arena {a['stated_bytes']} bytes for the encoder, "
+        click.echo(f"mcu: C sources {man['mcu']['sources']}_* and the packet's edgeae_packet.c; tensor arena {a['stated_bytes']} bytes for the encoder, "
                    f"{d['stated_bytes']} for the device model (smallest that ran {a['minimum_bytes']} / {d['minimum_bytes']}, +{a['margin']:.0%})")  # fmt: skip
     if "edgetpu" in man:
         from .targets import edgetpu_table

@@ -402,4 +402,6 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
             manifest["edgetpu"] = {"all_supported": report["all_supported"], "split": report["split"]}
         manifest["artifacts"] = {f.name: M.artifact_entry(f) for f in sorted(tmp.iterdir())}
         write_json(tmp / M.MANIFEST, manifest)
+        if target == "mcu":
+            targets.mcu_model_id_h(tmp, targets.c_identifier(name), M.Export(tmp, manifest).model_id)
     return Path(out)

@@ -93,6 +93,32 @@ int main(int argc, char** argv) {{
     np.testing.assert_array_equal(np.frombuffer((tmp_path / "q.bin").read_bytes(), np.int8), expected)
 
 
+    # The packet the firmware sends (edgeae_packet.c and the model id header, as the README shows)
+    # is one the host takes for this export.
+    from edgeae import wire
+    from edgeae.manifest import Export
+
+    (tmp_path / "p.c").write_text(f"""#include <stdio.h>
+#include "edgeae_packet.h"
+#include "{ident}_model_id.h"
+#include "{ident}_config.h"
+int main(void) {{
+  int8_t code[EDGEAE_{ident.upper()}_CODE_SIZE] = {{-3, 5}};
+  uint8_t packet[EDGEAE_PACKET_MAX_SIZE], key[16] = {{1, 2, 3}};
+  size_t n = edgeae_packet(packet, sizeof(packet), EDGEAE_{ident.upper()}_MODEL_ID, 7, 41, 1700000000u, code,
+                           EDGEAE_{ident.upper()}_CODE_SIZE, 200, key, sizeof(key));
+  fwrite(packet, 1, n, stdout);
+  return n == 0;
+}}
+""")
+    subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "p.c"), str(mcu_export / "edgeae_packet.c"),
+                    "-o", str(tmp_path / "p")], check=True)  # fmt: skip
+    raw = subprocess.run([str(tmp_path / "p")], capture_output=True, check=True).stdout
+    ex = Export.open(mcu_export)
+    p = wire.decode(raw, {7: bytes([1, 2, 3] + [0] * 13)}, {ex.model_id})
+    assert (p.sensor, p.seq, p.timestamp, p.code[:3], p.residual, len(p.code)) == (7, 41, 1_700_000_000, (-3, 5, 0), 200, ex.manifest["code_size"])
+
+
 @pytest.mark.parametrize("model", ["encoder", "device"])
 def test_op_resolver_lists_exactly_the_models_ops(mcu_export, model):
     ident = _ident(mcu_export) + ("_device" if model == "device" else "")

@@ -114,6 +114,10 @@ int main(void) {{
     subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "p.c"), str(mcu_export / "edgeae_packet.c"),
                     "-o", str(tmp_path / "p")], check=True)  # fmt: skip
     raw = subprocess.run([str(tmp_path / "p")], capture_output=True, check=True).stdout
+    readme_packet = re.findall(r"```cpp\n(.*?)```", (mcu_export / "README.md").read_text(), re.S)[1]  # the README's packet code
+    (tmp_path / "readme.cc").write_text(f'#include "{ident}_config.h"\n' + readme_packet)
+    subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "readme.cc"), "-o", str(tmp_path / "readme.o")],
+                   check=True)  # fmt: skip
     ex = Export.open(mcu_export)
     p = wire.decode(raw, {7: bytes([1, 2, 3] + [0] * 13)}, {ex.model_id})
     assert (p.sensor, p.seq, p.timestamp, p.code[:3], p.residual, len(p.code)) == (7, 41, 1_700_000_000, (-3, 5, 0), 200, ex.manifest["code_size"])

@@ -480,19 +480,22 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
 @click.option("--parquet", type=click.Path(dir_okay=False), help="Also write the packets table as Parquet.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also draw each sensor's anomaly score over time, with the threshold that flagged it, "
                                                                   "into this PNG (needs the eval extra).")  # fmt: skip
-def results(db, parquet, plot):
+@click.option("--since", callback=_moment, help="Only what came in since this time: ISO 8601, Unix seconds, or days ago ('7d', '0.5d').")
+def results(db, parquet, plot, since):
     """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
     from . import results as results_
 
     plot = check_writable(plot) if plot else None
-    summary = results_.summary(db)
+    summary = results_.summary(db, since)
     click.echo(json.dumps(summary, indent=2))
     if parquet:
-        click.echo(f"packets written to {results_.to_parquet(db, parquet)}", err=True)
+        click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
     if plot:
         from .report import RESULTS_SENSORS, results_plot
 
-        series = results_.score_series(db, RESULTS_SENSORS)
+        series = results_.score_series(db, RESULTS_SENSORS, since)
+        if not series and since is not None:
+            raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
         click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db), len(summary['per_sensor']))}", err=True)
 
 

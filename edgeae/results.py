@@ -129,22 +129,31 @@ def _allow_unscored(con: sqlite3.Connection) -> None:
         raise
 
 
-def summary(db: str | Path) -> dict:
-    """What a results database holds: per sensor the packets, anomalies, sequence numbers, the
-    first and last window times and when the last packet came in; open gaps, reordering, rejections."""
+def _since(column: str, since: float | None) -> str:
+    """The SQL condition on `column` (Unix seconds) for what came since `since` (None: everything)."""
+    return "1" if since is None else f"{column} >= {float(since)!r}"
+
+
+def summary(db: str | Path, since: float | None = None) -> dict:
+    """What a results database holds (of what came in since `since`, a Unix time, if given): per
+    sensor the packets, anomalies, sequence numbers, the first and last window times and when the
+    last packet came in; open gaps, reordering, rejections; each sensor's archived packets."""
+    recent = _since("received_at", since)
     with read_results(db) as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         return {
-            "packets": q("SELECT COUNT(*) FROM packets")[0][0],
-            "anomalies": q("SELECT COUNT(*) FROM packets WHERE anomaly=1")[0][0],
-            "unscored": q("SELECT COUNT(*) FROM packets WHERE score IS NULL")[0][0],
+            **({} if since is None else {"since": iso_utc(since)}),
+            "packets": q(f"SELECT COUNT(*) FROM packets WHERE {recent}")[0][0],
+            "anomalies": q(f"SELECT COUNT(*) FROM packets WHERE anomaly=1 AND {recent}")[0][0],
+            "unscored": q(f"SELECT COUNT(*) FROM packets WHERE score IS NULL AND {recent}")[0][0],
             "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": iso_utc(t0), "last_time": iso_utc(t1),
                                "last_received": iso_utc(r)} for s, n, k, a, b, t0, t1, r in
                            q("SELECT sensor, COUNT(*), SUM(anomaly), MIN(seq), MAX(seq), MIN(timestamp), MAX(timestamp), MAX(received_at) "
-                             "FROM packets GROUP BY sensor")},  # fmt: skip
-            "open_gaps": {s: n for s, n in q("SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL GROUP BY sensor")},
-            "reordered": q("SELECT COUNT(*) FROM packets WHERE reordered=1")[0][0],
-            "rejected": {r: n for r, n in q("SELECT reason, COUNT(*) FROM rejected GROUP BY reason")},
+                             f"FROM packets WHERE {recent} GROUP BY sensor")},  # fmt: skip
+            "open_gaps": {s: n for s, n in q(f"SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL AND {_since('detected_at', since)} "
+                                             "GROUP BY sensor")},  # fmt: skip
+            "reordered": q(f"SELECT COUNT(*) FROM packets WHERE reordered=1 AND {recent}")[0][0],
+            "rejected": {r: n for r, n in q(f"SELECT reason, COUNT(*) FROM rejected WHERE {recent} GROUP BY reason")},
             "archived": {s: {"packets": n, "below_seq": w, "archived_at": iso_utc(t)} for s, n, w, t in
                          q("SELECT sensor, packets, below_seq, archived_at FROM archived ORDER BY sensor")} if _has(con, "archived") else {},
         }
@@ -160,15 +169,17 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def score_series(db: str | Path, sensors: int | None = None) -> dict[int, dict[str, np.ndarray]]:
-    """Per sensor (the first `sensors` by id, or all), in sequence order: the packets' window
-    timestamps, scores and anomaly flags, read a sensor at a time into arrays (24 bytes a packet,
-    not the rows' Python tuples: a gateway's database holds millions)."""
+def score_series(db: str | Path, sensors: int | None = None, since: float | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Per sensor (the first `sensors` by id, or all), in sequence order: the window timestamps,
+    scores and anomaly flags of its packets (that came in since `since`, if given), read a sensor
+    at a time into arrays (24 bytes a packet, not the rows' Python tuples: a gateway's database
+    holds millions)."""
+    recent = _since("received_at", since)
     with read_results(db) as con:
-        ids = [s for (s,) in con.execute("SELECT DISTINCT sensor FROM packets ORDER BY sensor")][:sensors]
+        ids = [s for (s,) in con.execute(f"SELECT DISTINCT sensor FROM packets WHERE {recent} ORDER BY sensor")][:sensors]
         out = {}
         for s in ids:
-            rows = con.execute("SELECT timestamp, score, anomaly FROM packets WHERE sensor=? ORDER BY seq", (s,))
+            rows = con.execute(f"SELECT timestamp, score, anomaly FROM packets WHERE sensor=? AND {recent} ORDER BY seq", (s,))
             a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
             out[s] = {k: a[k].copy() for k in a.dtype.names}
     return out
@@ -229,10 +240,11 @@ def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple,
     return n
 
 
-def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH) -> Path:
-    """The packets table as Parquet, in (sensor, seq) order (written to a temporary file, then renamed)."""
+def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH, since: float | None = None) -> Path:
+    """The packets table (what came in since `since`, if given) as Parquet, in (sensor, seq) order
+    (written to a temporary file, then renamed)."""
     with read_results(db) as con, atomic_file(out) as tmp:
-        _write_parquet(con, "packets", "1", (), tmp, batch, "sensor, seq")
+        _write_parquet(con, "packets", _since("received_at", since), (), tmp, batch, "sensor, seq")
     return Path(out)
 
 

@@ -1296,6 +1296,33 @@ def test_results_are_read_for_parquet_a_query_a_batch_so_serve_stores_meanwhile(
         assert con.execute("SELECT sensor, COUNT(*) FROM packets GROUP BY sensor").fetchall() == [(0, 7), (1, 5)]
 
 
+def test_results_since_a_time(tmp_path):
+    """A gateway's database holds months; `results` summed, exported and drew all of it, where an
+    operator asks what came in this week. --since keeps what came in since a time."""
+    import pyarrow.parquet as pq
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.results import open_results
+
+    con = open_results(tmp_path / "r.sqlite")
+    with con:
+        con.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [(s, q, 1_000 + q, "0badcafe", "[1]", 0, "[0.5]", q / 10, int(q == 4), 0, 2_000 + q, 2_000 + q, None)
+                         for s in (1, 2) for q in range(5)])  # fmt: skip
+        con.execute("INSERT INTO rejected (received_at, reason, raw) VALUES (2000, 'bad_crc', x'00'), (2004, 'truncated', x'01')")
+    con.close()
+    proc = edgeae("results", tmp_path / "r.sqlite", "--since", "2003", "--parquet", tmp_path / "p.parquet", "--plot", tmp_path / "s.png")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["since"], summary["packets"], summary["anomalies"], summary["rejected"]) == ("1970-01-01T00:33:23Z", 4, 2, {"truncated": 1})
+    assert {s: (d["first_seq"], d["last_seq"]) for s, d in summary["per_sensor"].items()} == {"1": (3, 4), "2": (3, 4)}
+    assert [(r["sensor"], r["seq"]) for r in pq.read_table(tmp_path / "p.parquet").to_pylist()] == [(1, 3), (1, 4), (2, 3), (2, 4)]
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert json.loads(edgeae("results", tmp_path / "r.sqlite").stdout)["packets"] == 10
+    assert_one_line_error(edgeae("results", tmp_path / "r.sqlite", "--since", "2005", "--plot", tmp_path / "n.png"),
+                          "no packet came in since 1970-01-01T00:33:25Z: nothing to plot")  # fmt: skip
+
+
 def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
     """Unscored packets (NaN) broke the score line into dashes and went unmentioned."""
     import matplotlib.pyplot as plt

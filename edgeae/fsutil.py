@@ -255,7 +255,10 @@ def atomic_file(path: str | Path, durable: bool = False):
 
 
 def fsync_path(path: Path) -> None:
-    """Have the kernel write `path` (a file's data, or a folder's entries: a rename into it) to the disk."""
+    """Have the kernel write `path` (a file's data, or a folder's entries: a rename into it) to the
+    disk. A folder cannot be synced where there is no O_DIRECTORY (Windows): skipped there."""
+    if path.is_dir() and not hasattr(os, "O_DIRECTORY"):
+        return
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
         os.fsync(fd)

@@ -88,7 +88,7 @@ def read_results(db: str | Path):
         con.close()
 
 
-def open_results(db: str | Path) -> sqlite3.Connection:
+def open_results(db: str | Path, advice: str = "give another --db") -> sqlite3.Connection:
     """The results database at `db`, created if new. Checked before anything is written: a database
     of another program (another application id, or any table that is not edgeae's) is refused
     rather than given edgeae's tables beside its own."""
@@ -97,7 +97,7 @@ def open_results(db: str | Path) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
     try:
-        _refuse_foreign(con, db, "give another --db")
+        _refuse_foreign(con, db, advice)
         _allow_unscored(con)
         con.executescript(SCHEMA)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -274,7 +274,7 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
     before = min(before, time.time())  # a gap filled from now on has filled_at >= before
-    con = open_results(db)
+    con = open_results(db, "give a database made by edgeae serve")
     try:
         con.execute("PRAGMA busy_timeout = 60000")  # serve's batch in progress: wait for it
         where = {t: f"{col} < {before!r} AND rowid <= {con.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM {t}').fetchone()[0]}"

@@ -1256,6 +1256,13 @@ def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_repl
     before_all = {t: rows(t) for t in ("packets", "rejected", "missing")}
     assert_one_line_error(edgeae("archive", db, "--before", "now", "--out", tmp_path / "a1"), "an archive goes to a new folder")
     assert_one_line_error(edgeae("archive", tmp_path / "none.sqlite", "--before", "now", "--out", tmp_path / "a2"), "no such results database")
+    with contextlib.closing(sqlite3.connect(tmp_path / "notes.sqlite")) as con:
+        con.execute("CREATE TABLE notes (body TEXT)")
+        con.commit()
+    notes = (tmp_path / "notes.sqlite").read_bytes()
+    assert_one_line_error(edgeae("archive", tmp_path / "notes.sqlite", "--before", "now", "--out", tmp_path / "a2"),
+                          "its table(s) notes are not edgeae's; give a database made by edgeae serve")  # fmt: skip
+    assert (tmp_path / "notes.sqlite").read_bytes() == notes and not (tmp_path / "a2").exists()
     proc = edgeae("archive", db, "--before", "2020-01-01", "--out", tmp_path / "a2")
     assert proc.returncode == 0 and "nothing archived" in proc.stderr and not (tmp_path / "a2").exists()
     assert {t: rows(t) for t in ("packets", "rejected", "missing")} == before_all

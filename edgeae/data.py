@@ -299,10 +299,15 @@ def window_labels(series: Series, length: int, hop: int = 1) -> np.ndarray | Non
 
 def normal_windows_mask(series: Series, length: int, hop: int = 1) -> np.ndarray:
     """True for windows whose rows are all labelled normal (all True without labels)."""
-    n = (len(series) - length) // hop + 1
-    if series.labels is None:
+    return rows_normal_mask(series.labels, len(series), length, hop)
+
+
+def rows_normal_mask(labels: np.ndarray | None, rows: int, length: int, hop: int = 1) -> np.ndarray:
+    """`normal_windows_mask` from the row labels alone (`rows` of them, or None: all normal)."""
+    n = (rows - length) // hop + 1
+    if labels is None:
         return np.ones(n, dtype=bool)
-    anomalous = np.lib.stride_tricks.sliding_window_view(series.labels, length)[::hop].any(axis=1)
+    anomalous = np.lib.stride_tricks.sliding_window_view(labels, length)[::hop].any(axis=1)
     return ~anomalous[:n]
 
 

@@ -231,7 +231,7 @@ def _worst_figure(plt, m: dict, det: dict):
         ax.title.set_fontsize(9)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return ("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window among them "
+    return ("worst", f"The worst-reconstructed test windows, no two overlapping, the worst normal window (no row of a fault) among them "
                      f"(solid), with their int8 reconstructions (dashed); in each, the {WORST_CHANNELS} channels it reconstructs worst", fig)  # fmt: skip
 
 

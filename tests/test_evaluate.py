@@ -341,6 +341,28 @@ def test_worst_windows_are_distinct_stretches_and_include_a_normal_one():
     assert list(d["worst_error"]) == sorted(d["worst_error"], reverse=True)
 
 
+def test_the_worst_normal_window_shown_holds_no_fault_row():
+    """A window is labelled by its last row (SKAB's rule), so the windows just after a fault are
+    'normal' while most of their rows are the fault's: the report's worst normal window, meant to
+    show a false alarm's cause, was such a tail on the demo (145 of its 160 rows in a fault)."""
+    from edgeae.evaluate import Part, _details
+
+    rows = np.zeros(44, int)
+    rows[10:16] = rows[24:28] = rows[40:44] = 1  # windows of 5 rows, hop 1, labelled by the last row:
+    labels = np.lib.stride_tricks.sliding_window_view(rows, 5)[:, -1]  # faults in windows 6..11, 20..23, 36..39
+    assert labels[26] == 0 and rows[26:31].any()  # window 26: 'normal', two of its rows in the fault
+    score = np.arange(40) / 1000
+    score[6:12], score[36:40], score[20:24], score[26] = 100 + score[6:12], 90 + score[36:40], 1, 60
+    w = np.zeros((40, 5, 1))
+    p = Part("p", w, np.arange(40) < 2, labels, rows, 1)
+    p.scores["int8"] = score
+    p.extras = {"test_windows": w[2:], "recon_int8": w[2:], "codes": np.zeros((38, 1)), "code_error": np.zeros((38, 1)),
+                "code_in_range": np.ones(38, bool)}
+    d = _details([p])
+    shown = [i + 2 for i in d["worst_index"]]  # counted from the first test window
+    assert shown == [11, 6, 39, 34]  # two of the first fault, the last one, and the worst window with no fault row (not 26)
+
+
 def test_group_metrics_are_each_subsets_own(generic_eval):
     """Per subset of files (the folder in a part's name), the same figures as scoring that subset
     alone; one subset gives none. The report and the CLI show them."""

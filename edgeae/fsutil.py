@@ -254,6 +254,24 @@ def atomic_file(path: str | Path, durable: bool = False):
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def only_one(lock: Path, what: str):
+    """Run the block only if no other process is in one holding `lock` (a file, created if new,
+    kept: removing it would race with the next taker); otherwise an error naming `what`."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgeaeError(f"{what} is running already (it holds {lock})") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def fsync_path(path: Path) -> None:
     """Have the kernel write `path` (a file's data, or a folder's entries: a rename into it) to the
     disk. A folder cannot be synced where there is no O_DIRECTORY (Windows): skipped there."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, existing_file, require
-from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, temp_folder_beside
+from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, only_one, temp_folder_beside
 
 
 #: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`).
@@ -266,54 +266,59 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
     `out`, and only then, in one write transaction, are the rows deleted and each sensor's sequence
     numbers below its archived ones put in the archived table, so that serve rejects a replay of
     an archived packet as it did before. Nothing is lost: a crash before that commit leaves every
-    row in the database (and perhaps the folder, a copy)."""
+    row in the database (and perhaps the folder, a copy). One archive of a database at a time (a
+    lock on `<db>.archive.lock`): the rows are those up to each table's last rowid when it began,
+    and only another's deletion could let SQLite give a rowid below it to a new row."""
     existing_file(db, "results database")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
-    before = min(before, time.time())  # a gap filled from now on has filled_at >= before
-    con = open_results(db, "give a database made by edgeae serve")
-    try:
-        con.execute("PRAGMA busy_timeout = 60000")  # serve's batch in progress: wait for it
-        where = {t: f"{col} < {before!r} AND rowid <= {con.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM {t}').fetchone()[0]}"
-                 for t, (col, _) in _ARCHIVED_ROWS.items()}  # fmt: skip
-        counts = {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE {w}").fetchone()[0] for t, w in where.items()}
-        if not any(counts.values()):
-            return None
-        sensors = {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in con.execute(
-            f"SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets WHERE {where['packets']} GROUP BY sensor")}  # fmt: skip
-        report = {"database": str(Path(db).resolve()), "before": iso_utc(before), "archived_at": iso_utc(time.time()), **counts,
-                  "per_sensor": sensors}  # fmt: skip
-        tmp = temp_folder_beside(out)
-        PENDING.add(tmp)  # SIGTERM meanwhile: removed, and nothing deleted
+    with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
+        con = open_results(db, "give a database made by edgeae serve")
         try:
-            for table, (_, key) in _ARCHIVED_ROWS.items():
-                _write_parquet(con, table, where[table], (), tmp / f"{table}.parquet", batch, key)
-            (tmp / "archive.json").write_text(json.dumps(report, indent=2) + "\n")
-            for f in [*tmp.iterdir(), tmp]:
-                fsync_path(f)
-            with deferring_signals():  # the folder in place and the rows deleted, or neither
-                os.replace(tmp, out)
-                PENDING.discard(tmp)
-                fsync_path(out.parent)
-                con.execute("BEGIN IMMEDIATE")
-                now = time.time()
-                for s, d in sensors.items():
-                    con.execute("INSERT INTO archived VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sensor) DO UPDATE SET below_seq = "
-                                "MAX(below_seq, ?2), packets = packets + ?3, archived_at = ?4", (s, d["last_seq"] + 1, d["packets"], now))  # fmt: skip
-                for table, w in where.items():
-                    con.execute(f"DELETE FROM {table} WHERE {w}")
-                con.commit()
+            return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before
+        except sqlite3.Error as e:
+            con.rollback()
+            kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""
+            raise EdgeaeError(f"{db}: cannot archive ({e}){kept}") from None
         finally:
-            if tmp in PENDING:
-                PENDING.discard(tmp)
-                shutil.rmtree(tmp, ignore_errors=True)
-    except sqlite3.Error as e:
-        con.rollback()
-        kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""
-        raise EdgeaeError(f"{db}: cannot archive ({e}){kept}") from None
+            con.close()
+
+
+def _archive(con: sqlite3.Connection, db: Path, before: float, out: Path, batch: int) -> dict | None:
+    con.execute("PRAGMA busy_timeout = 60000")  # serve's batch in progress: wait for it
+    where = {t: f"{col} < {before!r} AND rowid <= {con.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM {t}').fetchone()[0]}"
+             for t, (col, _) in _ARCHIVED_ROWS.items()}  # fmt: skip
+    counts = {t: con.execute(f"SELECT COUNT(*) FROM {t} WHERE {w}").fetchone()[0] for t, w in where.items()}
+    if not any(counts.values()):
+        return None
+    sensors = {s: {"packets": n, "first_seq": a, "last_seq": b} for s, n, a, b in con.execute(
+        f"SELECT sensor, COUNT(*), MIN(seq), MAX(seq) FROM packets WHERE {where['packets']} GROUP BY sensor")}  # fmt: skip
+    report = {"database": str(db.resolve()), "before": iso_utc(before), "archived_at": iso_utc(time.time()), **counts, "per_sensor": sensors}
+    tmp = temp_folder_beside(out)
+    PENDING.add(tmp)  # SIGTERM meanwhile: removed, and nothing deleted
+    try:
+        for table, (_, key) in _ARCHIVED_ROWS.items():
+            _write_parquet(con, table, where[table], (), tmp / f"{table}.parquet", batch, key)
+        (tmp / "archive.json").write_text(json.dumps(report, indent=2) + "\n")
+        for f in [*tmp.iterdir(), tmp]:
+            fsync_path(f)
+        with deferring_signals():  # the folder in place and the rows deleted, or neither
+            os.replace(tmp, out)
+            PENDING.discard(tmp)
+            fsync_path(out.parent)
+            con.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            for s, d in sensors.items():
+                con.execute("INSERT INTO archived VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sensor) DO UPDATE SET below_seq = "
+                            "MAX(below_seq, ?2), packets = packets + ?3, archived_at = ?4", (s, d["last_seq"] + 1, d["packets"], now))  # fmt: skip
+            for table, w in where.items():
+                con.execute(f"DELETE FROM {table} WHERE {w}")
+            con.commit()
     finally:
-        con.close()
+        if tmp in PENDING:
+            PENDING.discard(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return report

@@ -1263,6 +1263,12 @@ def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_repl
     assert_one_line_error(edgeae("archive", tmp_path / "notes.sqlite", "--before", "now", "--out", tmp_path / "a2"),
                           "its table(s) notes are not edgeae's; give a database made by edgeae serve")  # fmt: skip
     assert (tmp_path / "notes.sqlite").read_bytes() == notes and not (tmp_path / "a2").exists()
+    import fcntl
+
+    with open(f"{db}.archive.lock", "w") as other:  # another archive of it, running
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert_one_line_error(edgeae("archive", db, "--before", "now", "--out", tmp_path / "a2"),
+                              f"another edgeae archive of {db} is running already")  # fmt: skip
     proc = edgeae("archive", db, "--before", "2020-01-01", "--out", tmp_path / "a2")
     assert proc.returncode == 0 and "nothing archived" in proc.stderr and not (tmp_path / "a2").exists()
     assert {t: rows(t) for t in ("packets", "rejected", "missing")} == before_all

@@ -70,7 +70,9 @@ class Server:
     """Packets in, rows out. `notify` gets one-line notices (a locked database, waited out);
     `stop`, once set, ends `run_mqtt` and ends waiting on a locked database. With `envelope`
     ('tts', 'chirpstack'), each message is a LoRaWAN network server's uplink JSON holding the
-    packet (`lorawan.unwrap`)."""
+    packet (`lorawan.unwrap`). With `state_topic`, `run_mqtt` publishes each sensor's state there
+    (`_state`); with `silent_after` (seconds), it marks the sensors it hears nothing from as silent
+    (`_check_silence`)."""
 
     def __init__(self, export_dirs, db: str | Path, keys: dict[int, bytes] | None = None,
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None,

@@ -189,6 +189,13 @@ def _unique_names(path: Path, names: list[str]) -> None:
         raise EdgeaeError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once")
 
 
+def write_npz(series: Series, path: str | Path) -> Path:
+    """`series` as the .npz that `read_series` reads: data, channels, and labels and times if it has them."""
+    extra = {k: v for k, v in (("labels", series.labels), ("times", series.times)) if v is not None}
+    np.savez(path, data=series.values, channels=np.array(series.channels), **extra)
+    return Path(path)
+
+
 def _read_npz(path: Path, channels, label) -> Series:
     try:
         with np.load(path, allow_pickle=False) as z:

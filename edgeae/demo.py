@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from . import simulate
+from .data import write_npz
 from .recipe import from_dict
 
 DATA_MARKER = "simulation.json"  # how data/ was made; marks it as the demo's to replace
@@ -39,7 +38,7 @@ def run(out: str | Path = "edgeae-demo", seconds: float = 120.0, progress: bool 
     simulated = {name: simulate.machine(seconds=seconds, seed=seed) for name, seed in seeds.items()}
     with atomic_dir(out / "data", DATA_MARKER) as tmp:
         for name, s in simulated.items():
-            np.savez(tmp / f"{name}.npz", data=s.values, channels=np.array(s.channels), labels=s.labels)
+            write_npz(s, tmp / f"{name}.npz")
         write_json(tmp / DATA_MARKER, {"made_by": "edgeae.simulate.machine", "seconds": seconds, "seeds": seeds})
     recordings = {name: out / "data" / f"{name}.npz" for name in simulated}
     recipe = from_dict(RECIPE, name="demo")

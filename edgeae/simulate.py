@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Series
+from .data import Series, write_npz
 from .errors import EdgeaeError
 from .fsutil import atomic_file
 
@@ -147,7 +147,7 @@ def save(s: Series, path: str | Path, start: float, fs: float = 1000.0) -> None:
     channels and the label."""
     with atomic_file(path) as tmp:
         if tmp.suffix == ".npz":
-            np.savez(tmp, data=s.values, channels=np.array(s.channels), labels=s.labels)
+            write_npz(s, tmp)
             return
         ms = np.round(start * 1000 + np.arange(len(s)) * (1000 / fs)).astype("datetime64[ms]")
         rows = io.StringIO()

@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgeae import recipe, simulate
@@ -34,8 +33,9 @@ def small_recipe(kind: str = "dense", **model) -> recipe.Recipe:
 
 
 def save_npz(path: Path, series) -> Path:
-    np.savez(path, data=series.values, channels=np.array(series.channels), labels=series.labels)
-    return path
+    from edgeae.data import write_npz
+
+    return write_npz(series, path)
 
 
 @pytest.fixture(scope="session")

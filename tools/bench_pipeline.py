@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import _measure  # noqa: E402
 from edgeae import recipe as R  # noqa: E402
 from edgeae import simulate  # noqa: E402
+from edgeae.data import write_npz  # noqa: E402
 
 
 def cli_startup_s(repeats: int = 5) -> dict:
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
         for split, seed in (("train", 0), ("test", 1)):
             s = simulate.machine(seconds=args.seconds, seed=seed)
             paths[split] = tmp / f"{split}.npz"
-            np.savez(paths[split], data=s.values, channels=np.array(s.channels), labels=s.labels)
+            write_npz(s, paths[split])
         for name in args.recipes.split(","):
             result["recipes"].append(bench_recipe(name, paths["train"], paths["test"], tmp / name))
             print(json.dumps(result["recipes"][-1], indent=2))

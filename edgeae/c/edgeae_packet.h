@@ -1,6 +1,8 @@
 // edgeae's packet, wire format v1 (docs/wire-format.md of edgeae), for the device's firmware: the
 // bytes `edgeae serve` takes for one window. Plain C99, no dependencies (CRC-16 and HMAC-SHA256
 // included); compiles as C++ too. Copied unchanged into every export made with --target mcu.
+// No heap and no static state; about 2.2 kB of code and 0.7 kB of stack at most (a tagged packet;
+// gcc -Os -fstack-usage on x86-64).
 #ifndef EDGEAE_PACKET_H_
 #define EDGEAE_PACKET_H_
 

@@ -231,13 +231,14 @@ class Server:
         readings = self.hosts.read([p for _, p, _ in valid])
         for (topic, p, t), r in zip(valid, readings):
             reordered = self._sequence(p, now)
-            rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
+            stamp = p.timestamp or int(t)  # 0: a device without a clock (docs/wire-format.md): when it came in
+            rows.append((p.sensor, p.seq, stamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
                          json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),
                          reordered, t, now, topic))  # fmt: skip
             last = current.get(p.sensor)
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
                 threshold = self.hosts.by_id[p.model_id].scorer.threshold_
-                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
+                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, stamp, r.score, threshold, f"{p.model_id:08x}")
             elif last is not None and (last["silent"] or p.sensor not in announced):
                 current[p.sensor] = {**last, "silent": False, "silent_since": None}
             else:

@@ -436,6 +436,7 @@ Then the packet, for the radio:
 #include "edgeae_packet.h"
 #include "{name}_model_id.h"
 
+// unix_time: the window's last sample's, or 0 without a clock (the host stamps the packet on arrival)
 // key: this sensor's key, as in the host's keys file (or NULL and 0: untagged packets)
 size_t make_packet(uint8_t packet[EDGEAE_PACKET_MAX_SIZE], uint16_t sensor, uint32_t seq, uint32_t unix_time,
                    const int8_t code[EDGEAE_{upper}_CODE_SIZE], uint8_t residual, const uint8_t* key, size_t key_len) {{

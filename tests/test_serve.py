@@ -110,6 +110,24 @@ def test_serve_packet_file(tmp_path, small_export, streams):
     assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_packet_from_a_device_without_a_clock_is_stamped_on_arrival(tmp_path, small_export):
+    """Many LoRaWAN nodes keep no clock and send timestamp 0; serve stored 0, and results, its plot
+    and the state topic put those windows in 1970. Now it stores the time the packet came in."""
+    from edgeae.serve import Server
+
+    ex = Export.open(small_export)
+    raws = [wire.encode(wire.Packet(ex.model_id, 3, seq, stamp, (0,) * ex.manifest["code_size"], 10))
+            for seq, stamp in ((0, 0), (1, 1_700_000_000), (2, 0))]  # fmt: skip
+    before = int(time.time())
+    server = Server(small_export, tmp_path / "r.sqlite", state_topic="s/{sensor}")
+    server.run_packets(raws)
+    server.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        stamps = [t for (t,) in con.execute("SELECT timestamp FROM packets ORDER BY seq")]
+    assert stamps[1] == 1_700_000_000 and all(before <= t <= time.time() for t in stamps[::2])
+    assert server.states[3]["since_seq"] == 0 and server.states[3]["since"] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before))
+
+
 def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, small_export, streams):
     """Another connection writing to the results database (a DB browser, a second program) made
     serve fail with a traceback after SQLite's 5 s, losing the batch in hand; it now holds the

@@ -212,7 +212,7 @@ def _parquet_schema(pa, table: str):
     }[table])  # fmt: skip
 
 
-def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple, path: Path, batch: int, key: str) -> int:
+def _write_parquet(con: sqlite3.Connection, table: str, where: str, path: Path, batch: int, key: str) -> int:
     """The rows of `table` that `where` selects, in the order of `key` (its columns), as Parquet at
     `path`; returns how many. Read `batch` rows at a time, each batch its own query (the next
     begins after the last key read): a database of any size fits in memory, and no read holds
@@ -230,13 +230,13 @@ def _write_parquet(con: sqlite3.Connection, table: str, where: str, args: tuple,
 
     k = len(key.split(","))
     select = f"SELECT {key}, {', '.join(schema.names)} FROM {table} WHERE ({where})"
-    n, rows = 0, con.execute(f"{select} ORDER BY {key} LIMIT {batch}", args).fetchall()
+    n, rows = 0, con.execute(f"{select} ORDER BY {key} LIMIT {batch}").fetchall()
     with pq.ParquetWriter(path, schema) as writer:
         while rows:
             writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, list(zip(*rows))[k:])], schema=schema))
             n += len(rows)
             after = rows[-1][:k]
-            rows = con.execute(f"{select} AND ({key}) > ({', '.join('?' * k)}) ORDER BY {key} LIMIT {batch}", (*args, *after)).fetchall()
+            rows = con.execute(f"{select} AND ({key}) > ({', '.join('?' * k)}) ORDER BY {key} LIMIT {batch}", after).fetchall()
     return n
 
 
@@ -244,7 +244,7 @@ def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH, sinc
     """The packets table (what came in since `since`, if given) as Parquet, in (sensor, seq) order
     (written to a temporary file, then renamed)."""
     with read_results(db) as con, atomic_file(out) as tmp:
-        _write_parquet(con, "packets", _since("received_at", since), (), tmp, batch, "sensor, seq")
+        _write_parquet(con, "packets", _since("received_at", since), tmp, batch, "sensor, seq")
     return Path(out)
 
 
@@ -301,7 +301,7 @@ def _archive(con: sqlite3.Connection, db: Path, before: float, out: Path, batch:
     PENDING.add(tmp)  # SIGTERM meanwhile: removed, and nothing deleted
     try:
         for table, (_, key) in _ARCHIVED_ROWS.items():
-            _write_parquet(con, table, where[table], (), tmp / f"{table}.parquet", batch, key)
+            _write_parquet(con, table, where[table], tmp / f"{table}.parquet", batch, key)
         (tmp / "archive.json").write_text(json.dumps(report, indent=2) + "\n")
         for f in [*tmp.iterdir(), tmp]:
             fsync_path(f)

@@ -171,7 +171,7 @@ class Server:
         for state in changes:  # once stored: a state never runs ahead of the database
             self._publish(state)
             self.announced.add(state["sensor"])
-        for _, p, t in valid:
+        for _, p, t in valid if self.silent_after else ():  # when each sensor was last heard, for `_check_silence`
             if p.sensor in self.silent:
                 self.silent.discard(p.sensor)
                 self.notify(f"sensor {p.sensor}: heard again after {t - self.heard[p.sensor]:.0f} s of silence")

@@ -31,6 +31,7 @@ The database's tables and their reading are `edgeae.results`'.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import json
@@ -77,7 +78,7 @@ class Server:
     def __init__(self, export_dirs, db: str | Path, keys: dict[int, bytes] | None = None,
                  notify: Callable[[str], None] = lambda message: None, envelope: str | None = None,
                  state_topic: str | None = None, silent_after: float | None = None):  # fmt: skip
-        self.unwrap = (lambda message: message) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
+        self.unwrap = (lambda message: lorawan.Uplink(message, None)) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.hosts = Hosts([export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs, keys)
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db = open_results(db)
@@ -134,7 +135,7 @@ class Server:
     def _packet_or_message(self, raw: bytes) -> bytes:
         """For a packet file: the packet a message carries, or the message as it came if it carries none."""
         try:
-            return self.unwrap(raw)
+            return self.unwrap(raw).packet
         except wire.PacketError:
             return raw
 
@@ -144,7 +145,8 @@ class Server:
         rejected_in_batch: set[bytes] = set()
         for topic, raw, t, dup in batch:
             try:
-                p = self.hosts.decode(self.unwrap(raw))
+                uplink = self.unwrap(raw)
+                p = self.hosts.decode(uplink.packet)
             except wire.PacketError as e:
                 if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
                     again += 1
@@ -161,6 +163,8 @@ class Server:
                 self._note_replay(p)
                 continue
             seen_in_batch.add(key)
+            if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
+                p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
             valid.append((topic, p, t))
         with self.db:  # one transaction per batch
             unscored, changes = self._store(valid) if valid else (0, [])
@@ -231,14 +235,13 @@ class Server:
         readings = self.hosts.read([p for _, p, _ in valid])
         for (topic, p, t), r in zip(valid, readings):
             reordered = self._sequence(p, now)
-            stamp = p.timestamp or int(t)  # 0: a device without a clock (docs/wire-format.md): when it came in
-            rows.append((p.sensor, p.seq, stamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
+            rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
                          json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),
                          reordered, t, now, topic))  # fmt: skip
             last = current.get(p.sensor)
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
                 threshold = self.hosts.by_id[p.model_id].scorer.threshold_
-                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, stamp, r.score, threshold, f"{p.model_id:08x}")
+                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
             elif last is not None and (last["silent"] or p.sensor not in announced):
                 current[p.sensor] = {**last, "silent": False, "silent_since": None}
             else:

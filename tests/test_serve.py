@@ -128,6 +128,29 @@ def test_a_packet_from_a_device_without_a_clock_is_stamped_on_arrival(tmp_path, 
     assert server.states[3]["since_seq"] == 0 and server.states[3]["since"] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before))
 
 
+@pytest.mark.parametrize("envelope", ["tts", "chirpstack"])
+def test_a_clockless_packet_over_lorawan_is_stamped_when_the_network_server_received_it(tmp_path, small_export, envelope):
+    """Packets a broker held while serve was stopped all came in when serve started again: stamped
+    on serve's arrival, a clockless sensor's hour of windows landed on one second. The network
+    server's uplink says when it received each; a time it does not give, or garbles, is serve's."""
+    from edgeae.mqtt import Message
+    from edgeae.serve import Server
+
+    ex = Export.open(small_export)
+    raws = [wire.encode(wire.Packet(ex.model_id, 3, seq, stamp, (0,) * ex.manifest["code_size"], 10))
+            for seq, stamp in ((0, 0), (1, 1_700_000_000), (2, 0), (3, 0))]  # fmt: skip
+    field = {"tts": "received_at", "chirpstack": "time"}[envelope]
+    messages = [_uplink(envelope, raw).replace(b"2026-11-29T10:00:00Z", when) for raw, when in
+                zip(raws, [b"2026-11-29T10:00:00.123456789Z", b"2026-11-29T10:00:01Z", b"2026-11-29T10:00:02Z", b"yesterday"])]  # fmt: skip
+    assert all(field.encode() in m for m in messages)
+    server = Server(small_export, tmp_path / "r.sqlite", envelope=envelope)
+    server.handle([Message("up", m, 1_800_000_000.5, False) for m in messages])
+    server.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        stamps = [t for (t,) in con.execute("SELECT timestamp FROM packets ORDER BY seq")]
+    assert stamps == [1_795_946_400, 1_700_000_000, 1_795_946_402, 1_800_000_000]
+
+
 def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, small_export, streams):
     """Another connection writing to the results database (a DB browser, a second program) made
     serve fail with a traceback after SQLite's 5 s, losing the batch in hand; it now holds the
@@ -691,7 +714,8 @@ def _uplink(envelope: str, payload: bytes | None) -> bytes:
     data = {} if payload is None else {"frm_payload" if envelope == "tts" else "data": base64.b64encode(payload).decode()}
     if envelope == "tts":
         return json.dumps({"end_device_ids": {"device_id": "pump-1", "application_ids": {"application_id": "edgeae"}},
-                           "received_at": "2026-11-29T10:00:00Z", "uplink_message": {"f_port": 1, "f_cnt": 7, **data}}).encode()  # fmt: skip
+                           "received_at": "2026-11-29T10:00:00.041Z",
+                           "uplink_message": {"f_port": 1, "f_cnt": 7, "received_at": "2026-11-29T10:00:00Z", **data}}).encode()  # fmt: skip
     return json.dumps({"deduplicationId": "4f1c", "time": "2026-11-29T10:00:00Z", "deviceInfo": {"devEui": "0004a30b001c0530"},
                        "fCnt": 7, "fPort": 1, **data}).encode()  # fmt: skip
 
@@ -700,7 +724,7 @@ def _uplink(envelope: str, payload: bytes | None) -> bytes:
 def test_network_server_uplinks_unwrap_to_their_packet_or_a_reason(envelope):
     from edgeae import lorawan
 
-    assert lorawan.unwrap(_uplink(envelope, b"\x01packet"), envelope) == b"\x01packet"
+    assert lorawan.unwrap(_uplink(envelope, b"\x01packet"), envelope) == (b"\x01packet", 1_795_946_400.0)  # 2026-11-29T10:00:00Z
     for message, reason in [(b"\x01\x02 not json", "not_an_uplink"), (b"[1, 2]", "not_an_uplink"),
                             (json.dumps({"join_accept": {"session_key_id": "AX"}}).encode(), "not_an_uplink"),
                             (_uplink(envelope, None), "no_payload"),

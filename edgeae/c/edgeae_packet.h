@@ -24,7 +24,7 @@ extern "C" {
 // model_id: the export's (EDGEAE_<NAME>_MODEL_ID in <name>_model_id.h). seq: +1 per window, kept
 // across resets in non-volatile memory (the host rejects a number it has stored as a replay).
 // timestamp: Unix seconds of the window's last sample, or 0 on a device without a clock (the host
-// then stamps the packet with the time it came in). residual: the device model's residual
+// then stamps the packet with the time it was received). residual: the device model's residual
 // byte, or EDGEAE_PACKET_NO_RESIDUAL. key: the sensor's key (the host's keys file), or NULL for
 // an untagged packet.
 size_t edgeae_packet(uint8_t* out, size_t out_size, uint32_t model_id, uint16_t sensor, uint32_t seq, uint32_t timestamp,

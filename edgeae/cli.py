@@ -49,6 +49,7 @@ def main():
     edgeae verify dist/X [--data F]                  LiteRT = TFLite Micro, fidelity vs float
     edgeae encode dist/X --data F --sensor 1 --out p.bin | --mqtt HOST:PORT   device loop -> packets
     edgeae calibrate dist/X --data F                 fit the host's anomaly scorer
+    edgeae calibrate dist/X --db r.sqlite --sensor 7 --since T --until T   a sensor's own threshold
     edgeae serve dist/X --mqtt HOST:PORT --db r.sqlite   decode, score, store every packet
     edgeae archive r.sqlite --before 90d --out archive/X   what came in before to Parquet
     edgeae eval dist/X --data F --out reports/X      detection and compression vs baselines
@@ -387,22 +388,52 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled.")
-@click.option("--mode", type=click.Choice(["residual", "code", "combined"]), default="residual", show_default=True,
-              help="What the score reads from each packet: the residual byte, the code (Mahalanobis distance), or whichever is further over its limit.")
+@click.option("--data", type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled: fit the export's scorer.")
+@click.option("--db", type=click.Path(dir_okay=False),
+              help="Or serve's results database: give --sensor a threshold of its own from its stored packets.")
+@click.option("--sensor", type=int, multiple=True, help="With --db: the sensor (repeat for several), each set by its own packets.")
+@click.option("--since", callback=_moment, help="With --db: packets whose window time is from then (ISO 8601, Unix seconds, 'now', '30d').")
+@click.option("--until", callback=_moment, help="With --db: ... and before then. Take a time the machine ran normally.")
+@click.option("--mode", type=click.Choice(["residual", "code", "combined"]),
+              help="With --data: what the score reads from each packet: the residual byte (default), the code (Mahalanobis distance), "
+                   "or whichever is further over its limit.")  # fmt: skip
 @click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
 @click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
-@click.option("--train-rows", help="Fit on rows START:STOP instead of the rows labelled normal.")
-@click.option("--f1", is_flag=True, help="Move the threshold to the F1-optimal one on the labelled windows.")
-def calibrate(export_dir, data, mode, rule, q, train_rows, f1):
-    """Fit the host's anomaly scorer and store it in the export (scorer.json)."""
-    from .score import calibrate as calibrate_
+@click.option("--train-rows", help="With --data: fit on rows START:STOP instead of the rows labelled normal.")
+@click.option("--f1", is_flag=True, help="With --data: move the threshold to the F1-optimal one on the labelled windows.")
+def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_rows, f1):
+    """Fit the host's anomaly scorer and store it in the export (scorer.json).
 
-    rows = _parse_rows(train_rows) if train_rows else None
-    _, report = calibrate_(export_dir, data, mode, rule, q, rows, f1)
-    click.echo(json.dumps(report, indent=2))
+    \b
+    edgeae calibrate dist/X --data normal.csv            the export's scorer, from a recording
+    edgeae calibrate dist/X --db r.sqlite --sensor 7 --since 2026-11-01 --until 2026-11-08
+                                                         sensor 7's own threshold, from its packets
+
+    One export serves many machines, and a machine noisier than the one the export was trained on
+    is flagged all the time: --db sets its sensor's threshold by the rule from the scores of its
+    packets in a time it ran normally (the gateway's packets alone: no recording, no TensorFlow).
+    serve reads the thresholds when it starts. Fitting the export's scorer again with --data drops them (they
+    are on the old scorer's scale)."""
+    if (data is None) == (db is None):
+        raise EdgeaeError("give exactly one of --data (fit the export's scorer) and --db (a sensor's own threshold)")
+    if db is None:
+        if sensor or since is not None or until is not None:
+            raise EdgeaeError("--sensor, --since and --until go with --db")
+        from .score import calibrate as calibrate_
+
+        rows = _parse_rows(train_rows) if train_rows else None
+        _, report = calibrate_(export_dir, data, mode or "residual", rule, q, rows, f1)
+        click.echo(json.dumps(report, indent=2))
+        return
+    if mode or train_rows or f1:
+        raise EdgeaeError("--mode, --train-rows and --f1 go with --data: --db keeps the export's scorer and sets a sensor's threshold")
+    if not sensor:
+        raise EdgeaeError("--db needs --sensor: the sensor whose threshold its packets set")
+    from .score import calibrate_sensor
+
+    click.echo(json.dumps([calibrate_sensor(export_dir, db, s, since, until, rule, q)[1] for s in dict.fromkeys(sensor)], indent=2))
 
 
 @main.command()
@@ -496,7 +527,7 @@ def results(db, parquet, plot, since):
         series = results_.score_series(db, RESULTS_SENSORS, since)
         if not series and since is not None:
             raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
-        click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db), len(summary['per_sensor']))}", err=True)
+        click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
 
 
 @main.command()

@@ -35,7 +35,7 @@ class Reading:
     packet: wire.Packet
     reconstruction: np.ndarray  # (window rows, channels), in sensor units
     score: float  # NaN when the scorer needs the residual byte and the packet has none (see `scored`)
-    anomaly: bool  # score above the scorer's threshold
+    anomaly: bool  # score above the threshold for its sensor (`AnomalyScorer.threshold_for`)
 
     @property
     def scored(self) -> bool:
@@ -49,8 +49,9 @@ class Reading:
 
 class Host:
     """An export's decoder and anomaly scorer (scorer.json from `edgeae calibrate`, or a residual
-    scorer fitted on the export's reference windows). `keys`, {sensor: key}, makes `decode`
-    require and check each packet's HMAC tag."""
+    scorer fitted on the export's reference windows; a sensor judged by its own threshold when
+    the scorer has one for it). `keys`, {sensor: key}, makes `decode` require and check each
+    packet's HMAC tag."""
 
     def __init__(self, export_dir: str | Path, keys: dict[int, bytes] | None = None):
         self.export = Export.open(export_dir)
@@ -86,7 +87,7 @@ class Host:
         if scored.any():
             residual = np.array([p.residual for p in packets if p.residual is not None]) if needs_residual else None
             scores[scored] = self.scorer.score_samples(self.pipe.packet_features(codes[scored], residual))
-        return [Reading(p, r, float(s), bool(s > self.scorer.threshold_)) for p, r, s in zip(packets, recon, scores)]
+        return [Reading(p, r, float(s), bool(s > self.scorer.threshold_for(p.sensor))) for p, r, s in zip(packets, recon, scores)]
 
 
 class Hosts:

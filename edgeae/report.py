@@ -455,12 +455,12 @@ SCRIPT = """window.addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});"""
 
 
-def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: list[float] = (),
+def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thresholds: dict[int, list[float]] | None = None,
                  total: int | None = None, sensors: int = RESULTS_SENSORS) -> Path:  # fmt: skip
     """A PNG of a serve database's scores over time (`results.score_series`), one panel per sensor
     (the first `sensors` by id, of `total` in the database), the packets flagged as anomalous
-    marked, those left unscored ticked along the bottom, and the scorers' thresholds
-    (`serve.thresholds`) drawn across."""
+    marked, those left unscored ticked along the bottom, and the sensor's thresholds
+    (`results.thresholds`) drawn across."""
     plt = _pyplot()
     import matplotlib.dates as mdates
 
@@ -477,8 +477,9 @@ def results_plot(series: dict[int, dict[str, np.ndarray]], out: str | Path, thre
         if not scored.all():  # along the bottom edge: packets without the residual byte the scorer needs
             ax.plot(t[~scored], np.zeros((~scored).sum()), "|", color="0.5", ms=6, transform=ax.get_xaxis_transform(),
                     label=f"unscored: no residual byte ({(~scored).sum()})")  # fmt: skip
-        for i, th in enumerate(thresholds):
-            label = "threshold" if len(thresholds) == 1 else f"thresholds of the {len(thresholds)} scorers serve used"
+        mine = (thresholds or {}).get(sensor, [])
+        for i, th in enumerate(mine):
+            label = "threshold" if len(mine) == 1 else f"the {len(mine)} thresholds serve used"
             ax.axhline(th, color="k", ls="--", lw=0.8, label=None if i else label)
         ax.set(ylabel="score (scorer units)", title=f"sensor {sensor}")
         _legend_beside(ax)

@@ -4,7 +4,8 @@ archive`: what came in before a time moved out into Parquet files, so that the d
 gateway that runs for years stops growing).
 
 Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a late packet arrives),
-scorers (one row per serve run and export: the scorer whose threshold set that run's anomaly flags),
+scorers (per serve run and export, the scorer whose threshold set that run's anomaly flags: a row
+with sensor NULL, and one per sensor that has a threshold of its own),
 archived (per sensor, the sequence numbers below which its packets were archived: serve rejects them
 as replays, as it would the packets themselves).
 """
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS missing (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, detected_at REAL NOT NULL, filled_at REAL,
     PRIMARY KEY (sensor, seq));
 CREATE TABLE IF NOT EXISTS scorers (
-    started_at REAL NOT NULL, model_id TEXT NOT NULL, mode TEXT NOT NULL, rule TEXT NOT NULL, threshold REAL NOT NULL);
+    started_at REAL NOT NULL, model_id TEXT NOT NULL, mode TEXT NOT NULL, rule TEXT NOT NULL, threshold REAL NOT NULL,
+    sensor INTEGER);
 CREATE TABLE IF NOT EXISTS archived (
     sensor INTEGER PRIMARY KEY, below_seq INTEGER NOT NULL, packets INTEGER NOT NULL, archived_at REAL NOT NULL);
 """
@@ -52,14 +54,22 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
-    """The edgeae tables `con` holds; an error if it holds any other table or is marked as
-    another program's (a database from before the mark, application id 0, passes)."""
-    app_id = con.execute("PRAGMA application_id").fetchone()[0]
-    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+def _ours() -> dict[str, list[tuple[str, str]]]:
+    """Each table of `SCHEMA`: its columns' names and types."""
     with contextlib.closing(sqlite3.connect(":memory:")) as ours:
         ours.executescript(SCHEMA)
-        foreign = [t for t in tables if _columns(con, t) != _columns(ours, t)]
+        tables = [t for (t,) in ours.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {t: [(name, kind) for _, name, kind, *_ in ours.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+
+def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
+    """The edgeae tables `con` holds; an error if it holds any other table or is marked as
+    another program's (a database from before the mark, application id 0, passes). A table
+    whose columns begin ours is an older edgeae's, short of the columns added since."""
+    app_id = con.execute("PRAGMA application_id").fetchone()[0]
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    ours = {t: [name for name, _ in columns] for t, columns in _ours().items()}
+    foreign = [t for t in tables if (c := _columns(con, t)) != ours.get(t, [])[: len(c)] or not c]
     if foreign:
         raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; {advice}")
     if app_id not in (0, APPLICATION_ID):
@@ -100,6 +110,7 @@ def open_results(db: str | Path, advice: str = "give another --db") -> sqlite3.C
         _refuse_foreign(con, db, advice)
         _allow_unscored(con)
         con.executescript(SCHEMA)
+        _add_new_columns(con)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
     except sqlite3.Error as e:
@@ -123,6 +134,22 @@ def _allow_unscored(con: sqlite3.Connection) -> None:
         con.execute(PACKETS)
         con.execute("INSERT INTO packets SELECT * FROM packets_score_not_null")
         con.execute("DROP TABLE packets_score_not_null")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _add_new_columns(con: sqlite3.Connection) -> None:
+    """Give an older edgeae's tables the columns added since (NULL in the rows they hold), under
+    the write lock: a serve and an archive opening it at once add them once."""
+    new = lambda: [(t, c) for t, columns in _ours().items() for c in columns[len(_columns(con, t)):]]  # noqa: E731
+    if not new():
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for table, (name, kind) in new():
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         con.commit()
     except BaseException:
         con.rollback()
@@ -185,13 +212,19 @@ def score_series(db: str | Path, sensors: int | None = None, since: float | None
     return out
 
 
-def thresholds(db: str | Path) -> list[float]:
-    """The distinct thresholds that serve runs into `db` flagged packets with (none in a database
-    from before the scorers table)."""
+def thresholds(db: str | Path, sensors) -> dict[int, list[float]]:
+    """Per sensor, the distinct thresholds that serve runs into `db` flagged packets with: a run's
+    own for the sensor if it had one, else the export's (none in a database from before the
+    scorers table)."""
     with read_results(db) as con:
         if not _has(con, "scorers"):
-            return []
-        return [t for (t,) in con.execute("SELECT DISTINCT threshold FROM scorers ORDER BY threshold")]
+            return {}
+        if "sensor" not in _columns(con, "scorers"):  # an older edgeae's: every sensor judged by the export's
+            return {s: [t for (t,) in con.execute("SELECT DISTINCT threshold FROM scorers ORDER BY threshold")] for s in sensors}
+        return {s: [t for (t,) in con.execute(
+            "SELECT DISTINCT COALESCE(own.threshold, export.threshold) FROM scorers export LEFT JOIN scorers own ON "
+            "own.started_at=export.started_at AND own.model_id=export.model_id AND own.sensor=? WHERE export.sensor IS NULL ORDER BY 1",
+            (s,))] for s in sensors}  # fmt: skip
 
 
 #: `results --parquet` and `archive`: the tables' columns as Parquet types (lists, UTC timestamps)

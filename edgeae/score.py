@@ -18,6 +18,10 @@ anomaly (as the 0/1 labels of the data files), unlike scikit-learn's +1 / -1 out
 Threshold rules, fitted on normal windows: `ucl` (quantile 0.999 x 4/3, the SKAB reference
 rule), `percentile` (a quantile of the normal scores), `far` (the quantile giving a target false
 alarm rate); with labelled validation data `fit_f1` moves it to the F1-optimal threshold.
+
+A sensor can have a threshold of its own (`sensor_thresholds_`, set by `calibrate_sensor` from the
+packets serve stored of a time it ran normally): one export serves a fleet of machines, and a
+noisier one would otherwise be flagged all the time.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class AnomalyScorer:
         if rule not in RULES:
             raise EdgeaeError(f"threshold rule must be one of {', '.join(RULES)}; got {rule!r}")
         self.mode, self.rule, self.q = mode, rule, DEFAULT_Q.get(rule) if q is None else q
+        self.sensor_thresholds_: dict[int, float] = {}
 
     # -- the parts of each mode
     def _code_score(self, code):
@@ -96,13 +101,7 @@ class AnomalyScorer:
         if self.mode == "combined":
             self.residual_limit_ = ucl(normal.residual)
             self.code_limit_ = ucl(self._code_score(normal.code))
-        scores = self._raw(normal)
-        if self.rule == "ucl":
-            self.threshold_ = ucl(scores)
-        elif self.rule == "percentile":
-            self.threshold_ = float(np.quantile(scores, self.q))
-        else:
-            self.threshold_ = float(np.quantile(scores, 1 - self.q))
+        self.threshold_ = rule_threshold(self._raw(normal), self.rule, self.q)
         return self
 
     def fit_f1(self, features: Features, labels: np.ndarray) -> "AnomalyScorer":
@@ -126,6 +125,10 @@ class AnomalyScorer:
         """1 for windows scoring above the threshold, else 0."""
         return (self.score_samples(features) > self.threshold_).astype(np.int8)
 
+    def threshold_for(self, sensor: int) -> float:
+        """The threshold a sensor's windows are judged by: its own, else the scorer's."""
+        return self.sensor_thresholds_.get(sensor, self.threshold_)
+
     # -- persistence (JSON, stored beside an export's manifest)
     def to_dict(self) -> dict:
         d = {"mode": self.mode, "rule": self.rule, "q": self.q, "threshold": self.threshold_}
@@ -133,6 +136,8 @@ class AnomalyScorer:
             if hasattr(self, k):
                 v = getattr(self, k)
                 d[k.rstrip("_")] = v.tolist() if isinstance(v, np.ndarray) else v
+        if self.sensor_thresholds_:
+            d["sensor_thresholds"] = {str(k): v for k, v in sorted(self.sensor_thresholds_.items())}
         return d
 
     @classmethod
@@ -150,7 +155,15 @@ class AnomalyScorer:
             s.residual_limit_, s.code_limit_ = _finite(d["residual_limit"]), _finite(d["code_limit"])
             if min(s.residual_limit_, s.code_limit_) <= 0:
                 raise ValueError("the limits must be positive")
+        s.sensor_thresholds_ = {int(k): _finite(v) for k, v in d.get("sensor_thresholds", {}).items()}
         return s
+
+
+def rule_threshold(scores: np.ndarray, rule: str, q: float | None) -> float:
+    """The threshold a rule (`RULES`) sets on normal scores."""
+    if rule == "ucl":
+        return ucl(scores)
+    return float(np.quantile(scores, q if rule == "percentile" else 1 - q))
 
 
 def _finite(v) -> float:
@@ -227,12 +240,55 @@ def calibrate(
         if labels is None:
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
+    try:
+        before = load(ex.path, ex.model_id, ex.manifest["code_size"])
+    except EdgeaeError:  # damaged, or another export's: nothing of it to carry over
+        before = None
     save(scorer, ex.path, ex.model_id)
     report = {"mode": mode, "rule": scorer.rule, **({"q": scorer.q} if scorer.rule in DEFAULT_Q else {}), "threshold": scorer.threshold_,
               "fitted_on": where, "normal_windows": int(normal.sum())}  # fmt: skip
+    if before is not None and before.sensor_thresholds_:  # on the old scorer's scale: meaningless under the new one
+        report["sensor_thresholds_dropped"] = sorted(before.sensor_thresholds_)
     if labels is not None:
         from .metrics import detection_rates, roc_auc
 
         scores = scorer.score_samples(features)
         report.update(auc=roc_auc(labels, scores), **detection_rates(labels, scores > scorer.threshold_))
     return scorer, report
+
+
+MIN_SENSOR_PACKETS = 100  # below this the UCL's quantile 0.999 is just the largest score
+
+
+def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, until: float | None = None,
+                     rule: str = "ucl", q: float | None = None) -> tuple[AnomalyScorer, dict]:  # fmt: skip
+    """Give `sensor` a threshold of its own, set by `rule` on the scores of its packets from this
+    export that serve stored in `db` with window times in [since, until): a time the operator knows
+    its machine ran normally. Reads packets only (numpy and LiteRT, as on a gateway); the export's
+    scorer (scorer.json, or the default one) is kept, the sensor's threshold added to it."""
+    from .host import Host
+    from .results import iso_utc, read_results
+
+    host = Host(export_dir)
+    scorer, mid = host.scorer, f"{host.model_id:08x}"
+    when = " AND ".join(["sensor=? AND model_id=?", *(["timestamp>=?"] if since is not None else []), *(["timestamp<?"] if until is not None else [])])
+    args = [sensor, mid, *(t for t in (since, until) if t is not None)]
+    with read_results(db) as con:
+        rows = con.execute(f"SELECT code, residual, timestamp FROM packets WHERE {when} ORDER BY seq", args).fetchall()
+    if scorer.mode != "code":
+        rows = [r for r in rows if r[1] is not None]  # no residual byte: a residual scorer cannot score it
+    span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")
+    if len(rows) < MIN_SENSOR_PACKETS:
+        raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {mid}{span}; "
+                          f"need at least {MIN_SENSOR_PACKETS} to set its threshold")  # fmt: skip
+    codes = np.array([json.loads(c) for c, _, _ in rows], dtype=np.int16)
+    residual = None if scorer.mode == "code" else np.array([r for _, r, _ in rows])
+    scores = scorer.score_samples(host.pipe.packet_features(codes, residual))
+    q = DEFAULT_Q.get(rule) if q is None else q
+    old = scorer.threshold_for(sensor)
+    scorer.sensor_thresholds_[sensor] = rule_threshold(scores, rule, q)
+    save(scorer, host.export.path, host.model_id)
+    return scorer, {"sensor": sensor, "packets": len(rows), "first_time": iso_utc(min(t for *_, t in rows)), "last_time": iso_utc(max(t for *_, t in rows)),
+                    "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": scorer.sensor_thresholds_[sensor],
+                    "previous_threshold": old, "flagged_before": int((scores > old).sum()),
+                    "flagged_now": int((scores > scorer.sensor_thresholds_[sensor]).sum())}  # fmt: skip

@@ -81,11 +81,12 @@ class Server:
         self.unwrap = (lambda message: lorawan.Uplink(message, None)) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.hosts = Hosts([export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs, keys)
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
-        self.db = open_results(db)
+        self.db, self.started = open_results(db), time.time()
         try:
             with self.db:
-                self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?)", [
-                    (time.time(), f"{mid:08x}", h.scorer.mode, h.scorer.rule, h.scorer.threshold_) for mid, h in self.hosts.by_id.items()])  # fmt: skip
+                self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?,?)", [  # one started_at: the run's rows
+                    (self.started, f"{mid:08x}", h.scorer.mode, h.scorer.rule, threshold, sensor) for mid, h in self.hosts.by_id.items()
+                    for sensor, threshold in [(None, h.scorer.threshold_), *h.scorer.sensor_thresholds_.items()]])  # fmt: skip
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -98,7 +99,7 @@ class Server:
         self.states = self._stored_states() if state_topic else {}  # per sensor, its current state (`_state`)
         self.announced: set[int] = set()  # sensors whose state this run has published
         self.publish: Callable[[str, bytes], None] | None = None  # set by run_mqtt when there is a state topic
-        self.silent_after, self.started = silent_after, time.time()  # `_check_silence`, in run_mqtt
+        self.silent_after = silent_after  # `_check_silence`, in run_mqtt
         self.silent: set[int] = set()  # sensors silent for longer than silent_after
         self.heard: dict[int, float] = dict(self.db.execute("SELECT sensor, MAX(received_at) FROM packets GROUP BY sensor")) if silent_after else {}
 
@@ -240,7 +241,7 @@ class Server:
                          reordered, t, now, topic))  # fmt: skip
             last = current.get(p.sensor)
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
-                threshold = self.hosts.by_id[p.model_id].scorer.threshold_
+                threshold = self.hosts.by_id[p.model_id].scorer.threshold_for(p.sensor)
                 current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
             elif last is not None and (last["silent"] or p.sensor not in announced):
                 current[p.sensor] = {**last, "silent": False, "silent_since": None}
@@ -264,7 +265,8 @@ class Server:
             (before,) = q(f"SELECT COALESCE(MAX(seq), -1) FROM packets WHERE {in_order} AND anomaly!=?", sensor, last[0])
             seq, t, score, model_id, stored_at = q(f"SELECT seq, timestamp, score, model_id, stored_at FROM packets "
                                                    f"WHERE {in_order} AND seq>? ORDER BY seq LIMIT 1", sensor, before)  # fmt: skip
-            threshold = q("SELECT threshold FROM scorers WHERE model_id=? AND started_at<=? ORDER BY started_at DESC LIMIT 1", model_id, stored_at)
+            threshold = q("SELECT threshold FROM scorers WHERE model_id=? AND started_at<=? AND (sensor IS NULL OR sensor=?) "
+                          "ORDER BY started_at DESC, sensor IS NULL LIMIT 1", model_id, stored_at, sensor)  # its own, if that run had one
             states[sensor] = _state(sensor, bool(last[0]), seq, t, score, threshold and threshold[0], model_id)
         return states
 

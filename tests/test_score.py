@@ -97,6 +97,15 @@ def test_scorer_file_round_trip_and_mismatch(tmp_path):
     assert load(tmp_path / "none", 1, k) is None
 
 
+def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_path):
+    s = AnomalyScorer("residual").fit(_normal())
+    s.sensor_thresholds_[7] = s.threshold_ * 2
+    assert (s.threshold_for(7), s.threshold_for(8)) == (s.threshold_ * 2, s.threshold_)
+    save(s, tmp_path, 0xABCD)
+    assert json.loads((tmp_path / "scorer.json").read_text())["sensor_thresholds"] == {"7": s.threshold_ * 2}
+    assert load(tmp_path, 0xABCD, 3).sensor_thresholds_ == {7: s.threshold_ * 2}
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"mean": []}, "ValueError: mean and precision must be a finite vector and its square matrix"),
     ({"precision": 1.5}, "ValueError: mean and precision"),
@@ -105,6 +114,8 @@ def test_scorer_file_round_trip_and_mismatch(tmp_path):
     ({"threshold": float("nan")}, "ValueError: nan is not a finite number"),
     ({"code_limit": 0}, "ValueError: the limits must be positive"),
     ({"mean": [0.0] * 3, "precision": np.eye(3).tolist()}, "ValueError: a code of 3 values, the export's has 4"),
+    ({"sensor_thresholds": {"7": "inf"}}, "ValueError: inf is not a finite number"),
+    ({"sensor_thresholds": {"pump": 1.0}}, "ValueError: invalid literal for int()"),
 ])  # fmt: skip
 def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message):
     """A scorer.json with a mean or precision of the wrong shape, or a threshold that is not a

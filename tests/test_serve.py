@@ -101,7 +101,7 @@ def test_serve_packet_file(tmp_path, small_export, streams):
 
     from edgeae.results import score_series, thresholds
 
-    assert thresholds(tmp_path / "r.sqlite") == [h.scorer.threshold_ for h in server.hosts.by_id.values()]  # the plot draws it across
+    assert thresholds(tmp_path / "r.sqlite", [1]) == {1: sorted(h.scorer.threshold_ for h in server.hosts.by_id.values())}  # the plot draws it across
     series = score_series(tmp_path / "r.sqlite")  # what `results --plot` draws: every stored packet, per sensor
     assert {s: len(d["score"]) for s, d in series.items()} == {1: len(sent[1]), 2: len(sent[2]), 3: len(sent[3]), 9: expect["good"]}
     assert all(np.all(np.diff(d["timestamp"]) >= 0) for d in series.values())
@@ -899,9 +899,9 @@ def test_results_database_of_another_program_is_left_untouched(small_export, tmp
 
     with contextlib.closing(sqlite3.connect(tmp_path / "older.sqlite")) as con:  # edgeae's tables, not yet marked,
         con.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS scorers")[0])  # nor with the scorers table
-    assert thresholds(tmp_path / "older.sqlite") == []
+    assert thresholds(tmp_path / "older.sqlite", [1]) == {}
     Server(small_export, tmp_path / "older.sqlite").close()
-    assert len(thresholds(tmp_path / "older.sqlite")) == 1
+    assert len(thresholds(tmp_path / "older.sqlite", [1])[1]) == 1
     Server(small_export, tmp_path / "new.sqlite").close()
     for name in ("older.sqlite", "new.sqlite"):
         with contextlib.closing(sqlite3.connect(tmp_path / name)) as con:
@@ -1387,7 +1387,7 @@ def test_results_plot_ticks_unscored_packets(tmp_path, monkeypatch):
     score = np.array([0.1, np.nan, 0.2, np.nan, 0.3, 2.0])
     series = {1: {"timestamp": np.arange(6.0) + 1.7e9, "score": score, "anomaly": (score > 1).astype(float)}}
     monkeypatch.setattr(plt, "close", lambda fig: None)
-    results_plot(series, tmp_path / "s.png", [1.0])
+    results_plot(series, tmp_path / "s.png", {1: [1.0]})
     ax = plt.gcf().axes[0]
     line = next(l for l in ax.get_lines() if l.get_label() == "anomaly score")
     assert list(line.get_ydata()) == [0.1, 0.2, 0.3, 2.0]
@@ -1411,3 +1411,89 @@ def test_a_forged_packet_with_another_code_size_is_rejected(tmp_path, small_expo
         f"stored 3, rejected 2 (2 bad_length; kept, raw, in the rejected table of {tmp_path / 'r.sqlite'})"), proc.stderr  # fmt: skip
     with pytest.raises(wire.PacketError, match=f"bad_length: code of {k + 1} values, this export's has {k}"):
         Host(small_export).decode(wire.encode(made[1]))
+
+
+def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, small_export, sim_test):
+    """One export serves a fleet, and a machine noisier than the one it was trained on was flagged
+    at every packet, with no way to tell serve otherwise short of a recording and a new scorer for
+    all. `calibrate --db --sensor` sets that sensor's threshold from its packets of a normal week;
+    the other sensors keep the export's."""
+    import shutil
+
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.host import Host
+    from edgeae.results import thresholds
+    from edgeae.score import load
+    from edgeae.serve import Server
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    host = Host(export)
+    limit = host.scorer.threshold_
+    residual = host.pipe.residual(np.arange(256))
+    quiet, noisy = np.flatnonzero(residual < 0.5 * limit), np.flatnonzero((residual > 1.2 * limit) & (residual < 2 * limit))
+    assert len(quiet) and len(noisy)
+    rng, day = np.random.default_rng(0), 1_795_946_400  # 2026-11-29T10:00:00Z
+
+    def packets(sensor, first, n, t0, byte):  # one a minute, each residual byte drawn from `byte`
+        code = (0,) * host.export.manifest["code_size"]
+        return [wire.encode(wire.Packet(host.model_id, sensor, seq, t0 + 60 * i, code, int(rng.choice(byte))))
+                for i, seq in enumerate(range(first, first + n))]
+
+    db = tmp_path / "r.sqlite"
+    server = Server(export, db)
+    server.run_packets(packets(1, 0, 300, day, quiet) + packets(2, 0, 300, day, noisy))
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT sensor, SUM(anomaly) FROM packets GROUP BY sensor").fetchall() == [(1, 0), (2, 300)]
+
+    for args, message in [(("--sensor", 2), "give exactly one of --data (fit the export's scorer) and --db"),
+                          (("--db", db), "--db needs --sensor"),
+                          (("--db", db, "--sensor", 2, "--mode", "code"), "--mode, --train-rows and --f1 go with --data"),
+                          (("--db", db, "--sensor", 5), f"{db}: 0 scorable packets of sensor 5 from export {host.model_id:08x}; need at least 100"),
+                          (("--db", db, "--sensor", 2, "--since", "2026-11-30"), "0 scorable packets of sensor 2 from export")]:  # fmt: skip
+        assert_one_line_error(edgeae("calibrate", export, *args), message)
+    proc = edgeae("calibrate", export, "--db", db, "--sensor", 2, "--since", "2026-11-29", "--until", "2026-11-30", no_tf=True)  # on a gateway
+    assert proc.returncode == 0, proc.stderr
+    (report,) = json.loads(proc.stdout)
+    assert report["sensor"] == 2 and report["packets"] == 300 and report["previous_threshold"] == limit
+    assert report["first_time"] == "2026-11-29T10:00:00Z" and report["last_time"] == "2026-11-29T14:59:00Z"
+    assert report["flagged_before"] == 300 and report["flagged_now"] == 0 and report["threshold"] > 1.2 * limit
+    scorer = load(export, host.model_id, host.export.manifest["code_size"])
+    assert scorer.threshold_ == limit and scorer.sensor_thresholds_ == {2: report["threshold"]}
+
+    server = Server(export, db, state_topic="s/{sensor}")  # serve reads it when it starts
+    server.run_packets(packets(1, 300, 1, day + 86400, noisy) + packets(2, 300, 1, day + 86400, noisy))
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT sensor, anomaly FROM packets WHERE seq=300 ORDER BY sensor").fetchall() == [(1, 1), (2, 0)]
+        assert sorted(con.execute("SELECT sensor, threshold FROM scorers"), key=str) == [(2, report["threshold"]), (None, limit), (None, limit)]
+    assert server.states[2]["threshold"] == report["threshold"] and server.states[1]["threshold"] == limit
+    restarted = Server(export, db, state_topic="s/{sensor}")
+    restarted.close()
+    assert restarted.states[2]["threshold"] == report["threshold"]  # taken up from the database
+    assert thresholds(db, [1, 2]) == {1: [limit], 2: sorted([limit, report["threshold"]])}  # the plot: each sensor's own
+
+    proc = edgeae("calibrate", export, "--data", sim_test)  # a new scorer: the sensor's threshold was on the old one's scale
+    assert proc.returncode == 0 and json.loads(proc.stdout)["sensor_thresholds_dropped"] == [2], proc.stderr
+    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}
+
+
+def test_a_database_of_an_older_edgeae_gets_the_columns_added_since(tmp_path, small_export):
+    """The scorers table gained a sensor column (a sensor's own threshold); a database from before
+    it must still be read and served into, not refused as another program's."""
+    from edgeae.results import SCHEMA, summary, thresholds
+    from edgeae.serve import Server
+
+    db = tmp_path / "older.sqlite"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.executescript(SCHEMA.replace(",\n    sensor INTEGER);", ");"))
+        con.execute("INSERT INTO scorers VALUES (1, 'abcd0123', 'residual', 'ucl', 0.5)")
+        con.commit()
+    assert thresholds(db, [1]) == {1: [0.5]} and summary(db)["packets"] == 0  # read as it is
+    Server(small_export, db).close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert [c[1] for c in con.execute("PRAGMA table_info(scorers)")][-1] == "sensor"
+        assert con.execute("SELECT threshold, sensor FROM scorers ORDER BY started_at").fetchone() == (0.5, None)
+    assert len(thresholds(db, [1])[1]) == 2

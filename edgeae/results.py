@@ -245,11 +245,23 @@ def _parquet_schema(pa, table: str):
     }[table])  # fmt: skip
 
 
+def batches(con: sqlite3.Connection, table: str, columns: str, where: str, args=(), key: str = "rowid", batch: int = PARQUET_BATCH):
+    """The `columns` of the rows of `table` that `where` (with `args`) selects, in the order of
+    `key` (its columns), as lists of `batch` rows, each batch its own query (the next begins after
+    the last key read): no read holds SQLite's lock for longer than a batch, which would stall a
+    running serve's writes."""
+    k = len(key.split(","))
+    select = f"SELECT {key}, {columns} FROM {table} WHERE ({where})"
+    rows = con.execute(f"{select} ORDER BY {key} LIMIT {batch}", args).fetchall()
+    while rows:
+        yield [r[k:] for r in rows]
+        rows = con.execute(f"{select} AND ({key}) > ({', '.join('?' * k)}) ORDER BY {key} LIMIT {batch}", (*args, *rows[-1][:k])).fetchall()
+
+
 def _write_parquet(con: sqlite3.Connection, table: str, where: str, path: Path, batch: int, key: str) -> int:
     """The rows of `table` that `where` selects, in the order of `key` (its columns), as Parquet at
-    `path`; returns how many. Read `batch` rows at a time, each batch its own query (the next
-    begins after the last key read): a database of any size fits in memory, and no read holds
-    SQLite's lock for longer than a batch, which would stall a running serve's writes."""
+    `path`; returns how many. Read a batch at a time (`batches`): a database of any size fits in
+    memory, and serve's writes go on meanwhile."""
     pa = require("pyarrow", "serve")
     pq = require("pyarrow.parquet", "serve")
     schema = _parquet_schema(pa, table)
@@ -261,15 +273,11 @@ def _write_parquet(con: sqlite3.Connection, table: str, where: str, path: Path, 
         f = convert.get(field.name)
         return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
 
-    k = len(key.split(","))
-    select = f"SELECT {key}, {', '.join(schema.names)} FROM {table} WHERE ({where})"
-    n, rows = 0, con.execute(f"{select} ORDER BY {key} LIMIT {batch}").fetchall()
+    n = 0
     with pq.ParquetWriter(path, schema) as writer:
-        while rows:
-            writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, list(zip(*rows))[k:])], schema=schema))
+        for rows in batches(con, table, ", ".join(schema.names), where, key=key, batch=batch):
+            writer.write_batch(pa.record_batch([column(f, v) for f, v in zip(schema, zip(*rows))], schema=schema))
             n += len(rows)
-            after = rows[-1][:k]
-            rows = con.execute(f"{select} AND ({key}) > ({', '.join('?' * k)}) ORDER BY {key} LIMIT {batch}", after).fetchall()
     return n
 
 

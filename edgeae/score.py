@@ -267,14 +267,14 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
     its machine ran normally. Reads packets only (numpy and LiteRT, as on a gateway); the export's
     scorer (scorer.json, or the default one) is kept, the sensor's threshold added to it."""
     from .host import Host
-    from .results import iso_utc, read_results
+    from .results import batches, iso_utc, read_results
 
     host = Host(export_dir)
     scorer, mid = host.scorer, f"{host.model_id:08x}"
     when = " AND ".join(["sensor=? AND model_id=?", *(["timestamp>=?"] if since is not None else []), *(["timestamp<?"] if until is not None else [])])
     args = [sensor, mid, *(t for t in (since, until) if t is not None)]
-    with read_results(db) as con:
-        rows = con.execute(f"SELECT code, residual, timestamp FROM packets WHERE {when} ORDER BY seq", args).fetchall()
+    with read_results(db) as con:  # a batch at a time, as serve writes beside it
+        rows = [r for b in batches(con, "packets", "code, residual, timestamp", when, args, key="seq") for r in b]
     if scorer.mode != "code":
         rows = [r for r in rows if r[1] is not None]  # no residual byte: a residual scorer cannot score it
     span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")

@@ -403,19 +403,28 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
               help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
 @click.option("--train-rows", help="With --data: fit on rows START:STOP instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="With --data: move the threshold to the F1-optimal one on the labelled windows.")
-def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_rows, f1):
+@click.option("--remove", is_flag=True, help="With --sensor alone: remove the sensors' own thresholds (the export's judges them again).")
+def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_rows, f1, remove):
     """Fit the host's anomaly scorer and store it in the export (scorer.json).
 
     \b
     edgeae calibrate dist/X --data normal.csv            the export's scorer, from a recording
     edgeae calibrate dist/X --db r.sqlite --sensor 7 --since 2026-11-01 --until 2026-11-08
                                                          sensor 7's own threshold, from its packets
+    edgeae calibrate dist/X --sensor 7 --remove          sensor 7 judged by the export's again
 
     One export serves many machines, and a machine noisier than the one the export was trained on
     is flagged all the time: --db sets its sensor's threshold by the rule from the scores of its
     packets in a time it ran normally (the gateway's packets alone: no recording, no TensorFlow).
     serve reads the thresholds when it starts. Fitting the export's scorer again with --data drops them (they
     are on the old scorer's scale)."""
+    if remove:
+        if data or db or since is not None or until is not None or not sensor:
+            raise EdgeaeError("--remove takes --sensor and nothing else")
+        from .score import remove_sensor_thresholds
+
+        click.echo(json.dumps(remove_sensor_thresholds(export_dir, list(dict.fromkeys(sensor))), indent=2))
+        return
     if (data is None) == (db is None):
         raise EdgeaeError("give exactly one of --data (fit the export's scorer) and --db (a sensor's own threshold)")
     if db is None:

@@ -292,3 +292,20 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
                     "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": scorer.sensor_thresholds_[sensor],
                     "previous_threshold": old, "flagged_before": int((scores > old).sum()),
                     "flagged_now": int((scores > scorer.sensor_thresholds_[sensor]).sum())}  # fmt: skip
+
+
+def remove_sensor_thresholds(export_dir, sensors: list[int]) -> dict:
+    """Take `sensors`' own thresholds out of the export's scorer: the export's judges them again."""
+    from .manifest import Export
+
+    ex = Export.open(export_dir)
+    scorer = load(ex.path, ex.model_id, ex.manifest["code_size"])
+    own = sorted(scorer.sensor_thresholds_) if scorer else []
+    missing = [s for s in sensors if s not in own]
+    if missing:
+        raise EdgeaeError(f"{ex.path}: sensor(s) {', '.join(map(str, missing))} have no threshold of their own "
+                          f"({'those that do: ' + ', '.join(map(str, own)) if own else 'no sensor has'})")  # fmt: skip
+    for s in sensors:
+        del scorer.sensor_thresholds_[s]
+    save(scorer, ex.path, ex.model_id)
+    return {"removed": sensors, "threshold": scorer.threshold_}

@@ -1475,6 +1475,13 @@ def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, 
     assert restarted.states[2]["threshold"] == report["threshold"]  # taken up from the database
     assert thresholds(db, [1, 2]) == {1: [limit], 2: sorted([limit, report["threshold"]])}  # the plot: each sensor's own
 
+    assert_one_line_error(edgeae("calibrate", export, "--sensor", 5, "--remove"), "sensor(s) 5 have no threshold of their own (those that do: 2)")
+    assert_one_line_error(edgeae("calibrate", export, "--sensor", 2, "--remove", "--db", db), "--remove takes --sensor and nothing else")
+    proc = edgeae("calibrate", export, "--sensor", 2, "--remove")  # undone: the export's threshold again
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"removed": [2], "threshold": limit}, proc.stderr
+    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}
+
+    assert edgeae("calibrate", export, "--db", db, "--sensor", 2, "--until", "2026-11-30").returncode == 0
     proc = edgeae("calibrate", export, "--data", sim_test)  # a new scorer: the sensor's threshold was on the old one's scale
     assert proc.returncode == 0 and json.loads(proc.stdout)["sensor_thresholds_dropped"] == [2], proc.stderr
     assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}

@@ -416,8 +416,8 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
     One export serves many machines, and a machine noisier than the one the export was trained on
     is flagged all the time: --db sets its sensor's threshold by the rule from the scores of its
     packets in a time it ran normally (the gateway's packets alone: no recording, no TensorFlow).
-    serve reads the thresholds when it starts. Fitting the export's scorer again with --data drops them (they
-    are on the old scorer's scale)."""
+    serve reads the thresholds when it starts. Fitting the export's scorer again with --data
+    drops them (they are on the old scorer's scale)."""
     if remove:
         if data or db or since is not None or until is not None or not sensor:
             raise EdgeaeError("--remove takes --sensor and nothing else")

@@ -271,10 +271,13 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
 
     host = Host(export_dir)
     scorer, mid = host.scorer, f"{host.model_id:08x}"
-    when = " AND ".join(["sensor=? AND model_id=?", *(["timestamp>=?"] if since is not None else []), *(["timestamp<?"] if until is not None else [])])
-    args = [sensor, mid, *(t for t in (since, until) if t is not None)]
+    where, args = ["sensor=?", "model_id=?"], [sensor, mid]
+    for condition, t in (("timestamp>=?", since), ("timestamp<?", until)):
+        if t is not None:
+            where.append(condition)
+            args.append(t)
     with read_results(db) as con:  # a batch at a time, as serve writes beside it
-        rows = [r for b in batches(con, "packets", "code, residual, timestamp", when, args, key="seq") for r in b]
+        rows = [r for b in batches(con, "packets", "code, residual, timestamp", " AND ".join(where), args, key="seq") for r in b]
     if scorer.mode != "code":
         rows = [r for r in rows if r[1] is not None]  # no residual byte: a residual scorer cannot score it
     span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")
@@ -285,13 +288,13 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
     residual = None if scorer.mode == "code" else np.array([r for _, r, _ in rows])
     scores = scorer.score_samples(host.pipe.packet_features(codes, residual))
     q = DEFAULT_Q.get(rule) if q is None else q
-    old = scorer.threshold_for(sensor)
-    scorer.sensor_thresholds_[sensor] = rule_threshold(scores, rule, q)
+    old, new = scorer.threshold_for(sensor), rule_threshold(scores, rule, q)
+    scorer.sensor_thresholds_[sensor] = new
     save(scorer, host.export.path, host.model_id)
-    return scorer, {"sensor": sensor, "packets": len(rows), "first_time": iso_utc(min(t for *_, t in rows)), "last_time": iso_utc(max(t for *_, t in rows)),
-                    "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": scorer.sensor_thresholds_[sensor],
-                    "previous_threshold": old, "flagged_before": int((scores > old).sum()),
-                    "flagged_now": int((scores > scorer.sensor_thresholds_[sensor]).sum())}  # fmt: skip
+    times = [t for *_, t in rows]
+    return scorer, {"sensor": sensor, "packets": len(rows), "first_time": iso_utc(min(times)), "last_time": iso_utc(max(times)),
+                    "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": new, "previous_threshold": old,
+                    "flagged_before": int((scores > old).sum()), "flagged_now": int((scores > new).sum())}  # fmt: skip
 
 
 def remove_sensor_thresholds(export_dir, sensors: list[int]) -> dict:

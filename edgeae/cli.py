@@ -386,6 +386,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
                + (", stamped with the data's times" if source.timed else "") + tail, err=True)  # fmt: skip
 
 
+RESTART_SERVE = "a serve running with this export judges by it once restarted (it reads scorer.json when it starts)"
+
+
 @main.command()
 @click.argument("export_dir", type=click.Path())
 @click.option("--data", type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled: fit the export's scorer.")
@@ -424,6 +427,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         from .score import remove_sensor_thresholds
 
         click.echo(json.dumps(remove_sensor_thresholds(export_dir, list(dict.fromkeys(sensor))), indent=2))
+        click.echo(RESTART_SERVE, err=True)
         return
     if (data is None) == (db is None):
         raise EdgeaeError("give exactly one of --data (fit the export's scorer) and --db (a sensor's own threshold)")
@@ -443,6 +447,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
     from .score import calibrate_sensor
 
     click.echo(json.dumps([calibrate_sensor(export_dir, db, s, since, until, rule, q)[1] for s in dict.fromkeys(sensor)], indent=2))
+    click.echo(RESTART_SERVE, err=True)
 
 
 @main.command()

@@ -13,6 +13,7 @@ as replays, as it would the packets themselves).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -54,8 +55,9 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
+@functools.cache
 def _ours() -> dict[str, list[tuple[str, str]]]:
-    """Each table of `SCHEMA`: its columns' names and types."""
+    """Each table of `SCHEMA`: its columns' names and types (read once, from an in-memory database)."""
     with contextlib.closing(sqlite3.connect(":memory:")) as ours:
         ours.executescript(SCHEMA)
         tables = [t for (t,) in ours.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]

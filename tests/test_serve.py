@@ -1504,3 +1504,17 @@ def test_a_database_of_an_older_edgeae_gets_the_columns_added_since(tmp_path, sm
         assert [c[1] for c in con.execute("PRAGMA table_info(scorers)")][-1] == "sensor"
         assert con.execute("SELECT threshold, sensor FROM scorers ORDER BY started_at").fetchone() == (0.5, None)
     assert len(thresholds(db, [1])[1]) == 2
+
+
+def test_results_plot_draws_each_sensor_its_own_thresholds(tmp_path, monkeypatch):
+    """A sensor with a threshold of its own (calibrate --db) was drawn with every scorer's line."""
+    import matplotlib.pyplot as plt
+
+    from edgeae.report import results_plot
+
+    score = np.array([0.1, 0.2, 0.3])
+    series = {s: {"timestamp": np.arange(3.0) + 1.7e9, "score": score, "anomaly": np.zeros(3)} for s in (1, 2)}
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    results_plot(series, tmp_path / "s.png", {1: [0.5], 2: [0.5, 0.9]})
+    dashed = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in plt.gcf().axes[:2]]
+    assert dashed == [[0.5], [0.5, 0.9]]

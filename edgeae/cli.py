@@ -386,7 +386,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
                + (", stamped with the data's times" if source.timed else "") + tail, err=True)  # fmt: skip
 
 
-RESTART_SERVE = "a serve running with this export judges by it once restarted (it reads scorer.json when it starts)"
+RESTART_SERVE = "a serve running with this export judges by it once reloaded (SIGHUP, systemctl reload) or restarted"
 
 
 @main.command()
@@ -474,7 +474,8 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
                    "said on stderr and, with --state-topic, published in its state until a packet comes again; "
                    "e.g. three times its packet interval.")  # fmt: skip
 def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, clean_session, state_topic, status_topic, silent_after):
-    """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM.
+    """Validate, decode, score and store packets; reject bad ones with a reason. Stops on SIGTERM;
+    SIGHUP reads the exports (a sensor's threshold set by calibrate) and the keys file again.
 
     Several exports: each packet goes to the one whose model id it carries (a fleet moving to a
     new model sends packets of both; with one export, the others' are rejected as wrong_model)."""
@@ -507,8 +508,11 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
             stop = serve_.stop_on_signals()
             client_id = client_id or ("" if clean_session else serve_.session_id(db, topic))
             who = "keeping no session" if clean_session else f"as {client_id}, its session kept"
+            load = lambda: serve_.Hosts(export_dirs, serve_.load_keys(keys) if keys else None)  # noqa: E731
             server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session, status_topic=status_topic,
-                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop)", err=True))  # fmt: skip
+                            reload=serve_.reload_on_sighup(), load=load,
+                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop, SIGHUP to "
+                                                     "read the exports' scorers and the keys again)", err=True))  # fmt: skip
     finally:
         server.close()
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))

@@ -83,10 +83,7 @@ class Server:
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db, self.started = open_results(db), time.time()
         try:
-            with self.db:
-                self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?,?)", [  # one started_at: the run's rows
-                    (self.started, f"{mid:08x}", h.scorer.mode, h.scorer.rule, threshold, sensor) for mid, h in self.hosts.by_id.items()
-                    for sensor, threshold in [(None, h.scorer.threshold_), *h.scorer.sensor_thresholds_.items()]])  # fmt: skip
+            self._record_scorers(self.started)
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -102,6 +99,29 @@ class Server:
         self.silent_after = silent_after  # `_check_silence`, in run_mqtt
         self.silent: set[int] = set()  # sensors silent for longer than silent_after
         self.heard: dict[int, float] = dict(self.db.execute("SELECT sensor, MAX(received_at) FROM packets GROUP BY sensor")) if silent_after else {}
+
+    def _record_scorers(self, t: float) -> None:
+        """The scorers that judge packets from time `t` on, in the scorers table: per export a row,
+        and one per sensor with a threshold of its own, all with started_at `t`."""
+        with self.db:
+            self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?,?)", [
+                (t, f"{mid:08x}", h.scorer.mode, h.scorer.rule, threshold, sensor) for mid, h in self.hosts.by_id.items()
+                for sensor, threshold in [(None, h.scorer.threshold_), *h.scorer.sensor_thresholds_.items()]])  # fmt: skip
+
+    def reload(self, load: Callable[[], Hosts]) -> None:
+        """Judge packets by the exports and keys `load` reads again (SIGHUP: a sensor's threshold
+        set by `edgeae calibrate`, a new sensor's key). If they do not load, serve on as before."""
+        try:
+            hosts = load()
+        except EdgeaeError as e:
+            self.notify(f"reload failed, serving on as before: {e}")
+            return
+        self.hosts = hosts
+        self._record_scorers(time.time())
+        judged = "; ".join(f"{mid:08x} threshold {h.scorer.threshold_:.6g}"
+                           + "".join(f", sensor {s} {t:.6g}" for s, t in sorted(h.scorer.sensor_thresholds_.items()))
+                           for mid, h in hosts.by_id.items())  # fmt: skip
+        self.notify(f"reloaded: {judged}" + (f"; keys of {len(hosts.keys)} sensors" if hosts.keys else ""))
 
     # -- one batch of raw messages
     def handle(self, batch: list[Message]) -> None:
@@ -301,14 +321,16 @@ class Server:
                 raise self._keep_unstored(failure, [m.payload for m in items[i + batch :]]) from None
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, ready=lambda: None,
-                 client_id: str = "", keep_session: bool = False, status_topic: str | None = None) -> None:  # fmt: skip
+                 client_id: str = "", keep_session: bool = False, status_topic: str | None = None,
+                 reload: threading.Event | None = None, load: Callable[[], Hosts] | None = None) -> None:  # fmt: skip
         """Serve until `stop` is set; `ready()` is called once the subscription is confirmed. A
         message is acknowledged to the broker only once it is stored (or kept in a packet file,
         `_keep_unstored`, when the database will not take it): whatever serve has taken in when it
         stops, or is killed, is either stored or still held by the broker. With `keep_session`,
         the broker keeps the subscription of `client_id` (`session_id`), and so those messages and
         the ones that come after serve stops, for its next run; without, it drops them. With
-        `status_topic`, serve's availability is kept there, retained: 'online', 'offline'."""
+        `status_topic`, serve's availability is kept there, retained: 'online', 'offline'. Each
+        time `reload` is set, between batches, the exports and keys are read again (`load`)."""
         self.stop = stop
         sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True,
                          status_topic=status_topic)  # fmt: skip
@@ -318,6 +340,9 @@ class Server:
         try:
             while not stop.is_set():
                 self._store_taken(sub, batch, wait=0.2)
+                if reload is not None and reload.is_set():
+                    reload.clear()
+                    self.reload(load)
                 if self.silent_after:
                     self._check_silence(time.time())
             self._store_taken(sub, sys.maxsize, wait=0)  # what came before the stop (the broker sends more as it is acknowledged)
@@ -359,6 +384,13 @@ def stop_on_signals() -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def reload_on_sighup() -> threading.Event:
+    """An event set by SIGHUP (`systemctl reload`): `run_mqtt` then reads the exports and keys again."""
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    return reload
 
 
 def load_keys(path: str | Path) -> dict[int, bytes]:

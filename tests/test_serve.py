@@ -1455,7 +1455,7 @@ def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, 
                           (("--db", db, "--sensor", 2, "--since", "2026-11-30"), "0 scorable packets of sensor 2 from export")]:  # fmt: skip
         assert_one_line_error(edgeae("calibrate", export, *args), message)
     proc = edgeae("calibrate", export, "--db", db, "--sensor", 2, "--since", "2026-11-29", "--until", "2026-11-30", no_tf=True)  # on a gateway
-    assert proc.returncode == 0 and "judges by it once restarted" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "judges by it once reloaded (SIGHUP, systemctl reload) or restarted" in proc.stderr, proc.stderr
     (report,) = json.loads(proc.stdout)
     assert report["sensor"] == 2 and report["packets"] == 300 and report["previous_threshold"] == limit
     assert report["first_time"] == "2026-11-29T10:00:00Z" and report["last_time"] == "2026-11-29T14:59:00Z"
@@ -1518,3 +1518,65 @@ def test_results_plot_draws_each_sensor_its_own_thresholds(tmp_path, monkeypatch
     results_plot(series, tmp_path / "s.png", {1: [0.5], 2: [0.5, 0.9]})
     dashed = [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in plt.gcf().axes[:2]]
     assert dashed == [[0.5], [0.5, 0.9]]
+
+
+@pytest.mark.slow
+def test_sighup_makes_a_running_serve_read_the_thresholds_and_keys_again(tmp_path, small_export, broker):
+    """A sensor's threshold set by calibrate, or a new sensor's key, reached serve only through a
+    restart; SIGHUP killed it. Now SIGHUP reads the exports and the keys file again between
+    batches, and a scorer or keys file that does not load leaves serve as it was."""
+    import shutil
+
+    from test_cli import edgeae
+
+    from edgeae.host import Host
+    from edgeae.mqtt import Publisher
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    host = Host(export)
+    residual = host.pipe.residual(np.arange(256))
+    noisy = int(np.flatnonzero((residual > 1.2 * host.scorer.threshold_) & (residual < 2 * host.scorer.threshold_))[0])
+    key = bytes.fromhex(KEYS[2])
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"1": KEYS[1]}))
+    packets = [wire.encode(wire.Packet(host.model_id, 2, seq, 1_795_946_400 + seq, (0,) * host.export.manifest["code_size"], noisy), key)
+               for seq in range(300)]  # fmt: skip
+    db = tmp_path / "r.sqlite"
+    serve = _cli("serve", export, "--mqtt", broker, "--db", db, "--keys", keys, stderr=subprocess.PIPE, text=True)
+    log = Stderr(serve)
+    log.wait_for("SIGHUP to read the exports' scorers and the keys again")
+    pub = Publisher(broker)
+
+    def send(raws, stored):
+        for raw in raws:
+            pub.publish("edgeae/2/up", raw)
+        pub.flush()
+        log.wait_for(until=lambda: _count(db) + _rejected(db) == stored)
+
+    send(packets[:1], 1)  # sensor 2 has no key yet: rejected
+    keys.write_text(json.dumps({"1": KEYS[1], "2": KEYS[2]}))
+    serve.send_signal(signal.SIGHUP)
+    log.wait_for("reloaded: ")
+    assert "; keys of 2 sensors" in log.lines[-1]
+    send(packets[1:200], 200)
+    assert edgeae("calibrate", export, "--db", db, "--sensor", 2).returncode == 0  # beside the running serve
+    serve.send_signal(signal.SIGHUP)
+    log.wait_for(", sensor 2 ")  # its own threshold
+    send(packets[200:250], 250)
+    (export / "scorer.json").write_text("{")
+    serve.send_signal(signal.SIGHUP)
+    log.wait_for("reload failed, serving on as before: ")
+    send(packets[250:], 300)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        flagged = dict(con.execute("SELECT seq >= 200, SUM(anomaly) FROM packets GROUP BY seq >= 200"))
+        assert con.execute("SELECT COUNT(*) FROM packets").fetchone() == (299,) and flagged == {0: 199, 1: 0}
+        assert con.execute("SELECT COUNT(*) FROM scorers WHERE sensor=2").fetchone() == (1,)
+    assert pub.close() == []
+
+
+def _rejected(db) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]

@@ -83,7 +83,7 @@ class Server:
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
         self.db, self.started = open_results(db), time.time()
         try:
-            self._record_scorers(self.started)
+            self._record_scorers(self.hosts, self.started)
         except sqlite3.Error as e:
             self.db.close()
             raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
@@ -100,24 +100,25 @@ class Server:
         self.silent: set[int] = set()  # sensors silent for longer than silent_after
         self.heard: dict[int, float] = dict(self.db.execute("SELECT sensor, MAX(received_at) FROM packets GROUP BY sensor")) if silent_after else {}
 
-    def _record_scorers(self, t: float) -> None:
+    def _record_scorers(self, hosts: Hosts, t: float) -> None:
         """The scorers that judge packets from time `t` on, in the scorers table: per export a row,
         and one per sensor with a threshold of its own, all with started_at `t`."""
         with self.db:
             self.db.executemany("INSERT INTO scorers VALUES (?,?,?,?,?,?)", [
-                (t, f"{mid:08x}", h.scorer.mode, h.scorer.rule, threshold, sensor) for mid, h in self.hosts.by_id.items()
+                (t, f"{mid:08x}", h.scorer.mode, h.scorer.rule, threshold, sensor) for mid, h in hosts.by_id.items()
                 for sensor, threshold in [(None, h.scorer.threshold_), *h.scorer.sensor_thresholds_.items()]])  # fmt: skip
 
     def reload(self, load: Callable[[], Hosts]) -> None:
         """Judge packets by the exports and keys `load` reads again (SIGHUP: a sensor's threshold
-        set by `edgeae calibrate`, a new sensor's key). If they do not load, serve on as before."""
+        set by `edgeae calibrate`, a new sensor's key), once recorded in the scorers table. If they
+        do not load, or the database does not take the record, serve on as before."""
         try:
             hosts = load()
-        except EdgeaeError as e:
+            self._record_scorers(hosts, time.time())
+        except (EdgeaeError, sqlite3.Error) as e:
             self.notify(f"reload failed, serving on as before: {e}")
             return
         self.hosts = hosts
-        self._record_scorers(time.time())
         judged = "; ".join(f"{mid:08x} threshold {h.scorer.threshold_:.6g}"
                            + "".join(f", sensor {s} {t:.6g}" for s, t in sorted(h.scorer.sensor_thresholds_.items()))
                            for mid, h in hosts.by_id.items())  # fmt: skip

@@ -1580,3 +1580,22 @@ def test_sighup_makes_a_running_serve_read_the_thresholds_and_keys_again(tmp_pat
 def _rejected(db) -> int:
     with contextlib.closing(sqlite3.connect(db)) as con:
         return con.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+
+
+def test_a_reload_the_database_cannot_record_changes_nothing(tmp_path, small_export):
+    """The scorers that judge packets are recorded with them; a reload the database will not take
+    (locked past SQLite's busy timeout) leaves serve judging as before, where it switched unrecorded."""
+    from edgeae.host import Hosts
+    from edgeae.serve import Server
+
+    db, notes = tmp_path / "r.sqlite", []
+    server = Server(small_export, db, notify=notes.append)
+    before = server.hosts
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        server.reload(lambda: Hosts([small_export]))
+        holder.rollback()
+    assert server.hosts is before and notes == ["reload failed, serving on as before: database is locked"]
+    server.reload(lambda: Hosts([small_export]))
+    assert server.hosts is not before and notes[-1].startswith("reloaded: ")
+    server.close()

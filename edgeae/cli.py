@@ -419,8 +419,8 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
     One export serves many machines, and a machine noisier than the one the export was trained on
     is flagged all the time: --db sets its sensor's threshold by the rule from the scores of its
     packets in a time it ran normally (the gateway's packets alone: no recording, no TensorFlow).
-    serve reads the thresholds when it starts. Fitting the export's scorer again with --data
-    drops them (they are on the old scorer's scale)."""
+    serve reads the thresholds when it starts, and again on SIGHUP (systemctl reload). Fitting
+    the export's scorer again with --data drops them (they are on the old scorer's scale)."""
     if remove:
         if data or db or since is not None or until is not None or not sensor:
             raise EdgeaeError("--remove takes --sensor and nothing else")
@@ -508,7 +508,9 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
             stop = serve_.stop_on_signals()
             client_id = client_id or ("" if clean_session else serve_.session_id(db, topic))
             who = "keeping no session" if clean_session else f"as {client_id}, its session kept"
-            load = lambda: serve_.Hosts(export_dirs, serve_.load_keys(keys) if keys else None)  # noqa: E731
+            from .host import Hosts
+
+            load = lambda: Hosts(export_dirs, serve_.load_keys(keys) if keys else None)  # noqa: E731
             server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session, status_topic=status_topic,
                             reload=serve_.reload_on_sighup(), load=load,
                             ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop, SIGHUP to "

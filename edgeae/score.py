@@ -272,14 +272,14 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
     host = Host(export_dir)
     scorer, mid = host.scorer, f"{host.model_id:08x}"
     where, args = ["sensor=?", "model_id=?"], [sensor, mid]
+    if scorer.mode != "code":
+        where.append("residual IS NOT NULL")  # no residual byte: a residual scorer cannot score it
     for condition, t in (("timestamp>=?", since), ("timestamp<?", until)):
         if t is not None:
             where.append(condition)
             args.append(t)
     with read_results(db) as con:  # a batch at a time, as serve writes beside it
         rows = [r for b in batches(con, "packets", "code, residual, timestamp", " AND ".join(where), args, key="seq") for r in b]
-    if scorer.mode != "code":
-        rows = [r for r in rows if r[1] is not None]  # no residual byte: a residual scorer cannot score it
     span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")
     if len(rows) < MIN_SENSOR_PACKETS:
         raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {mid}{span}; "

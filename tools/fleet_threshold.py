@@ -2,8 +2,8 @@
 
 An export is trained on one machine and serves a fleet. This script simulates the machine it was
 trained on (sensor 1) and a rougher one (sensor 2: white noise added to vib_x and vib_y, of
-`--roughness` times each channel's standard deviation on the healthy machine), each first healthy (`--seconds`, the
-commissioning time), then with the simulator's four faults. Both go through `serve` into one
+`--roughness` times each channel's standard deviation on the healthy machine), each first healthy
+(`--seconds`, the commissioning time), then with the simulator's four faults. Both go through `serve` into one
 database; `calibrate_sensor` then sets sensor 2's threshold from its healthy packets, and the
 fault recordings are served. Reports, per sensor: the false-alarm rate on the healthy windows of
 the fault recording and the share of each fault's windows flagged, under the export's threshold
@@ -35,8 +35,6 @@ from edgeae.score import calibrate_sensor  # noqa: E402
 from edgeae.serve import Server  # noqa: E402
 
 FS = 1000.0  # the simulated machine's sampling rate (simulate.machine's default)
-
-
 VIB = [0, 1]  # vib_x, vib_y in the simulated machine's channels
 
 

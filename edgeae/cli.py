@@ -446,7 +446,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         raise EdgeaeError("--db needs --sensor: the sensor whose threshold its packets set")
     from .score import calibrate_sensor
 
-    click.echo(json.dumps([calibrate_sensor(export_dir, db, s, since, until, rule, q)[1] for s in dict.fromkeys(sensor)], indent=2))
+    click.echo(json.dumps(calibrate_sensor(export_dir, db, list(dict.fromkeys(sensor)), since, until, rule, q)[1], indent=2))
     click.echo(RESTART_SERVE, err=True)
 
 

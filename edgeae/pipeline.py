@@ -128,6 +128,12 @@ class Pipeline:
             res = res - 128
         return dequantize(res, *self.residual_quant).astype(np.float64)
 
+    @property
+    def residual_ceiling(self) -> float:
+        """The largest reconstruction error a residual byte carries (byte 255): a residual scorer's
+        threshold at or above it flags nothing."""
+        return float(self.residual(np.array([255]))[0])
+
     def offline_features(self, normalized: np.ndarray) -> Features:
         """Packet features plus the raw-window reconstruction error (when raw windows exist)."""
         codes_q, residual = self.device_outputs(normalized)

@@ -240,6 +240,8 @@ def calibrate(
         if labels is None:
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
+    check_flaggable(scorer, pipe, scorer.threshold_, f"{data}: the threshold by the {scorer.rule} rule",
+                    "its normal windows are rougher than the export's calibration set: export again with calibration data from this machine")  # fmt: skip
     try:
         before = load(ex.path, ex.model_id, ex.manifest["code_size"])
     except EdgeaeError:  # damaged, or another export's: nothing of it to carry over
@@ -260,19 +262,51 @@ def calibrate(
 MIN_SENSOR_PACKETS = 100  # below this the UCL's quantile 0.999 is just the largest score
 
 
-def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, until: float | None = None,
-                     rule: str = "ucl", q: float | None = None) -> tuple[AnomalyScorer, dict]:  # fmt: skip
-    """Give `sensor` a threshold of its own, set by `rule` on the scores of its packets from this
-    export that serve stored in `db` with window times in [since, until): a time the operator knows
-    its machine ran normally. Reads packets only (numpy and LiteRT, as on a gateway); the export's
-    scorer (scorer.json, or the default one) is kept, the sensor's threshold added to it."""
+def check_flaggable(scorer: AnomalyScorer, pipe, threshold: float, what: str, why: str) -> None:
+    """Refuse a residual scorer's threshold that no packet could exceed (the byte's ceiling), which
+    would otherwise judge every window normal in silence; `what` names the threshold, `why` the way out."""
+    if scorer.mode == "residual" and threshold >= (ceiling := pipe.residual_ceiling):
+        raise EdgeaeError(f"{what} would be {threshold:.4g}, at or above the largest error a packet's residual byte carries "
+                          f"({ceiling:.4g}, byte 255): nothing would ever be flagged; {why}")  # fmt: skip
+
+
+def calibrate_sensor(export_dir, db, sensors: list[int], since: float | None = None, until: float | None = None,
+                     rule: str = "ucl", q: float | None = None) -> tuple[AnomalyScorer, list[dict]]:  # fmt: skip
+    """Give each of `sensors` a threshold of its own, set by `rule` on the scores of its packets from
+    this export that serve stored in `db` with window times in [since, until): a time the operator
+    knows its machine ran normally. Reads packets only (numpy and LiteRT, as on a gateway); the
+    export's scorer (scorer.json, or the default one) is kept, the sensors' thresholds added to it,
+    all of them or, when one cannot be set, none."""
     from .host import Host
-    from .results import batches, iso_utc, read_results
+    from .results import iso_utc
 
     host = Host(export_dir)
-    scorer, mid = host.scorer, f"{host.model_id:08x}"
-    where, args = ["sensor=?", "model_id=?"], [sensor, mid]
-    if scorer.mode != "code":
+    scorer = host.scorer
+    q = DEFAULT_Q.get(rule) if q is None else q
+    span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")
+    reports = []
+    for sensor in sensors:
+        scores, residual, times = _stored_scores(host, db, sensor, since, until, span)
+        old, new = scorer.threshold_for(sensor), rule_threshold(scores, rule, q)
+        at_ceiling = 0 if residual is None else int((residual == 255).sum())
+        check_flaggable(scorer, host.pipe, new, f"{db}: sensor {sensor}'s threshold by the {rule} rule",
+                        f"{at_ceiling} of its {len(scores)} packets{span} are at that ceiling: its machine is rougher than this "
+                        f"export measures, and an export calibrated on that machine's data can judge it")  # fmt: skip
+        scorer.sensor_thresholds_[sensor] = new
+        reports.append({"sensor": sensor, "packets": len(scores), "first_time": iso_utc(min(times)), "last_time": iso_utc(max(times)),
+                        "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": new, "previous_threshold": old,
+                        "flagged_before": int((scores > old).sum()), "flagged_now": int((scores > new).sum())})  # fmt: skip
+    save(scorer, host.export.path, host.model_id)
+    return scorer, reports
+
+
+def _stored_scores(host, db, sensor: int, since: float | None, until: float | None, span: str):
+    """The scores of the scorable packets of `sensor` from `host`'s export that serve stored in `db`
+    with window times in [since, until), with their residual bytes (None for a scorer of codes) and times."""
+    from .results import batches, read_results
+
+    where, args = ["sensor=?", "model_id=?"], [sensor, f"{host.model_id:08x}"]
+    if host.scorer.mode != "code":
         where.append("residual IS NOT NULL")  # no residual byte: a residual scorer cannot score it
     for condition, t in (("timestamp>=?", since), ("timestamp<?", until)):
         if t is not None:
@@ -280,21 +314,12 @@ def calibrate_sensor(export_dir, db, sensor: int, since: float | None = None, un
             args.append(t)
     with read_results(db) as con:  # a batch at a time, as serve writes beside it
         rows = [r for b in batches(con, "packets", "code, residual, timestamp", " AND ".join(where), args, key="seq") for r in b]
-    span = (f" from {iso_utc(since)}" if since is not None else "") + (f" before {iso_utc(until)}" if until is not None else "")
     if len(rows) < MIN_SENSOR_PACKETS:
-        raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {mid}{span}; "
+        raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {args[1]}{span}; "
                           f"need at least {MIN_SENSOR_PACKETS} to set its threshold")  # fmt: skip
     codes = np.array([json.loads(c) for c, _, _ in rows], dtype=np.int16)
-    residual = None if scorer.mode == "code" else np.array([r for _, r, _ in rows])
-    scores = scorer.score_samples(host.pipe.packet_features(codes, residual))
-    q = DEFAULT_Q.get(rule) if q is None else q
-    old, new = scorer.threshold_for(sensor), rule_threshold(scores, rule, q)
-    scorer.sensor_thresholds_[sensor] = new
-    save(scorer, host.export.path, host.model_id)
-    times = [t for *_, t in rows]
-    return scorer, {"sensor": sensor, "packets": len(rows), "first_time": iso_utc(min(times)), "last_time": iso_utc(max(times)),
-                    "rule": rule, **({"q": q} if rule in DEFAULT_Q else {}), "threshold": new, "previous_threshold": old,
-                    "flagged_before": int((scores > old).sum()), "flagged_now": int((scores > new).sum())}  # fmt: skip
+    residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows])
+    return host.scorer.score_samples(host.pipe.packet_features(codes, residual)), residual, [t for *_, t in rows]
 
 
 def remove_sensor_thresholds(export_dir, sensors: list[int]) -> dict:

@@ -153,6 +153,25 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     assert json.loads(proc.stdout)["fitted_on"] == "every row (no labels)"
 
 
+def test_calibrate_refuses_a_threshold_no_packet_can_exceed(tmp_path, small_export, sim_test):
+    """On data rougher than the export's calibration set the UCL lands above the largest error a
+    residual byte carries: the scorer was saved and judged every window normal, in silence."""
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.data import read_series
+
+    export, rough = tmp_path / "export", tmp_path / "rough.npz"
+    shutil.copytree(small_export, export)
+    s = read_series(sim_test)
+    noisy = s.values + 3 * s.values.std(axis=0) * np.random.default_rng(0).normal(size=s.values.shape)
+    np.savez(rough, data=noisy, channels=np.array(s.channels))
+    proc = edgeae("calibrate", export, "--data", rough)
+    assert_one_line_error(proc, f"{rough}: the threshold by the ucl rule would be")
+    assert "at or above the largest error a packet's residual byte carries" in proc.stderr, proc.stderr
+    assert not (export / "scorer.json").exists()
+    assert edgeae("calibrate", export, "--data", rough, "--mode", "code").returncode == 0  # codes have no such ceiling
+
+
 def test_calibrate_refuses_a_mode_packets_cannot_feed(tmp_path, small_export, sim_test):
     """Mode 'reconstruction' needs raw windows; its scorer.json made serve refuse the export."""
     from test_cli import edgeae

@@ -1481,6 +1481,13 @@ def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, 
     assert proc.returncode == 0 and json.loads(proc.stdout) == {"removed": [2], "threshold": limit}, proc.stderr
     assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}
 
+    server = Server(export, db)  # a machine too rough for the residual byte: its UCL lies beyond byte 255's error
+    server.run_packets(packets(3, 0, 300, day, np.arange(230, 256)))
+    server.close()
+    assert_one_line_error(edgeae("calibrate", export, "--db", db, "--sensor", 2, "--sensor", 3),
+                          f"{db}: sensor 3's threshold by the ucl rule would be")  # fmt: skip
+    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}  # all or none: not 2's either
+
     assert edgeae("calibrate", export, "--db", db, "--sensor", 2, "--until", "2026-11-30").returncode == 0
     proc = edgeae("calibrate", export, "--data", sim_test)  # a new scorer: the sensor's threshold was on the old one's scale
     assert proc.returncode == 0 and json.loads(proc.stdout)["sensor_thresholds_dropped"] == [2], proc.stderr

@@ -145,12 +145,18 @@ class Server:
         if waiting:
             self.notify(f"{self.db_path}: unlocked; the {len(batch)} packet(s) held are stored")
 
-    def _keep_unstored(self, failure: _NotStored, more: list[bytes] = ()) -> EdgeaeError:
+    def _keep_unstored(self, failure: _NotStored, more: list[bytes], still_at: str) -> EdgeaeError:
         """Write the packets the database would not take to a packet file beside it; returns the
-        error that says so, for the caller to raise once it has done what the file allows."""
+        error that says so, for the caller to raise once it has done what the file allows. When the
+        file cannot be written either (the full disk that stopped the database, as a rule), raises
+        the error saying both, and where the packets still are (`still_at`)."""
         raws = [*failure.raws, *more]
         path = self.db_path.with_name(f"{self.db_path.name}.unstored-{time.strftime('%Y%m%dT%H%M%S')}.bin")
-        wire.write_packet_file(path, [self._packet_or_message(r) for r in raws])
+        try:
+            wire.write_packet_file(path, [self._packet_or_message(r) for r in raws])
+        except OSError as e:
+            raise EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}), nor keep the {len(raws)} not stored "
+                              f"in a packet file ({path}: {e.strerror or e}); {still_at}") from None  # fmt: skip
         return EdgeaeError(f"{self.db_path}: cannot store packets ({failure.error}); the {len(raws)} not stored are kept "
                            f"in {path} (edgeae serve --packets {path} stores them)")  # fmt: skip
 
@@ -319,7 +325,8 @@ class Server:
             try:
                 self.handle(items[i : i + batch])
             except _NotStored as failure:
-                raise self._keep_unstored(failure, [m.payload for m in items[i + batch :]]) from None
+                raise self._keep_unstored(failure, [m.payload for m in items[i + batch :]],
+                                          "they are still in the packet file given: serve it again once the database takes packets") from None  # fmt: skip
 
     def run_mqtt(self, url: str, pattern: str, stop: threading.Event, batch: int = 256, ready=lambda: None,
                  client_id: str = "", keep_session: bool = False, status_topic: str | None = None,
@@ -349,7 +356,8 @@ class Server:
             self._store_taken(sub, sys.maxsize, wait=0)  # what came before the stop (the broker sends more as it is acknowledged)
         except _NotStored as failure:
             more = [m.payload for m in sub.take(sys.maxsize, wait=0)]
-            error = self._keep_unstored(failure, more)
+            error = self._keep_unstored(failure, more, f"not acknowledged, they stay with the broker for session {client_id!r}, for serve's next run"
+                                        if keep_session else "not acknowledged, and the broker keeps no session (--clean-session): lost")  # fmt: skip
             sub.ack(len(failure.raws) + len(more))
             if keep_session:
                 error = EdgeaeError(f"{error}; the broker keeps what it holds beyond them for session {client_id!r}, for serve's next run")

@@ -185,6 +185,29 @@ def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, s
     assert server.stored == len(first) + len(second) and not server.rejected
 
 
+def test_on_a_full_disk_serve_says_where_the_packets_are(tmp_path, small_export, sim_test):
+    """The database and the packet file serve keeps what it refuses in share a disk: when both
+    failed, serve said only '[Errno 28] No space left on device', nothing of the packets. A file
+    size limit (RLIMIT_FSIZE) is a full disk as the process sees it."""
+    import resource
+
+    from test_cli import assert_one_line_error
+
+    from edgeae.serve import Server
+
+    packets, db = tmp_path / "p.bin", tmp_path / "r.sqlite"
+    wire.write_packet_file(packets, _encode_file(small_export, sim_test, 1, None))
+    Server(small_export, db).close()
+    limit = db.stat().st_size + 8192  # room for the database's first pages, not for all of the packets
+    assert packets.stat().st_size > limit
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "serve", small_export, "--packets", packets, "--db", db], cwd=ROOT,
+                          capture_output=True, text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit,) * 2))  # fmt: skip
+    assert_one_line_error(proc, f"{db}: cannot store packets (")
+    assert re.search(r"nor keep the \d+ not stored in a packet file \(.*unstored-.*\.bin: File too large\); they are still in the "
+                     "packet file given: serve it again once the database takes packets$", proc.stderr.strip()), proc.stderr  # fmt: skip
+    assert not list(tmp_path.glob("*unstored*")) and not list(tmp_path.glob(".*tmp"))  # no half-written file
+
+
 # ---------------------------------------------------------------- through Mosquitto
 
 
@@ -434,6 +457,64 @@ def test_serve_keeps_its_availability_on_a_status_topic(tmp_path, small_export, 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_packets_serve_can_keep_nowhere_stay_with_the_broker(tmp_path, small_export, streams, broker, monkeypatch):
+    """When neither the database nor a packet file takes what serve took in (a full disk), serve
+    acknowledges none of it: the broker keeps it for serve's session, and the next run stores it."""
+    import errno
+    import threading
+
+    from edgeae.serve import Server
+
+    def run(server, stop, failures):
+        try:
+            server.run_mqtt(broker, "edgeae/+/up", stop, client_id="fulldisk", keep_session=True, ready=ready.set)
+        except EdgeaeError as e:
+            failures.append(str(e))
+
+    db, notes, failures, ready, stop = tmp_path / "r.sqlite", [], [], threading.Event(), threading.Event()
+    server = Server(small_export, db, notify=notes.append)
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # serve cannot write; stopped meanwhile, it keeps what it took in a packet file
+    serving = threading.Thread(target=run, args=(server, stop, failures))
+    serving.start()
+    assert ready.wait(30)
+    enc = _cli("encode", small_export, "--data", streams[1], "--sensor", 1, "--mqtt", broker,
+               "--t0", "1700000000", "--period", "0.001", stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, err = enc.communicate(timeout=120)
+    sent = int(err.split(": ")[1].split()[0])
+    while not any("locked by another connection" in n for n in notes):
+        time.sleep(0.1)
+
+    def disk_full(path, packets):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wire, "write_packet_file", disk_full)
+    stop.set()
+    serving.join(60)
+    holder.rollback()
+    holder.close()
+    server.close()
+    (failure,) = failures
+    assert "nor keep the" in failure and failure.endswith("No space left on device); not acknowledged, they stay with the broker "
+                                                          "for session 'fulldisk', for serve's next run"), failure  # fmt: skip
+    assert _count(db) == 0 and not list(tmp_path.glob("*unstored*"))
+
+    ready.clear()
+    stop.clear()
+    server = Server(small_export, db)
+    serving = threading.Thread(target=run, args=(server, stop, failures))
+    serving.start()
+    deadline = time.time() + 60
+    while _count(db) < sent and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    serving.join(60)
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert [r[0] for r in con.execute("SELECT seq FROM packets ORDER BY seq")] == list(range(sent))
+
+
 def test_serve_stopped_while_its_database_is_locked_keeps_every_packet(tmp_path, small_export, streams, broker):
     """What serve took in is kept in a packet file; what the broker did not send it yet (it sends
     only 20 unacknowledged at a time) waits there for serve's session. Between them, every packet."""

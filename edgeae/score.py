@@ -263,11 +263,14 @@ MIN_SENSOR_PACKETS = 100  # below this the UCL's quantile 0.999 is just the larg
 
 
 def check_flaggable(scorer: AnomalyScorer, pipe, threshold: float, what: str, why: str) -> None:
-    """Refuse a residual scorer's threshold that no packet could exceed (the byte's ceiling), which
-    would otherwise judge every window normal in silence; `what` names the threshold, `why` the way out."""
-    if scorer.mode == "residual" and threshold >= (ceiling := pipe.residual_ceiling):
-        raise EdgeaeError(f"{what} would be {threshold:.4g}, at or above the largest error a packet's residual byte carries "
-                          f"({ceiling:.4g}, byte 255): nothing would ever be flagged; {why}")  # fmt: skip
+    """Refuse a threshold that the largest score a residual byte gives (byte 255) does not pass: the
+    byte would never flag a window (in mode residual, nothing would ever be flagged), in silence.
+    `what` names the threshold, `why` the way out."""
+    if scorer.mode in ("residual", "combined"):
+        top = pipe.residual_ceiling / (scorer.residual_limit_ if scorer.mode == "combined" else 1.0)
+        if threshold >= top:
+            raise EdgeaeError(f"{what} would be {threshold:.4g}, at or above the largest score a packet's residual byte gives "
+                              f"({top:.4g}, byte 255): the byte would never flag a window; {why}")  # fmt: skip
 
 
 def calibrate_sensor(export_dir, db, sensors: list[int], since: float | None = None, until: float | None = None,

@@ -167,7 +167,8 @@ def test_calibrate_refuses_a_threshold_no_packet_can_exceed(tmp_path, small_expo
     np.savez(rough, data=noisy, channels=np.array(s.channels))
     proc = edgeae("calibrate", export, "--data", rough)
     assert_one_line_error(proc, f"{rough}: the threshold by the ucl rule would be")
-    assert "at or above the largest error a packet's residual byte carries" in proc.stderr, proc.stderr
+    assert "at or above the largest score a packet's residual byte gives" in proc.stderr, proc.stderr
+    assert_one_line_error(edgeae("calibrate", export, "--data", rough, "--mode", "combined"), "the byte would never flag a window")
     assert not (export / "scorer.json").exists()
     assert edgeae("calibrate", export, "--data", rough, "--mode", "code").returncode == 0  # codes have no such ceiling
 

@@ -323,7 +323,8 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--t0", type=float, default=None,
               help="Timestamp of row 0, Unix seconds, and stamp rows t0 + period x row "
                    "[default: each row's own time, from the data's time column; without one, now].")
-@click.option("--period", type=float, default=1.0, show_default=True, help="Seconds between rows, when stamping by row.")
+@click.option("--period", type=float,
+              help="Seconds between rows, when stamping by row [default: the step of the rows the export was trained on, else 1].")
 @click.option("--start-seq", type=int, help="First sequence number [default: 0, or the one --seq-file kept].")
 @click.option("--seq-file", type=click.Path(dir_okay=False),
               help="Keep the next sequence number in this file and start from it: serve rejects a number it has "

@@ -31,6 +31,10 @@ from .errors import EdgeaeError, existing_file
 #: Column names treated as labels / timestamps when a recipe does not name them.
 DEFAULT_LABEL_COLUMNS = ("label", "anomaly")
 DEFAULT_TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+#: Rows whose times give `Series.row_period` (a median needs few; a long file's every cell would take seconds).
+PERIOD_ROWS = 10_000
+#: How far a recording's row period may be from the training data's (`check_row_period`): a logger's jitter, not another rate.
+PERIOD_TOLERANCE = 0.1
 
 
 @dataclass
@@ -104,6 +108,20 @@ class Series:
             except ValueError as e:
                 raise EdgeaeError(f"{self.source}: row {i + 1}: {e}") from None
         return out
+
+    def row_period(self) -> float | None:
+        """The rows' time step in seconds: the median step between the times of the first
+        PERIOD_ROWS rows, to 3 digits (a 2026 time in float seconds is exact to 0.2 us only). None
+        without a time column, with times that are neither Unix seconds nor ISO 8601, or that do
+        not advance (a clock coarser than the rows)."""
+        if self.times is None or len(self.times) < 2:
+            return None
+        try:
+            t = np.array([unix_seconds(str(cell)) for cell in self.times[:PERIOD_ROWS]])
+        except ValueError:
+            return None
+        step = float(f"{np.median(np.diff(t)):.3g}")
+        return step if step > 0 else None
 
     def fingerprint(self) -> str:
         """sha256 of the channel names, values and labels: identifies the training data."""
@@ -180,6 +198,16 @@ def unix_seconds(cell: str) -> float:
     if not 0 <= t < 2**32:
         raise ValueError(f"time {cell!r} is not in Unix seconds 0..2^32 (1970 to 2106)")
     return t
+
+
+def check_row_period(step: float | None, trained: float | None, what: str) -> None:
+    """Refuse rows at another rate than the rows an export was trained on (more than
+    PERIOD_TOLERANCE apart; nothing to compare when either is unknown): the encoder would see the
+    signal stretched or squeezed, a fault's frequency moved, and nothing else would say so."""
+    if step is not None and trained is not None and abs(step / trained - 1) > PERIOD_TOLERANCE:
+        raise EdgeaeError(f"{what}: rows {step:.6g} s apart ({1 / step:.6g} Hz), the export's were {trained:.6g} s apart "
+                          f"({1 / trained:.6g} Hz): at another rate the encoder sees another signal; resample the rows "
+                          "to the export's rate, or train on rows at this one")  # fmt: skip
 
 
 def _unique_names(path: Path, names: list[str]) -> None:

@@ -86,12 +86,15 @@ def stream_windows(rows: Iterable[np.ndarray], length: int, hop: int) -> Iterato
 class Encoder:
     """Windows -> packets for one sensor, with sequence numbers and optional HMAC tags."""
 
-    def __init__(self, export_dir, sensor: int, key: bytes | None = None, t0: float = 0.0, period: float = 1.0,
+    def __init__(self, export_dir, sensor: int, key: bytes | None = None, t0: float = 0.0, period: float | None = None,
                  start_seq: int = 0, seq_file: str | Path | None = None):  # fmt: skip
+        """`period`: seconds between rows, for stamping by row; by default the training rows' step
+        (1 s when the export does not know it)."""
         self.ex = Export.open(export_dir)
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
-        self.sensor, self.key, self.t0, self.period, self.seq = sensor, key, t0, period, start_seq
+        self.sensor, self.key, self.t0, self.seq = sensor, key, t0, start_seq
+        self.period = (self.ex.row_period or 1.0) if period is None else period
         if sensor not in wire.SENSOR_IDS:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
         self.seq_file = None if seq_file is None else Path(seq_file)
@@ -99,8 +102,10 @@ class Encoder:
             self.seq = read_seq_file(self.seq_file, sensor)
         if not 0 <= t0 < 2**32:  # also false for NaN; packets carry uint32 seconds
             raise EdgeaeError(f"--t0 must be Unix seconds in 0..2^32, got {t0}")
-        if not 0 < period < float("inf"):
+        if not 0 < self.period < float("inf"):
             raise EdgeaeError(f"--period must be a positive number of seconds, got {period}")
+        if period is not None:
+            D.check_row_period(period, self.ex.row_period, f"--period {period}")
         if not 0 <= start_seq < 2**32:
             raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
 
@@ -172,6 +177,7 @@ class Source:
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:
             series = D.read_series(Path(source))
+            D.check_row_period(series.row_period(), ex.row_period, source)
             self.rows = len(series)
             if times:
                 try:

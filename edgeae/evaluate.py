@@ -452,15 +452,13 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     `train_rows` (default: the rows before the first anomaly), the rest is the test."""
     check_replaceable(out, METRICS)
     ex = Export.open(export_dir)
-    recipe = ex.manifest.get("recipe") or {}
-    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
-    series = series.select(ex.channels)
+    series = ex.read_series(data)
     if series.labels is None:
         raise EdgeaeError(f"{data}: eval needs a label column")
     rows = _train_rows(series, train_rows)
     pipe = Pipeline(ex)
     part = score_part(_part(Path(data).name, series, pipe, ex.hop, rows), {"int8": pipe}, ex.manifest["code_size"])
-    return _write(out, "export", str(data), recipe, [part], {"int8": pipe})
+    return _write(out, "export", str(data), ex.manifest.get("recipe") or {}, [part], {"int8": pipe})
 
 
 def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:

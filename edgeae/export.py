@@ -87,7 +87,7 @@ def _from_run(run: Path, calibration) -> dict:
     calibration = calibration or recipe.export.calibration
     if calibration is not None:
         rep = _calibration_windows(calibration, norm, recipe.data.window, recipe.data.hop, encoder.input_shape[1:],
-                                   recipe.export.calibration_windows, recipe.train.seed)  # fmt: skip
+                                   recipe.export.calibration_windows, recipe.train.seed, info.get("row_period_s"))  # fmt: skip
     else:
         rep = np.load(run / "calibration.npy")
     rep = with_margin(rep, recipe.export.input_margin)
@@ -96,6 +96,7 @@ def _from_run(run: Path, calibration) -> dict:
     return dict(
         name=recipe.name, encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
         representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,
+        row_period=info.get("row_period_s"),
     )  # fmt: skip
 
 
@@ -150,9 +151,12 @@ def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
     return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
 
 
-def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int):
-    """Normalized windows from a calibration file; its channels must be the model's."""
-    w = _normal_windows(path, D.read_series(path).select(norm.channels), norm, window, hop)
+def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int, row_period):
+    """Normalized windows from a calibration file; its channels must be the model's, its rows at
+    the training data's rate (`row_period`, when known)."""
+    series = D.read_series(path).select(norm.channels)
+    D.check_row_period(series.row_period(), row_period, str(path))
+    w = _normal_windows(path, series, norm, window, hop)
     w = w[np.sort(np.random.default_rng(seed).permutation(len(w))[:limit])]
     return D.to_input(w, input_shape)
 
@@ -212,7 +216,7 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     return dict(
         name=path.stem, encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
         representative=with_margin(rep[np.sort(sample[:256])], margin), reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
-        recipe=None, fingerprint=series.fingerprint(), pruning=None,
+        recipe=None, fingerprint=series.fingerprint(), pruning=None, row_period=series.row_period(),
     )  # fmt: skip
 
 
@@ -297,7 +301,7 @@ def split(model, code_layer: str):
 
 
 def _write(out, *, name, encoder, decoder, normalizer, window, hop, representative, reference, recipe: Recipe | None,
-           fingerprint, pruning, decoder_int8, target, io_type) -> Path:  # fmt: skip
+           fingerprint, pruning, row_period, decoder_int8, target, io_type) -> Path:  # fmt: skip
     from . import targets
     from .metrics import power_mean, reconstruction_error
     from .quantize import to_tflite
@@ -361,7 +365,8 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     manifest = {
         "format_version": M.FORMAT_VERSION,
         "name": name,
-        "window": {"length": window, "hop": hop, "channels": channels, "input_shape": list(enc_rt.input_shape)},
+        "window": {"length": window, "hop": hop, "channels": channels, "input_shape": list(enc_rt.input_shape),
+                   **({} if row_period is None else {"row_period_s": row_period})},
         "normalization": normalizer.to_dict(),
         "quantization": {
             "input": {"scale": in_scale, "zero_point": in_zp, "dtype": io_type},

@@ -14,8 +14,9 @@ An export directory holds:
     reference_codes.npy     the float encoder's codes for them
     reference_errors.npy    the float autoencoder's reconstruction error for them
     manifest.json           format version, sha256 of every file above, window shape, channel
-                            names, normalization, input and code quantization, code size,
-                            recipe and training-data fingerprint
+                            names, the training rows' time step (when known), normalization,
+                            input and code quantization, code size, recipe and training-data
+                            fingerprint
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Normalizer
+from .data import Normalizer, Series, check_row_period, read_series
 from .errors import EdgeaeError
 
 FORMAT_VERSION = 1
@@ -94,10 +95,14 @@ class Export:
         if not all(type(n) is int for n in w["input_shape"]) or np.prod(w["input_shape"]) != w["length"] * len(w["channels"]):
             raise EdgeaeError(f"{mpath}: a window of {w['length']} rows x {len(w['channels'])} channels does not match "
                               f"the encoder's input shape {w['input_shape']} (damaged or hand-edited)")  # fmt: skip
-        byte_scale = manifest["device"]["residual_byte_scale"] if "residual_power" in manifest["device"] else 1.0  # typed above
-        if w["hop"] < 1 or not 0 < byte_scale < np.inf:
-            raise EdgeaeError(f"{mpath}: window.hop must be >= 1 and device.residual_byte_scale a positive number, "
-                              f"got {w['hop']} and {byte_scale} (damaged or hand-edited)")  # fmt: skip
+        if w["hop"] < 1:
+            raise EdgeaeError(f"{mpath}: window.hop must be >= 1, got {w['hop']} (damaged or hand-edited)")
+        # entries that may be absent (1.0 then): a power-mean residual byte's scale, the training rows' time step
+        positive = {"device.residual_byte_scale": manifest["device"]["residual_byte_scale"] if "residual_power" in manifest["device"] else 1.0,
+                    "window.row_period_s": w.get("row_period_s", 1.0)}  # fmt: skip
+        for key, v in positive.items():
+            if type(v) not in (int, float) or not 0 < v < np.inf:
+                raise EdgeaeError(f"{mpath}: {key} must be a positive number, got {v!r} (damaged or hand-edited)")
         try:
             norm = Normalizer.from_dict(manifest["normalization"])
         except (KeyError, TypeError, ValueError) as e:
@@ -152,6 +157,20 @@ class Export:
     @property
     def hop(self) -> int:
         return int(self.manifest["window"]["hop"])
+
+    @property
+    def row_period(self) -> float | None:
+        """Seconds between the rows of the training data (the median step of its time column);
+        None when it had none."""
+        return self.manifest["window"].get("row_period_s")
+
+    def read_series(self, data: str | Path) -> Series:
+        """A recording for this export: read with its recipe's label and time columns, its channels
+        selected, its rows at the training data's rate (`check_row_period`)."""
+        columns = (self.manifest.get("recipe") or {}).get("data", {})
+        series = read_series(data, label=columns.get("label"), time=columns.get("time")).select(self.channels)
+        check_row_period(series.row_period(), self.row_period, str(data))
+        return series
 
     def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(windows, float codes, float reconstruction errors) recorded at export."""

@@ -220,9 +220,7 @@ def calibrate(
         raise EdgeaeError(f"the host's scorer reads packets, so its mode is one of {', '.join(HOST_MODES)}; got {mode!r}")
     ex = Export.open(export_dir)
     pipe = Pipeline(ex)
-    recipe = ex.manifest.get("recipe") or {}
-    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time"))
-    series = series.select(ex.channels)
+    series = ex.read_series(data)
     windows = pipe.norm.windows(series, ex.window, ex.hop)
     labels = D.window_labels(series, ex.window, ex.hop)
     if train_rows is not None:

@@ -224,8 +224,7 @@ def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
     """Fidelity on the normal windows of `data` (every window, without labels), and ROC-AUC when
     it has both kinds."""
     ex = pipe.export
-    recipe = ex.manifest.get("recipe") or {}
-    series = D.read_series(data, label=recipe.get("data", {}).get("label"), time=recipe.get("data", {}).get("time")).select(ex.channels)
+    series = ex.read_series(data)
     windows = pipe.norm.windows(series, ex.window, ex.hop)
     labels = np.zeros(len(windows), bool) if series.labels is None else D.window_labels(series, ex.window, ex.hop).astype(bool)
     if labels.all():

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -243,7 +244,9 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
     (lambda m: m["device"]["residual"].update(scale=float("nan")), "residual quantization are not the manifest's"),
     (lambda m: m["device"]["residual"].update(scale=-1.0), "residual quantization are not the manifest's"),
     (lambda m: m["window"].update(hop=0), "window.hop must be >= 1"),
-    (lambda m: m["device"].update(residual_power=4, residual_byte_scale=float("nan")), "device.residual_byte_scale a positive number"),
+    (lambda m: m["device"].update(residual_power=4, residual_byte_scale=float("nan")), "device.residual_byte_scale must be a positive number"),
+    (lambda m: m["window"].update(row_period_s=0), "window.row_period_s must be a positive number, got 0"),
+    (lambda m: m["window"].update(row_period_s="1ms"), "window.row_period_s must be a positive number, got '1ms'"),
     (lambda m: m["normalization"].update(std=[0.0] * len(m["normalization"]["std"])), "malformed normalization (ValueError: mean and std"),
     (lambda m: m["normalization"].update(mean="uint8"), "malformed normalization (ValueError"),
     (lambda m: m["normalization"].update(channels=7), "malformed normalization (TypeError"),
@@ -323,6 +326,41 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     proc = edgeae("verify", tmp_path / "dist", "--data", sim_test)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout
+
+
+def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):
+    """An encoder trained on rows 1 ms apart took rows 2 ms apart (a device sampling at 500 Hz)
+    in every command without a word: it saw the machine's frequencies doubled. The export keeps
+    its training rows' step; a recording, a calibration file or --period at another rate is
+    refused, and encode stamps rows by that step unless told otherwise."""
+    from conftest import small_recipe
+    from edgeae import wire
+    from edgeae.export import export
+    from edgeae.train import train
+
+    assert edgeae("simulate", "--out", tmp_path / "m.csv", "--seconds", "20").returncode == 0  # rows 1 ms apart
+    dist = export(train(small_recipe(), tmp_path / "m.csv", tmp_path / "run", progress=False), tmp_path / "dist")
+    assert json.loads((dist / "manifest.json").read_text())["window"]["row_period_s"] == 0.001
+    header, *rows = (tmp_path / "m.csv").read_text().splitlines()
+    slow = tmp_path / "slow.csv"  # the same rows, 2 ms apart
+    slow.write_text("\n".join([header] + [f"{1_767_225_600 + 0.002 * i:.3f},{r.split(',', 1)[1]}" for i, r in enumerate(rows)]) + "\n")
+
+    said = "rows 0.002 s apart (500 Hz), the export's were 0.001 s apart (1000 Hz): at another rate the encoder sees another signal"
+    for args in (("verify", dist, "--data", slow), ("calibrate", dist, "--data", slow), ("eval", dist, "--data", slow, "--out", tmp_path / "e"),
+                 ("encode", dist, "--data", slow, "--sensor", 1, "--out", tmp_path / "p.bin")):  # fmt: skip
+        assert_one_line_error(edgeae(*args), f"{slow}: {said}")
+    with pytest.raises(EdgeaeError, match=re.escape(f"slow.csv: {said}")):
+        export(tmp_path / "run", tmp_path / "d2", calibration=slow)
+    assert not any((tmp_path / n).exists() for n in ("e", "p.bin", "d2", "dist/scorer.json"))
+    assert edgeae("verify", dist, "--data", tmp_path / "m.csv").returncode == 0
+
+    stream = "\n".join([header.split(",", 1)[1]] + [r.split(",", 1)[1] for r in rows]) + "\n"  # no times: stamped by row
+    encode = [sys.executable, "-m", "edgeae", "encode", str(dist), "--data", "-", "--sensor", "1", "--out", "-", "--t0", "1700000000"]
+    proc = subprocess.run([*encode, "--period", "0.002"], input=stream, capture_output=True, text=True, cwd=ROOT)
+    assert_one_line_error(proc, f"--period 0.002: {said}")
+    proc = subprocess.run(encode, input=stream.encode(), capture_output=True, cwd=ROOT)
+    last = wire.decode(list(wire.unframe(proc.stdout))[-1])
+    assert last.timestamp == 1_700_000_019  # its last window ends at row 19,999: 1 ms a row, not 1 s
 
 
 def test_train_rows_flag(tmp_path, sim_train):

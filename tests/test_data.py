@@ -90,6 +90,23 @@ def test_series_keeps_its_times_through_select_rows_and_highpass(tmp_path):
     assert D.read_series(tmp_path / "d.npz").unix_times().tolist() == [1e9, 1e9 + 2]
 
 
+def test_row_period_is_the_median_time_step(tmp_path):
+    """What an export keeps of its training data's rate: a logger's gap or jitter does not move
+    it; times that say nothing of it (none, unreadable, not advancing) give None, not an error."""
+    steps = [0.001] * 50 + [3.0] + [0.0011, 0.0009] * 10  # a gap of 3 s, some jitter
+    times = "\n".join(f"{1_700_000_000 + t:.4f},{i}" for i, t in enumerate(np.cumsum([0.0, *steps])))
+    assert D.read_series(write(tmp_path, "time,a\n" + times + "\n")).row_period() == 0.001
+    iso = D.read_series(write(tmp_path, "time,a\n2026-01-01T00:00:00.000Z,1\n2026-01-01T00:00:00.002Z,2\n"))
+    assert iso.row_period() == 0.002
+    for text in ("a\n1\n2\n", "time,a\n2020-01-01,1\nlater,2\n", "time,a\n1700000000,1\n1700000000,2\n1700000000,3\n"):
+        assert D.read_series(write(tmp_path, text)).row_period() is None
+    D.check_row_period(0.00105, 0.001, "x")  # 5 % off: a logger's clock
+    D.check_row_period(None, 0.001, "x")
+    D.check_row_period(0.002, None, "x")
+    with pytest.raises(EdgeaeError, match=r"^x: rows 0.002 s apart \(500 Hz\), the export's were 0.001 s apart \(1000 Hz\)"):
+        D.check_row_period(0.002, 0.001, "x")
+
+
 def test_csv_channels_chosen_by_name_in_order(tmp_path):
     p = write(tmp_path, "t,x,y,z\n0,1,2,3\n1,4,5,6\n")
     s = D.read_series(p, channels=["z", "x"])

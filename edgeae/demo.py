@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from . import simulate
-from .data import write_npz
 from .recipe import from_dict
 
 DATA_MARKER = "simulation.json"  # how data/ was made; marks it as the demo's to replace
@@ -38,7 +37,7 @@ def run(out: str | Path = "edgeae-demo", seconds: float = 120.0, progress: bool 
     simulated = {name: simulate.machine(seconds=seconds, seed=seed) for name, seed in seeds.items()}
     with atomic_dir(out / "data", DATA_MARKER) as tmp:
         for name, s in simulated.items():
-            write_npz(s, tmp / f"{name}.npz")
+            simulate.save(s, tmp / f"{name}.npz", simulate.START)  # with times: the export keeps the rows' rate
         write_json(tmp / DATA_MARKER, {"made_by": "edgeae.simulate.machine", "seconds": seconds, "seeds": seeds})
     recordings = {name: out / "data" / f"{name}.npz" for name in simulated}
     recipe = from_dict(RECIPE, name="demo")

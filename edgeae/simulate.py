@@ -26,13 +26,14 @@ The bearing geometry is that of a 6205 deep-groove ball bearing (9 balls, d = 7.
 D = 39.04 mm, contact angle 0), which gives BPFO ~ 3.59 f_r and BPFI ~ 5.41 f_r.
 Everything is seeded: the same arguments give the same data.
 
-`save` writes a recording as `edgeae simulate` does: CSV with a time column (UTC, from a date it
-is given: replayed through `edgeae encode`, its packets carry that date) or .npz.
+`save` writes a recording as `edgeae simulate` does: CSV or .npz with a time column (from a date
+it is given, START by default: replayed through `edgeae encode`, its packets carry that date).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from .errors import EdgeaeError
 from .fsutil import atomic_file
 
 CHANNELS = ["vib_x", "vib_y", "current", "temperature"]
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the first time of a recording unless told (`edgeae simulate --start`)
 FAULTS = ("outer_race", "inner_race", "imbalance", "looseness")
 
 N_BALLS, BALL_D, PITCH_D = 9, 7.94, 39.04
@@ -142,12 +144,13 @@ def _fault(kind, t, phase, speed, fs, resonance, rng):
 
 
 def save(s: Series, path: str | Path, start: float, fs: float = 1000.0) -> None:
-    """Write `s` to `path` (temporary file, then renamed): .npz (data, channels, labels), or CSV with
-    a header row, the time (ISO 8601, UTC, to the millisecond, from Unix second `start`), the
-    channels and the label."""
+    """Write `s` to `path` (temporary file, then renamed), each row with its time from Unix second
+    `start`, `fs` rows a second (an export trained on it keeps that rate): .npz (data, channels,
+    labels, times in Unix seconds), or CSV with a header row, the time (ISO 8601, UTC, to the
+    millisecond), the channels and the label."""
     with atomic_file(path) as tmp:
         if tmp.suffix == ".npz":
-            write_npz(s, tmp)
+            write_npz(replace(s, times=start + np.arange(len(s)) / fs), tmp)
             return
         ms = np.round(start * 1000 + np.arange(len(s)) * (1000 / fs)).astype("datetime64[ms]")
         rows = io.StringIO()

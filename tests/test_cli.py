@@ -403,6 +403,9 @@ def test_simulate_stamps_its_recording_with_dates(tmp_path, small_export):
     stamps = [wire.decode(raw).timestamp for raw in wire.read_packet_file(tmp_path / "p.bin")]
     assert stamps and all(datetime.fromisoformat("2026-01-01T00:00:00Z").timestamp() <= t < s.unix_times()[-1] + 1 for t in stamps)
 
+    assert edgeae("simulate", "--out", tmp_path / "m.npz", "--seconds", "2").returncode == 0  # an .npz keeps its times too
+    npz = read_series(tmp_path / "m.npz")
+    assert npz.unix_times()[0] == simulate.START == s.unix_times()[0] and npz.row_period() == 0.001
     assert edgeae("simulate", "--out", tmp_path / "b.csv", "--seconds", "1", "--start", "2024-05-01T12:00:00+02:00").returncode == 0
     assert read_series(tmp_path / "b.csv").unix_times()[0] == datetime.fromisoformat("2024-05-01T10:00:00Z").timestamp()
     before = time.time()

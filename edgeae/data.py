@@ -114,14 +114,12 @@ class Series:
         PERIOD_ROWS rows, to 3 digits (a 2026 time in float seconds is exact to 0.2 us only). None
         without a time column, with times that are neither Unix seconds nor ISO 8601, or that do
         not advance (a clock coarser than the rows)."""
-        if self.times is None or len(self.times) < 2:
+        if self.times is None:
             return None
         try:
-            t = np.array([unix_seconds(str(cell)) for cell in self.times[:PERIOD_ROWS]])
+            return time_step([unix_seconds(str(cell)) for cell in self.times[:PERIOD_ROWS]])
         except ValueError:
             return None
-        step = float(f"{np.median(np.diff(t)):.3g}")
-        return step if step > 0 else None
 
     def fingerprint(self) -> str:
         """sha256 of the channel names, values and labels: identifies the training data."""
@@ -198,6 +196,15 @@ def unix_seconds(cell: str) -> float:
     if not 0 <= t < 2**32:
         raise ValueError(f"time {cell!r} is not in Unix seconds 0..2^32 (1970 to 2106)")
     return t
+
+
+def time_step(times) -> float | None:
+    """The median step between successive times (Unix seconds), to 3 digits; None for fewer than
+    two times or times that do not advance."""
+    if len(times) < 2:
+        return None
+    step = float(f"{np.median(np.diff(np.asarray(times, dtype=np.float64))):.3g}")
+    return step if step > 0 else None
 
 
 def check_row_period(step: float | None, trained: float | None, what: str) -> None:

@@ -173,7 +173,7 @@ class Source:
         if source == "-":
             self.rows, self._times = 0, deque()
             lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig")  # a file a spreadsheet saved starts with a BOM
-            rows = self._counted(stream_rows(lines, ex.channels, times=times))
+            rows = self._counted(stream_rows(lines, ex.channels, times=times), ex)
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:
             series = D.read_series(Path(source))
@@ -197,13 +197,16 @@ class Source:
             return self._times[0][1] if self._times and self._times[0][0] == row else None
         return None if self._times is None else float(self._times[row])
 
-    def _counted(self, rows: Iterable[tuple[float | None, np.ndarray]]) -> Iterator[np.ndarray]:
-        """The rows, counted, with their times kept for `time_of`."""
+    def _counted(self, rows: Iterable[tuple[float | None, np.ndarray]], ex: Export) -> Iterator[np.ndarray]:
+        """The rows, counted, with their times kept for `time_of`; the rows of the first window,
+        before it leaves, checked to come at the export's rate (`data.check_row_period`)."""
         for t, row in rows:
             if t is not None:
                 self.timed = True
                 self._times.append((self.rows, t))
             self.rows += 1
+            if self.rows == ex.window and self.timed:
+                D.check_row_period(D.time_step([t for _, t in self._times]), ex.row_period, "<stdin>")
             yield row
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:

@@ -337,6 +337,7 @@ def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):
     from edgeae import wire
     from edgeae.export import export
     from edgeae.train import train
+    from test_device import _text
 
     assert edgeae("simulate", "--out", tmp_path / "m.csv", "--seconds", "20").returncode == 0  # rows 1 ms apart
     dist = export(train(small_recipe(), tmp_path / "m.csv", tmp_path / "run", progress=False), tmp_path / "dist")
@@ -358,6 +359,9 @@ def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):
     encode = [sys.executable, "-m", "edgeae", "encode", str(dist), "--data", "-", "--sensor", "1", "--out", "-", "--t0", "1700000000"]
     proc = subprocess.run([*encode, "--period", "0.002"], input=stream, capture_output=True, text=True, cwd=ROOT)
     assert_one_line_error(proc, f"--period 0.002: {said}")
+    live = subprocess.run(encode[:-2], input=slow.read_bytes(), capture_output=True, cwd=ROOT)  # a live stream with its times
+    assert_one_line_error(_text(live), f"<stdin>: {said}")
+    assert live.stdout == b""  # refused before the first packet left
     proc = subprocess.run(encode, input=stream.encode(), capture_output=True, cwd=ROOT)
     last = wire.decode(list(wire.unframe(proc.stdout))[-1])
     assert last.timestamp == 1_700_000_019  # its last window ends at row 19,999: 1 ms a row, not 1 s

@@ -98,6 +98,11 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
+    constant = json.loads((run / "data.json").read_text())["constant_channels"]
+    if constant:
+        click.echo(f"note: {', '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant in the training windows (a stuck or "
+                   "disconnected sensor?): the model learns nothing of it, and once it moves every window looks anomalous; "
+                   "train on data where it works, or leave it out of the recipe's channels")  # fmt: skip
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())
         click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")

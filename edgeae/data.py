@@ -31,6 +31,8 @@ from .errors import EdgeaeError, existing_file
 #: Column names treated as labels / timestamps when a recipe does not name them.
 DEFAULT_LABEL_COLUMNS = ("label", "anomaly")
 DEFAULT_TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+#: A channel whose standard deviation is below this is constant (`Normalizer.fit`, `constant_channels`).
+CONSTANT_STD = 1e-8
 #: Rows whose times give `Series.row_period` (a median needs few; a long file's every cell would take seconds).
 PERIOD_ROWS = 10_000
 #: How far a recording's row period may be from the training data's (`check_row_period`): a logger's jitter, not another rate.
@@ -196,6 +198,12 @@ def unix_seconds(cell: str) -> float:
     if not 0 <= t < 2**32:
         raise ValueError(f"time {cell!r} is not in Unix seconds 0..2^32 (1970 to 2106)")
     return t
+
+
+def constant_channels(windows_: np.ndarray, channels: list[str]) -> list[str]:
+    """The channels that do not move in `windows_` (n, length, channels): a stuck or disconnected
+    sensor, from which a model learns nothing."""
+    return [c for c, std in zip(channels, windows_.reshape(-1, windows_.shape[-1]).std(axis=0)) if std < CONSTANT_STD]
 
 
 def time_step(times) -> float | None:
@@ -409,7 +417,7 @@ class Normalizer:
         """Standardization fitted on training windows (already high-passed with `highpass`)."""
         flat = windows_.reshape(-1, windows_.shape[-1]).astype(np.float64)
         std = flat.std(axis=0)
-        std = np.where(std < 1e-8, 1.0, std)  # a constant channel stays as is
+        std = np.where(std < CONSTANT_STD, 1.0, std)  # a constant channel stays as is
         return cls(list(channels), flat.mean(axis=0).astype(np.float32), std.astype(np.float32), dict(highpass or {}))
 
     @classmethod

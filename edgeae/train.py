@@ -8,7 +8,8 @@ A run directory (written atomically) holds:
     decoder.keras        the decoder, with tied layers made plain (see zoo.untie)
     normalization.json   per-channel mean / std fitted on the training windows only, and the
                          recipe's high-pass time constants (data.Normalizer)
-    data.json            source, fingerprint, channels, rows, the rows' time step and window counts used
+    data.json            source, fingerprint, channels (and those constant in the training windows),
+                         rows, the rows' time step and window counts used
     history.json         loss and val_loss per epoch (training, then pruning fine-tuning)
     pruning.json         sparsity per layer and gzip sizes before / after (when pruned)
     calibration.npy      normalized training windows for the int8 representative set
@@ -131,6 +132,7 @@ def train(
         write_json(tmp / "history.json", history)
         write_json(tmp / "data.json", {
             "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series), "row_period_s": series.row_period(),
+            "constant_channels": D.constant_channels(raw, series.channels),
             "channels": series.channels, "train_rows": list(train_rows or recipe.data.train_rows or []) or None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip

@@ -298,25 +298,29 @@ def test_verify_truncated_tflite(tmp_path, small_export):
     assert_one_line_error(edgeae("verify", bad), "truncated or altered")
 
 
+TINY_RECIPE = textwrap.dedent("""
+    [model]
+    kind = "dense"
+    hidden = [16]
+    code_size = 4
+    [data]
+    window = 16
+    hop = 8
+    [train]
+    epochs = 3
+    [prune]
+    epochs = 3
+""")
+
+
 def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     r = tmp_path / "tiny.toml"
-    r.write_text(textwrap.dedent("""
-        [model]
-        kind = "dense"
-        hidden = [16]
-        code_size = 4
-        [data]
-        window = 16
-        hop = 8
-        [train]
-        epochs = 3
-        [prune]
-        epochs = 3
-    """))
+    r.write_text(TINY_RECIPE)
     proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr
     assert "pruned to 50%" in proc.stdout and "enc_dense_0" in proc.stdout
     assert "trained tiny: 2 epochs" in proc.stdout  # --epochs over the recipe's 3
+    assert "constant in the training windows" not in proc.stdout
     assert "note: the validation loss was still falling at the last epoch: more epochs" in proc.stdout
     assert f"(edgeae report {tmp_path / 'run'} draws its losses per epoch)" in proc.stdout
     proc = edgeae("export", "--int8", tmp_path / "run", "--out", tmp_path / "dist")
@@ -326,6 +330,23 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     proc = edgeae("verify", tmp_path / "dist", "--data", sim_test)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout
+
+
+def test_training_on_a_stuck_channel_says_so(tmp_path):
+    """A channel constant in the training data (a disconnected sensor) was standardized with a
+    std of 1 without a word: the model learned nothing of it, and in service, once the sensor
+    works, every window looks anomalous."""
+    from dataclasses import replace
+
+    s = simulate.machine(seconds=10, seed=0)
+    values = s.values.copy()
+    values[:, simulate.CHANNELS.index("current")] = 0.0
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
+    data = save_npz(tmp_path / "stuck.npz", replace(s, values=values))
+    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", data, "--out", tmp_path / "run", "--quiet", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: current is constant in the training windows (a stuck or disconnected sensor?)" in proc.stdout, proc.stdout
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["constant_channels"] == ["current"]
 
 
 def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):

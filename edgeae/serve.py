@@ -119,6 +119,7 @@ class Server:
             self.notify(f"reload failed, serving on as before: {e}")
             return
         self.hosts = hosts
+        self._rejudge_states()
         judged = "; ".join(f"{mid:08x} threshold {h.scorer.threshold_:.6g}"
                            + "".join(f", sensor {s} {t:.6g}" for s, t in sorted(h.scorer.sensor_thresholds_.items()))
                            for mid, h in hosts.by_id.items())  # fmt: skip
@@ -279,19 +280,36 @@ class Server:
         self.db.executemany("INSERT INTO packets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         return sum(not r.scored for r in readings), changes
 
+    def _rejudge_states(self) -> None:
+        """Each sensor's state under the thresholds a reload brought, published where its threshold
+        changed: its last scored in-order packet judged again, and where the flag turns, the state
+        turns with it, since that packet (else a dashboard showed the old flag until the next one)."""
+        for sensor, state in list(self.states.items()):
+            last = self.db.execute(f"SELECT seq, timestamp, score, model_id FROM packets WHERE {_IN_ORDER} ORDER BY seq DESC LIMIT 1",
+                                   (sensor,)).fetchone()  # fmt: skip
+            host = last and self.hosts.by_id.get(int(last[3], 16))
+            if not host or (threshold := host.scorer.threshold_for(sensor)) == state["threshold"]:
+                continue  # archived, its export no longer served, or its threshold as it was
+            seq, t, score, model_id = last
+            if (anomaly := bool(score > threshold)) == state["anomaly"]:
+                self._publish({**state, "threshold": threshold})
+            else:  # turned, since that packet; silent or not as it was
+                self._publish({**_state(sensor, anomaly, seq, t, score, threshold, model_id),
+                               "silent": state["silent"], "silent_since": state["silent_since"]})  # fmt: skip
+            self.announced.add(sensor)
+
     def _stored_states(self) -> dict[int, dict]:
         """Each sensor's state as the database holds it: the flag of its last scored in-order packet,
         since the first packet of that flag's last run, with the threshold that flagged it."""
         q = lambda sql, *args: self.db.execute(sql, args).fetchone()  # noqa: E731
-        in_order = "sensor=? AND score IS NOT NULL AND reordered=0"
         states = {}
         for (sensor,) in self.db.execute("SELECT DISTINCT sensor FROM packets").fetchall():
-            last = q(f"SELECT anomaly FROM packets WHERE {in_order} ORDER BY seq DESC LIMIT 1", sensor)
+            last = q(f"SELECT anomaly FROM packets WHERE {_IN_ORDER} ORDER BY seq DESC LIMIT 1", sensor)
             if last is None:
                 continue
-            (before,) = q(f"SELECT COALESCE(MAX(seq), -1) FROM packets WHERE {in_order} AND anomaly!=?", sensor, last[0])
+            (before,) = q(f"SELECT COALESCE(MAX(seq), -1) FROM packets WHERE {_IN_ORDER} AND anomaly!=?", sensor, last[0])
             seq, t, score, model_id, stored_at = q(f"SELECT seq, timestamp, score, model_id, stored_at FROM packets "
-                                                   f"WHERE {in_order} AND seq>? ORDER BY seq LIMIT 1", sensor, before)  # fmt: skip
+                                                   f"WHERE {_IN_ORDER} AND seq>? ORDER BY seq LIMIT 1", sensor, before)  # fmt: skip
             threshold = q("SELECT threshold FROM scorers WHERE model_id=? AND started_at<=? AND (sensor IS NULL OR sensor=?) "
                           "ORDER BY started_at DESC, sensor IS NULL LIMIT 1", model_id, stored_at, sensor)  # its own, if that run had one
             states[sensor] = _state(sensor, bool(last[0]), seq, t, score, threshold and threshold[0], model_id)
@@ -425,6 +443,10 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
     return {i: v for i, _, v in keys}
 
 
+
+
+#: The packets a sensor's state follows: scored, in order (a late packet does not turn it back).
+_IN_ORDER = "sensor=? AND score IS NOT NULL AND reordered=0"
 
 
 def _state(sensor: int, anomaly: bool, seq: int, timestamp: int, score: float, threshold: float | None, model_id: str) -> dict:

@@ -1665,6 +1665,36 @@ def test_sighup_makes_a_running_serve_read_the_thresholds_and_keys_again(tmp_pat
     assert pub.close() == []
 
 
+def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
+    """A sensor flagged under the export's threshold stayed flagged on the state topic after its
+    own threshold was set and serve reloaded, until its next packet (minutes, over LoRaWAN)."""
+    import shutil
+
+    from edgeae.host import Host, Hosts
+    from edgeae.score import calibrate_sensor
+    from edgeae.serve import Server
+
+    export, db, published = tmp_path / "export", tmp_path / "r.sqlite", []
+    shutil.copytree(small_export, export)
+    host = Host(export)
+    residual = host.pipe.residual(np.arange(256))
+    noisy = np.flatnonzero((residual > 1.2 * host.scorer.threshold_) & (residual < 2 * host.scorer.threshold_))
+    quiet = int(np.flatnonzero(residual < 0.5 * host.scorer.threshold_)[-1])
+    code = (0,) * host.export.manifest["code_size"]
+    server = Server(export, db, state_topic="plant/{sensor}/state")
+    server.publish = lambda topic, payload: published.append((topic, json.loads(payload)))
+    server.run_packets([wire.encode(wire.Packet(host.model_id, s, seq, 1_795_946_400 + seq, code, int(noisy[seq % len(noisy)] if s == 2 else quiet)))
+                        for s in (1, 2) for seq in range(200)])  # fmt: skip
+    assert [(t, st["anomaly"], st["since_seq"]) for t, st in published] == [("plant/1/state", False, 0), ("plant/2/state", True, 0)]
+    (report,) = calibrate_sensor(export, db, [2])[1]
+    server.reload(lambda: Hosts([export]))
+    (topic, state), = published[2:]  # sensor 1's threshold is as it was: not published again
+    assert topic == "plant/2/state" and state == {**server.states[2], "anomaly": False, "since_seq": 199, "threshold": report["threshold"]}
+    server.reload(lambda: Hosts([export]))
+    assert len(published) == 3  # nothing changed
+    server.close()
+
+
 def _rejected(db) -> int:
     with contextlib.closing(sqlite3.connect(db)) as con:
         return con.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]

@@ -98,7 +98,13 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
-    constant = json.loads((run / "data.json").read_text())["constant_channels"]
+    info = json.loads((run / "data.json").read_text())
+    constant, jumps = info["constant_channels"], info["time_jumps"]
+    if jumps and jumps["count"]:
+        largest = jumps["largest_s"]
+        click.echo(f"note: the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "
+                   f"{abs(largest):g} s, before row {jumps['row']}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
+                   "across a jump joins two stretches of signal, and may score as a fault")  # fmt: skip
     if constant:
         click.echo(f"note: {', '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant in the training windows (a stuck or "
                    "disconnected sensor?): the model learns nothing of it, and once it moves every window looks anomalous; "

@@ -215,6 +215,26 @@ def time_step(times) -> float | None:
     return step if step > 0 else None
 
 
+def time_jumps(series: Series) -> dict | None:
+    """Where the rows' times jump: steps more than twice the median step (`step_s`), or backwards
+    (recordings joined end to end, a clock set back). {count, step_s, largest_s: the step of the
+    largest jump, row: the row after it (from 1, as error messages count)}; None without times
+    that say (none, unreadable, not advancing)."""
+    try:
+        times = series.unix_times()
+    except EdgeaeError:
+        return None
+    step = None if times is None else time_step(times)
+    if step is None:
+        return None
+    steps = np.diff(times)
+    jumps = np.flatnonzero((steps > 2 * step) | (steps <= 0))
+    if not len(jumps):
+        return {"count": 0, "step_s": step}
+    at = int(jumps[np.argmax(np.abs(steps[jumps]))])
+    return {"count": len(jumps), "step_s": step, "largest_s": float(steps[at]), "row": at + 2}
+
+
 def check_row_period(step: float | None, trained: float | None, what: str) -> None:
     """Refuse rows at another rate than the rows an export was trained on (more than
     PERIOD_TOLERANCE apart; nothing to compare when either is unknown): the encoder would see the

@@ -9,7 +9,7 @@ A run directory (written atomically) holds:
     normalization.json   per-channel mean / std fitted on the training windows only, and the
                          recipe's high-pass time constants (data.Normalizer)
     data.json            source, fingerprint, channels (and those constant in the training windows),
-                         rows, the rows' time step and window counts used
+                         rows, the rows' time step (and where it jumps) and window counts used
     history.json         loss and val_loss per epoch (training, then pruning fine-tuning)
     pruning.json         sparsity per layer and gzip sizes before / after (when pruned)
     calibration.npy      normalized training windows for the int8 representative set
@@ -132,7 +132,7 @@ def train(
         write_json(tmp / "history.json", history)
         write_json(tmp / "data.json", {
             "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series), "row_period_s": series.row_period(),
-            "constant_channels": D.constant_channels(raw, series.channels),
+            "constant_channels": D.constant_channels(raw, series.channels), "time_jumps": D.time_jumps(series),
             "channels": series.channels, "train_rows": list(train_rows or recipe.data.train_rows or []) or None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip

@@ -332,21 +332,26 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     assert "PASS" in proc.stdout
 
 
-def test_training_on_a_stuck_channel_says_so(tmp_path):
-    """A channel constant in the training data (a disconnected sensor) was standardized with a
-    std of 1 without a word: the model learned nothing of it, and in service, once the sensor
-    works, every window looks anomalous."""
+def test_training_says_what_it_notices_in_the_data(tmp_path):
+    """Two things in training data were taken without a word. A constant channel (a disconnected
+    sensor) was standardized with a std of 1: the model learned nothing of it, and in service,
+    once the sensor works, every window looks anomalous. Recordings joined end to end (times that
+    jump) make windows that join two stretches of signal."""
     from dataclasses import replace
 
     s = simulate.machine(seconds=10, seed=0)
     values = s.values.copy()
     values[:, simulate.CHANNELS.index("current")] = 0.0
+    times = simulate.START + 0.001 * np.arange(len(s)) + 600.0 * (np.arange(len(s)) >= 4000)  # a second recording, 10 min on
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
-    data = save_npz(tmp_path / "stuck.npz", replace(s, values=values))
+    data = save_npz(tmp_path / "stuck.npz", replace(s, values=values, times=times))
     proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", data, "--out", tmp_path / "run", "--quiet", "--epochs", "1")
     assert proc.returncode == 0, proc.stderr
     assert "note: current is constant in the training windows (a stuck or disconnected sensor?)" in proc.stdout, proc.stdout
-    assert json.loads((tmp_path / "run" / "data.json").read_text())["constant_channels"] == ["current"]
+    assert ("note: the rows' times jump 1 time (the largest by 600.001 s, before row 4001; the rows are 0.001 s apart elsewhere): "
+            "a window across a jump joins two stretches of signal") in proc.stdout, proc.stdout  # fmt: skip
+    info = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert info["constant_channels"] == ["current"] and info["time_jumps"]["count"] == 1 and info["row_period_s"] == 0.001
 
 
 def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):

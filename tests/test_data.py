@@ -107,6 +107,17 @@ def test_row_period_is_the_median_time_step(tmp_path):
         D.check_row_period(0.002, 0.001, "x")
 
 
+def test_time_jumps_are_found_forwards_and_back(tmp_path):
+    """Recordings joined end to end, or a clock set back (NAB's machine temperature goes back 55
+    minutes once), leave windows that join two stretches of signal."""
+    t = [0, 1, 2, 3, 63, 64, 65, 5, 6, 7]  # a jump of a minute, then back to 5
+    s = D.read_series(write(tmp_path, "time,a\n" + "".join(f"{1_700_000_000 + x},{i}\n" for i, x in enumerate(t))))
+    assert D.time_jumps(s) == {"count": 2, "step_s": 1.0, "largest_s": 60.0, "row": 5}
+    assert D.time_jumps(D.read_series(write(tmp_path, "time,a\n1700000000,1\n1700000001,2\n"))) == {"count": 0, "step_s": 1.0}
+    for text in ("a\n1\n2\n", "time,a\n2020-01-01,1\nlater,2\n"):
+        assert D.time_jumps(D.read_series(write(tmp_path, text))) is None
+
+
 def test_csv_channels_chosen_by_name_in_order(tmp_path):
     p = write(tmp_path, "t,x,y,z\n0,1,2,3\n1,4,5,6\n")
     s = D.read_series(p, channels=["z", "x"])

@@ -185,6 +185,11 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
                    "a DEQUANTIZE and a QUANTIZE): not full integer; a microcontroller without an FPU runs it in software")  # fmt: skip
     size = wire.packet_size(man["code_size"])
     click.echo(f"packet: {size} bytes with the residual byte and tag, {size - wire.TAG_BYTES} without the tag ({wire.radio_note(size)})")
+    if period := man["window"].get("row_period_s"):
+        from .lorawan import budget
+
+        click.echo(f"radio: a window every {man['window']['hop']} rows of {period:g} s; {budget(size, man['window']['hop'] * period)} "
+                   "(edgeae encode --every sends one window every so often)")  # fmt: skip
     if "mcu" in man:
         a, d = man["mcu"]["arena"], man["mcu"]["device_arena"]
         click.echo(f"mcu: C sources {man['mcu']['sources']}_* and the packet's edgeae_packet.c; tensor arena {a['stated_bytes']} bytes for the encoder, "
@@ -336,6 +341,9 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
                    "[default: each row's own time, from the data's time column; without one, now].")
 @click.option("--period", type=float,
               help="Seconds between rows, when stamping by row [default: the step of the rows the export was trained on, else 1].")
+@click.option("--every", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="Send one window every SECONDS (by its rows' times), skipping the others before the model runs: over LoRaWAN "
+                   "a device sends a packet every few minutes, not one a hop (the summary says what the radio allows).")  # fmt: skip
 @click.option("--start-seq", type=int, help="First sequence number [default: 0, or the one --seq-file kept].")
 @click.option("--seq-file", type=click.Path(dir_okay=False),
               help="Keep the next sequence number in this file and start from it: serve rejects a number it has "
@@ -343,7 +351,7 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--unsent", type=click.Path(dir_okay=False),
               help="With --mqtt: packet file for the packets the broker never acknowledged, kept when it stays away "
                    "[default: edgeae-unsent-<sensor>-<start time>.bin here].")  # fmt: skip
-def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_seq, seq_file, unsent):
+def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every, start_seq, seq_file, unsent):
     """Device loop: window a sensor stream, run the int8 device model, emit packets.
 
     SIGTERM or Ctrl-C ends the stream: the packets made so far are still written or published."""
@@ -371,7 +379,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
         raise EdgeaeError(f"give --start-seq or --seq-file, not both: {seq_file} holds the next sequence number")
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq or 0, seq_file)
     source = device.Source(data, enc.ex, times=t0 is None)
-    packets = device.Stoppable(enc.packets(source, source.batch, source.time_of))
+    packets = device.Stoppable(enc.packets(source, source.batch, source.time_of, every))
     if data == "-":
         click.echo(f"sensor {sensor}: reading CSV rows from stdin, a packet every {enc.ex.hop} rows once {enc.ex.window} are in "
                    "(SIGTERM or Ctrl-C ends the stream)", err=True)  # fmt: skip
@@ -387,7 +395,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
             for n, pkt in enumerate(packets, start=1):
                 f.write(wire.frame(pkt))
     size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
-    left = source.rows - ((n - 1) * enc.ex.hop + enc.ex.window if n else 0)
+    left = source.rows - (enc.sent_rows if packets.signal else source.windowed)
     rows = f"the last {left} row{'s' * (left > 1)}"
     if packets.signal:
         tail = f"; stopped by {packets.signal}" + (f": {rows} read went unsent" if left else "")
@@ -396,6 +404,10 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, start_
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
                + (f" to {out}" if out not in (None, "-") else f" to {broker_at}" if broker else "") + f" ({wire.radio_note(size)})"
                + (", stamped with the data's times" if source.timed else "") + tail, err=True)  # fmt: skip
+    if every or period or enc.ex.row_period:  # how often packets go, known
+        from .lorawan import budget
+
+        click.echo(f"radio: {budget(size, every or enc.ex.hop * enc.period)}", err=True)
 
 
 RESTART_SERVE = "a serve running with this export judges by it once reloaded (SIGHUP, systemctl reload) or restarted"

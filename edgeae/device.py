@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import signal
 import sys
 from collections import deque
@@ -93,7 +94,7 @@ class Encoder:
         self.ex = Export.open(export_dir)
         self.pipe = Pipeline(self.ex)
         self.model_id = self.ex.model_id
-        self.sensor, self.key, self.t0, self.seq = sensor, key, t0, start_seq
+        self.sensor, self.key, self.t0, self.seq, self.sent_rows = sensor, key, t0, start_seq, 0
         self.period = (self.ex.row_period or 1.0) if period is None else period
         if sensor not in wire.SENSOR_IDS:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
@@ -109,12 +110,20 @@ class Encoder:
         if not 0 <= start_seq < 2**32:
             raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
 
-    def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH, times=None) -> Iterator[bytes]:
+    def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH, times=None,
+                every: float | None = None) -> Iterator[bytes]:  # fmt: skip
         """The packets of `windows`, run through the model `size` windows at a time; `times` (row
         index -> Unix seconds or None, as `Source.time_of`) stamps them where it knows the time,
-        t0 and period elsewhere."""
+        t0 and period elsewhere. With `every` (seconds), one window in each such span of time,
+        the others skipped before the model runs (a radio's budget: `lorawan.budget`).
+        `sent_rows`: the rows up to the last packet's window's last one."""
         batch: list[tuple[int, np.ndarray]] = []
+        due = -math.inf
         for item in windows:
+            if every is not None:
+                if (t := self._row_time(item[0], times)) < due:
+                    continue
+                due = t + every
             batch.append(item)
             if len(batch) == size:
                 yield from self._batch(batch, times)
@@ -122,19 +131,25 @@ class Encoder:
         if batch:
             yield from self._batch(batch, times)
 
+    def _row_time(self, row: int, times) -> float:
+        """Row `row`'s time: from `times` where it knows it, else t0 + period x row."""
+        t = None if times is None else times(row)
+        return self.t0 + self.period * row if t is None else t
+
     def _batch(self, batch, times) -> Iterator[bytes]:
         raw = np.stack([w for _, w in batch])
         codes, residuals = self.pipe.device_outputs(self.pipe.norm(raw))
         packets = []
         for (last_row, _), code, res in zip(batch, codes, residuals):
-            t = None if times is None else times(last_row)
-            t = self.t0 + self.period * last_row if t is None else t
+            t = self._row_time(last_row, times)
             p = wire.Packet(self.model_id, self.sensor, self.seq % 2**32, int(t) % 2**32, tuple(int(v) for v in code), int(res))
             self.seq += 1
             packets.append(wire.encode(p, self.key))
         if self.seq_file is not None:  # before the packets leave: a crash then costs a gap, never a replay
             write_seq_file(self.seq_file, self.sensor, self.seq % 2**32)
-        yield from packets
+        for (last_row, _), packet in zip(batch, packets):
+            self.sent_rows = last_row + 1
+            yield packet
 
 
 def read_seq_file(path: Path, sensor: int) -> int:
@@ -161,7 +176,7 @@ def write_seq_file(path: Path, sensor: int, next_seq: int) -> None:
 class Source:
     """The windows of a file (CSV / .npz) or of CSV lines on stdin ('-'), as (index of the last
     row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
-    so that rows after the last full window can be reported rather than dropped unsaid. `batch`:
+    so that rows after the last full window (`windowed`) can be reported rather than dropped unsaid. `batch`:
     windows per model call, 1 for a live stream so that each packet leaves once its window's last
     row is read (batched, a 1 Hz sensor's packet waited for 63 more windows). With `times`, rows
     keep their time from the data's time column, for `time_of` (a live stream's until it passes them)."""
@@ -169,6 +184,7 @@ class Source:
     def __init__(self, source: str, ex: Export, times: bool = False):
         self.batch = 1 if source == "-" else BATCH
         self.timed = False  # whether rows read so far came with their times
+        self.windowed = 0  # rows up to the last window's last one
         self._times: deque[tuple[int, float]] | np.ndarray | None = None
         if source == "-":
             self.rows, self._times = 0, deque()
@@ -210,7 +226,9 @@ class Source:
             yield row
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        return self._windows
+        for last_row, window in self._windows:
+            self.windowed = last_row + 1  # rows that made a window so far
+            yield last_row, window
 
 
 def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.ndarray]]:

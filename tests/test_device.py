@@ -97,6 +97,27 @@ def test_rows_after_the_last_window_are_reported(tmp_path, small_export, source)
     assert b": 4 packets of" in proc.stderr
 
 
+def test_every_sends_one_window_a_span_of_time(tmp_path, small_export):
+    """encode sent a packet every hop, tens a second for a vibration sensor, where a LoRaWAN device
+    may send one every few minutes; --every sends one window per span, skipping the others, with
+    consecutive sequence numbers, and the summary says what the radio allows."""
+    ex = Export.open(small_export)
+    csv = _csv(simulate.machine(seconds=20, seed=4), tmp_path / "s.csv")  # rows 1 ms apart, stamped so below
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--out", "-", "--t0", "1700000000",
+            "--period", "0.001", "--data", str(csv)]  # fmt: skip
+    every = subprocess.run(args + ["--every", "5"], capture_output=True, cwd=ROOT)
+    assert every.returncode == 0, every.stderr
+    packets = [wire.decode(p) for p in wire.unframe(every.stdout)]
+    first = (ex.window - 1) // 1000  # the first window ends in the first second
+    assert [(p.seq, p.timestamp) for p in packets] == [(i, 1_700_000_000 + first + 5 * i) for i in range(4)]
+    all_of_them = subprocess.run(args, capture_output=True, cwd=ROOT)
+    assert [wire.decode(p).code for p in wire.unframe(all_of_them.stdout)][:: 5000 // ex.hop][:4] == [p.code for p in packets]
+    said = every.stderr.decode().splitlines()
+    assert said[-2].startswith("sensor 5: 4 packets of 24 bytes") and "went unsent" not in said[-2]
+    assert said[-1].startswith("radio: a 24-byte packet every 5 s, ") and "duty cycle allows one every" in said[-1]
+    assert all_of_them.stderr.decode().splitlines()[-1].startswith(f"radio: a 24-byte packet every {ex.hop} ms, ")
+
+
 def test_packet_codes_are_the_int8_encoders(tmp_path, small_export):
     ex = Export.open(small_export)
     s = simulate.machine(seconds=2, seed=4)

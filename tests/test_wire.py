@@ -80,6 +80,20 @@ def test_lorawan_fit():
     assert wire.radio_note(51).startswith("fits LoRaWAN's 51-byte") and wire.radio_note(56).startswith("over LoRaWAN's 51-byte")
 
 
+def test_lorawan_airtime_and_what_a_packet_rate_asks_of_the_radio():
+    """A window every hop goes out at tens of packets a second; LoRaWAN allows a few an hour. The
+    airtime is Semtech's (AN1200.13): 51 bytes take 2793.5 ms at SF12 and 118.0 ms at SF7, the
+    figures network servers and airtime calculators give for EU868's largest slow payload."""
+    from edgeae import lorawan
+
+    assert lorawan.airtime(51, 12) == pytest.approx(2.7935, abs=1e-4) and lorawan.airtime(51, 7) == pytest.approx(0.1180, abs=1e-4)
+    assert lorawan.airtime(0, 7) < lorawan.airtime(28, 7) < lorawan.airtime(28, 8) < lorawan.airtime(28, 12)
+    fast = lorawan.budget(32, 0.016)
+    assert fast.startswith("a 32-byte packet every 16 ms, 92 ms on air at SF7, 2.1 s at SF12: EU868's 1 % duty cycle allows one every")
+    assert "The Things Network's fair use (30 s a day) allows one every 4.44 min at SF7, 1.71 h at SF12" in fast
+    assert lorawan.budget(32, 3 * 3600).endswith("within EU868's duty cycle and The Things Network's fair use at every data rate")
+
+
 def test_specific_reasons():
     p = wire.Packet(7, 1, 2, 3, (1, 2, 3), 9)
     raw = wire.encode(p, KEY)

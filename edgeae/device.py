@@ -176,10 +176,11 @@ def write_seq_file(path: Path, sensor: int, next_seq: int) -> None:
 class Source:
     """The windows of a file (CSV / .npz) or of CSV lines on stdin ('-'), as (index of the last
     row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
-    so that rows after the last full window (`windowed`) can be reported rather than dropped unsaid. `batch`:
-    windows per model call, 1 for a live stream so that each packet leaves once its window's last
-    row is read (batched, a 1 Hz sensor's packet waited for 63 more windows). With `times`, rows
-    keep their time from the data's time column, for `time_of` (a live stream's until it passes them)."""
+    so that rows after the last full window (`windowed`) can be reported rather than dropped
+    unsaid. `batch`: windows per model call, 1 for a live stream so that each packet leaves once
+    its window's last row is read (batched, a 1 Hz sensor's packet waited for 63 more windows).
+    With `times`, rows keep their time from the data's time column, for `time_of` (a live
+    stream's until it passes them)."""
 
     def __init__(self, source: str, ex: Export, times: bool = False):
         self.batch = 1 if source == "-" else BATCH

@@ -443,8 +443,6 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
     return {i: v for i, _, v in keys}
 
 
-
-
 #: The packets a sensor's state follows: scored, in order (a late packet does not turn it back).
 _IN_ORDER = "sensor=? AND score IS NOT NULL AND reordered=0"
 

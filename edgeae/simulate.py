@@ -27,7 +27,7 @@ D = 39.04 mm, contact angle 0), which gives BPFO ~ 3.59 f_r and BPFI ~ 5.41 f_r.
 Everything is seeded: the same arguments give the same data.
 
 `save` writes a recording as `edgeae simulate` does: CSV or .npz with a time column (from a date
-it is given, START by default: replayed through `edgeae encode`, its packets carry that date).
+it is given, START for the demo's: replayed through `edgeae encode`, its packets carry that date).
 """
 
 from __future__ import annotations

@@ -96,6 +96,7 @@ class Encoder:
         self.model_id = self.ex.model_id
         self.sensor, self.key, self.t0, self.seq, self.sent_rows = sensor, key, t0, start_seq, 0
         self.period = (self.ex.row_period or 1.0) if period is None else period
+        self.period_known = period is not None or self.ex.row_period is not None  # else 1 s, a guess
         if sensor not in wire.SENSOR_IDS:
             raise EdgeaeError(f"--sensor must be 0..65535, got {sensor}")
         self.seq_file = None if seq_file is None else Path(seq_file)
@@ -121,7 +122,7 @@ class Encoder:
         due = -math.inf
         for item in windows:
             if every is not None:
-                if (t := self._row_time(item[0], times)) < due:
+                if (t := self._row_time(item[0], times, every=True)) < due:
                     continue
                 due = t + every
             batch.append(item)
@@ -131,9 +132,13 @@ class Encoder:
         if batch:
             yield from self._batch(batch, times)
 
-    def _row_time(self, row: int, times) -> float:
-        """Row `row`'s time: from `times` where it knows it, else t0 + period x row."""
+    def _row_time(self, row: int, times, every: bool = False) -> float:
+        """Row `row`'s time: from `times` where it knows it, else t0 + period x row (for `every`,
+        only with a period given or the export's, not the 1 s guessed without either)."""
         t = None if times is None else times(row)
+        if t is None and every and not self.period_known:
+            raise EdgeaeError("--every needs the rows' times: a time column in the data, --period, or an export that "
+                              "knows its rows' rate (trained on data with times)")  # fmt: skip
         return self.t0 + self.period * row if t is None else t
 
     def _batch(self, batch, times) -> Iterator[bytes]:

@@ -378,6 +378,18 @@ _RESET = """
   if (interpreter.Reset() != kTfLiteOk) return false;"""
 
 
+def _radio_paragraph(m: dict) -> str:
+    """For a README: what a packet a window asks of LoRaWAN (`lorawan.budget`), when the rows' rate is known."""
+    w = m["window"]
+    if "row_period_s" not in w:
+        return ""
+    from .lorawan import budget
+    from .wire import packet_size
+
+    return (f"\nA packet a window is {budget(packet_size(m['code_size']), w['hop'] * w['row_period_s'])}. Over LoRaWAN, "
+            "capture and send one window every so often instead (as `edgeae encode --every` does).\n")
+
+
 def _mcu_readme(name, m, ops, encoder_bytes, device_bytes, stateful: bool) -> str:
     upper = name.upper()
     camel, dcamel = _camel(name), _camel(f"{name}_device")
@@ -403,7 +415,7 @@ The window is {w["length"]} samples of {len(w["channels"])} channel(s) ({", ".jo
 f', sampled at {1 / w["row_period_s"]:g} Hz as the training data was (`EDGEAE_{upper}_SAMPLE_RATE_HZ`)' if "row_period_s" in w else ""};
 the code is {m["code_size"]} int8 values. Tensor arena: {mcu["arena"]["stated_bytes"]} bytes for the encoder (smallest that ran:
 {mcu["arena"]["minimum_bytes"]}), {mcu["device_arena"]["stated_bytes"]} bytes for the device model (smallest that ran: {mcu["device_arena"]["minimum_bytes"]}).
-
+{_radio_paragraph(m)}
 ```cpp
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "{name}_device_model_data.h"

@@ -116,6 +116,9 @@ def test_every_sends_one_window_a_span_of_time(tmp_path, small_export):
     assert said[-2].startswith("sensor 5: 4 packets of 24 bytes") and "went unsent" not in said[-2]
     assert said[-1].startswith("radio: a 24-byte packet every 5 s, ") and "duty cycle allows one every" in said[-1]
     assert all_of_them.stderr.decode().splitlines()[-1].startswith(f"radio: a 24-byte packet every {ex.hop} ms, ")
+    guessed = subprocess.run(args[:-6] + ["--data", str(csv), "--every", "5"], capture_output=True, cwd=ROOT)  # no times, no rate
+    assert_one_line_error(_text(guessed), "--every needs the rows' times: a time column in the data, --period, or an export")
+    assert guessed.stdout == b""
 
 
 def test_packet_codes_are_the_int8_encoders(tmp_path, small_export):

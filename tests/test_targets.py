@@ -118,7 +118,9 @@ int main(void) {{
     subprocess.run([CC, "-std=c99", "-Wall", "-Werror", f"-I{mcu_export}", str(tmp_path / "p.c"), str(mcu_export / "edgeae_packet.c"),
                     "-o", str(tmp_path / "p")], check=True)  # fmt: skip
     raw = subprocess.run([str(tmp_path / "p")], capture_output=True, check=True).stdout
-    readme_packet = re.findall(r"```cpp\n(.*?)```", (mcu_export / "README.md").read_text(), re.S)[1]  # the README's packet code
+    readme = (mcu_export / "README.md").read_text()
+    assert "sampled at 1000 Hz as the training data was" in readme and re.search(r"A packet a window is a \d+-byte packet every \d+ ms, .* Over LoRaWAN, capture", readme)
+    readme_packet = re.findall(r"```cpp\n(.*?)```", readme, re.S)[1]  # the README's packet code
     (tmp_path / "readme.cc").write_text(f'#include "{ident}_config.h"\n' + readme_packet)
     subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "readme.cc"), "-o", str(tmp_path / "readme.o")],
                    check=True)  # fmt: skip

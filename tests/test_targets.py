@@ -119,7 +119,8 @@ int main(void) {{
                     "-o", str(tmp_path / "p")], check=True)  # fmt: skip
     raw = subprocess.run([str(tmp_path / "p")], capture_output=True, check=True).stdout
     readme = (mcu_export / "README.md").read_text()
-    assert "sampled at 1000 Hz as the training data was" in readme and re.search(r"A packet a window is a \d+-byte packet every \d+ ms, .* Over LoRaWAN, capture", readme)
+    assert "sampled at 1000 Hz as the training data was" in readme
+    assert re.search(r"A packet a window is a \d+-byte packet every \d+ ms, .* Over LoRaWAN, capture", readme)
     readme_packet = re.findall(r"```cpp\n(.*?)```", readme, re.S)[1]  # the README's packet code
     (tmp_path / "readme.cc").write_text(f'#include "{ident}_config.h"\n' + readme_packet)
     subprocess.run([CXX, "-std=c++17", "-Wall", "-Werror", f"-I{mcu_export}", "-c", str(tmp_path / "readme.cc"), "-o", str(tmp_path / "readme.o")],

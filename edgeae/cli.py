@@ -84,7 +84,7 @@ def demo(out, seconds):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
-    from .train import kept_epoch, train as train_
+    from .train import data_notes, kept_epoch, train as train_
 
     recipe = _load_recipe(recipe_path, seed)
     recipe.train.epochs = epochs or recipe.train.epochs
@@ -98,17 +98,8 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
-    info = json.loads((run / "data.json").read_text())
-    constant, jumps = info["constant_channels"], info["time_jumps"]
-    if jumps and jumps["count"]:
-        largest = jumps["largest_s"]
-        click.echo(f"note: the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "
-                   f"{abs(largest):g} s, before row {jumps['row']}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
-                   "across a jump joins two stretches of signal, and may score as a fault")  # fmt: skip
-    if constant:
-        click.echo(f"note: {', '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant in the training windows (a stuck or "
-                   "disconnected sensor?): the model learns nothing of it, and once it moves every window looks anomalous; "
-                   "train on data where it works, or leave it out of the recipe's channels")  # fmt: skip
+    for note in data_notes(json.loads((run / "data.json").read_text())):
+        click.echo(f"note: {note}")
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())
         click.echo(f"pruned to {p['target_sparsity']:.0%}: gzip weights {p['gzip_bytes_before']} -> {p['gzip_bytes_after']} bytes")

@@ -20,7 +20,7 @@ from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .fsutil import atomic_file
 from .metrics import segments, threshold_counts
-from .train import kept_epoch
+from .train import data_notes, kept_epoch
 
 NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
@@ -409,11 +409,13 @@ def _run_summary(run: dict) -> str:
     qat = history.get("qat")
     if qat and not qat.get("applied"):
         notes.append(f"Quantization-aware training not applied: {html.escape(qat['reason'])}.")
-    m = r["model"]
+    notes += [f"<b>Note:</b> {html.escape(n)}." for n in data_notes(d)]
+    m, period = r["model"], d.get("row_period_s")
     return (f"<h3>Training run</h3><p>Recipe <b>{html.escape(r['name'])}</b>: a {html.escape(m['kind'])} autoencoder, "
             f"{m['code_size']}-value code, windows of {r['data']['window']} rows (hop {r['data']['hop']}) over "
             f"{len(d['channels'])} channels ({html.escape(', '.join(d['channels']))}), trained on <code>{html.escape(str(d['source']))}</code>: "
-            f"{d['train_windows']} training and {d['validation_windows']} validation windows.</p>"
+            f"{d['train_windows']} training and {d['validation_windows']} validation windows"
+            f"{f', rows {period:g} s apart' if period else ''}.</p>"
             "<table><tr><th>phase</th><th>epochs</th><th>last loss</th><th>last validation loss</th><th>lowest validation loss</th>"
             f"<th>weights kept (epoch)</th></tr>{rows}</table><p>{' '.join(notes)}</p>")  # fmt: skip
 

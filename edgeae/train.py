@@ -149,6 +149,22 @@ def kept_epoch(phase: dict) -> int:
     return int(np.argmin(phase.get("val_loss") or phase["loss"])) + 1
 
 
+def data_notes(info: dict) -> list[str]:
+    """What training noticed in its data (a run's data.json), in words: times that jump, channels
+    that do not move. A run from before these were kept has none."""
+    notes, jumps, constant = [], info.get("time_jumps"), info.get("constant_channels")
+    if jumps and jumps["count"]:
+        largest = jumps["largest_s"]
+        notes.append(f"the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "
+                     f"{abs(largest):g} s, before row {jumps['row']}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
+                     "across a jump joins two stretches of signal, and may score as a fault")  # fmt: skip
+    if constant:
+        notes.append(f"{', '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant in the training windows (a stuck or "
+                     "disconnected sensor?): the model learns nothing of it, and once it moves every window looks anomalous; "
+                     "train on data where it works, or leave it out of the recipe's channels")  # fmt: skip
+    return notes
+
+
 def _history(hist) -> dict:
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 

@@ -352,6 +352,10 @@ def test_training_says_what_it_notices_in_the_data(tmp_path):
             "a window across a jump joins two stretches of signal") in proc.stdout, proc.stdout  # fmt: skip
     info = json.loads((tmp_path / "run" / "data.json").read_text())
     assert info["constant_channels"] == ["current"] and info["time_jumps"]["count"] == 1 and info["row_period_s"] == 0.001
+    assert edgeae("report", tmp_path / "run").returncode == 0  # the run's page says it too
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "validation windows, rows 0.001 s apart." in page and page.count("<b>Note:</b>") == 2
+    assert "<b>Note:</b> current is constant in the training windows" in page
 
 
 def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):

@@ -206,6 +206,16 @@ def constant_channels(windows_: np.ndarray, channels: list[str]) -> list[str]:
     return [c for c, std in zip(channels, windows_.reshape(-1, windows_.shape[-1]).std(axis=0)) if std < CONSTANT_STD]
 
 
+def duration(seconds: float) -> str:
+    """A span of time in words, to 3 digits: '16 ms', '4.44 min', '1.71 h', '333 days', '56.9 years'
+    (days and years from 2 of them on)."""
+    year = 365.25 * 86_400
+    for unit, size, least in (("years", year, 2 * year), ("days", 86_400, 2 * 86_400), ("h", 3600, 3600), ("min", 60, 60), ("s", 1, 1)):
+        if seconds >= least:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds * 1e3:.3g} ms"
+
+
 def time_step(times) -> float | None:
     """The median step between successive times (Unix seconds), to 3 digits; None for fewer than
     two times or times that do not advance."""

@@ -30,7 +30,7 @@ import json
 import math
 from typing import NamedTuple
 
-from .data import unix_seconds
+from .data import duration, unix_seconds
 from .wire import PacketError
 
 ENVELOPES = ("tts", "chirpstack")
@@ -96,16 +96,9 @@ def budget(size: int, interval: float) -> str:
     airtime at SF7 and SF12, against EU868's duty cycle and The Things Network's fair use."""
     fast, slow = airtime(size, 7), airtime(size, 12)
     limits = {"EU868's 1 % duty cycle": 1 / DUTY_CYCLE, f"The Things Network's fair use ({FAIR_USE_S:g} s a day)": 86_400 / FAIR_USE_S}
-    said = f"a {size}-byte packet every {_duration(interval)}, {fast * 1e3:.0f} ms on air at SF7, {slow:.1f} s at SF12"
+    said = f"a {size}-byte packet every {duration(interval)}, {fast * 1e3:.0f} ms on air at SF7, {slow:.1f} s at SF12"
     over = {name: factor for name, factor in limits.items() if interval < factor * slow}
     if not over:
         return f"{said}: within EU868's duty cycle and The Things Network's fair use at every data rate"
-    return f"{said}: " + "; ".join(f"{name} allows one every {_duration(factor * fast)} at SF7, {_duration(factor * slow)} at SF12"
+    return f"{said}: " + "; ".join(f"{name} allows one every {duration(factor * fast)} at SF7, {duration(factor * slow)} at SF12"
                                   for name, factor in over.items())  # fmt: skip
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("min", 60), ("s", 1)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds * 1e3:.3g} ms"

@@ -45,12 +45,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import lorawan, wire
+from .data import duration
 from .errors import EdgeaeError, existing_file
 from .host import Hosts
 from .mqtt import Message, Subscriber
 from .results import iso_utc, open_results
 
 REPLAYED = "replayed_seq"
+CLOCK_AHEAD_S = 300  # a window time this far after its packet arrived cannot be right (`Server._note_clock`)
+CLOCK_BEHIND_S = 30 * 86_400  # ... nor this far before: longer than a broker holds packets for serve
 MAX_GAP_RECORDED = 10_000  # a jump larger than this is recorded as its first 10,000 numbers
 
 
@@ -92,6 +95,8 @@ class Server:
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
         self.replays_noted: set[int] = set()  # sensors whose first replay this run was told to `notify`
+        self.clocks_noted: set[int] = set()  # sensors whose window times `_note_clock` said cannot be right
+        self.live = False  # packets arriving as they are sent (run_mqtt), not from a packet file
         self.state_topic = state_topic  # with run_mqtt: each sensor's state published there, retained, on change
         self.states = self._stored_states() if state_topic else {}  # per sensor, its current state (`_state`)
         self.announced: set[int] = set()  # sensors whose state this run has published
@@ -194,6 +199,8 @@ class Server:
             seen_in_batch.add(key)
             if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
                 p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
+            elif self.live:
+                self._note_clock(p, uplink.received_at or t)
             valid.append((topic, p, t))
         with self.db:  # one transaction per batch
             unscored, changes = self._store(valid) if valid else (0, [])
@@ -240,6 +247,19 @@ class Server:
         self.notify(f"sensor {p.sensor}: seq {p.seq} is stored already, rejected as {REPLAYED} (stored up to {last}); "
                     "a device that restarted its count has every packet rejected so: keep the count across restarts "
                     "(edgeae encode --seq-file; in firmware, in non-volatile memory)")  # fmt: skip
+
+    def _note_clock(self, p: wire.Packet, arrived: float) -> None:
+        """Say once per sensor that its window times cannot be its packets' (stored as they are):
+        ahead of their arrival, or further behind it than a broker holds packets (a clock reset to
+        1970 by a flat battery; a recording replayed). They are what `results --plot` and
+        `calibrate --since` go by."""
+        off = p.timestamp - arrived
+        if p.sensor in self.clocks_noted or -CLOCK_BEHIND_S <= off <= CLOCK_AHEAD_S:
+            return
+        self.clocks_noted.add(p.sensor)
+        self.notify(f"sensor {p.sensor}: seq {p.seq}'s window time {iso_utc(p.timestamp)} is {duration(abs(off))} "
+                    f"{'after' if off > 0 else 'before'} it arrived ({iso_utc(arrived)}): the device's clock is wrong, "
+                    "or a recording is replayed; stored as it is (a device without a clock sends 0, and serve stamps it)")  # fmt: skip
 
     def _stored(self, key) -> bool:
         """Whether the packet (sensor, seq) is stored, or was and is archived: below its sensor's
@@ -357,7 +377,7 @@ class Server:
         the ones that come after serve stops, for its next run; without, it drops them. With
         `status_topic`, serve's availability is kept there, retained: 'online', 'offline'. Each
         time `reload` is set, between batches, the exports and keys are read again (`load`)."""
-        self.stop = stop
+        self.stop, self.live = stop, True
         sub = Subscriber(url, pattern, client_id=client_id, notify=self.notify, keep_session=keep_session, manual_ack=True,
                          status_topic=status_topic)  # fmt: skip
         if self.state_topic is not None:

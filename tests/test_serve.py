@@ -1695,6 +1695,30 @@ def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
     server.close()
 
 
+def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
+    """A device whose clock a flat battery reset to 1970 sent window times serve stored as they
+    came, without a word; `calibrate --since` and the results plot, which go by them, then missed
+    its packets. serve (live) says so once per sensor, and stores them as they are."""
+    from edgeae.mqtt import Message
+    from edgeae.serve import Server
+
+    ex = Export.open(small_export)
+    now, code = time.time(), (0,) * ex.manifest["code_size"]
+    stamps = {1: 120 + 60 * np.arange(10), 2: now + 3600 + np.arange(5), 3: now - 3 * 86_400 + np.arange(5)}  # reset, ahead, a backlog
+    raws = {s: [wire.encode(wire.Packet(ex.model_id, s, i, int(t), code, 9)) for i, t in enumerate(ts)] for s, ts in stamps.items()}
+    db, notes = tmp_path / "r.sqlite", []
+    server = Server(small_export, db, notify=notes.append)
+    server.run_packets(raws[1][:5])  # a packet file is not live: its times are whenever it was recorded
+    assert notes == []
+    server.live = True  # as run_mqtt sets it
+    server.handle([Message("edgeae/1/up", raw, now, False) for raw in raws[1][5:] + raws[2] + raws[3]])
+    server.close()
+    assert len(notes) == 2 and notes[0].startswith("sensor 1: seq 5's window time 1970-01-01T00:07:00Z is 5")
+    assert " years before it arrived (" in notes[0] and "stored as it is (a device without a clock sends 0" in notes[0]
+    assert notes[1].startswith("sensor 2: seq 0's window time ") and " is 60 min after it arrived (" in notes[1]
+    assert _count(db) == 20
+
+
 def _rejected(db) -> int:
     with contextlib.closing(sqlite3.connect(db)) as con:
         return con.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]

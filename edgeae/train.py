@@ -130,9 +130,10 @@ def train(
         write_json(tmp / RUN_MARKER, recipe.to_dict())
         write_json(tmp / "normalization.json", norm.to_dict())
         write_json(tmp / "history.json", history)
+        jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column
         write_json(tmp / "data.json", {
-            "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series), "row_period_s": series.row_period(),
-            "constant_channels": D.constant_channels(raw, series.channels), "time_jumps": D.time_jumps(series),
+            "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
+            "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "constant_channels": D.constant_channels(raw, series.channels),
             "channels": series.channels, "train_rows": list(train_rows or recipe.data.train_rows or []) or None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip

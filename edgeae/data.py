@@ -255,11 +255,12 @@ def check_row_period(step: float | None, trained: float | None, what: str) -> No
                           "to the export's rate, or train on rows at this one")  # fmt: skip
 
 
-def _unique_names(path: Path, names: list[str]) -> None:
-    """Channels are chosen by name, so a name given twice would silently pick one of the columns."""
-    twice = sorted({n for n in names if names.count(n) > 1})
+def check_unique_names(source, names: list[str]) -> None:
+    """Channels are chosen by name, so a name given twice would silently pick one of the columns
+    (columns without a name are never chosen)."""
+    twice = sorted({n for n in names if n and names.count(n) > 1})
     if twice:
-        raise EdgeaeError(f"{path}: column name(s) {', '.join(map(repr, twice))} appear more than once")
+        raise EdgeaeError(f"{source}: column name(s) {', '.join(map(repr, twice))} appear more than once")
 
 
 def write_npz(series: Series, path: str | Path) -> Path:
@@ -281,7 +282,7 @@ def _read_npz(path: Path, channels, label) -> Series:
     if data.ndim != 2:
         raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
     names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
-    _unique_names(path, names)
+    check_unique_names(path, names)
     labels = arrays.get(label or "labels")
     if not np.issubdtype(data.dtype, np.number):
         raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
@@ -296,7 +297,24 @@ def _read_csv(path: Path, channels, label, time) -> Series:
         with open(path, encoding="utf-8-sig", newline="") as f:
             return _parse_csv(path, f, channels, label, time)
     except UnicodeDecodeError:
+        with open(path, "rb") as f:
+            if b"\0" not in f.read(1 << 16):  # text: say which line is not UTF-8
+                f.seek(0)
+                for _ in utf8_lines(f, path):
+                    pass
         raise EdgeaeError(f"{path}: not a text CSV file") from None
+
+
+def utf8_lines(lines: Iterable[bytes], source) -> Iterator[str]:
+    """Lines of bytes as text, refusing by number a line that is not UTF-8 (a spreadsheet's plain
+    "CSV" is Windows-1252, where a degree sign is byte 0xb0); a byte-order mark before the first
+    line is dropped (spreadsheets write one before "CSV UTF-8")."""
+    for number, line in enumerate(lines, start=1):
+        try:
+            yield line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise EdgeaeError(f"{source}: line {number} is not UTF-8 text (byte 0x{line[e.start]:02x}): save or send it "
+                              "as UTF-8 (a spreadsheet's 'CSV UTF-8')") from None  # fmt: skip
 
 
 def _parse_csv(path: Path, f, channels, label, time) -> Series:
@@ -308,14 +326,14 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
     first = next(rows, None)
     if first is None:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
-    _unique_names(path, header)
+    check_unique_names(path, header)
 
     label = label or next((c for c in DEFAULT_LABEL_COLUMNS if c in header), None)
     if label is not None and label not in header:
         raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
     time = time or time_column(header, first)
     if channels is None:
-        skip = {label, time, "changepoint"}
+        skip = {label, time, "changepoint", ""}
         channels = [c for c in header if c not in skip]
     missing = [c for c in channels if c not in header]
     if missing:
@@ -328,10 +346,14 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
     cols = [header.index(c) for c in channels]
     li = None if label is None else header.index(label)
     ti = header.index(time) if time in header else None
+    unnamed = [j for j, h in enumerate(header) if not h]
     values, labels, times = array("d"), array("d"), []
     for i, row in enumerate(itertools.chain([first], rows), start=1):
         if len(row) != len(header):
             raise EdgeaeError(f"{path}: row {i} has {len(row)} fields, the header has {len(header)}")
+        for j in unnamed:
+            if row[j].strip():
+                raise EdgeaeError(f"{path}: row {i}, column {j + 1} has a value and no name in the header")
         for j, c in enumerate(cols):
             cell = row[c].strip()
             try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
 import signal
@@ -47,6 +46,7 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
         raise EdgeaeError(f"{source}: no header line")
     delimiter = D.csv_delimiter(header_line)
     header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    D.check_unique_names(source, header)
     missing = [c for c in channels if c not in header]
     if missing:
         raise EdgeaeError(f"{source}: missing channel column(s) {', '.join(map(repr, missing))} (have: {', '.join(header)})")
@@ -194,7 +194,7 @@ class Source:
         self._times: deque[tuple[int, float]] | np.ndarray | None = None
         if source == "-":
             self.rows, self._times = 0, deque()
-            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig")  # a file a spreadsheet saved starts with a BOM
+            lines = D.utf8_lines(sys.stdin.buffer, "<stdin>")
             rows = self._counted(stream_rows(lines, ex.channels, times=times), ex)
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:

@@ -167,8 +167,27 @@ def test_missing_and_non_csv_file(tmp_path):
         D.read_series(tmp_path / "nope.csv")
     p = tmp_path / "bin.csv"
     p.write_bytes(b"\xff\xfe\x00\x01")
-    with pytest.raises(EdgeaeError):
+    with pytest.raises(EdgeaeError, match="bin.csv: not a text CSV file$"):
         D.read_series(p)
+
+
+def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):
+    """A spreadsheet's plain "CSV" is Windows-1252: a degree sign in a row 3,000 lines down was
+    "not a text CSV file", which sent the user looking for a broken file."""
+    p = tmp_path / "t.csv"
+    p.write_bytes("x,y\n".encode() + b"1,2\n" * 3000 + "5,6 \u00b0C\n".encode("cp1252"))
+    with pytest.raises(EdgeaeError, match=r"t.csv: line 3002 is not UTF-8 text \(byte 0xb0\): save or send it as UTF-8"):
+        D.read_series(p)
+
+
+def test_columns_without_a_name_are_no_channels(tmp_path):
+    """A spreadsheet writes a delimiter after the last column when a row once went further: the
+    empty names were 'a column name appearing more than once', or one empty channel all NaN."""
+    for tail in (",", ",,"):
+        s = D.read_series(write(tmp_path, f"x,y{tail}\n1,2{tail}\n3,4{tail}\n"))
+        assert s.channels == ["x", "y"] and s.values.tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(EdgeaeError, match="row 2, column 3 has a value and no name in the header"):
+        D.read_series(write(tmp_path, "x,y,\n1,2,\n3,4,5\n"))
 
 
 def test_npz(tmp_path):

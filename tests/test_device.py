@@ -144,6 +144,10 @@ def test_bad_stream_lines(tmp_path, small_export):
     assert "Warning" not in big.stderr  # the overflow is reported, not warned about as well
     cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
+    twice = subprocess.run(args, input=(head.strip() + ",vib_x\n1,2,3,4,5\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(twice), "column name(s) 'vib_x' appear more than once")  # was: the first one, unsaid
+    latin = subprocess.run(args, input=head.encode() + b"1,2,3,4\n1,2,3,4 \xb0C\n", capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(latin), "<stdin>: line 3 is not UTF-8 text (byte 0xb0)")  # was: a traceback
 
 
 def test_packets_carry_the_datas_own_times(tmp_path, small_export):

@@ -160,9 +160,11 @@ def data_notes(info: dict) -> list[str]:
                      f"{abs(largest):g} s, before row {jumps['row']}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
                      "across a jump joins two stretches of signal, and may score as a fault")  # fmt: skip
     if constant:
-        notes.append(f"{', '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant in the training windows (a stuck or "
-                     "disconnected sensor?): the model learns nothing of it, and once it moves every window looks anomalous; "
-                     "train on data where it works, or leave it out of the recipe's channels")  # fmt: skip
+        one = len(constant) == 1
+        notes.append(f"{', '.join(constant)} {'is' if one else 'are'} constant in the training windows (a stuck or "
+                     f"disconnected sensor?): the model learns nothing of {'it' if one else 'them'}, and once "
+                     f"{'it moves' if one else 'they move'} every window looks anomalous; train on data where "
+                     f"{'it works' if one else 'they work'}, or leave {'it' if one else 'them'} out of the recipe's channels")  # fmt: skip
     return notes
 
 

@@ -94,6 +94,7 @@ class Server:
         self.unscored = 0  # stored without a score: no residual byte, which the scorer needs
         self.rejected: collections.Counter[str] = collections.Counter()  # this run's, per reason
         self.last_seq: dict[int, int | None] = {}  # highest sequence number stored, per sensor
+        self.data_version: int | None = None  # the database's as this connection last saw it (`_begin`)
         self.replays_noted: set[int] = set()  # sensors whose first replay this run was told to `notify`
         self.clocks_noted: set[int] = set()  # sensors whose window times `_note_clock` said cannot be right
         self.live = False  # packets arriving as they are sent (run_mqtt), not from a packet file
@@ -173,36 +174,48 @@ class Server:
         except wire.PacketError:
             return raw
 
+    def _begin(self) -> None:
+        """Begin a batch's transaction holding the write lock, before its packets are checked: another
+        writer (a second serve storing a packet file, say) cannot store a packet between its check
+        here and its insert, and what another wrote since the last batch is read again
+        (`PRAGMA data_version` moves when another connection commits)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.data_version:
+            self.last_seq.clear()
+            self.data_version = version
+
     def _handle(self, batch: list[Message]) -> None:
         valid, rejected, again = [], [], 0
         seen_in_batch: set[tuple[int, int]] = set()
         rejected_in_batch: set[bytes] = set()
-        for topic, raw, t, dup in batch:
-            try:
-                uplink = self.unwrap(raw)
-                p = self.hosts.decode(uplink.packet)
-            except wire.PacketError as e:
-                if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
-                    again += 1
-                    continue
-                rejected_in_batch.add(raw)
-                rejected.append((t, topic, e.reason, str(e), None, None, raw))
-                continue
-            key = (p.sensor, p.seq)
-            if key in seen_in_batch or self._stored(key):
-                if dup:  # the broker sending again what it sent before a reconnect: no replay, and stored once
-                    again += 1
-                    continue
-                rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
-                self._note_replay(p)
-                continue
-            seen_in_batch.add(key)
-            if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
-                p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
-            elif self.live:
-                self._note_clock(p, uplink.received_at or t)
-            valid.append((topic, p, t))
         with self.db:  # one transaction per batch
+            self._begin()
+            for topic, raw, t, dup in batch:
+                try:
+                    uplink = self.unwrap(raw)
+                    p = self.hosts.decode(uplink.packet)
+                except wire.PacketError as e:
+                    if dup and (raw in rejected_in_batch or self._rejected(raw)):  # sent again by the broker: kept once
+                        again += 1
+                        continue
+                    rejected_in_batch.add(raw)
+                    rejected.append((t, topic, e.reason, str(e), None, None, raw))
+                    continue
+                key = (p.sensor, p.seq)
+                if key in seen_in_batch or self._stored(key):
+                    if dup:  # the broker sending again what it sent before a reconnect: no replay, and stored once
+                        again += 1
+                        continue
+                    rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
+                    self._note_replay(p)
+                    continue
+                seen_in_batch.add(key)
+                if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
+                    p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
+                elif self.live:
+                    self._note_clock(p, uplink.received_at or t)
+                valid.append((topic, p, t))
             unscored, changes = self._store(valid) if valid else (0, [])
             self.db.executemany(
                 "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",

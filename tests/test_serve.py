@@ -185,6 +185,41 @@ def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, s
     assert server.stored == len(first) + len(second) and not server.rejected
 
 
+def test_two_serves_storing_the_same_packets_store_each_once(tmp_path, small_export, streams):
+    """A second serve on the same database (`serve --packets` of a packet file while the service
+    runs) checked a packet before the other stored it and inserted it after: 'UNIQUE constraint
+    failed', and the batch went to a packet file as unstorable. Each batch now takes the write lock
+    before its checks: the packets the other stored first are replays."""
+    import threading
+
+    from edgeae.serve import REPLAYED, Server
+
+    packets, db = _encode_file(small_export, streams[1], 1, None), tmp_path / "r.sqlite"
+    first, second = Server(small_export, db), Server(small_export, db)
+    second.run_packets(packets[:1])  # its bookkeeping of sensor 1 made before the other's batch
+    read, other = second.hosts.read, threading.Thread(target=first.run_packets, args=(packets[1:],))
+
+    def read_while_the_other_stores(batch):  # the other serve's packets, between this batch's checks and its insert
+        second.hosts.read = read
+        other.start()
+        other.join(2)  # without the lock, they are stored by now; with it, they wait for this batch
+        return read(batch)
+
+    second.hosts.read = read_while_the_other_stores
+    second.run_packets(packets[1:], batch=len(packets))
+    other.join(30)
+    # what the other stored meanwhile is no gap: sensor 2's packets 1-49 are not missing before 50
+    more = _encode_file(small_export, streams[2], 2, None)
+    second.run_packets(more[:1]), first.run_packets(more[1:50]), second.run_packets(more[50:])
+    first.close(), second.close()
+    packets += more
+    assert second.stored + first.stored == len(packets) and first.rejected[REPLAYED] == len(packets) - len(more) - 1
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT sensor || '/' || seq), SUM(reordered) FROM packets").fetchone() == (len(packets),) * 2 + (0,)
+        assert con.execute("SELECT COUNT(*) FROM missing").fetchone() == (0,)
+    assert not list(tmp_path.glob("r.sqlite.unstored-*"))
+
+
 def test_on_a_full_disk_serve_says_where_the_packets_are(tmp_path, small_export, sim_test):
     """The database and the packet file serve keeps what it refuses in share a disk: when both
     failed, serve said only '[Errno 28] No space left on device', nothing of the packets. A file

@@ -15,7 +15,7 @@ import numpy as np
 from . import zoo
 from ._tf import tfmot
 from .recipe import Recipe
-from .train import ProgressBar, _history, steps_per_epoch
+from .train import fit, steps_per_epoch
 
 
 def prune(encoder, decoder, recipe: Recipe, x_train, x_val, progress: bool = True):
@@ -32,12 +32,7 @@ def prune(encoder, decoder, recipe: Recipe, x_train, x_val, progress: bool = Tru
     penc = tfmot.sparsity.keras.prune_low_magnitude(encoder, pruning_schedule=schedule)
     pdec = tfmot.sparsity.keras.prune_low_magnitude(decoder, pruning_schedule=schedule)
     model = zoo.training_model(penc, pdec, recipe)
-    hist = model.fit(
-        x_train, x_train,
-        validation_data=(x_val, x_val) if len(x_val) else None,
-        epochs=max(p.epochs, ramp_epochs + 1), batch_size=recipe.train.batch_size, shuffle=True, verbose=0,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), ProgressBar("prune", p.epochs, progress)],
-    )  # fmt: skip
+    history = fit(model, "prune", recipe, x_train, x_val, max(p.epochs, ramp_epochs + 1), [tfmot.sparsity.keras.UpdatePruningStep()], progress)
     encoder = tfmot.sparsity.keras.strip_pruning(penc)
     decoder = tfmot.sparsity.keras.strip_pruning(pdec)
     plain = zoo.untie(decoder)
@@ -48,7 +43,7 @@ def prune(encoder, decoder, recipe: Recipe, x_train, x_val, progress: bool = Tru
         "gzip_bytes_before": before,
         "gzip_bytes_after": gzip_size([encoder, plain]),
     }
-    return encoder, decoder, _history(hist), report
+    return encoder, decoder, history, report
 
 
 def _tied_names(decoder) -> set[str]:

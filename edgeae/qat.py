@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import zoo
 from ._tf import tfmot
 from .recipe import Recipe
-from .train import ProgressBar, _history
+from .train import fit
 
 
 def unavailable(recipe: Recipe, encoder) -> str | None:
@@ -34,14 +34,7 @@ def qat(encoder, decoder, recipe: Recipe, x_train, x_val, progress: bool = True)
     else:
         qenc = q.quantize_apply(annotated)
     model = zoo.training_model(qenc, decoder, recipe)
-    epochs = recipe.train.qat_epochs
-    hist = model.fit(
-        x_train, x_train,
-        validation_data=(x_val, x_val) if len(x_val) else None,
-        epochs=epochs, batch_size=recipe.train.batch_size, shuffle=True, verbose=0,
-        callbacks=[ProgressBar("qat", epochs, progress)],
-    )  # fmt: skip
-    return qenc, _history(hist)
+    return qenc, fit(model, "qat", recipe, x_train, x_val, recipe.train.qat_epochs, [], progress)
 
 
 def load_scope():

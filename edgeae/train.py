@@ -96,13 +96,7 @@ def train(
     model = zoo.training_model(encoder, decoder, recipe)
     monitor = "val_loss" if n_val else "loss"
     stop = keras.callbacks.EarlyStopping(monitor, patience=recipe.train.patience, restore_best_weights=True)
-    hist = model.fit(
-        x_train, x_train,
-        validation_data=(x_val, x_val) if n_val else None,
-        epochs=recipe.train.epochs, batch_size=recipe.train.batch_size, shuffle=True, verbose=0,
-        callbacks=[stop, ProgressBar("train", recipe.train.epochs, progress)],
-    )  # fmt: skip
-    history = {"train": _history(hist)}
+    history = {"train": fit(model, "train", recipe, x_train, x_val, recipe.train.epochs, [stop], progress)}
 
     prune_report = None
     if recipe.prune.sparsity > 0:
@@ -168,8 +162,49 @@ def data_notes(info: dict) -> list[str]:
     return notes
 
 
-def _history(hist) -> dict:
+def fit(model, phase: str, recipe: Recipe, x_train, x_val, epochs: int, callbacks: list, progress: bool = True) -> dict:
+    """Fit the autoencoder `model` to reproduce its windows, one of training's phases (train,
+    prune, qat), with a progress bar; returns its losses per epoch. A loss that turns NaN or inf
+    stops it and refuses the run (`Diverged`): its weights are no model, and export then blamed
+    the calibration windows."""
+    diverged = Diverged(phase, recipe.train.learning_rate)
+    hist = model.fit(
+        x_train, x_train,
+        validation_data=(x_val, x_val) if len(x_val) else None,
+        epochs=epochs, batch_size=recipe.train.batch_size, shuffle=True, verbose=0,
+        callbacks=[*callbacks, diverged, ProgressBar(phase, epochs, progress)],
+    )  # fmt: skip
+    if diverged.error is not None:
+        raise diverged.error
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def Diverged(phase: str, learning_rate: float):
+    """A Keras callback that stops training at the first batch or epoch whose loss is NaN or inf,
+    keeping the error that says so in `error`."""
+    from ._tf import keras
+
+    class _Diverged(keras.callbacks.Callback):
+        error, epoch = None, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs)
+
+        def _check(self, logs):
+            bad = next(((k, v) for k, v in (logs or {}).items() if k.endswith("loss") and not np.isfinite(v)), None)
+            if bad is not None and self.error is None:
+                self.model.stop_training = True
+                self.error = EdgeaeError(f"{phase}: the {bad[0].replace('_', ' ')} turned {bad[1]} in epoch {self.epoch}: training "
+                                         f"diverged; lower train.learning_rate in the recipe (now {learning_rate:g}), or look for "
+                                         "outliers in the data")  # fmt: skip
+
+    return _Diverged()
 
 
 def ProgressBar(label: str, epochs: int, enabled: bool = True):

@@ -332,6 +332,16 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     assert "PASS" in proc.stdout
 
 
+def test_training_that_diverges_is_refused(tmp_path, sim_train):
+    """A learning rate far too high turned the loss NaN, and train wrote the run as if it were
+    fine ('loss nan'); export then blamed its calibration windows for the NaN weights."""
+    (tmp_path / "hot.toml").write_text(TINY_RECIPE.replace("epochs = 3\n[prune]", "epochs = 3\nlearning_rate = 1e6\n[prune]"))
+    proc = edgeae("train", "--recipe", tmp_path / "hot.toml", "--data", sim_train, "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(proc, "in epoch 1: training diverged; lower train.learning_rate in the recipe (now 1e+06)")
+    assert re.search(r"error: train: the loss turned (nan|inf) in epoch 1", proc.stderr), proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_says_what_it_notices_in_the_data(tmp_path):
     """Two things in training data were taken without a word. A constant channel (a disconnected
     sensor) was standardized with a std of 1: the model learned nothing of it, and in service,

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import EdgeaeError, existing_file
 
 #: Column names treated as labels / timestamps when a recipe does not name them.
-DEFAULT_LABEL_COLUMNS = ("label", "anomaly")
+DEFAULT_LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")  # in any case, as the time columns
 DEFAULT_TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
 #: A channel whose standard deviation is below this is constant (`Normalizer.fit`, `constant_channels`).
 CONSTANT_STD = 1e-8
@@ -142,7 +142,8 @@ def read_series(
     """Read a CSV (any delimiter, header row) or .npz file into a `Series`.
 
     CSV: an optional time column (`time`, or a first column that is not numeric), named channel
-    columns, and an optional 0/1 label column (`label`, else a column named `label` or `anomaly`).
+    columns, and an optional 0/1 label column (`label`, else a column named `label`, `anomaly` or
+    `is_anomaly`, in any case).
     .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,).
     When `channels` is given, only those columns are used, in that order.
     """
@@ -328,7 +329,7 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
     check_unique_names(path, header)
 
-    label = label or next((c for c in DEFAULT_LABEL_COLUMNS if c in header), None)
+    label = label or next((h for c in DEFAULT_LABEL_COLUMNS for h in header if h.lower() == c), None)
     if label is not None and label not in header:
         raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
     time = time or time_column(header, first)

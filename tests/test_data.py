@@ -171,6 +171,14 @@ def test_missing_and_non_csv_file(tmp_path):
         D.read_series(p)
 
 
+def test_the_label_column_is_found_in_any_case(tmp_path):
+    """A column 'Anomaly' was not taken for the labels: with the recipe's channels, training took
+    in the faulty rows; without, it trained on the labels as a channel."""
+    for name in ("Anomaly", "LABEL", "is_anomaly"):
+        s = D.read_series(write(tmp_path, f"x,y,{name}\n1,2,0\n3,4,1\n"))
+        assert s.channels == ["x", "y"] and s.labels.tolist() == [0, 1]
+
+
 def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):
     """A spreadsheet's plain "CSV" is Windows-1252: a degree sign in a row 3,000 lines down was
     "not a text CSV file", which sent the user looking for a broken file."""

@@ -144,7 +144,8 @@ def read_series(
     CSV: an optional time column (`time`, or a first column that is not numeric), named channel
     columns, and an optional 0/1 label column (`label`, else a column named `label`, `anomaly` or
     `is_anomaly`, in any case).
-    .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,).
+    .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,)
+    (or those arrays named as the CSV's label and time columns may be).
     When `channels` is given, only those columns are used, in that order.
     """
     path = existing_file(path, "CSV or .npz file")
@@ -284,10 +285,19 @@ def _read_npz(path: Path, channels, label) -> Series:
         raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
     names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
     check_unique_names(path, names)
-    labels = arrays.get(label or "labels")
     if not np.issubdtype(data.dtype, np.number):
         raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
-    return Series(data, names, labels, str(path), arrays.get("times")).select(channels)
+    labels = _first_array(arrays, [*([label] if label else []), "labels", *DEFAULT_LABEL_COLUMNS])
+    times = _first_array(arrays, ["times", *DEFAULT_TIME_COLUMNS])
+    return Series(data, names, labels, str(path), times).select(channels)
+
+
+def _first_array(arrays: dict, names: list[str]) -> np.ndarray | None:
+    """The first of an .npz's arrays named as in `names`, in any case: the recipe's label column
+    named in a CSV's words ('anomaly') or an array saved as 'label' was not taken for the labels,
+    and a model trained on the faulty rows without a word."""
+    lower = {k.lower(): v for k, v in arrays.items()}
+    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
 
 
 def _read_csv(path: Path, channels, label, time) -> Series:

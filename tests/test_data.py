@@ -173,10 +173,15 @@ def test_missing_and_non_csv_file(tmp_path):
 
 def test_the_label_column_is_found_in_any_case(tmp_path):
     """A column 'Anomaly' was not taken for the labels: with the recipe's channels, training took
-    in the faulty rows; without, it trained on the labels as a channel."""
+    in the faulty rows; without, it trained on the labels as a channel. In an .npz, labels were
+    looked for under the recipe's label column's name alone ('anomaly'), or 'labels'."""
     for name in ("Anomaly", "LABEL", "is_anomaly"):
         s = D.read_series(write(tmp_path, f"x,y,{name}\n1,2,0\n3,4,1\n"))
         assert s.channels == ["x", "y"] and s.labels.tolist() == [0, 1]
+        np.savez(tmp_path / "d.npz", data=np.ones((2, 2)), channels=np.array(["x", "y"]), **{name: np.array([0, 1])},
+                 time=np.array([1.0, 2.0]))  # fmt: skip
+        s = D.read_series(tmp_path / "d.npz", label="anomaly")  # as models/skab.toml names it
+        assert s.labels.tolist() == [0, 1] and s.times.tolist() == [1.0, 2.0]
 
 
 def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):

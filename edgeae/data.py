@@ -357,14 +357,10 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
     cols = [header.index(c) for c in channels]
     li = None if label is None else header.index(label)
     ti = header.index(time) if time in header else None
-    unnamed = [j for j, h in enumerate(header) if not h]
     values, labels, times = array("d"), array("d"), []
     for i, row in enumerate(itertools.chain([first], rows), start=1):
         if len(row) != len(header):
             raise EdgeaeError(f"{path}: row {i} has {len(row)} fields, the header has {len(header)}")
-        for j in unnamed:
-            if row[j].strip():
-                raise EdgeaeError(f"{path}: row {i}, column {j + 1} has a value and no name in the header")
         for j, c in enumerate(cols):
             cell = row[c].strip()
             try:

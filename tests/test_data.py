@@ -195,12 +195,13 @@ def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):
 
 def test_columns_without_a_name_are_no_channels(tmp_path):
     """A spreadsheet writes a delimiter after the last column when a row once went further: the
-    empty names were 'a column name appearing more than once', or one empty channel all NaN."""
+    empty names were 'a column name appearing more than once', or one empty channel all NaN. And
+    pandas' to_csv writes the row index under no name: it was a channel."""
     for tail in (",", ",,"):
         s = D.read_series(write(tmp_path, f"x,y{tail}\n1,2{tail}\n3,4{tail}\n"))
         assert s.channels == ["x", "y"] and s.values.tolist() == [[1, 2], [3, 4]]
-    with pytest.raises(EdgeaeError, match="row 2, column 3 has a value and no name in the header"):
-        D.read_series(write(tmp_path, "x,y,\n1,2,\n3,4,5\n"))
+    s = D.read_series(write(tmp_path, ",x,y,anomaly\n0,1,2,0\n1,3,4,1\n"))
+    assert s.channels == ["x", "y"] and s.values.tolist() == [[1, 2], [3, 4]] and s.labels.tolist() == [0, 1]
 
 
 def test_npz(tmp_path):

@@ -119,9 +119,10 @@ class Series:
         if self.times is None:
             return None
         try:
-            return time_step([unix_seconds(str(cell)) for cell in self.times[:PERIOD_ROWS]])
+            times = [unix_seconds(str(cell)) for cell in self.times[:PERIOD_ROWS]]
         except ValueError:
             return None
+        return time_step(times, self.source)
 
     def fingerprint(self) -> str:
         """sha256 of the channel names, values and labels: identifies the training data."""
@@ -218,12 +219,16 @@ def duration(seconds: float) -> str:
     return f"{seconds * 1e3:.3g} ms"
 
 
-def time_step(times) -> float | None:
+def time_step(times, source) -> float | None:
     """The median step between successive times (Unix seconds), to 3 digits; None for fewer than
-    two times or times that do not advance."""
+    two times or times that do not advance. Times that run backwards (a recording saved newest
+    first, as many exports of a time-series database are) are refused: their windows would run
+    the signal backwards, and nothing else would say so."""
     if len(times) < 2:
         return None
     step = float(f"{np.median(np.diff(np.asarray(times, dtype=np.float64))):.3g}")
+    if step < 0:
+        raise EdgeaeError(f"{source}: the rows' times run backwards (newest first?): sort the rows oldest first")
     return step if step > 0 else None
 
 
@@ -236,7 +241,7 @@ def time_jumps(series: Series) -> dict | None:
         times = series.unix_times()
     except EdgeaeError:
         return None
-    step = None if times is None else time_step(times)
+    step = None if times is None else time_step(times, series.source)
     if step is None:
         return None
     steps = np.diff(times)

@@ -228,7 +228,7 @@ class Source:
                 self._times.append((self.rows, t))
             self.rows += 1
             if self.rows == ex.window and self.timed:
-                D.check_row_period(D.time_step([t for _, t in self._times]), ex.row_period, "<stdin>")
+                D.check_row_period(D.time_step([t for _, t in self._times], "<stdin>"), ex.row_period, "<stdin>")
             yield row
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:

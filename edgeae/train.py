@@ -80,6 +80,7 @@ def train(
             raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
         recipe.prune.sparsity = sparsity
     series = load_data(recipe, data)
+    jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column; before training, as it may refuse
     highpass = recipe.data.highpass or {}
     raw = training_windows(recipe, D.highpass(series, highpass), train_rows)
     norm = D.Normalizer.fit(raw, series.channels, highpass)
@@ -124,7 +125,6 @@ def train(
         write_json(tmp / RUN_MARKER, recipe.to_dict())
         write_json(tmp / "normalization.json", norm.to_dict())
         write_json(tmp / "history.json", history)
-        jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column
         write_json(tmp / "data.json", {
             "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
             "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "constant_channels": D.constant_channels(raw, series.channels),

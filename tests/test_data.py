@@ -107,6 +107,15 @@ def test_row_period_is_the_median_time_step(tmp_path):
         D.check_row_period(0.002, 0.001, "x")
 
 
+def test_rows_newest_first_are_refused(tmp_path):
+    """A recording saved newest first (as a time-series database exports it) was windowed as it
+    came: every window ran the signal backwards, and train, verify and encode said nothing."""
+    s = D.read_series(write(tmp_path, "time,a\n" + "".join(f"{1_700_000_010 - x},{x}\n" for x in range(10))))
+    for read in (s.row_period, lambda: D.time_jumps(s)):
+        with pytest.raises(EdgeaeError, match=r"d.csv: the rows' times run backwards \(newest first\?\): sort the rows oldest first"):
+            read()
+
+
 def test_time_jumps_are_found_forwards_and_back(tmp_path):
     """Recordings joined end to end, or a clock set back (NAB's machine temperature goes back 55
     minutes once), leave windows that join two stretches of signal."""

@@ -148,6 +148,10 @@ def test_bad_stream_lines(tmp_path, small_export):
     assert_one_line_error(_text(twice), "column name(s) 'vib_x' appear more than once")  # was: the first one, unsaid
     latin = subprocess.run(args, input=head.encode() + b"1,2,3,4\n1,2,3,4 \xb0C\n", capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(latin), "<stdin>: line 3 is not UTF-8 text (byte 0xb0)")  # was: a traceback
+    rows = "".join(f"{1_700_000_000 + 100 - i * 0.001:.3f},1,2,3,4\n" for i in range(100))  # newest first
+    back = subprocess.run(args, input=("time," + head + rows).encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(back), "<stdin>: the rows' times run backwards (newest first?)")
+    assert back.stdout == b""  # refused before the first window's packet
 
 
 def test_packets_carry_the_datas_own_times(tmp_path, small_export):

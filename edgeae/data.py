@@ -314,7 +314,10 @@ def _read_csv(path: Path, channels, label, time) -> Series:
             return _parse_csv(path, f, channels, label, time)
     except UnicodeDecodeError:
         with open(path, "rb") as f:
-            if b"\0" not in f.read(1 << 16):  # text: say which line is not UTF-8
+            head = f.read(1 << 16)
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise EdgeaeError(f"{path}: UTF-16 text (a spreadsheet's 'Unicode text'): save it as UTF-8 CSV") from None
+            if b"\0" not in head:  # text: say which line is not UTF-8
                 f.seek(0)
                 for _ in utf8_lines(f, path):
                     pass

@@ -175,7 +175,7 @@ def test_missing_and_non_csv_file(tmp_path):
     with pytest.raises(EdgeaeError, match="nope.csv: no such CSV or .npz file"):
         D.read_series(tmp_path / "nope.csv")
     p = tmp_path / "bin.csv"
-    p.write_bytes(b"\xff\xfe\x00\x01")
+    p.write_bytes(b"\x00\x01\x02\xff")
     with pytest.raises(EdgeaeError, match="bin.csv: not a text CSV file$"):
         D.read_series(p)
 
@@ -199,6 +199,9 @@ def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):
     p = tmp_path / "t.csv"
     p.write_bytes("x,y\n".encode() + b"1,2\n" * 3000 + "5,6 \u00b0C\n".encode("cp1252"))
     with pytest.raises(EdgeaeError, match=r"t.csv: line 3002 is not UTF-8 text \(byte 0xb0\): save or send it as UTF-8"):
+        D.read_series(p)
+    p.write_text("x\ty\n1\t2\n", encoding="utf-16")  # a spreadsheet's "Unicode text", with its byte-order mark
+    with pytest.raises(EdgeaeError, match="t.csv: UTF-16 text"):
         D.read_series(p)
 
 

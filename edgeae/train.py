@@ -82,7 +82,8 @@ def train(
     series = load_data(recipe, data)
     jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column; before training, as it may refuse
     highpass = recipe.data.highpass or {}
-    raw = training_windows(recipe, D.highpass(series, highpass), train_rows)
+    rows = train_rows or recipe.data.train_rows
+    raw = training_windows(recipe, D.highpass(series, highpass), rows)
     norm = D.Normalizer.fit(raw, series.channels, highpass)
     windows = norm(raw)
 
@@ -128,7 +129,8 @@ def train(
         write_json(tmp / "data.json", {
             "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
             "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "constant_channels": D.constant_channels(raw, series.channels),
-            "channels": series.channels, "train_rows": list(train_rows or recipe.data.train_rows or []) or None,
+            "channels": series.channels, "train_rows": list(rows) if rows else None,
+            "anomalous_train_rows": int(series.labels[slice(*rows)].sum()) if rows and series.labels is not None else None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip
         if prune_report is not None:
@@ -146,8 +148,13 @@ def kept_epoch(phase: dict) -> int:
 
 def data_notes(info: dict) -> list[str]:
     """What training noticed in its data (a run's data.json), in words: times that jump, channels
-    that do not move. A run from before these were kept has none."""
+    that do not move, training rows labelled anomalous. A run from before these were kept has none."""
     notes, jumps, constant = [], info.get("time_jumps"), info.get("constant_channels")
+    if info.get("anomalous_train_rows"):
+        start, stop = info["train_rows"]
+        notes.append(f"{info['anomalous_train_rows']} of the training rows {start}:{stop} are labelled anomalous: the model learns "
+                     "them as normal, and will not flag their like; pick rows without faults, or leave the train rows out "
+                     "(--train-rows, [data] train_rows) to train on the rows labelled normal")  # fmt: skip
     if jumps and jumps["count"]:
         largest = jumps["largest_s"]
         notes.append(f"the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "

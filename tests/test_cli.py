@@ -346,7 +346,8 @@ def test_training_says_what_it_notices_in_the_data(tmp_path):
     """Two things in training data were taken without a word. A constant channel (a disconnected
     sensor) was standardized with a std of 1: the model learned nothing of it, and in service,
     once the sensor works, every window looks anomalous. Recordings joined end to end (times that
-    jump) make windows that join two stretches of signal."""
+    jump) make windows that join two stretches of signal. Training rows labelled anomalous (train
+    rows given, over a fault) are learnt as normal."""
     from dataclasses import replace
 
     s = simulate.machine(seconds=10, seed=0)
@@ -355,16 +356,20 @@ def test_training_says_what_it_notices_in_the_data(tmp_path):
     times = simulate.START + 0.001 * np.arange(len(s)) + 600.0 * (np.arange(len(s)) >= 4000)  # a second recording, 10 min on
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
     data = save_npz(tmp_path / "stuck.npz", replace(s, values=values, times=times))
-    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", data, "--out", tmp_path / "run", "--quiet", "--epochs", "1")
+    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", data, "--out", tmp_path / "run", "--quiet", "--epochs", "1",
+                  "--train-rows", "0:8000")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    faulty = int(s.labels[:8000].sum())
+    assert faulty and f"note: {faulty} of the training rows 0:8000 are labelled anomalous: the model learns them as normal" in proc.stdout
     assert "note: current is constant in the training windows (a stuck or disconnected sensor?)" in proc.stdout, proc.stdout
     assert ("note: the rows' times jump 1 time (the largest by 600.001 s, before row 4001; the rows are 0.001 s apart elsewhere): "
             "a window across a jump joins two stretches of signal") in proc.stdout, proc.stdout  # fmt: skip
     info = json.loads((tmp_path / "run" / "data.json").read_text())
     assert info["constant_channels"] == ["current"] and info["time_jumps"]["count"] == 1 and info["row_period_s"] == 0.001
+    assert info["anomalous_train_rows"] == faulty
     assert edgeae("report", tmp_path / "run").returncode == 0  # the run's page says it too
     page = (tmp_path / "run" / "report.html").read_text()
-    assert "validation windows, rows 0.001 s apart." in page and page.count("<b>Note:</b>") == 2
+    assert "validation windows, rows 0.001 s apart." in page and page.count("<b>Note:</b>") == 3
     assert "<b>Note:</b> current is constant in the training windows" in page
 
 

@@ -473,7 +473,7 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
     repeated = sorted({str(i) for i in ids if ids.count(i) > 1}, key=int)
     if repeated:
         raise EdgeaeError(f"{path}: sensor {', '.join(repeated)} given more than once (each sensor has one key)")
-    return {i: v for i, _, v in keys}
+    return {i: wire.check_key(v, f"{path}: sensor {i}'s key") for i, _, v in keys}
 
 
 #: The packets a sensor's state follows: scored, in order (a late packet does not turn it back).

@@ -38,6 +38,8 @@ FLAG_TAG = 0x02
 HEADER = struct.Struct(">BBIHIIB")  # version, flags, model id, sensor, seq, timestamp, code length
 CRC_BYTES = 2
 TAG_BYTES = 4
+#: The shortest HMAC key taken: a key of a few bytes is found from one tagged packet by trying them all.
+MIN_KEY_BYTES = 16
 MAX_CODE = 64
 SENSOR_IDS = range(2**16)  # what the header's uint16 sensor field holds
 # LoRaWAN's application payload at EU868's slowest data rates (DR0-2; Regional Parameters). US915's
@@ -99,6 +101,14 @@ def crc16(data: bytes) -> int:
 
 def _tag(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def check_key(key: bytes, what: str) -> bytes:
+    """`key` if it is long enough to keep forgers out (MIN_KEY_BYTES); else one line naming `what`."""
+    if len(key) < MIN_KEY_BYTES:
+        raise EdgeaeError(f"{what} is {len(key)} byte(s): give at least {MIN_KEY_BYTES} ({2 * MIN_KEY_BYTES} hex digits; "
+                          f"e.g. from `openssl rand -hex {MIN_KEY_BYTES}`): a shorter key is found by trying every one")  # fmt: skip
+    return key
 
 
 def encode(p: Packet, key: bytes | None = None) -> bytes:

@@ -1136,6 +1136,8 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--out", "-", "--key", ""),
                           "--key is empty")  # an unset $KEY sent untagged packets  # fmt: skip
+    assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--out", "-", "--key", "a1" * 8),
+                          "--key is 8 byte(s): give at least 16 (32 hex digits")  # fmt: skip
     assert_one_line_error(edgeae("serve", small_export, "--db", tmp_path / "r.sqlite", "--mqtt", "127.0.0.1:1", "--topic", "a/#/b"),
                           "--topic must be a topic filter")  # fmt: skip
     assert not (tmp_path / "r.sqlite").exists()
@@ -1151,13 +1153,15 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     ('{"1": "aa", "2": "aa", "1": "bb"}', "sensor 1 given more than once (each sensor has one key)"),
     ('{"01": "aa", "1": "bb", "7": "cc", "007": "cc"}', "sensor 1, 7 given more than once"),
     ("{}", "needs at least one sensor id"),
+    ('{"1": "' + "aa" * 16 + '", "2": "aa"}', "k.json: sensor 2's key is 1 byte(s): give at least 16 (32 hex digits"),
     (None, "k.json: no such keys file"),
     ("folder", "k.json: a folder, not a keys file"),
 ])  # fmt: skip
 def test_bad_keys_files(tmp_path, text, message):
     """A number as a key was a traceback; an out-of-range sensor, an empty key or no keys at all
     were accepted, and then every packet was rejected. A sensor given twice kept one of its keys
-    without a word, and "1_0" was read as sensor 10 (Python's int takes underscores)."""
+    without a word, and "1_0" was read as sensor 10 (Python's int takes underscores). A key of a
+    byte was taken: one tagged packet gives it away to anyone trying all 256."""
     from edgeae.serve import load_keys
 
     if text == "folder":

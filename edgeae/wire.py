@@ -38,7 +38,8 @@ FLAG_TAG = 0x02
 HEADER = struct.Struct(">BBIHIIB")  # version, flags, model id, sensor, seq, timestamp, code length
 CRC_BYTES = 2
 TAG_BYTES = 4
-#: The shortest HMAC key taken: a key of a few bytes is found from one tagged packet by trying them all.
+#: The shortest HMAC key taken: a key of a few bytes is found from tagged packets by trying every one,
+#: and 128 bits is the usual floor.
 MIN_KEY_BYTES = 16
 MAX_CODE = 64
 SENSOR_IDS = range(2**16)  # what the header's uint16 sensor field holds
@@ -107,7 +108,8 @@ def check_key(key: bytes, what: str) -> bytes:
     """`key` if it is long enough to keep forgers out (MIN_KEY_BYTES); else one line naming `what`."""
     if len(key) < MIN_KEY_BYTES:
         raise EdgeaeError(f"{what} is {len(key)} byte(s): give at least {MIN_KEY_BYTES} ({2 * MIN_KEY_BYTES} hex digits; "
-                          f"e.g. from `openssl rand -hex {MIN_KEY_BYTES}`): a shorter key is found by trying every one")  # fmt: skip
+                          f"`openssl rand -hex {MIN_KEY_BYTES}` makes one): a key of a few bytes is found by trying every one, "
+                          "and 128 bits is the usual floor")  # fmt: skip
     return key
 
 

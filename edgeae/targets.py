@@ -130,7 +130,9 @@ def _recorded_arena(model_path, shown_as) -> int:
 
 
 def c_identifier(name: str) -> str:
-    ident = re.sub(r"\W", "_", name)
+    """`name` as a C identifier, in ASCII (an 'é' passed Python's \\w, and older GCCs, as in many
+    Arduino cores, refuse it in an identifier)."""
+    ident = re.sub(r"\W", "_", name, flags=re.ASCII)
     return ident if not ident[:1].isdigit() else f"m_{ident}"
 
 

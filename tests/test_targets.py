@@ -130,6 +130,11 @@ int main(void) {{
     assert (p.sensor, p.seq, p.timestamp, p.code[:3], p.residual, len(p.code)) == (7, 41, 1_700_000_000, (-3, 5, 0), 200, ex.manifest["code_size"])
 
 
+def test_c_identifiers_are_ascii():
+    """A recipe named 'pompe-été' gave symbols with an 'é', which older GCCs (many Arduino cores) refuse."""
+    assert [targets.c_identifier(n) for n in ("pompe-été", "2x", "ok_1")] == ["pompe__t_", "m_2x", "ok_1"]
+
+
 @pytest.mark.parametrize("model", ["encoder", "device"])
 def test_op_resolver_lists_exactly_the_models_ops(mcu_export, model):
     ident = _ident(mcu_export) + ("_device" if model == "device" else "")

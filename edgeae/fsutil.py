@@ -13,6 +13,7 @@ is free (`_remove_dead`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -32,6 +33,7 @@ except ImportError:  # not POSIX: dead runs' temporary folders are not swept
 
 PENDING: set[Path] = set()
 LOCK = ".lock"  # suffix of the lock file beside each temporary folder
+FULL_BYTES = 1 << 20  # free bytes under which a short write without an errno is taken for a full disk
 _swap = {"depth": 0, "deferred": []}
 
 
@@ -201,9 +203,23 @@ def atomic_dir(out: str | Path, marker: str):
                 shutil.rmtree(old)
             else:
                 os.replace(tmp, out)
+    except OSError as e:
+        _raise_if_full(e, out)
+        raise
     finally:
         PENDING.difference_update((tmp, _lock_path(tmp)))
         _unlock(tmp, lock)
+
+
+def _raise_if_full(e: OSError, out: Path) -> None:
+    """Name the output a full disk stopped: the bare '[Errno 28] No space left on device' said not
+    where, and numpy's short write ('32768 requested and 22496 written', no errno) not even why."""
+    try:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and shutil.disk_usage(out.parent).free < FULL_BYTES)
+    except OSError:
+        full = False
+    if full:
+        raise EdgeaeError(f"{out}: not written, the disk (or quota) is full ({e.strerror or e}); nothing half-written is left") from None
 
 
 def temp_folder_beside(out: Path) -> Path:
@@ -246,6 +262,7 @@ def atomic_file(path: str | Path, durable: bool = False):
         if durable:
             fsync_path(path.parent)
     except OSError as e:
+        _raise_if_full(e, path)
         if e.filename == str(tmp):
             e.filename = str(path)
         raise

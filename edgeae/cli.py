@@ -9,6 +9,7 @@ exit with 143 / 130.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -380,9 +381,13 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
     if broker:
         n = device.publish(packets, broker, topic, unsent, notify=lambda m: click.echo(m, err=True))
     elif out == "-":
-        for n, pkt in enumerate(packets, start=1):
-            sys.stdout.buffer.write(wire.frame(pkt))
-            sys.stdout.buffer.flush()  # each packet as it is made, for a reader downstream of a live stream
+        try:
+            for n, pkt in enumerate(packets, start=1):
+                sys.stdout.buffer.write(wire.frame(pkt))
+                sys.stdout.buffer.flush()  # each packet as it is made, for a reader downstream of a live stream
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left for the exit's flush to fail on
+            raise EdgeaeError(f"stdout: its reader went away; {n - 1} packet(s) were written to it, packet {n} and the rest not") from None
     else:
         with atomic_file(out) as tmp, open(tmp, "wb") as f:
             for n, pkt in enumerate(packets, start=1):

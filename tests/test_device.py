@@ -288,6 +288,18 @@ def test_uint8_export_packets_decode_to_the_encoders_codes(tmp_path, small_run):
     np.testing.assert_allclose(received.code, encoder_codes, atol=pipe.code_quant[0] * 1.01)
 
 
+def test_a_reader_of_stdout_that_goes_away_is_said(tmp_path, small_export):
+    """`encode --out - | head -c 100` ended with '[Errno 32] Broken pipe': not which packets went."""
+    csv = _csv(simulate.machine(seconds=45, seed=4), tmp_path / "s.csv")  # packets beyond the pipe's 64 KiB: the reader goes first
+    enc = subprocess.Popen([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--data", str(csv),
+                            "--out", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    enc.stdout.read(100)
+    enc.stdout.close()  # the reader goes away
+    err = enc.stderr.read().decode()
+    assert enc.wait(60) == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.fullmatch(r"edgeae: error: stdout: its reader went away; \d+ packet\(s\) were written to it, packet \d+ and the rest not\n", err)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_live_stream_ended_by_a_signal_keeps_its_packets(tmp_path, small_export, sig):
     """Ctrl-C is how a live stream ends; it removed `encode --out`'s file, every packet in it.

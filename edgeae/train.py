@@ -187,27 +187,19 @@ def fit(model, phase: str, recipe: Recipe, x_train, x_val, epochs: int, callback
 
 
 def Diverged(phase: str, learning_rate: float):
-    """A Keras callback that stops training at the first batch or epoch whose loss is NaN or inf,
-    keeping the error that says so in `error`."""
+    """A Keras callback that stops training after the first epoch whose loss is NaN or inf (once
+    NaN, the weights stay so), keeping the error that says so in `error`. At epoch ends only: a
+    batch hook makes Keras fetch the losses from TensorFlow after every batch."""
     from ._tf import keras
 
     class _Diverged(keras.callbacks.Callback):
-        error, epoch = None, 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch + 1
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._check(logs)
+        error = None
 
         def on_epoch_end(self, epoch, logs=None):
-            self._check(logs)
-
-        def _check(self, logs):
             bad = next(((k, v) for k, v in (logs or {}).items() if k.endswith("loss") and not np.isfinite(v)), None)
-            if bad is not None and self.error is None:
+            if bad is not None:
                 self.model.stop_training = True
-                self.error = EdgeaeError(f"{phase}: the {bad[0].replace('_', ' ')} turned {bad[1]} in epoch {self.epoch}: training "
+                self.error = EdgeaeError(f"{phase}: the {bad[0].replace('_', ' ')} turned {bad[1]} in epoch {epoch + 1}: training "
                                          f"diverged; lower train.learning_rate in the recipe (now {learning_rate:g}), or look for "
                                          "outliers in the data")  # fmt: skip
 

@@ -1,8 +1,8 @@
 """The `edgeae` command: a thin click layer over the Python API.
 
 Nothing heavy is imported at module level, so `edgeae --help` answers at once; each command
-imports what it needs. An `EdgeaeError` (or an `OSError` from reading or writing files) becomes
-one line on stderr and exit code 2. SIGTERM and Ctrl-C remove the command's temporary files and
+imports what it needs. An `EdgeaeError` (or an `OSError` from reading or writing files, or a
+`MemoryError`) becomes one line on stderr and exit code 2. SIGTERM and Ctrl-C remove the command's temporary files and
 exit with 143 / 130.
 """
 
@@ -35,6 +35,9 @@ class _Group(click.Group):
             sys.exit(2)
         except OSError as e:  # what no check can foresee: a missing folder, permissions, a full disk
             click.echo(f"edgeae: error: {f'{e.filename}: {e.strerror}' if e.filename else e}", err=True)
+            sys.exit(2)
+        except MemoryError as e:  # numpy's says how much: "Unable to allocate 7.28 TiB for an array with shape ..."
+            click.echo(f"edgeae: error: not enough memory{f' ({e})' if str(e) else ''}: less data at a time, or a larger machine", err=True)
             sys.exit(2)
 
 

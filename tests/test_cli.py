@@ -428,6 +428,9 @@ def test_train_rows_flag(tmp_path, sim_train):
 def test_simulate_command(tmp_path):
     proc = edgeae("simulate", "--out", tmp_path / "m.csv", "--seconds", "2")
     assert proc.returncode == 0, proc.stderr
+    huge = edgeae("simulate", "--out", tmp_path / "h.csv", "--seconds", "1e9")  # was a MemoryError's traceback
+    assert_one_line_error(huge, "not enough memory (Unable to allocate")
+    assert not (tmp_path / "h.csv").exists()
     from edgeae.data import read_series
 
     s = read_series(tmp_path / "m.csv")

@@ -38,18 +38,19 @@ def _csv(series, path):
     return path
 
 
-@pytest.mark.parametrize("delimiter, decimal, bom", [(",", ".", ""), (";", ",", ""), ("\t", ".", ""), ("\t", ",", ""), (",", ".", "\ufeff")])
-def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export, delimiter, decimal, bom):
+@pytest.mark.parametrize("delimiter, decimal, bom, newline", [(",", ".", "", "\n"), (";", ",", "", "\n"), ("\t", ".", "", "\n"),
+                                                             ("\t", ",", "", "\n"), (",", ".", "\ufeff", "\r\n")])  # fmt: skip
+def test_stdin_stream_gives_the_same_packets_as_the_file(tmp_path, small_export, delimiter, decimal, bom, newline):
     """Also for tab- and semicolon-delimited rows with decimal commas, as a spreadsheet in a European
     locale writes them: stdin knew only ';' and ',' (a tab-delimited header was one missing column),
     and neither reader took '0,5' for a number. And after a byte-order mark, which a spreadsheet's
     "CSV UTF-8" starts with: both took it for part of the first column's name ("missing channel
-    column 'vib_x' (have: \ufeffvib_x, ...)")."""
+    column 'vib_x' (have: \ufeffvib_x, ...)"). Its lines may end in CR LF."""
     s = simulate.machine(seconds=2, seed=4)
     reference = _csv(s, tmp_path / "s.csv")
     text = reference.read_text()
     csv = tmp_path / "t.csv"
-    csv.write_text(bom + text.replace(",", delimiter).replace(".", decimal), encoding="utf-8")
+    csv.write_bytes((bom + text.replace(",", delimiter).replace(".", decimal).replace("\n", newline)).encode())
     args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--t0", "0", "--period", "0.001"]
     expected = subprocess.run(args + ["--data", str(reference), "--out", "-"], capture_output=True, cwd=ROOT)
     from_file = subprocess.run(args + ["--data", str(csv), "--out", "-"], capture_output=True, cwd=ROOT)

@@ -438,12 +438,13 @@ def _first_anomaly(series: D.Series) -> int:
 
 def _train_rows(series: D.Series, rows) -> tuple[int, int]:
     """The given training rows (default: those before the first anomaly), when rows outside them
-    hold an anomaly to test against (else every detection metric would be NaN)."""
-    if rows is None:
-        return 0, _first_anomaly(series)
-    start, stop = rows
-    if not (series.labels[:start].any() or series.labels[stop:].any()):
-        raise EdgeaeError(f"{series.source}: no anomalous rows outside the training rows {start}:{stop} to test against")
+    hold both anomalous and normal rows to test against (without either, ROC-AUC is NaN and the
+    false alarms or the misses say nothing)."""
+    start, stop = (0, _first_anomaly(series)) if rows is None else rows
+    outside = np.concatenate([series.labels[:start], series.labels[stop:]])
+    for label, what in ((1, "anomalous"), (0, "normal")):
+        if not (outside == label).any():
+            raise EdgeaeError(f"{series.source}: no {what} rows outside the training rows {start}:{stop} to test against")
     return start, stop
 
 

@@ -212,6 +212,11 @@ def test_eval_an_export_with_train_rows_that_leave_nothing_to_test(small_export,
     healthy = save_npz(tmp_path / "h.npz", type(s)(s.values, s.channels, np.zeros(len(s), np.int8), s.source))
     assert_one_line_error(run(healthy, "0:1000"), "no anomalous rows outside the training rows")  # was NaN metrics, exit 0
     assert_one_line_error(run(sim_test, "0:3"), "need at least 2 and 1")
+    z = np.load(sim_test)  # normal rows, then the faults alone: nothing normal to test (was ROC-AUC nan, FAR 0, warnings)
+    keep = np.r_[0:20_000, np.flatnonzero(z["labels"])]
+    faults = save_npz(tmp_path / "f.npz", type(s)(z["data"][keep], list(z["channels"]), z["labels"][keep], "f"))
+    assert_one_line_error(edgeae("eval", small_export, "--data", faults, "--out", tmp_path / "e"),
+                          "no normal rows outside the training rows 0:20000 to test against")  # fmt: skip
     assert not (tmp_path / "e").exists()
 
 

@@ -27,7 +27,8 @@ from .errors import EdgeaeError, existing_file, require
 from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, only_one, temp_folder_beside
 
 
-#: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`).
+#: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`);
+#: seq is the packet's counted on past its 32-bit wraps (2^32, 2^32 + 1, ...: `serve.Server._counted_on`).
 PACKETS = """
 CREATE TABLE IF NOT EXISTS packets (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,

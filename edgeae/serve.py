@@ -11,7 +11,8 @@ moving to a new model sends packets of both), each packet goes to the export who
 carries. A packet without the residual byte
 that scorer needs is stored unscored (score NULL). Every rejected packet is kept, raw,
 with its reason. Nothing is dropped and the server never stops on a bad packet; each batch is
-one SQLite transaction, so a SIGTERM never leaves a half-written batch. While another connection
+one SQLite transaction, so a SIGTERM never leaves a half-written batch. Sequence numbers are stored
+counted on past the packet's 32-bit counter when it wraps (`_counted_on`). While another connection
 holds the database locked, packets are held and stored once it lets go. Packets the database will
 not take (serve stopped while it is locked, or any other database error, which stops serve) are
 written to a packet file beside it, to serve later. Over MQTT, serve keeps its session at the broker
@@ -202,20 +203,21 @@ class Server:
                     rejected_in_batch.add(raw)
                     rejected.append((t, topic, e.reason, str(e), None, None, raw))
                     continue
-                key = (p.sensor, p.seq)
+                seq = self._counted_on(p)
+                key = (p.sensor, seq)
                 if key in seen_in_batch or self._stored(key):
                     if dup:  # the broker sending again what it sent before a reconnect: no replay, and stored once
                         again += 1
                         continue
-                    rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {p.seq} already received", p.sensor, p.seq, raw))
-                    self._note_replay(p)
+                    rejected.append((t, topic, REPLAYED, f"sensor {p.sensor} seq {seq} already received", p.sensor, seq, raw))
+                    self._note_replay(p.sensor, seq)
                     continue
                 seen_in_batch.add(key)
                 if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
                     p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
                 elif self.live:
                     self._note_clock(p, uplink.received_at or t)
-                valid.append((topic, p, t))
+                valid.append((topic, p, t, seq))
             unscored, changes = self._store(valid) if valid else (0, [])
             self.db.executemany(
                 "INSERT INTO rejected (received_at, topic, reason, detail, sensor, seq, raw) VALUES (?,?,?,?,?,?,?)",
@@ -224,7 +226,7 @@ class Server:
         for state in changes:  # once stored: a state never runs ahead of the database
             self._publish(state)
             self.announced.add(state["sensor"])
-        for _, p, t in valid if self.silent_after else ():  # when each sensor was last heard, for `_check_silence`
+        for _, p, t, _ in valid if self.silent_after else ():  # when each sensor was last heard, for `_check_silence`
             if p.sensor in self.silent:
                 self.silent.discard(p.sensor)
                 self.notify(f"sensor {p.sensor}: heard again after {t - self.heard[p.sensor]:.0f} s of silence")
@@ -250,14 +252,14 @@ class Server:
             if sensor in self.states:
                 self._publish({**self.states[sensor], "silent": True, "silent_since": iso_utc(t)})
 
-    def _note_replay(self, p: wire.Packet) -> None:
+    def _note_replay(self, sensor: int, seq: int) -> None:
         """Say once per sensor that its packets come as replays: a device loop restarted at sequence
         number 0 has every packet rejected so, until it passes the last one stored."""
-        if p.sensor in self.replays_noted:
+        if sensor in self.replays_noted:
             return
-        self.replays_noted.add(p.sensor)
-        last = self._highest_seq(p.sensor)
-        self.notify(f"sensor {p.sensor}: seq {p.seq} is stored already, rejected as {REPLAYED} (stored up to {last}); "
+        self.replays_noted.add(sensor)
+        last = self._highest_seq(sensor)
+        self.notify(f"sensor {sensor}: seq {seq} is stored already, rejected as {REPLAYED} (stored up to {last}); "
                     "a device that restarted its count has every packet rejected so: keep the count across restarts "
                     "(edgeae encode --seq-file; in firmware, in non-volatile memory)")  # fmt: skip
 
@@ -290,20 +292,21 @@ class Server:
         return self.db.execute("SELECT 1 FROM rejected WHERE raw=? LIMIT 1", (raw,)).fetchone() is not None
 
     def _store(self, valid) -> tuple[int, list[dict]]:
-        """Insert the valid packets' rows; returns how many of them are unscored, and each change
-        of a sensor's state (`_state`) among them, in order."""
+        """Insert the valid packets' rows, (topic, packet, arrival, sequence number counted on);
+        returns how many of them are unscored, and each change of a sensor's state (`_state`) among
+        them, in order."""
         now = time.time()
         rows, changes, current, announced = [], [], dict(self.states), set(self.announced)
-        readings = self.hosts.read([p for _, p, _ in valid])
-        for (topic, p, t), r in zip(valid, readings):
-            reordered = self._sequence(p, now)
-            rows.append((p.sensor, p.seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
+        readings = self.hosts.read([p for _, p, _, _ in valid])
+        for (topic, p, t, seq), r in zip(valid, readings):
+            reordered = self._sequence(p.sensor, seq, now)
+            rows.append((p.sensor, seq, p.timestamp, f"{p.model_id:08x}", json.dumps(list(p.code)), p.residual,
                          json.dumps([round(float(v), 6) for v in r.rms]), r.score if r.scored else None, int(r.anomaly),
                          reordered, t, now, topic))  # fmt: skip
             last = current.get(p.sensor)
             if r.scored and not reordered and (last is None or last["anomaly"] != r.anomaly):
                 threshold = self.hosts.by_id[p.model_id].scorer.threshold_for(p.sensor)
-                current[p.sensor] = _state(p.sensor, r.anomaly, p.seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
+                current[p.sensor] = _state(p.sensor, r.anomaly, seq, p.timestamp, r.score, threshold, f"{p.model_id:08x}")
             elif last is not None and (last["silent"] or p.sensor not in announced):
                 current[p.sensor] = {**last, "silent": False, "silent_since": None}
             else:
@@ -348,19 +351,31 @@ class Server:
             states[sensor] = _state(sensor, bool(last[0]), seq, t, score, threshold and threshold[0], model_id)
         return states
 
-    def _sequence(self, p: wire.Packet, now: float) -> int:
+    def _last_seq(self, sensor: int) -> int | None:
+        """The highest sequence number stored for `sensor` (kept between batches; `_begin`)."""
+        if sensor not in self.last_seq:
+            self.last_seq[sensor] = self._highest_seq(sensor)
+        return self.last_seq[sensor]
+
+    def _counted_on(self, p: wire.Packet) -> int:
+        """`p`'s sequence number counted on past the packet's 32-bit counter, as it is stored: of the
+        numbers it may stand for (seq + k * 2^32), the one nearest its sensor's highest stored. A
+        device sending a packet every 16 ms wraps in 2.2 years, and every packet after (0, 1, ...)
+        was rejected as a replay of the first ones."""
+        last = self._last_seq(p.sensor)
+        return p.seq if last is None else p.seq + (last - p.seq + 2**31) // 2**32 * 2**32
+
+    def _sequence(self, sensor: int, seq: int, now: float) -> int:
         """Record the gap before this packet; returns 1 when it arrives after a later one
         (it fills a recorded gap, or precedes the first number seen)."""
-        if p.sensor not in self.last_seq:
-            self.last_seq[p.sensor] = self._highest_seq(p.sensor)
-        last = self.last_seq[p.sensor]
-        if last is not None and p.seq < last:
-            self.db.execute("UPDATE missing SET filled_at=? WHERE sensor=? AND seq=?", (now, p.sensor, p.seq))
+        last = self._last_seq(sensor)
+        if last is not None and seq < last:
+            self.db.execute("UPDATE missing SET filled_at=? WHERE sensor=? AND seq=?", (now, sensor, seq))
             return 1
-        if last is not None and p.seq > last + 1:
-            gap = range(last + 1, min(p.seq, last + 1 + MAX_GAP_RECORDED))
-            self.db.executemany("INSERT OR IGNORE INTO missing VALUES (?,?,?,NULL)", [(p.sensor, s, now) for s in gap])
-        self.last_seq[p.sensor] = p.seq
+        if last is not None and seq > last + 1:
+            gap = range(last + 1, min(seq, last + 1 + MAX_GAP_RECORDED))
+            self.db.executemany("INSERT OR IGNORE INTO missing VALUES (?,?,?,NULL)", [(sensor, s, now) for s in gap])
+        self.last_seq[sensor] = seq
         return 0
 
     # -- sources

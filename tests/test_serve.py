@@ -185,6 +185,24 @@ def test_a_locked_database_is_waited_out_and_what_it_refuses_is_kept(tmp_path, s
     assert server.stored == len(first) + len(second) and not server.rejected
 
 
+def test_sequence_numbers_go_on_past_the_32_bit_counter(tmp_path, small_export):
+    """The packet's counter wraps at 2^32 (2.2 years of a packet every 16 ms); serve took the
+    packets after it (0, 1, ...) for replays of the first ones, and rejected every one."""
+    from edgeae.serve import REPLAYED, Server
+
+    mid = Export.open(small_export).model_id
+    raw = {s: wire.encode(wire.Packet(mid, 4, s % 2**32, 1_700_000_000 + s % 100, (1, -2, 3, -4), 17)) for s in range(2**32 - 3, 2**32 + 3)}
+    server = Server(small_export, tmp_path / "r.sqlite")
+    server.run_packets([raw[2**32 - 3], raw[2**32 - 1]])  # one missing before the wrap
+    server.run_packets([raw[2**32], raw[2**32 + 2], raw[2**32 - 2], raw[2**32 - 1], raw[2**32 + 1]])  # the late one, a replay
+    server.close()
+    assert server.stored == 6 and server.rejected == {REPLAYED: 1}
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as con:
+        assert [s for (s,) in con.execute("SELECT seq FROM packets ORDER BY seq")] == list(range(2**32 - 3, 2**32 + 3))
+        assert con.execute("SELECT seq, filled_at IS NOT NULL FROM missing ORDER BY seq").fetchall() == [(2**32 - 2, 1), (2**32 + 1, 1)]
+        assert con.execute("SELECT seq FROM rejected").fetchall() == [(2**32 - 1,)]
+
+
 def test_two_serves_storing_the_same_packets_store_each_once(tmp_path, small_export, streams):
     """A second serve on the same database (`serve --packets` of a packet file while the service
     runs) checked a packet before the other stored it and inserted it after: 'UNIQUE constraint

@@ -464,6 +464,9 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         rows = _parse_rows(train_rows) if train_rows else None
         _, report = calibrate_(export_dir, data, mode or "residual", rule, q, rows, f1)
         click.echo(json.dumps(report, indent=2))
+        if report.get("windows_with_anomalous_rows"):
+            click.echo(f"note: {report['windows_with_anomalous_rows']} of the {report['normal_windows']} windows fitted hold rows labelled "
+                       "anomalous: the threshold rises to their scores, and faults like them go unflagged", err=True)  # fmt: skip
         return
     if mode or train_rows or f1:
         raise EdgeaeError("--mode, --train-rows and --f1 go with --data: --db keeps the export's scorer and sets a sensor's threshold")

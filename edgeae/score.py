@@ -232,6 +232,8 @@ def calibrate(
     if normal.sum() < 2:
         raise EdgeaeError(f"{data}: {int(normal.sum())} windows of {ex.window} rows in {where} "
                           f"({len(series)} rows in all); need at least 2 to fit a scorer")  # fmt: skip
+    # rows given that hold a labelled fault: fitted as normal, they raise the threshold to the fault's scores
+    faulty = 0 if train_rows is None or series.labels is None else int((normal & ~D.normal_windows_mask(series, ex.window, ex.hop)).sum())
     features = pipe.offline_features(windows)
     scorer = AnomalyScorer(mode, rule, q).fit(features.subset(normal))
     if f1:
@@ -239,6 +241,8 @@ def calibrate(
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
     check_flaggable(scorer, pipe, scorer.threshold_, f"{data}: the threshold by the {scorer.rule} rule",
+                    f"{faulty} of the {int(normal.sum())} windows of {where} hold rows labelled anomalous: fit on rows without "
+                    "faults, or leave --train-rows out to fit on the rows labelled normal" if faulty else
                     "its normal windows are rougher than the export's calibration set: export again with calibration data from this machine")  # fmt: skip
     try:
         before = load(ex.path, ex.model_id, ex.manifest["code_size"])
@@ -246,7 +250,7 @@ def calibrate(
         before = None
     save(scorer, ex.path, ex.model_id)
     report = {"mode": mode, "rule": scorer.rule, **({"q": scorer.q} if scorer.rule in DEFAULT_Q else {}), "threshold": scorer.threshold_,
-              "fitted_on": where, "normal_windows": int(normal.sum())}  # fmt: skip
+              "fitted_on": where, "normal_windows": int(normal.sum()), **({"windows_with_anomalous_rows": faulty} if faulty else {})}  # fmt: skip
     if before is not None and before.sensor_thresholds_:  # on the old scorer's scale: meaningless under the new one
         report["sensor_thresholds_dropped"] = sorted(before.sensor_thresholds_)
     if labels is not None:

@@ -173,6 +173,28 @@ def test_calibrate_refuses_a_threshold_no_packet_can_exceed(tmp_path, small_expo
     assert edgeae("calibrate", export, "--data", rough, "--mode", "code").returncode == 0  # codes have no such ceiling
 
 
+def test_calibrate_says_when_the_rows_given_hold_a_fault(tmp_path, small_export, sim_test):
+    """--train-rows over a labelled fault fitted it as normal without a word, and when that put the
+    UCL out of the residual byte's reach the refusal blamed a rougher machine."""
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.data import read_series
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    labels = read_series(sim_test).labels
+    start = int(np.flatnonzero(labels)[0]) - 2000  # 2000 normal rows, then the first fault's
+    rows = f"{start}:{start + 4000}"
+    proc = edgeae("calibrate", export, "--data", sim_test, "--train-rows", rows, "--rule", "percentile", "--q", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    faulty = json.loads(proc.stdout)["windows_with_anomalous_rows"]
+    assert faulty > 0 and f"note: {faulty} of the " in proc.stderr and "hold rows labelled anomalous" in proc.stderr
+    refused = edgeae("calibrate", export, "--data", sim_test, "--train-rows", rows)
+    assert_one_line_error(refused, f"windows of rows {rows} hold rows labelled anomalous: fit on rows without faults")
+    fine = edgeae("calibrate", export, "--data", sim_test, "--train-rows", f"0:{start}")
+    assert fine.returncode == 0 and "windows_with_anomalous_rows" not in fine.stdout and "note:" not in fine.stderr
+
+
 def test_calibrate_refuses_a_mode_packets_cannot_feed(tmp_path, small_export, sim_test):
     """Mode 'reconstruction' needs raw windows; its scorer.json made serve refuse the export."""
     from test_cli import edgeae

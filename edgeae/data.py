@@ -236,7 +236,7 @@ def time_jumps(series: Series) -> dict | None:
     """Where the rows' times jump: steps more than twice the median step (`step_s`), or backwards
     (recordings joined end to end, a clock set back). {count, step_s, largest_s: the step of the
     largest jump, row: the row after it (from 1, as error messages count)}; None without times
-    that say (none, unreadable, not advancing)."""
+    that say (none, unreadable, not advancing); times that run backwards are refused (`time_step`)."""
     try:
         times = series.unix_times()
     except EdgeaeError:

@@ -675,6 +675,8 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     from . import evaluate, wire
 
     sizes = _positive_ints(code_sizes, "--code-sizes")
+    if max(sizes) > wire.MAX_CODE:
+        raise EdgeaeError(f"--code-sizes: {max(sizes)} is more than the {wire.MAX_CODE} values a packet carries")
     rd = evaluate.sweep(_load_recipe(recipe_path, seed), data, out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],

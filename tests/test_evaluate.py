@@ -514,6 +514,8 @@ def test_bad_inputs(tmp_path, sim_train):
         evaluate.evaluate_protocol("skab", small_recipe(), sim_train, tmp_path / "s", progress=False)
     assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train,
                                  "--code-sizes", "4,-3", "--out", tmp_path / "rd"), "comma-separated positive integers")  # fmt: skip
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--code-sizes",
+                                 "4,300", "--out", tmp_path / "rd"), "--code-sizes: 300 is more than the 64 values a packet carries")  # fmt: skip
     with pytest.raises(EdgeaeError, match=r"code_size must be 1\.\.64"):  # the Python API checks before training too
         evaluate.sweep(small_recipe(), sim_train, tmp_path / "rd", code_sizes=(4, -3), progress=False)
     assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--protocol",

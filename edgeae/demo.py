@@ -26,8 +26,8 @@ def run(out: str | Path = "edgeae-demo", seconds: float = 120.0, progress: bool 
     """Run the demo into `out` (data/, run/, export/); returns the summary figures."""
     from .export import export
     from .fsutil import atomic_dir, check_replaceable, write_json
-    from .manifest import MANIFEST
-    from .train import RUN_MARKER, train
+    from .manifest import MANIFEST, RUN_MARKER
+    from .train import train
     from .verify import verify
 
     out = Path(out)

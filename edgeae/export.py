@@ -20,7 +20,6 @@ from . import manifest as M
 from .errors import EdgeaeError, cause, existing_file
 from .fsutil import atomic_dir, check_replaceable, write_json
 from .recipe import Recipe, from_dict
-from .train import RUN_MARKER
 from .wire import MAX_CODE
 
 REFERENCE_WINDOWS = 256
@@ -66,12 +65,14 @@ def _from_run(run: Path, calibration) -> dict:
     from ._tf import keras
 
     encoder_file = next((run / n for n in ("encoder.keras", "encoder.h5") if (run / n).is_file()), run / "encoder.keras")
-    needed = [encoder_file.name, "decoder.keras", RUN_MARKER, "normalization.json", "data.json", "calibration.npy"]
+    needed = [encoder_file.name, "decoder.keras", M.RUN_MARKER, "normalization.json", "data.json", "calibration.npy"]
     missing = [n for n in needed if not (run / n).is_file()]
+    if missing and (run / M.MANIFEST).is_file():  # an export given where its run goes
+        raise EdgeaeError(f"{run}: an export, not a training run: export takes the run it came from, or your own .keras model")
     if missing:
         raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
     try:
-        recipe = from_dict(json.loads((run / RUN_MARKER).read_text()))
+        recipe = from_dict(json.loads((run / M.RUN_MARKER).read_text()))
         norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
         info = json.loads((run / "data.json").read_text())
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError

@@ -33,6 +33,7 @@ from .errors import EdgeaeError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+RUN_MARKER = "recipe.json"  # every training run directory holds it (atomic_dir replaces only such a folder)
 ENCODER_INT8 = "encoder_int8.tflite"
 ENCODER_FLOAT = "encoder_float32.tflite"
 DEVICE_INT8 = "device_int8.tflite"
@@ -77,7 +78,9 @@ class Export:
         if not path.is_dir():
             raise EdgeaeError(f"{path}: no such export directory")
         if not mpath.is_file():
-            raise EdgeaeError(f"{path}: not an edgeae export (no {MANIFEST})")
+            run = (path / RUN_MARKER).is_file()  # a run given where its export goes
+            raise EdgeaeError(f"{path}: not an edgeae export (no {MANIFEST})"
+                              + (f"; it is a training run: `edgeae export --int8 {path} --out dist/NAME` makes its export" if run else ""))
         try:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -26,11 +26,11 @@ import numpy as np
 from . import data as D
 from .errors import EdgeaeError
 from .fsutil import atomic_dir, check_replaceable, write_json
+from .manifest import RUN_MARKER
 from .recipe import Recipe
 
 MIN_TRAIN_WINDOWS = 16
 REFERENCE_WINDOWS = 256
-RUN_MARKER = "recipe.json"  # every run directory holds it (atomic_dir replaces only such a folder)
 
 
 def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:

@@ -108,6 +108,11 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert_one_line_error(edgeae("export", "--int8", small_run, "--out", tmp_path / "x", "--calibration", other), "missing channel column")
     assert_one_line_error(edgeae("verify", small_export, "--data", other), "missing channel column")
     assert_one_line_error(edgeae("verify", tmp_path), "not an edgeae export")
+    # one given where the other goes: said so, with what to do (was: no manifest.json / six files missing)
+    assert_one_line_error(edgeae("verify", small_run), f"not an edgeae export (no manifest.json); it is a training run: "
+                                                       f"`edgeae export --int8 {small_run} --out dist/NAME` makes its export")  # fmt: skip
+    assert_one_line_error(edgeae("export", "--int8", small_export, "--out", tmp_path / "x"),
+                          f"{small_export}: an export, not a training run: export takes the run it came from")  # fmt: skip
     assert not (tmp_path / "x").exists()
     s = simulate.machine(seconds=5, seed=2)
     faulty = save_npz(tmp_path / "f.npz", type(s)(s.values, s.channels, np.ones(len(s), np.int8), s.source))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EdgeaeError
+from .errors import EdgeaeError, require
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
 
@@ -527,6 +527,7 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
             sensor_topic(state_topic, 0, "--state-topic")
         if status_topic is not None:
             check_topic(status_topic, wildcards=False, option="--status-topic")
+        require("paho.mqtt.client", "serve")  # before the database is made
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
                            envelope=envelope, state_topic=state_topic, silent_after=silent_after)  # fmt: skip
     try:
@@ -565,6 +566,9 @@ def results(db, parquet, plot, since):
     from . import results as results_
 
     plot = check_writable(plot) if plot else None
+    for wanted, module, extra in ((parquet, "pyarrow", "serve"), (plot, "matplotlib", "eval")):  # before any output
+        if wanted:
+            require(module, extra)
     summary = results_.summary(db, since)
     click.echo(json.dumps(summary, indent=2))
     if parquet:

@@ -971,6 +971,7 @@ def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
 
     proc = edgeae("serve", small_export, "--mqtt", "127.0.0.1:1", "--db", tmp_path / "r.sqlite", hide=["paho"])
     assert_one_line_error(proc, "needs the serve extra (paho")
+    assert not (tmp_path / "r.sqlite").exists()  # said before the database is made
     from edgeae.serve import Server
 
     Server(small_export, tmp_path / "r.sqlite").close()
@@ -979,6 +980,7 @@ def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
     assert not (tmp_path / "r.parquet").exists()
     proc = edgeae("results", tmp_path / "r.sqlite", "--plot", tmp_path / "s.png", hide=["matplotlib"])  # a gateway without [eval]
     assert_one_line_error(proc, "needs the eval extra (matplotlib is not installed)")
+    assert proc.stdout == ""  # said before the summary, not after it
 
 
 def test_missing_packet_file_or_unusable_database_is_one_line(small_export, tmp_path):

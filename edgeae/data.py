@@ -185,13 +185,20 @@ def time_column(header: list[str], first_row: list[str] | None) -> str | None:
     return named
 
 
+#: Unix times in finer units, told apart by size (from 1973 on): milliseconds (IoT platforms and
+#: JavaScript's Date.now() write them), microseconds, nanoseconds.
+_FINER_UNITS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+
+
 def unix_seconds(cell: str) -> float:
-    """A time cell in Unix seconds: a number of Unix seconds, or an ISO 8601 date and time, UTC
-    unless it gives its offset ('2020-03-09 10:14:33', '2020-03-09T10:14:33.5+01:00'). A number
-    outside 0..2^32 (milliseconds, say) is refused: a packet carries uint32 seconds."""
+    """A time cell in Unix seconds: a number of Unix seconds (or of milliseconds, microseconds,
+    nanoseconds, told apart by size: `_FINER_UNITS`), or an ISO 8601 date and time, UTC unless it
+    gives its offset ('2020-03-09 10:14:33', '2020-03-09T10:14:33.5+01:00'). A time outside
+    1970..2106 is refused: a packet carries uint32 seconds."""
     cell = cell.strip()
     try:
         t = float(cell)
+        t /= next((per for least, per in _FINER_UNITS if t >= least), 1)
     except ValueError:
         try:
             when = datetime.fromisoformat(cell)

@@ -81,6 +81,12 @@ def train(
         recipe.prune.sparsity = sparsity
     series = load_data(recipe, data)
     jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column; before training, as it may refuse
+    unreadable = None
+    if jumps is None and series.times is not None:  # say why (the read stops at the first cell that is no time)
+        try:
+            series.unix_times()
+        except EdgeaeError as e:
+            unreadable = str(e)
     highpass = recipe.data.highpass or {}
     rows = train_rows or recipe.data.train_rows
     raw = training_windows(recipe, D.highpass(series, highpass), rows)
@@ -128,7 +134,7 @@ def train(
         write_json(tmp / "history.json", history)
         write_json(tmp / "data.json", {
             "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
-            "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "constant_channels": D.constant_channels(raw, series.channels),
+            "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, series.channels),
             "channels": series.channels, "train_rows": list(rows) if rows else None,
             "anomalous_train_rows": int(series.labels[slice(*rows)].sum()) if rows and series.labels is not None else None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
@@ -148,8 +154,12 @@ def kept_epoch(phase: dict) -> int:
 
 def data_notes(info: dict) -> list[str]:
     """What training noticed in its data (a run's data.json), in words: times that jump, channels
-    that do not move, training rows labelled anomalous. A run from before these were kept has none."""
+    that do not move, training rows labelled anomalous, a time column it cannot read. A run from
+    before these were kept has none."""
     notes, jumps, constant = [], info.get("time_jumps"), info.get("constant_channels")
+    if info.get("unreadable_times"):
+        notes.append(f"the time column cannot be read ({info['unreadable_times']}): the export will not know its rows' rate, and "
+                     "nothing can check that the rows it meets come at it")  # fmt: skip
     if info.get("anomalous_train_rows"):
         start, stop = info["train_rows"]
         notes.append(f"{info['anomalous_train_rows']} of the training rows {start}:{stop} are labelled anomalous: the model learns "

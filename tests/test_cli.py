@@ -337,6 +337,19 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     assert "PASS" in proc.stdout
 
 
+def test_training_says_when_it_cannot_read_the_time_column(tmp_path):
+    """US-style dates: the run kept no rate, and nothing said so (rates are checked against it)."""
+    s = simulate.machine(seconds=3, seed=0)
+    rows = "".join(f"03/01/2026 00:00:{i / 1000:06.3f}," + ",".join(f"{v:.5f}" for v in r) + "\n" for i, r in enumerate(s.values))
+    (tmp_path / "us.csv").write_text("time," + ",".join(s.channels) + "\n" + rows)
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
+    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", tmp_path / "us.csv", "--out", tmp_path / "run", "--quiet", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert ("note: the time column cannot be read (" in proc.stdout and "row 1: time '03/01/2026 00:00:00.000' is neither Unix seconds "
+            "nor an ISO 8601 date and time): the export will not know its rows' rate" in proc.stdout), proc.stdout  # fmt: skip
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["row_period_s"] is None
+
+
 def test_training_that_diverges_is_refused(tmp_path, sim_train):
     """A learning rate far too high turned the loss NaN, and train wrote the run as if it were
     fine ('loss nan'); export then blamed its calibration windows for the NaN weights."""

@@ -185,20 +185,17 @@ def time_column(header: list[str], first_row: list[str] | None) -> str | None:
     return named
 
 
-#: Unix times in finer units, told apart by size (from 1973 on): milliseconds (IoT platforms and
-#: JavaScript's Date.now() write them), microseconds, nanoseconds.
-_FINER_UNITS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
-
-
 def unix_seconds(cell: str) -> float:
-    """A time cell in Unix seconds: a number of Unix seconds (or of milliseconds, microseconds,
-    nanoseconds, told apart by size: `_FINER_UNITS`), or an ISO 8601 date and time, UTC unless it
+    """A time cell in Unix seconds: a number of Unix seconds (or of milliseconds, as IoT platforms
+    and JavaScript's Date.now() write them, microseconds or nanoseconds, told apart by size: from
+    1973 on, each is beyond 2^32 in the unit below), or an ISO 8601 date and time, UTC unless it
     gives its offset ('2020-03-09 10:14:33', '2020-03-09T10:14:33.5+01:00'). A time outside
     1970..2106 is refused: a packet carries uint32 seconds."""
     cell = cell.strip()
     try:
         t = float(cell)
-        t /= next((per for least, per in _FINER_UNITS if t >= least), 1)
+        if t >= 1e11:
+            t /= 1e9 if t >= 1e17 else 1e6 if t >= 1e14 else 1e3
     except ValueError:
         try:
             when = datetime.fromisoformat(cell)

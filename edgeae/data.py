@@ -296,17 +296,17 @@ def _read_npz(path: Path, channels, label) -> Series:
     check_unique_names(path, names)
     if not np.issubdtype(data.dtype, np.number):
         raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
-    labels = _first_array(arrays, [*([label] if label else []), "labels", *DEFAULT_LABEL_COLUMNS])
-    times = _first_array(arrays, ["times", *DEFAULT_TIME_COLUMNS])
-    return Series(data, names, labels, str(path), times).select(channels)
+    # labels and times also under a CSV's column names: the recipe's label column ('anomaly'), or an
+    # array saved as 'label', was not taken for the labels, and a model trained on the faulty rows
+    labels = _first_named(arrays, [*([label] if label else []), "labels", *DEFAULT_LABEL_COLUMNS])
+    times = _first_named(arrays, ["times", *DEFAULT_TIME_COLUMNS])
+    return Series(data, names, arrays.get(labels), str(path), arrays.get(times)).select(channels)
 
 
-def _first_array(arrays: dict, names: list[str]) -> np.ndarray | None:
-    """The first of an .npz's arrays named as in `names`, in any case: the recipe's label column
-    named in a CSV's words ('anomaly') or an array saved as 'label' was not taken for the labels,
-    and a model trained on the faulty rows without a word."""
-    lower = {k.lower(): v for k, v in arrays.items()}
-    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+def _first_named(available, wanted: list[str]) -> str | None:
+    """Of the names `available` (a CSV's header, an .npz's arrays), the one that is the first of
+    `wanted` in any case; None when there is none."""
+    return next((a for w in wanted for a in available if a.lower() == w.lower()), None)
 
 
 def _read_csv(path: Path, channels, label, time) -> Series:
@@ -351,7 +351,7 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
     check_unique_names(path, header)
 
-    label = label or next((h for c in DEFAULT_LABEL_COLUMNS for h in header if h.lower() == c), None)
+    label = label or _first_named(header, DEFAULT_LABEL_COLUMNS)
     if label is not None and label not in header:
         raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
     time = time or time_column(header, first)

@@ -240,10 +240,11 @@ def calibrate(
         if labels is None:
             raise EdgeaeError(f"{data}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
-    check_flaggable(scorer, pipe, scorer.threshold_, f"{data}: the threshold by the {scorer.rule} rule",
-                    f"{faulty} of the {int(normal.sum())} windows of {where} hold rows labelled anomalous: fit on rows without "
-                    "faults, or leave --train-rows out to fit on the rows labelled normal" if faulty else
-                    "its normal windows are rougher than the export's calibration set: export again with calibration data from this machine")  # fmt: skip
+    why = "its normal windows are rougher than the export's calibration set: export again with calibration data from this machine"
+    if faulty:
+        why = (f"{faulty} of the {int(normal.sum())} windows of {where} hold rows labelled anomalous: fit on rows without faults, "
+               "or leave --train-rows out to fit on the rows labelled normal")  # fmt: skip
+    check_flaggable(scorer, pipe, scorer.threshold_, f"{data}: the threshold by the {scorer.rule} rule", why)
     try:
         before = load(ex.path, ex.model_id, ex.manifest["code_size"])
     except EdgeaeError:  # damaged, or another export's: nothing of it to carry over

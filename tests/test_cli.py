@@ -337,6 +337,14 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     assert "PASS" in proc.stdout
 
 
+def test_the_note_on_constant_channels_counts_them():
+    from edgeae.train import data_notes
+
+    (one,), (two,) = data_notes({"constant_channels": ["current"]}), data_notes({"constant_channels": ["current", "temperature"]})
+    assert "current is constant in the training windows" in one and "learns nothing of it, and once it moves" in one
+    assert "current, temperature are constant" in two and "learns nothing of them, and once they move" in two  # was "of it"
+
+
 def test_training_says_when_it_cannot_read_the_time_column(tmp_path):
     """US-style dates: the run kept no rate, and nothing said so (rates are checked against it)."""
     s = simulate.machine(seconds=3, seed=0)

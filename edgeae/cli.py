@@ -78,7 +78,8 @@ def demo(out, seconds):
 
 @main.command()
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml.")
-@click.option("--data", required=True, type=click.Path(), help="Training data: CSV or .npz.")
+@click.option("--data", required=True, multiple=True, type=click.Path(),
+              help="Training data: a CSV or .npz file, or a folder of them; again for more (no window spans two files).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
@@ -98,11 +99,13 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     history = json.loads((run / "history.json").read_text())
     last = {k: v[-1] for k, v in history["train"].items()}
     epochs = len(history["train"]["loss"])
-    click.echo(f"trained {recipe.name}: {epochs} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    info = json.loads((run / "data.json").read_text())
+    click.echo(f"trained {recipe.name} on {info['train_windows']} windows" + (f" from {info['files']} files" if info["files"] > 1 else "")
+               + f": {epochs} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))  # fmt: skip
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
-    for note in data_notes(json.loads((run / "data.json").read_text())):
+    for note in data_notes(info):
         click.echo(f"note: {note}")
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())

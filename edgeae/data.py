@@ -155,6 +155,26 @@ def read_series(
     return _read_csv(path, channels, label, time)
 
 
+def data_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The data files `paths` name, in order: a file as given, a folder as its CSV and .npz files
+    in name order (not its subfolders'). A file named twice is refused: training would weigh its
+    windows double, and nothing would say so."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".npz"))
+            if not found:
+                raise EdgeaeError(f"{path}: a folder without CSV or .npz files")
+            files += found
+        else:
+            files.append(existing_file(path, "CSV or .npz file"))
+    seen = {}
+    for f in files:
+        if (twin := seen.setdefault(f.resolve(), f)) is not f:
+            raise EdgeaeError(f"{f}: given twice" + (f" (also as {twin})" if str(twin) != str(f) else ""))
+    return files
+
+
 def csv_delimiter(header_line: str) -> str:
     """The delimiter a CSV's header line is split by: one of , ; tab | space, else ','."""
     try:

@@ -8,8 +8,9 @@ A run directory (written atomically) holds:
     decoder.keras        the decoder, with tied layers made plain (see zoo.untie)
     normalization.json   per-channel mean / std fitted on the training windows only, and the
                          recipe's high-pass time constants (data.Normalizer)
-    data.json            source, fingerprint, channels (and those constant in the training windows),
-                         rows, the rows' time step (and where it jumps) and window counts used
+    data.json            source (the files, in order), fingerprint, channels (and those constant in
+                         the training windows), rows, the rows' time step (and where it jumps) and
+                         window counts used
     history.json         loss and val_loss per epoch (training, then pruning fine-tuning)
     pruning.json         sparsity per layer and gzip sizes before / after (when pruned)
     calibration.npy      normalized training windows for the int8 representative set
@@ -18,6 +19,7 @@ A run directory (written atomically) holds:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -40,25 +42,67 @@ def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
     return D.read_series(data, recipe.data.channels, recipe.data.label, recipe.data.time)
 
 
-def training_windows(recipe: Recipe, series: D.Series, train_rows: tuple[int, int] | None = None) -> np.ndarray:
-    """Raw windows to train on: the given row range, else windows of rows labelled normal."""
+def load_files(recipe: Recipe, data) -> list[D.Series]:
+    """The recipe's channels of each file `data` names (a file or a folder of them, or a list of
+    those; or an in-memory series), each file with the first one's channels, in its order."""
+    if isinstance(data, D.Series):
+        return [load_data(recipe, data)]
+    parts = [load_data(recipe, f) for f in D.data_files([data] if isinstance(data, (str, Path)) else data)]
+    return [parts[0], *(p.select(parts[0].channels) for p in parts[1:])]
+
+
+def training_windows(recipe: Recipe, parts: list[D.Series], train_rows: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Raw windows to train on, per series (no window spans two): the given row range of each,
+    else its windows of rows labelled normal."""
     d = recipe.data
     rows = train_rows or d.train_rows
     if rows is not None:
         start, stop = rows
         if not 0 <= start < stop:
             raise EdgeaeError(f"train rows must be [start, stop) with 0 <= start < stop, got [{start}, {stop})")
-        if stop > len(series):
-            raise EdgeaeError(f"{series.source}: train rows [{start}, {stop}) beyond the {len(series)} rows")
-        series = series.rows(start, stop)
-    w = D.windows(series, d.window, d.hop)
-    if rows is None:
-        w = w[D.normal_windows_mask(series, d.window, d.hop)]
-    if len(w) < MIN_TRAIN_WINDOWS:
-        raise EdgeaeError(
-            f"{series.source}: only {len(w)} normal training windows of {d.window} rows; need at least {MIN_TRAIN_WINDOWS}"
-        )
-    return w
+    out = []
+    for series in parts:
+        if rows is not None:
+            if stop > len(series):
+                raise EdgeaeError(f"{series.source}: train rows [{start}, {stop}) beyond the {len(series)} rows")
+            series = series.rows(start, stop)
+        w = D.windows(series, d.window, d.hop)
+        out.append(w if rows is not None else w[D.normal_windows_mask(series, d.window, d.hop)])
+    if (total := sum(map(len, out))) < MIN_TRAIN_WINDOWS:
+        raise EdgeaeError(f"{_sources(parts)}: only {total} normal training windows of {d.window} rows; need at least {MIN_TRAIN_WINDOWS}")
+    return out
+
+
+def _sources(parts: list[D.Series]) -> str:
+    return ", ".join(p.source for p in parts)
+
+
+def _time_info(parts: list[D.Series]) -> tuple[dict | None, str | None]:
+    """The files' time jumps (`data.time_jumps`; of several files summed, with the file of the
+    largest), and why a time column cannot be read. Files whose rows come at other rates are refused:
+    one model would learn two signals."""
+    jumps = [D.time_jumps(p) for p in parts]
+    unreadable = None
+    for p, j in zip(parts, jumps):
+        if j is None and p.times is not None and unreadable is None:  # say why (the read stops at the first cell that is no time)
+            try:
+                p.unix_times()
+            except EdgeaeError as e:
+                unreadable = str(e)
+    if len(parts) == 1:
+        return jumps[0], unreadable
+    if not (known := [(p, j) for p, j in zip(parts, jumps) if j]):
+        return None, unreadable
+    first, step = known[0][0], known[0][1]["step_s"]
+    for p, j in known[1:]:
+        if abs(j["step_s"] / step - 1) > D.PERIOD_TOLERANCE:
+            raise EdgeaeError(f"{p.source}: rows {j['step_s']:g} s apart, {first.source}'s {step:g} s: one model learns the signal at "
+                              "one rate; resample the files to one rate, or train a model per rate")  # fmt: skip
+    merged = {"count": sum(j["count"] for _, j in known), "step_s": step}
+    if jumped := [(p, j) for p, j in known if j["count"]]:
+        p, j = max(jumped, key=lambda pj: abs(pj[1]["largest_s"]))
+        merged.update(largest_s=j["largest_s"], row=j["row"], source=p.source)
+    return merged, unreadable
 
 
 def train(
@@ -70,7 +114,8 @@ def train(
     progress: bool = True,
     qat: bool | None = None,
 ) -> Path:
-    """Train the recipe's autoencoder on `data`, prune it and fine-tune it quantization-aware
+    """Train the recipe's autoencoder on `data` (a file, a folder of them, or a list of those: no
+    window spans two files, and each file's last windows validate), prune it and fine-tune it quantization-aware
     when asked, and write the run to `out`. Where QAT cannot apply, history.json says why."""
     check_replaceable(out, RUN_MARKER)
     if qat is not None:
@@ -79,27 +124,24 @@ def train(
         if not 0.0 <= sparsity < 1.0:
             raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
         recipe.prune.sparsity = sparsity
-    series = load_data(recipe, data)
-    jumps = D.time_jumps(series)  # and the rows' step, from one read of the time column; before training, as it may refuse
-    unreadable = None
-    if jumps is None and series.times is not None:  # say why (the read stops at the first cell that is no time)
-        try:
-            series.unix_times()
-        except EdgeaeError as e:
-            unreadable = str(e)
+    parts = load_files(recipe, data)
+    channels = parts[0].channels
+    jumps, unreadable = _time_info(parts)  # and the rows' step, from one read of each time column; before training, as it may refuse
     highpass = recipe.data.highpass or {}
     rows = train_rows or recipe.data.train_rows
-    raw = training_windows(recipe, D.highpass(series, highpass), rows)
-    norm = D.Normalizer.fit(raw, series.channels, highpass)
-    windows = norm(raw)
+    raw_parts = training_windows(recipe, [D.highpass(p, highpass) for p in parts], rows)
+    raw = np.concatenate(raw_parts)
+    norm = D.Normalizer.fit(raw, channels, highpass)
 
     from . import pruning, zoo
     from ._tf import keras
 
-    encoder, decoder = zoo.build(recipe, len(series.channels))
-    x = D.to_input(windows, encoder.input_shape[1:])
-    n_val = int(len(x) * recipe.train.validation_split)
-    x_train, x_val = (x[:-n_val], x[-n_val:]) if n_val else (x, x[:0])
+    encoder, decoder = zoo.build(recipe, len(channels))
+    xs = [D.to_input(norm(w), encoder.input_shape[1:]) for w in raw_parts]
+    ends = [len(x) - int(len(x) * recipe.train.validation_split) for x in xs]  # each file's last windows validate
+    x_train = np.concatenate([x[:end] for x, end in zip(xs, ends)])
+    x_val = np.concatenate([x[end:] for x, end in zip(xs, ends)])
+    n_val = len(x_val)
 
     model = zoo.training_model(encoder, decoder, recipe)
     monitor = "val_loss" if n_val else "loss"
@@ -132,11 +174,13 @@ def train(
         write_json(tmp / RUN_MARKER, recipe.to_dict())
         write_json(tmp / "normalization.json", norm.to_dict())
         write_json(tmp / "history.json", history)
+        labelled = [p.labels for p in parts if p.labels is not None]
         write_json(tmp / "data.json", {
-            "source": series.source, "fingerprint": series.fingerprint(), "rows": len(series),
-            "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, series.channels),
-            "channels": series.channels, "train_rows": list(rows) if rows else None,
-            "anomalous_train_rows": int(series.labels[slice(*rows)].sum()) if rows and series.labels is not None else None,
+            "source": _sources(parts), "files": len(parts), "rows": sum(map(len, parts)),
+            "fingerprint": parts[0].fingerprint() if len(parts) == 1 else hashlib.sha256("".join(p.fingerprint() for p in parts).encode()).hexdigest(),
+            "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, channels),
+            "channels": channels, "train_rows": list(rows) if rows else None,
+            "anomalous_train_rows": sum(int(lab[slice(*rows)].sum()) for lab in labelled) if rows and labelled else None,
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip
         if prune_report is not None:
@@ -158,8 +202,9 @@ def data_notes(info: dict) -> list[str]:
     before these were kept has none."""
     notes, jumps, constant = [], info.get("time_jumps"), info.get("constant_channels")
     if info.get("unreadable_times"):
-        notes.append(f"the time column cannot be read ({info['unreadable_times']}): the export will not know its rows' rate, and "
-                     "nothing can check that the rows it meets come at it")  # fmt: skip
+        notes.append(f"the time column cannot be read ({info['unreadable_times']}): " + (
+            "the export will not know its rows' rate, and nothing can check that the rows it meets come at it" if not info.get("row_period_s")
+            else "its rows' rate is not checked against the other files'"))  # fmt: skip
     if info.get("anomalous_train_rows"):
         start, stop = info["train_rows"]
         notes.append(f"{info['anomalous_train_rows']} of the training rows {start}:{stop} are labelled anomalous: the model learns "
@@ -168,7 +213,7 @@ def data_notes(info: dict) -> list[str]:
     if jumps and jumps["count"]:
         largest = jumps["largest_s"]
         notes.append(f"the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "
-                     f"{abs(largest):g} s, before row {jumps['row']}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
+                     f"{abs(largest):g} s, before row {jumps['row']}{' of ' + jumps['source'] if 'source' in jumps else ''}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
                      "across a jump joins two stretches of signal, and may score as a fault")  # fmt: skip
     if constant:
         one = len(constant) == 1

@@ -324,7 +324,7 @@ def test_train_export_verify_through_the_cli(tmp_path, sim_train, sim_test):
     proc = edgeae("train", "--recipe", r, "--data", sim_train, "--out", tmp_path / "run", "--sparsity", "0.5", "--quiet", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr
     assert "pruned to 50%" in proc.stdout and "enc_dense_0" in proc.stdout
-    assert "trained tiny: 2 epochs" in proc.stdout  # --epochs over the recipe's 3
+    assert re.search(r"trained tiny on \d+ windows: 2 epochs", proc.stdout)  # --epochs over the recipe's 3
     assert "constant in the training windows" not in proc.stdout
     assert "note: the validation loss was still falling at the last epoch: more epochs" in proc.stdout
     assert f"(edgeae report {tmp_path / 'run'} draws its losses per epoch)" in proc.stdout
@@ -438,15 +438,68 @@ def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):
     assert last.timestamp == 1_700_000_019  # its last window ends at row 19,999: 1 ms a row, not 1 s
 
 
+def test_training_windows_of_several_files_never_span_two(tmp_path):
+    """Recordings of a machine come as one file a day (or a load): training on them meant joining
+    them by hand, and every window across a join learnt a seam as normal. Each file is windowed on
+    its own; a file named twice, or at another rate, is refused."""
+    from dataclasses import replace
+
+    from conftest import small_recipe
+    from edgeae.train import _time_info, data_notes, load_files, training_windows
+
+    r = small_recipe()  # window 32, hop 8
+    a, b = simulate.machine(seconds=1, seed=0, schedule=[]), simulate.machine(seconds=2, seed=1, schedule=[])
+    (tmp_path / "days").mkdir()
+    simulate.save(a, tmp_path / "days" / "1.npz", simulate.START), simulate.save(b, tmp_path / "days" / "2.npz", simulate.START)  # fmt: skip
+    (tmp_path / "days" / "notes.txt").write_text("not data")
+    parts = load_files(r, tmp_path / "days")
+    assert [p.source for p in parts] == [str(tmp_path / "days" / n) for n in ("1.npz", "2.npz")]
+    wa, wb = training_windows(r, parts, train_rows=(0, 1000))
+    assert len(wa) == len(wb) == (1000 - 32) // 8 + 1  # the row range of each file
+    np.testing.assert_array_equal(wb[0], b.values[:32])
+    assert sum(map(len, training_windows(r, parts))) == (1000 - 32) // 8 + 1 + (2000 - 32) // 8 + 1  # none across the join
+    assert _time_info(parts) == ({"count": 0, "step_s": 0.001}, None)
+    with pytest.raises(EdgeaeError, match="given twice"):
+        load_files(r, [tmp_path / "days", tmp_path / "days" / "2.npz"])
+    slow = replace(b, times=np.array([f"{1e9 + 0.002 * i:.3f}" for i in range(len(b))]))
+    with pytest.raises(EdgeaeError, match=r"rows 0.002 s apart, .*1.npz's 0.001 s: one model learns the signal at one rate"):
+        _time_info([parts[0], slow])
+    joined = replace(b, times=np.array([f"{1e9 + 0.001 * i + 5 * (i >= 500):.3f}" for i in range(len(b))]), source="2b.csv")
+    jumps, _ = _time_info([parts[0], joined])
+    assert jumps == {"count": 1, "step_s": 0.001, "largest_s": pytest.approx(5.001), "row": 501, "source": "2b.csv"}
+    assert "jump 1 time (the largest by 5.001 s, before row 501 of 2b.csv; the rows are 0.001 s apart" in data_notes({"time_jumps": jumps})[0]
+    (tmp_path / "empty").mkdir()
+    proc = edgeae("train", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", tmp_path / "empty")
+    assert_one_line_error(proc, "empty: a folder without CSV or .npz files")
+
+
+def test_train_on_a_file_and_a_folder_through_the_cli(tmp_path):
+    """Each file's last windows validate (with the last 10 % of all windows, the last file's
+    conditions would never be trained on)."""
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE)  # window 16, hop 8
+    (tmp_path / "more").mkdir()
+    for name, seconds, seed in (("a.npz", 3, 1), ("more/b.csv", 2, 2), ("more/c.csv", 1, 3)):
+        simulate.save(simulate.machine(seconds=seconds, seed=seed, schedule=[]), tmp_path / name, simulate.START)
+    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", tmp_path / "a.npz", "--data", tmp_path / "more",
+                  "--out", tmp_path / "run", "--quiet", "--epochs", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "run" / "data.json").read_text())
+    per_file = [(rows - 16) // 8 + 1 for rows in (3000, 2000, 1000)]
+    assert info["files"] == 3 and info["source"] == ", ".join(str(tmp_path / n) for n in ("a.npz", "more/b.csv", "more/c.csv"))
+    assert info["validation_windows"] == sum(int(n * 0.1) for n in per_file) == 73  # 74 were the last 10 % of all
+    assert info["train_windows"] == sum(per_file) - 73 and info["row_period_s"] == 0.001
+    assert f"trained tiny on {info['train_windows']} windows from 3 files" in proc.stdout
+
+
 def test_train_rows_flag(tmp_path, sim_train):
     from conftest import small_recipe
-    from edgeae.train import training_windows, load_data
+    from edgeae.train import training_windows, load_files
 
     r = small_recipe()
-    w = training_windows(r, load_data(r, sim_train), train_rows=(0, 1000))
+    (w,) = training_windows(r, load_files(r, sim_train), train_rows=(0, 1000))
     assert len(w) == (1000 - 32) // 8 + 1
     with pytest.raises(EdgeaeError, match="0 <= start < stop"):  # the Python API: not sliced from the end
-        training_windows(r, load_data(r, sim_train), train_rows=(-500, 1000))
+        training_windows(r, load_files(r, sim_train), train_rows=(-500, 1000))
     proc = edgeae("train", "--recipe", ROOT / "models" / "skab.toml", "--data", sim_train, "--train-rows", "5")
     assert_one_line_error(proc, "--train-rows must be START:STOP")
 

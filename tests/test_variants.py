@@ -46,13 +46,13 @@ def test_variant_trains_prunes_exports_verifies(tmp_path, sim_train, sim_test, k
 @pytest.mark.parametrize("kind", ["dense", "conv1d"])
 def test_tied_decoder_shares_the_pruned_kernel_and_unties_exactly(sim_train, kind):
     from edgeae import zoo
-    from edgeae.train import load_data, training_windows
+    from edgeae.train import load_files, training_windows
 
     r = small_recipe(kind, tied=True)
     enc, dec = zoo.build(r, 4)
     tied = [l for l in dec.layers if isinstance(l, (zoo.DenseTied, zoo.Conv1DTransposeTied))]
     assert tied and all(l.tied_to in enc.layers for l in tied)
-    x = training_windows(r, load_data(r, sim_train))[:16].astype(np.float32)
+    x = training_windows(r, load_files(r, sim_train))[0][:16].astype(np.float32)
     x = x.reshape((len(x),) + enc.input_shape[1:])
     code = enc(x)
     np.testing.assert_allclose(zoo.untie(dec)(code).numpy(), dec(code).numpy(), rtol=1e-5, atol=1e-5)

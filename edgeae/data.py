@@ -175,6 +175,32 @@ def data_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+_SEP_LINE = re.compile(r'"?sep=(.)"?')
+
+
+def csv_header(lines: Iterator[str]) -> tuple[str | None, str, Iterator[str], int]:
+    """(header line, delimiter, the lines after it, the number of the first of them) of CSV
+    `lines`, past what writers put before a header: blank lines, lines starting with '#' (a
+    logger's metadata) and Excel's 'sep=;' line. numpy's `savetxt` writes its header as a comment
+    ('# time,vib_x'): the last comment is the header when the line after it is data (a number in
+    a cell) with as many cells. Read as a channel, its time column would have been learnt as one."""
+    delimiter, comment, number = None, None, 0
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text.startswith("#"):
+            comment = text.lstrip("#").strip()
+        elif delimiter is None and comment is None and (sep := _SEP_LINE.fullmatch(text)):
+            delimiter = sep.group(1)
+        elif text:
+            if comment:
+                split = delimiter or csv_delimiter(comment)
+                cells = with_decimal_points(next(csv.reader([line], delimiter=split)), split)
+                if any(_is_number(c) for c in cells) and len(next(csv.reader([comment], delimiter=split))) == len(cells):
+                    return comment, split, itertools.chain([line], lines), number
+            return line, delimiter or csv_delimiter(line), lines, number + 1
+    return None, delimiter or ",", lines, number + 1
+
+
 def csv_delimiter(header_line: str) -> str:
     """The delimiter a CSV's header line is split by: one of , ; tab | space, else ','."""
     try:
@@ -361,11 +387,11 @@ def utf8_lines(lines: Iterable[bytes], source) -> Iterator[str]:
 
 
 def _parse_csv(path: Path, f, channels, label, time) -> Series:
-    header_line = f.readline()
-    delimiter = csv_delimiter(header_line)
-    reader = csv.reader(itertools.chain([header_line], f), delimiter=delimiter)
-    header = [h.strip() for h in next(reader)]
-    rows = (with_decimal_points(row, delimiter) for row in reader if row and any(cell.strip() for cell in row))
+    header_line, delimiter, lines, _ = csv_header(f)
+    if header_line is None:
+        raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
+    header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    rows = (with_decimal_points(row, delimiter) for row in csv.reader(lines, delimiter=delimiter) if row and any(cell.strip() for cell in row))
     first = next(rows, None)
     if first is None:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")

@@ -40,11 +40,9 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
     """Parse CSV lines (header first) into (time, row of the given channels), validating each
     line; time is the time column's cell in Unix seconds, None when the header has no time column
     (`data.time_column`, with the first line under the header) or `times` is False."""
-    lines = iter(lines)
-    header_line = next(lines, None)
+    header_line, delimiter, lines, first = D.csv_header(iter(lines))
     if header_line is None:
         raise EdgeaeError(f"{source}: no header line")
-    delimiter = D.csv_delimiter(header_line)
     header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
     D.check_unique_names(source, header)
     missing = [c for c in channels if c not in header]
@@ -52,7 +50,7 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
         raise EdgeaeError(f"{source}: missing channel column(s) {', '.join(map(repr, missing))} (have: {', '.join(header)})")
     idx = [header.index(c) for c in channels]
     ti: int | None = -1  # the time column's index, found at the first line under the header
-    for n, line in enumerate(lines, start=2):
+    for n, line in enumerate(lines, start=first):
         if not line.strip():
             continue
         cells = D.with_decimal_points(next(csv.reader([line], delimiter=delimiter)), delimiter)

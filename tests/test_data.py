@@ -32,6 +32,38 @@ def test_csv_decimal_commas(tmp_path):
     assert s.channels == ["a"] and list(s.times) == ["2020-01-01 00:00:00,5"] and s.values[0, 0] == 0.5
 
 
+@pytest.mark.parametrize("preamble, header", [
+    ("sep=;\n", "time;a;b;label"),  # Excel's delimiter line
+    ("# logger 7, firmware 1.2\n\n#site: pump; bay 3\n", "time,a,b,label"),  # a logger's metadata
+    ("", "# time,a,b,label"),  # numpy.savetxt(header=...): the header is a comment
+    ("", "#,time,a,b,label"),  # a spreadsheet's row-number column, named '#'
+])
+def test_csv_header_after_a_preamble(tmp_path, preamble, header):
+    """Before, each was a header of its own: 'sep=;' or the comment a single channel (missing
+    channels), and numpy's '# time' a channel of times, which a model would have learnt."""
+    from edgeae.device import stream_rows
+
+    d = ";" if ";" in header else ","
+    rows = [f"{1.7e9 + i}{d}{i}{d}{2 * i}{d}{i % 2}" for i in range(3)]
+    if header.startswith("#,"):
+        rows = [f"{i + 1},{r}" for i, r in enumerate(rows)]
+    text = preamble + header + "\n" + "\n".join(rows) + "\n"
+    s = D.read_series(write(tmp_path, text))
+    assert s.channels == ["a", "b"] and s.row_period() == 1.0
+    np.testing.assert_array_equal(s.values, [[0, 0], [1, 2], [2, 4]])
+    np.testing.assert_array_equal(s.labels, [0, 1, 0])
+    streamed = list(stream_rows(text.splitlines(), ["a", "b"], times=True))
+    assert [t for t, _ in streamed] == [1.7e9, 1.7e9 + 1, 1.7e9 + 2]
+    bad = text.replace(f"{d}2{d}4{d}", f"{d}zz{d}4{d}")  # the third row; its line number counts the preamble
+    with pytest.raises(EdgeaeError, match=f"line {len(text.splitlines())} is not a row of numbers"):
+        list(stream_rows(bad.splitlines(), ["a", "b"]))
+
+
+def test_csv_of_comments_only(tmp_path):
+    with pytest.raises(EdgeaeError, match="needs a header row and at least one data row"):
+        D.read_series(write(tmp_path, "# nothing\n# here\n"))
+
+
 @pytest.mark.parametrize("cell, message", [("", "NaN"), ("n/a", "'n/a' is not a number"), ("-", "'-' is not a number")])
 def test_csv_first_channel_with_a_missing_first_value_is_not_a_time_column(tmp_path, cell, message):
     """A first column whose first cell was not a number became the time column: a channel with a

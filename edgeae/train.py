@@ -115,8 +115,9 @@ def train(
     qat: bool | None = None,
 ) -> Path:
     """Train the recipe's autoencoder on `data` (a file, a folder of them, or a list of those: no
-    window spans two files, and each file's last windows validate), prune it and fine-tune it quantization-aware
-    when asked, and write the run to `out`. Where QAT cannot apply, history.json says why."""
+    window spans two files, and each file's last windows validate), prune it and fine-tune it
+    quantization-aware when asked, and write the run to `out`. Where QAT cannot apply,
+    history.json says why."""
     check_replaceable(out, RUN_MARKER)
     if qat is not None:
         recipe.train.qat = qat
@@ -141,10 +142,9 @@ def train(
     ends = [len(x) - int(len(x) * recipe.train.validation_split) for x in xs]  # each file's last windows validate
     x_train = np.concatenate([x[:end] for x, end in zip(xs, ends)])
     x_val = np.concatenate([x[end:] for x, end in zip(xs, ends)])
-    n_val = len(x_val)
 
     model = zoo.training_model(encoder, decoder, recipe)
-    monitor = "val_loss" if n_val else "loss"
+    monitor = "val_loss" if len(x_val) else "loss"
     stop = keras.callbacks.EarlyStopping(monitor, patience=recipe.train.patience, restore_best_weights=True)
     history = {"train": fit(model, "train", recipe, x_train, x_val, recipe.train.epochs, [stop], progress)}
 

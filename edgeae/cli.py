@@ -83,7 +83,7 @@ def demo(out, seconds):
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
-@click.option("--train-rows", help="Train on rows START:STOP instead of the rows labelled normal.")
+@click.option("--train-rows", help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -42,12 +42,15 @@ def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
     return D.read_series(data, recipe.data.channels, recipe.data.label, recipe.data.time)
 
 
-def load_files(recipe: Recipe, data) -> list[D.Series]:
+def load_files(recipe: Recipe, data, progress: bool = False) -> list[D.Series]:
     """The recipe's channels of each file `data` names (a file or a folder of them, or a list of
     those; or an in-memory series), each file with the first one's channels, in its order."""
+    from tqdm.auto import tqdm
+
     if isinstance(data, D.Series):
         return [load_data(recipe, data)]
-    parts = [load_data(recipe, f) for f in D.data_files([data] if isinstance(data, (str, Path)) else data)]
+    files = D.data_files([data] if isinstance(data, (str, Path)) else data)
+    parts = [load_data(recipe, f) for f in tqdm(files, desc="reading", unit="file", disable=None if progress and len(files) > 1 else True)]
     return [parts[0], *(p.select(parts[0].channels) for p in parts[1:])]
 
 
@@ -125,7 +128,7 @@ def train(
         if not 0.0 <= sparsity < 1.0:
             raise EdgeaeError(f"--sparsity must be in [0, 1), got {sparsity}")
         recipe.prune.sparsity = sparsity
-    parts = load_files(recipe, data)
+    parts = load_files(recipe, data, progress)
     channels = parts[0].channels
     jumps, unreadable = _time_info(parts)  # and the rows' step, from one read of each time column; before training, as it may refuse
     highpass = recipe.data.highpass or {}

@@ -469,6 +469,11 @@ def test_training_windows_of_several_files_never_span_two(tmp_path):
     jumps, _ = _time_info([parts[0], joined])
     assert jumps == {"count": 1, "step_s": 0.001, "largest_s": pytest.approx(5.001), "row": 501, "source": "2b.csv"}
     assert "jump 1 time (the largest by 5.001 s, before row 501 of 2b.csv; the rows are 0.001 s apart" in data_notes({"time_jumps": jumps})[0]
+    us = replace(b, times=np.array(["03/01/2026"] * len(b)), source="us.csv")  # a time column train cannot read, beside ones it can
+    jumps, unreadable = _time_info([parts[0], us])
+    assert jumps == {"count": 0, "step_s": 0.001} and unreadable.startswith("us.csv: row 1: time '03/01/2026' is neither")
+    (note,) = data_notes({"unreadable_times": unreadable, "row_period_s": 0.001})
+    assert note.endswith("its rows' rate is not checked against the other files'")  # the export still knows the rate
     (tmp_path / "empty").mkdir()
     proc = edgeae("train", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", tmp_path / "empty")
     assert_one_line_error(proc, "empty: a folder without CSV or .npz files")

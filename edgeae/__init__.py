@@ -2,7 +2,7 @@
 
 The public API, imported lazily so that the runtime half never loads TensorFlow:
 
-    train(recipe, data, out)            edgeae.train     (needs edgeae[train])
+    train(recipe, data, out)            edgeae.train     (needs edgeae[train]; data: a file, a folder, a list)
     export(run_or_model, out)           edgeae.export    (needs edgeae[train])
     verify(export_dir, data=None)       edgeae.verify
     load_recipe(path), read_series(path), windows(series, length, hop), Normalizer

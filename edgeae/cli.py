@@ -153,7 +153,8 @@ def _parse_rows(text: str) -> tuple[int, int]:
 @click.option("--int8", "int8", is_flag=True, help="Full-integer quantization of the encoder (int8 in and out).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory.")
 @click.option("--decoder-int8", is_flag=True, help="Also quantize the decoder to int8 (default float32).")
-@click.option("--calibration", type=click.Path(), help="Representative data (CSV / .npz) instead of the training windows.")
+@click.option("--calibration", multiple=True, type=click.Path(),
+              help="Representative data (CSV / .npz, or a folder of them; again for more) instead of the training windows.")
 @click.option("--code-layer", help="For your own .keras / .h5 autoencoder: the bottleneck layer to split at.")
 @click.option("--normalization", type=click.Path(), help="For your own model: normalization JSON (channels, mean, std).")
 @click.option("--target", type=click.Choice(["mcu", "edgetpu"]), help="mcu: + TFLite Micro C sources with the measured arena; edgetpu: per-tensor weights + compatibility report.")
@@ -165,7 +166,7 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     from . import wire
     from .export import export as export_
 
-    path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration, code_layer=code_layer,
+    path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration or None, code_layer=code_layer,
                    normalization=normalization, target=target, io_type=io_type)  # fmt: skip
     man = json.loads((path / "manifest.json").read_text())
     for name, meta in man["artifacts"].items():
@@ -201,8 +202,9 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--data", type=click.Path(), help="Your own recording (CSV / .npz): the same fidelity on its windows (its normal ones, "
-                                                "if labelled), how many the int8 input clips, and, with labels, ROC-AUC float vs int8.")
+@click.option("--data", multiple=True, type=click.Path(),
+              help="Your own recording (CSV / .npz, or a folder of them; again for more): the same fidelity on its windows (its normal "
+                   "ones, if labelled), how many the int8 input clips, and, with labels, ROC-AUC float vs int8.")  # fmt: skip
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
 @click.option("--max-error-increase", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
 @click.option("--max-auc-drop", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
@@ -215,7 +217,7 @@ def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_run
     """Check an export without TensorFlow: hashes, LiteRT vs TFLite Micro, the device model, fidelity vs float."""
     from .verify import Floors, verify as verify_
 
-    report = verify_(export_dir, data=data, floors=Floors(min_sqnr, max_runtime_excess_noise=max_runtime_noise, max_runtime_sqnr_gap_db=max_runtime_gap, max_error_increase=max_error_increase, max_residual_error=max_residual_error, max_auc_drop=max_auc_drop), arena_bytes=arena)
+    report = verify_(export_dir, data=data or None, floors=Floors(min_sqnr, max_runtime_excess_noise=max_runtime_noise, max_runtime_sqnr_gap_db=max_runtime_gap, max_error_increase=max_error_increase, max_residual_error=max_residual_error, max_auc_drop=max_auc_drop), arena_bytes=arena)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(0 if report.passed else 1)
 
@@ -419,7 +421,8 @@ RESTART_SERVE = "a serve running with this export judges by it once reloaded (SI
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--data", type=click.Path(), help="Recording (CSV / .npz) with normal operation, ideally labelled: fit the export's scorer.")
+@click.option("--data", multiple=True, type=click.Path(),
+              help="Recording (CSV / .npz, or a folder of them; again for more) with normal operation, ideally labelled: fit the export's scorer.")
 @click.option("--db", type=click.Path(dir_okay=False),
               help="Or serve's results database: give --sensor a threshold of its own from its stored packets.")
 @click.option("--sensor", type=int, multiple=True, help="With --db: the sensor (repeat for several), each set by its own packets.")
@@ -432,7 +435,7 @@ RESTART_SERVE = "a serve running with this export judges by it once reloaded (SI
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
 @click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
-@click.option("--train-rows", help="With --data: fit on rows START:STOP instead of the rows labelled normal.")
+@click.option("--train-rows", help="With --data: fit on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="With --data: move the threshold to the F1-optimal one on the labelled windows.")
 @click.option("--remove", is_flag=True, help="With --sensor alone: remove the sensors' own thresholds (the export's judges them again).")
 def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_rows, f1, remove):
@@ -457,7 +460,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         click.echo(json.dumps(remove_sensor_thresholds(export_dir, list(dict.fromkeys(sensor))), indent=2))
         click.echo(RESTART_SERVE, err=True)
         return
-    if (data is None) == (db is None):
+    if bool(data) == (db is not None):
         raise EdgeaeError("give exactly one of --data (fit the export's scorer) and --db (a sensor's own threshold)")
     if db is None:
         if sensor or since is not None or until is not None:
@@ -610,13 +613,14 @@ def archive(db, before, out):
 
 @main.command(name="eval")
 @click.argument("export_dir", required=False, type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Labelled data: a CSV / .npz file, or the SKAB / NAB folder.")
+@click.option("--data", required=True, multiple=True, type=click.Path(),
+              help="Labelled data: a CSV / .npz file or a folder of them (again for more), or the protocol's SKAB / NAB folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (metrics.json, scores for the report).")
 @click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (needs --recipe).")
 @click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol.")
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
-@click.option("--train-rows", help="Rows START:STOP to fit thresholds and baselines on (default: before the first anomaly).")
+@click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on (default: before its first anomaly).")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, seed, quiet):
@@ -626,11 +630,13 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     if protocol:
         if export_dir or not recipe_path:
             raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
-        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), data, out, sparsity=sparsity, files=files, progress=not quiet)
+        if len(data) > 1:
+            raise EdgeaeError("--protocol reads one --data: the SKAB or NAB folder, or one labelled file")
+        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), data[0], out, sparsity=sparsity, files=files, progress=not quiet)
     elif seed is not None:
         raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
-        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None)
+        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet)
     else:
         raise EdgeaeError("give an export directory, or --protocol with --recipe")
     unit = "rows" if m["protocol"] == "skab" else "windows"

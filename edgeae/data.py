@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,12 +155,12 @@ def read_series(
     return _read_csv(path, channels, label, time)
 
 
-def data_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The data files `paths` name, in order: a file as given, a folder as its CSV and .npz files
-    in name order (not its subfolders'). A file named twice is refused: training would weigh its
-    windows double, and nothing would say so."""
+def data_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The data files `paths` (one path or several) name, in order: a file as given, a folder as
+    its CSV and .npz files in name order (not its subfolders'). A file named twice is refused: its
+    windows would weigh double, and nothing would say so."""
     files = []
-    for path in map(Path, paths):
+    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
         if path.is_dir():
             found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".npz"))
             if not found:
@@ -173,6 +173,40 @@ def data_files(paths: Iterable[str | Path]) -> list[Path]:
         if (twin := seen.setdefault(f.resolve(), f)) is not f:
             raise EdgeaeError(f"{f}: given twice" + (f" (also as {twin})" if str(twin) != str(f) else ""))
     return files
+
+
+def read_files(paths, read: Callable[[Path], Series] = read_series, progress: bool = False) -> list[Series]:
+    """`read` of each file `paths` names (`data_files`), with a progress bar over several files
+    when `progress`. Each file is windowed on its own: no window spans two recordings."""
+    from tqdm.auto import tqdm
+
+    files = data_files(paths)
+    return [read(f) for f in tqdm(files, desc="reading", unit="file", disable=None if progress and len(files) > 1 else True)]
+
+
+def read_recordings(paths, channels: list[str], row_period: float | None, label: str | None = None, time: str | None = None,
+                    progress: bool = False) -> list[Series]:  # fmt: skip
+    """The recordings `paths` names (`read_files`) for a model: each with its `channels` selected
+    and its rows at the model's `row_period` (`check_row_period`)."""
+
+    def read(path: Path) -> Series:
+        series = read_series(path, label=label, time=time).select(channels)
+        check_row_period(series.row_period(), row_period, str(path))
+        return series
+
+    return read_files(paths, read, progress)
+
+
+def names(paths) -> str:
+    """The data `paths` as the user gave them, for messages and reports."""
+    return ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
+
+
+def fingerprint(parts: list[Series]) -> str:
+    """One file's `Series.fingerprint`; of several, the sha256 of theirs in order."""
+    if len(parts) == 1:
+        return parts[0].fingerprint()
+    return hashlib.sha256("".join(p.fingerprint() for p in parts).encode()).hexdigest()
 
 
 _SEP_LINE = re.compile(r'"?sep=(.)"?')

@@ -20,7 +20,8 @@ of the detector's scores on the training windows), except Isolation Forest's (be
 Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
 windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
 its labelled anomaly windows, train on the recipe's rows), `generic` (train on the given rows,
-test on the rest, window labels = last row). `evaluate_export` scores an existing export.
+test on the rest, window labels = last row). `evaluate_export` scores an existing export, on one
+file or several (then with one threshold per detector, fitted on all their training windows).
 
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 
@@ -93,12 +94,12 @@ class Part:
     window_hop: int
     scores: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
-    limits: dict = field(default_factory=dict)  # a detector's own threshold, where the UCL rule does not fit
+    limits: dict = field(default_factory=dict)  # a detector's own threshold, or one fitted on several parts together
     window_times: np.ndarray | None = None  # Unix seconds of each window's last row, from the data's time column
 
     def limit(self, name: str) -> float:
-        """The threshold of detector `name` on this part: its own if it has one, else the UCL of
-        its scores on the training windows."""
+        """The threshold of detector `name` on this part: the one set in `limits` if any, else the
+        UCL of its scores on the training windows."""
         return self.limits[name] if name in self.limits else P.ucl(self.scores[name][self.train_mask])
 
 
@@ -181,6 +182,25 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     return part
 
 
+def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int) -> list[Part]:
+    """`score_part` of the parts' windows as one set, its scores and extras split back per part,
+    each part given the thresholds fitted on all their training windows: one export over several
+    recordings, as it is deployed (one threshold per detector, one PCA, one forest)."""
+    if len(parts) == 1:
+        return [score_part(parts[0], pipes, code_size)]
+    cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    whole = score_part(Part("", cat("windows"), cat("train_mask"), cat("window_labels"), cat("row_labels"), parts[0].window_hop),
+                       pipes, code_size)  # fmt: skip
+    limits = {name: whole.limit(name) for name in whole.scores}
+    at = np.cumsum([len(p.windows) for p in parts])[:-1]
+    at_test = np.cumsum([(~p.train_mask).sum() for p in parts])[:-1]
+    for i, p in enumerate(parts):
+        p.scores = {k: np.split(v, at)[i] for k, v in whole.scores.items()}
+        p.extras = {k: np.split(v, at_test)[i] for k, v in whole.extras.items()}
+        p.limits = dict(limits)
+    return parts
+
+
 def _pca_int8_recon(pca: PCA, train, test):
     """PCA codes quantized to int8 (per component, symmetric range from the training codes)."""
     t_train = pca.transform(train)
@@ -205,6 +225,7 @@ def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray
     return out
 
 
+OWN_THRESHOLD = ("iforest",)  # detectors not at the UCL rule (`isolation_forest`)
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_MIN_PARTS = 2000, 10  # 95 % intervals over files, from 10 files on
 # The operating curve's thresholds, x the UCL (1.0 included), steps of 7 %. Wide: on NAB the best F1
 # within the FAR budget lies near 0.15-0.25 x the UCL, below the 0.25 where the curve once stopped.
@@ -251,7 +272,7 @@ def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -
         curve = [MT.detection_rates(*map(np.concatenate, runs[f])) for f in factors]
         within = [(c["f1"], f) for c, f in zip(curve, factors) if c["far"] <= FAR_BUDGET]
         out[name] = {
-            "threshold": "own" if name in parts[0].limits else "ucl",
+            "threshold": "own" if name in OWN_THRESHOLD else "ucl",
             "roc_auc": MT.roc_auc(yw, sw),
             "pr_auc": MT.pr_auc(yw, sw),
             **curve[factors.index(1.0)],
@@ -356,12 +377,18 @@ def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
 def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
     w = pipe.norm.windows(series, pipe.export.window, hop)
     train = D.rows_windows_mask(series, pipe.export.window, hop, train_rows)
-    if train.sum() < 2 or train.all():
-        raise EdgeaeError(f"{series.source}: train rows {train_rows[0]}:{train_rows[1]} leave {train.sum()} training and "
-                          f"{(~train).sum()} test windows of {len(w)}; need at least 2 and 1")  # fmt: skip
     times = series.unix_times()
     return Part(name, w, train, D.window_labels(series, pipe.export.window, hop), series.labels, hop,
                 window_times=None if times is None else times[pipe.export.window - 1 :: hop][: len(w)])
+
+
+def _check_split(parts: list[Part], source: str, rows: tuple[int, int] | None) -> None:
+    """Refuse training rows (None: those before each file's first anomaly) that leave fewer than 2
+    windows to fit on, or none to test."""
+    train, n = sum(int(p.train_mask.sum()) for p in parts), sum(len(p.windows) for p in parts)
+    if train < 2 or train == n:
+        given = f"train rows {rows[0]}:{rows[1]}" if rows else "the rows before each file's first anomaly"
+        raise EdgeaeError(f"{source}: {given} leave {train} training and {n - train} test windows of {n}; need at least 2 and 1")
 
 
 def nab_series(root: str | Path) -> D.Series:
@@ -400,8 +427,9 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
 
                 series = load_data(recipe, path)
                 pipes = _pipes(recipe, series, tmp / str(i), rows, sparsity)
-                parts.append(score_part(_part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows),
-                                        pipes, recipe.model.code_size, recipe.train.seed))  # fmt: skip
+                part = _part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows)
+                _check_split([part], series.source, rows)
+                parts.append(score_part(part, pipes, recipe.model.code_size, recipe.train.seed))
         else:
             series = nab_series(data if data.is_dir() else data.parent) if protocol == "nab" else None
             if protocol == "generic":
@@ -410,10 +438,11 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
                 series = load_data(recipe, data)
                 if series.labels is None:
                     raise EdgeaeError(f"{data}: the generic protocol needs a label column")
-            rows = _train_rows(series, recipe.data.train_rows)
+            (rows,) = _train_rows([series], recipe.data.train_rows)
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
-            parts.append(score_part(_part(data.name, series, pipes["int8"], recipe.data.hop, rows), pipes, recipe.model.code_size,
-                                    recipe.train.seed))  # fmt: skip
+            part = _part(data.name, series, pipes["int8"], recipe.data.hop, rows)
+            _check_split([part], series.source, rows)
+            parts.append(score_part(part, pipes, recipe.model.code_size, recipe.train.seed))
         return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
 
 
@@ -429,37 +458,41 @@ def _skab_paths(data: Path, files: int | None) -> list[Path]:
     return paths
 
 
-def _first_anomaly(series: D.Series) -> int:
-    idx = np.nonzero(series.labels)[0]
-    if not len(idx):
-        raise EdgeaeError(f"{series.source}: no anomalous rows to test against")
-    return int(idx[0])
-
-
-def _train_rows(series: D.Series, rows) -> tuple[int, int]:
-    """The given training rows (default: those before the first anomaly), when rows outside them
-    hold both anomalous and normal rows to test against (without either, ROC-AUC is NaN and the
-    false alarms or the misses say nothing)."""
-    start, stop = (0, _first_anomaly(series)) if rows is None else rows
-    outside = np.concatenate([series.labels[:start], series.labels[stop:]])
+def _train_rows(parts: list[D.Series], rows) -> list[tuple[int, int]]:
+    """Each labelled series' training rows: the given ones, else those before its first anomaly
+    (all of a series without one), when the rows outside them hold both anomalous and normal rows
+    to test against (without either, ROC-AUC is NaN and the false alarms or the misses say nothing)."""
+    out = [rows or (0, int(np.argmax(s.labels)) if s.labels.any() else len(s)) for s in parts]
+    outside = np.concatenate([np.concatenate([s.labels[:start], s.labels[stop:]]) for s, (start, stop) in zip(parts, out)])
     for label, what in ((1, "anomalous"), (0, "normal")):
         if not (outside == label).any():
-            raise EdgeaeError(f"{series.source}: no {what} rows outside the training rows {start}:{stop} to test against")
-    return start, stop
+            if len(parts) == 1:
+                raise EdgeaeError(f"{parts[0].source}: no {what} rows outside the training rows {out[0][0]}:{out[0][1]} to test against")
+            given = f"rows {rows[0]}:{rows[1]}" if rows else "the rows before its first anomaly"
+            raise EdgeaeError(f"{', '.join(s.source for s in parts)}: no {what} rows outside each file's training rows ({given}) "
+                              "to test against")  # fmt: skip
+    return out
 
 
-def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None) -> dict:
-    """Score an existing export on labelled data: baselines and thresholds are fitted on the
-    `train_rows` (default: the rows before the first anomaly), the rest is the test."""
+def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None, progress: bool = False) -> dict:
+    """Score an existing export on labelled data (a file, a folder of them, or a list of those):
+    baselines and thresholds are fitted on the `train_rows` of each file (default: the rows before
+    its first anomaly; all of a file without one), the rest is the test. Over several files, one
+    threshold per detector from all their training windows (`score_together`)."""
     check_replaceable(out, METRICS)
     ex = Export.open(export_dir)
-    series = ex.read_series(data)
-    if series.labels is None:
-        raise EdgeaeError(f"{data}: eval needs a label column")
-    rows = _train_rows(series, train_rows)
+    files = ex.read_files(data, progress)
+    if unlabelled := next((s.source for s in files if s.labels is None), None):
+        raise EdgeaeError(f"{unlabelled}: eval needs a label column")
+    rows = _train_rows(files, train_rows)
     pipe = Pipeline(ex)
-    part = score_part(_part(Path(data).name, series, pipe, ex.hop, rows), {"int8": pipe}, ex.manifest["code_size"])
-    return _write(out, "export", str(data), ex.manifest.get("recipe") or {}, [part], {"int8": pipe})
+    paths = [Path(s.source) for s in files]
+    several_folders = len({p.parent for p in paths}) > 1  # then each file is named with its folder: the report's subsets
+    names = [f"{p.parent.name}/{p.name}" if several_folders else p.name for p in paths]
+    parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(names, files, rows)]
+    _check_split(parts, D.names(data), rows[0] if len(files) == 1 else train_rows)
+    parts = score_together(parts, {"int8": pipe}, ex.manifest["code_size"])
+    return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe})
 
 
 def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
@@ -578,7 +611,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
         series = load_data(recipe, data)
         if series.labels is None:
             raise EdgeaeError(f"{data}: the sweep needs a label column for ROC-AUC")
-        datasets = [(data, _train_rows(series, recipe.data.train_rows), recipe.data.hop)]
+        datasets = [(data, _train_rows([series], recipe.data.train_rows)[0], recipe.data.hop)]
     result = {"code_sizes": list(code_sizes), "bytes_per_window": list(code_sizes), "protocol": protocol, "data": str(data),
               "autoencoder_int8": {"snr_db": [], "roc_auc": []}, "pca_int8": {"snr_db": [], "roc_auc": []}}  # fmt: skip
     steps = [(k, d) for k in code_sizes for d in datasets]
@@ -590,6 +623,7 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
                 series = load_data(r, path)
                 pipe = _train_and_export(r, series, Path(tmp) / f"{k}-{i}", rows, 0.0)
                 part = _part(str(path), series, pipe, hop, rows)
+                _check_split([part], series.source, rows)
                 w, tr = part.windows, part.train_mask
                 f = pipe.offline_features(w)
                 model = PCA(k).fit(w[tr])

@@ -152,24 +152,24 @@ def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
     return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
 
 
-def _calibration_windows(path, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int, row_period):
-    """Normalized windows from a calibration file; its channels must be the model's, its rows at
-    the training data's rate (`row_period`, when known)."""
-    series = D.read_series(path).select(norm.channels)
-    D.check_row_period(series.row_period(), row_period, str(path))
-    w = _normal_windows(path, series, norm, window, hop)
+def _calibration_windows(paths, norm: D.Normalizer, window: int, hop: int, input_shape, limit: int, seed: int, row_period):
+    """Normalized windows from calibration files (a file, a folder of them, or a list of those);
+    their channels must be the model's, their rows at the training data's rate (`row_period`,
+    when known)."""
+    w = _normal_windows(paths, D.read_recordings(paths, norm.channels, row_period), norm, window, hop)
     w = w[np.sort(np.random.default_rng(seed).permutation(len(w))[:limit])]
     return D.to_input(w, input_shape)
 
 
-def _normal_windows(path, series: D.Series, norm: D.Normalizer, window: int, hop: int) -> np.ndarray:
-    """The normalized windows of a calibration file whose rows are all labelled normal (all of them
-    in a file without labels): the int8 ranges are set on normal operation, as the model was
-    trained. A labelled fault among them widened the simulated machine's input range fourfold and
-    cost the residual byte its resolution (100 % off the float error; verify failed)."""
-    w = norm.windows(series, window, hop)[D.normal_windows_mask(series, window, hop)]
+def _normal_windows(paths, parts: list[D.Series], norm: D.Normalizer, window: int, hop: int) -> np.ndarray:
+    """The normalized windows of calibration files whose rows are all labelled normal (all of them
+    in a file without labels; no window spans two files): the int8 ranges are set on normal
+    operation, as the model was trained. A labelled fault among them widened the simulated
+    machine's input range fourfold and cost the residual byte its resolution (100 % off the float
+    error; verify failed)."""
+    w = np.concatenate([norm.windows(s, window, hop)[D.normal_windows_mask(s, window, hop)] for s in parts])
     if not len(w):
-        raise EdgeaeError(f"{path}: no window of {window} rows labelled normal to calibrate with")
+        raise EdgeaeError(f"{D.names(paths)}: no window of {window} rows labelled normal to calibrate with")
     return w
 
 
@@ -186,7 +186,10 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         except Exception as e:
             raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({cause(e)})") from None
     encoder, decoder = split(_for_inference(model), code_layer)
-    series = D.read_series(calibration)
+    series, *more = D.read_files(calibration)  # the first file's channels and rate are the export's
+    parts = [series, *(s.select(series.channels) for s in more)]
+    for s in more:
+        D.check_row_period(s.row_period(), series.row_period(), s.source)
     shape = encoder.input_shape[1:]
     if None in shape:
         raise EdgeaeError(f"{path}: input shape {shape} has a free size; the device needs a fixed window "
@@ -196,28 +199,26 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         raise EdgeaeError(f"{path}: a code of {code_size} values at '{code_layer}'; a packet carries at most {MAX_CODE}")
     n_in = int(np.prod(shape))
     if len(shape) > 1 and shape[-1] != len(series.channels):
-        raise EdgeaeError(f"{calibration}: {len(series.channels)} channels, the model's input {shape} takes {shape[-1]}")
+        raise EdgeaeError(f"{series.source}: {len(series.channels)} channels, the model's input {shape} takes {shape[-1]}")
     if n_in % len(series.channels):
-        raise EdgeaeError(
-            f"{calibration}: {len(series.channels)} channels do not divide the model's {n_in} inputs"
-        )
+        raise EdgeaeError(f"{series.source}: {len(series.channels)} channels do not divide the model's {n_in} inputs")
     window = n_in // len(series.channels)
     if normalization is not None:
         try:
             norm = D.Normalizer.from_dict(json.loads(existing_file(normalization, "normalization file").read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__}: {e})") from None
-        norm.check_channels(series.channels, str(calibration))
+        norm.check_channels(series.channels, series.source)
     else:
         norm = D.Normalizer.identity(series.channels)
     hop = max(1, window // 4)
-    rep = D.to_input(_normal_windows(calibration, series, norm, window, hop), shape)
+    rep = D.to_input(_normal_windows(calibration, parts, norm, window, hop), shape)
     sample = np.random.default_rng(0).permutation(len(rep))
     margin = Recipe().export.input_margin
     return dict(
         name=path.stem, encoder=encoder, decoder=decoder, normalizer=norm, window=window, hop=hop,
         representative=with_margin(rep[np.sort(sample[:256])], margin), reference=rep[np.sort(sample[:REFERENCE_WINDOWS])],
-        recipe=None, fingerprint=series.fingerprint(), pruning=None, row_period=series.row_period(),
+        recipe=None, fingerprint=D.fingerprint(parts), pruning=None, row_period=series.row_period(),
     )  # fmt: skip
 
 

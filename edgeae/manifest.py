@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Normalizer, Series, check_row_period, read_series
+from .data import Normalizer, Series, read_recordings
 from .errors import EdgeaeError
 
 FORMAT_VERSION = 1
@@ -167,13 +167,12 @@ class Export:
         None when it had none."""
         return self.manifest["window"].get("row_period_s")
 
-    def read_series(self, data: str | Path) -> Series:
-        """A recording for this export: read with its recipe's label and time columns, its channels
-        selected, its rows at the training data's rate (`check_row_period`)."""
+    def read_files(self, data, progress: bool = False) -> list[Series]:
+        """The recordings `data` names (a file, a folder of them, or a list of those: `read_files`)
+        for this export: each read with its recipe's label and time columns, its channels selected,
+        its rows at the training data's rate (`check_row_period`)."""
         columns = (self.manifest.get("recipe") or {}).get("data", {})
-        series = read_series(data, label=columns.get("label"), time=columns.get("time")).select(self.channels)
-        check_row_period(series.row_period(), self.row_period, str(data))
-        return series
+        return read_recordings(data, self.channels, self.row_period, columns.get("label"), columns.get("time"), progress)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(windows, float codes, float reconstruction errors) recorded at export."""

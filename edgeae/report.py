@@ -236,24 +236,26 @@ def _worst_figure(plt, m: dict, det: dict):
 
 
 def _code_space_figure(plt, m: dict, sc: dict, det: dict):
-    """The int8 codes on their first two principal components, per file where each file has its own model."""
-    shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int))
+    """The int8 codes on their first two principal components, per file where each file has its own
+    model (protocols), else of all files in one (one export)."""
+    per_file = len(m["parts"]) > 1 and m["protocol"] != "export"
+    shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int)) if per_file else [None]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
     for ax, k in zip(axes[0], shown):
-        mine = sc["part_index"] == k
+        mine = sc["part_index"] == k if per_file else slice(None)
         codes, cl = det["codes"][mine], det["code_labels"][mine].astype(bool)
         centred = codes - codes.mean(axis=0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
         ax.scatter(*proj[~cl].T, s=4, alpha=0.5, label="normal")
         ax.scatter(*proj[cl].T, s=4, alpha=0.5, color="tab:red", label="anomalous")
-        of = f" of {m['parts'][k]}" if len(m["parts"]) > 1 else ""
+        of = f" of {m['parts'][k]}" if per_file else ""
         ax.set(xlabel="code PC 1 (code units)", ylabel="code PC 2 (code units)", title=f"Code space, test windows{of}")
         ax.legend(fontsize=8)
     fig.tight_layout()
     return ("code_space", "The int8 codes projected on their first two principal components, coloured by label"
             + (f"; each file has its own model, so {len(shown)} of the {len(m['parts'])} files, each in its own projection"
-               if len(m["parts"]) > 1 else ""), fig)  # fmt: skip
+               if per_file else ""), fig)  # fmt: skip
 
 
 def _quant_error_figure(plt, m: dict, det: dict):

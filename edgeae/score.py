@@ -210,8 +210,9 @@ def calibrate(
     train_rows: tuple[int, int] | None = None,
     f1: bool = False,
 ) -> tuple[AnomalyScorer, dict]:
-    """Fit a scorer on the normal windows of `data` (the row range, else the rows labelled 0,
-    else all), optionally move its threshold to the F1 optimum, and save it in the export."""
+    """Fit a scorer on the normal windows of `data` (a file, a folder of them, or a list of those;
+    of each: the row range, else the rows labelled 0, else all), optionally move its threshold to
+    the F1 optimum, and save it in the export."""
     from . import data as D
     from .manifest import Export
     from .pipeline import Pipeline
@@ -220,31 +221,35 @@ def calibrate(
         raise EdgeaeError(f"the host's scorer reads packets, so its mode is one of {', '.join(HOST_MODES)}; got {mode!r}")
     ex = Export.open(export_dir)
     pipe = Pipeline(ex)
-    series = ex.read_series(data)
-    windows = pipe.norm.windows(series, ex.window, ex.hop)
-    labels = D.window_labels(series, ex.window, ex.hop)
+    files, source = ex.read_files(data), D.names(data)
+    each = lambda f: np.concatenate([f(s) for s in files])  # noqa: E731  (per file, no window spans two)
+    windows = each(lambda s: pipe.norm.windows(s, ex.window, ex.hop))
+    unlabelled = [s.source for s in files if s.labels is None]
+    labels = None if unlabelled else each(lambda s: D.window_labels(s, ex.window, ex.hop))
+    labelled_normal = each(lambda s: D.normal_windows_mask(s, ex.window, ex.hop))
     if train_rows is not None:
-        normal = D.rows_windows_mask(series, ex.window, ex.hop, train_rows)
-        where = f"rows {train_rows[0]}:{train_rows[1]}"
+        normal = each(lambda s: D.rows_windows_mask(s, ex.window, ex.hop, train_rows))
+        where = f"rows {train_rows[0]}:{train_rows[1]}" + (" of each file" if len(files) > 1 else "")
     else:
-        normal = D.normal_windows_mask(series, ex.window, ex.hop)
-        where = "rows labelled normal" if series.labels is not None else "every row (no labels)"
+        normal = labelled_normal
+        where = ("every row (no labels)" if len(unlabelled) == len(files) else "rows labelled normal"
+                 + (" (every row of a file without labels)" if unlabelled else ""))  # fmt: skip
     if normal.sum() < 2:
-        raise EdgeaeError(f"{data}: {int(normal.sum())} windows of {ex.window} rows in {where} "
-                          f"({len(series)} rows in all); need at least 2 to fit a scorer")  # fmt: skip
+        raise EdgeaeError(f"{source}: {int(normal.sum())} windows of {ex.window} rows in {where} "
+                          f"({sum(map(len, files))} rows in all); need at least 2 to fit a scorer")  # fmt: skip
     # rows given that hold a labelled fault: fitted as normal, they raise the threshold to the fault's scores
-    faulty = 0 if train_rows is None or series.labels is None else int((normal & ~D.normal_windows_mask(series, ex.window, ex.hop)).sum())
+    faulty = int((normal & ~labelled_normal).sum())
     features = pipe.offline_features(windows)
     scorer = AnomalyScorer(mode, rule, q).fit(features.subset(normal))
     if f1:
         if labels is None:
-            raise EdgeaeError(f"{data}: --f1 needs labelled data")
+            raise EdgeaeError(f"{unlabelled[0]}: --f1 needs labelled data")
         scorer.fit_f1(features, labels)
     why = "its normal windows are rougher than the export's calibration set: export again with calibration data from this machine"
     if faulty:
         why = (f"{faulty} of the {int(normal.sum())} windows of {where} hold rows labelled anomalous: fit on rows without faults, "
                "or leave --train-rows out to fit on the rows labelled normal")  # fmt: skip
-    check_flaggable(scorer, pipe, scorer.threshold_, f"{data}: the threshold by the {scorer.rule} rule", why)
+    check_flaggable(scorer, pipe, scorer.threshold_, f"{source}: the threshold by the {scorer.rule} rule", why)
     try:
         before = load(ex.path, ex.model_id, ex.manifest["code_size"])
     except EdgeaeError:  # damaged, or another export's: nothing of it to carry over

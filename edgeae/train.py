@@ -19,7 +19,6 @@ A run directory (written atomically) holds:
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -45,12 +44,9 @@ def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
 def load_files(recipe: Recipe, data, progress: bool = False) -> list[D.Series]:
     """The recipe's channels of each file `data` names (a file or a folder of them, or a list of
     those; or an in-memory series), each file with the first one's channels, in its order."""
-    from tqdm.auto import tqdm
-
     if isinstance(data, D.Series):
         return [load_data(recipe, data)]
-    files = D.data_files([data] if isinstance(data, (str, Path)) else data)
-    parts = [load_data(recipe, f) for f in tqdm(files, desc="reading", unit="file", disable=None if progress and len(files) > 1 else True)]
+    parts = D.read_files(data, lambda f: load_data(recipe, f), progress)
     return [parts[0], *(p.select(parts[0].channels) for p in parts[1:])]
 
 
@@ -180,7 +176,7 @@ def train(
         labelled = [p.labels for p in parts if p.labels is not None]
         write_json(tmp / "data.json", {
             "source": _sources(parts), "files": len(parts), "rows": sum(map(len, parts)),
-            "fingerprint": parts[0].fingerprint() if len(parts) == 1 else hashlib.sha256("".join(p.fingerprint() for p in parts).encode()).hexdigest(),
+            "fingerprint": D.fingerprint(parts),
             "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, channels),
             "channels": channels, "train_rows": list(rows) if rows else None,
             "anomalous_train_rows": sum(int(lab[slice(*rows)].sum()) for lab in labelled) if rows and labelled else None,

@@ -14,12 +14,12 @@
 4. The device model (code + residual byte, what a packet carries) in LiteRT and in TFLite Micro:
    its code must be the encoder's within one step (the host decodes packets with the encoder's
    constants), and its residual byte must stay close to the float model's reconstruction error.
-5. With data of the user's own (`--data`), the same fidelity on its windows (the normal ones, when
-   it is labelled; every one, when not): the int8 code's SQNR and the change of reconstruction
-   error, under the same floors, and how many windows lie beyond the int8 input's range (the
-   device clips them: the export was calibrated on other data). With labels, also the anomaly
-   ROC-AUC of the float and the int8 path (score = per-window reconstruction error through the
-   exported decoder).
+5. With data of the user's own (`--data`: a recording, a folder of them, or several), the same
+   fidelity on its windows (the normal ones, when it is labelled; every one, when not): the int8
+   code's SQNR and the change of reconstruction error, under the same floors, and how many windows
+   lie beyond the int8 input's range (the device clips them: the export was calibrated on other
+   data). With labels, also the anomaly ROC-AUC of the float and the int8 path (score =
+   per-window reconstruction error through the exported decoder).
 
 Each figure has a floor; `Report.passed` is False when one is missed.
 """
@@ -142,7 +142,7 @@ class Report:
 
 def verify(
     export_dir: str | Path,
-    data: str | Path | None = None,
+    data: str | Path | list | None = None,
     floors: Floors | None = None,
     arena_bytes: int = DEFAULT_ARENA_BYTES,
 ) -> Report:
@@ -220,20 +220,22 @@ def verify(
     return report
 
 
-def _measure_data(report: Report, pipe: Pipeline, data: str | Path) -> None:
-    """Fidelity on the normal windows of `data` (every window, without labels), and ROC-AUC when
-    it has both kinds."""
+def _measure_data(report: Report, pipe: Pipeline, data) -> None:
+    """Fidelity on the normal windows of `data` (a file, a folder of them, or a list of those;
+    every window of a file without labels), and ROC-AUC when it has both kinds."""
     ex = pipe.export
-    series = ex.read_series(data)
-    windows = pipe.norm.windows(series, ex.window, ex.hop)
-    labels = np.zeros(len(windows), bool) if series.labels is None else D.window_labels(series, ex.window, ex.hop).astype(bool)
+    files = ex.read_files(data)
+    per_file = [pipe.norm.windows(s, ex.window, ex.hop) for s in files]
+    windows = np.concatenate(per_file)
+    labels = np.concatenate([np.zeros(len(w), bool) if s.labels is None else D.window_labels(s, ex.window, ex.hop).astype(bool)
+                             for s, w in zip(files, per_file)])  # fmt: skip
     if labels.all():
-        raise EdgeaeError(f"{data}: every window is labelled anomalous; verify --data measures fidelity on normal ones")
+        raise EdgeaeError(f"{D.names(data)}: every window is labelled anomalous; verify --data measures fidelity on normal ones")
     float_codes, int8_codes = pipe.float_codes(windows), pipe.dequantized_codes(windows)
     error_float, error_int8 = pipe.scores(windows, float_codes), pipe.scores(windows, int8_codes)
     normal = ~labels
-    report.data, report.data_windows = str(data), len(windows)
-    report.anomalous_windows = None if series.labels is None else int(labels.sum())
+    report.data, report.data_windows = D.names(data), len(windows)
+    report.anomalous_windows = None if all(s.labels is None for s in files) else int(labels.sum())
     report.data_code_sqnr_db = sqnr_db(float_codes[normal], int8_codes[normal])
     report.data_code_in_range = float(pipe.code_in_range(float_codes[normal]).mean())
     report.data_input_clipped = float(pipe.input_clipped(windows[normal]).mean())

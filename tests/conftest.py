@@ -49,6 +49,18 @@ def sim_test(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sim_test_files(sim_test) -> Path:
+    """sim_test as a logger's two files in a folder: a.npz its rows 0:30000 (two faults), b.npz
+    the rest (normal rows, then two more faults)."""
+    from edgeae.data import read_series
+
+    s, folder = read_series(sim_test), sim_test.parent / "test_files"
+    folder.mkdir()
+    save_npz(folder / "a.npz", s.rows(0, 30_000)), save_npz(folder / "b.npz", s.rows(30_000, None))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def small_run(tmp_path_factory, sim_train) -> Path:
     from edgeae.train import train
 

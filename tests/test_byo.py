@@ -58,6 +58,28 @@ def test_own_model_is_calibrated_on_the_windows_labelled_normal(tmp_path):
     assert (outs[0] / "encoder_int8.tflite").read_bytes() == (outs[1] / "encoder_int8.tflite").read_bytes()
 
 
+def test_own_model_calibrated_on_several_files(tmp_path):
+    """--calibration again for more (it took one file): the first file's channels and rate are the
+    export's, a later file's columns are taken in its order, one at another rate is refused, and
+    the fingerprint is of all of them."""
+    from edgeae import data as D
+    from edgeae.export import export
+    from edgeae.manifest import Export
+
+    _sequential_ae().save(tmp_path / "ae.keras")
+    s = simulate.machine(seconds=10, seed=3)
+    a = tmp_path / "a.npz"
+    simulate.save(s.rows(0, 3000), a, start=0)
+    b = save_npz(tmp_path / "b.npz", s.rows(3000, 6000).select(simulate.CHANNELS[::-1]))
+    ex = Export.open(export(tmp_path / "ae.keras", tmp_path / "dist", code_layer="bottleneck", calibration=[a, b]))
+    assert ex.channels == simulate.CHANNELS and ex.row_period == 0.001
+    assert ex.manifest["training_data_fingerprint"] == D.fingerprint([D.read_series(a), D.read_series(b).select(simulate.CHANNELS)])
+    c = tmp_path / "c.npz"
+    simulate.save(s.rows(6000, 9000), c, start=0, fs=500.0)
+    with pytest.raises(EdgeaeError, match=r"c.npz: rows 0.002 s apart \(500 Hz\), the export's were 0.001 s apart"):
+        export(tmp_path / "ae.keras", tmp_path / "x", code_layer="bottleneck", calibration=[a, c])
+
+
 def test_cli_export_of_own_model_says_what_window_it_took(tmp_path, calib):
     """The window length comes from the model's input size over the calibration data's channels,
     and without --normalization the model gets unscaled values: the CLI says both."""

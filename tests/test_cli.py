@@ -67,6 +67,22 @@ def test_verify_runs_without_tensorflow(small_export, sim_test):
     assert report["passed"] and report["auc_int8"] > 0.8
 
 
+def test_verify_over_several_files(small_export, sim_test_files):
+    """--data a folder, or again for more (it took one file): every file's windows, none across two."""
+    from edgeae import data as D
+    from edgeae.manifest import Export
+
+    ex = Export.open(small_export)
+    files = [D.read_series(sim_test_files / n) for n in ("a.npz", "b.npz")]
+    for data in ([sim_test_files], [sim_test_files / "a.npz", "--data", sim_test_files / "b.npz"]):
+        proc = edgeae("verify", small_export, "--data", *data, "--json", no_tf=True)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["data_windows"] == sum(len(D.windows(s, ex.window, ex.hop)) for s in files)
+        assert report["anomalous_windows"] == sum(D.window_labels(s, ex.window, ex.hop).sum() for s in files)
+        assert report["passed"] and report["auc_int8"] > 0.8
+
+
 def test_train_without_tensorflow_says_what_to_install(tmp_path, sim_train):
     proc = edgeae("train", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--out", tmp_path / "r", no_tf=True)
     assert_one_line_error(proc, "needs the training extra")

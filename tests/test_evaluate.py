@@ -175,6 +175,55 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     assert f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range" in proc.stdout
 
 
+def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_path):
+    """A folder of labelled recordings, or --data again (it took one file): each file windowed on
+    its own, its rows before its first anomaly fit, and, as one export is deployed, one threshold
+    per detector from all the files' training windows; the codes in one projection."""
+    from edgeae import data as D
+    from edgeae.manifest import Export
+    from edgeae.pipeline import Pipeline
+    from edgeae.protocols import ucl
+    from edgeae.report import _figures, _read
+
+    ex = Export.open(small_export)
+    files = [D.read_series(sim_test_files / n) for n in ("a.npz", "b.npz")]
+    proc = edgeae("eval", small_export, "--data", sim_test_files, "--out", tmp_path / "e", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files) and m["groups"] is None
+    train = [D.rows_windows_mask(s, ex.window, ex.hop, (0, int(np.argmax(s.labels)))) for s in files]
+    assert m["windows"]["train"] == sum(t.sum() for t in train)
+    assert m["windows"]["train"] + m["windows"]["test"] == sum(map(len, train))  # no window across the two
+    errors = [Pipeline(ex).offline_features(ex.normalizer.windows(s, ex.window, ex.hop)).error for s in files]
+    limit = ucl(np.concatenate([e[t] for e, t in zip(errors, train)]))
+    scores = np.load(tmp_path / "e" / "scores.npz")
+    assert np.allclose(scores["int8"], np.concatenate([e[~t] for e, t in zip(errors, train)]) / limit)
+    (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "code_space"]
+    assert len(fig.axes) == 1
+
+
+def test_eval_an_export_over_files_of_two_folders(small_export, sim_test_files, tmp_path):
+    """A file without a fault fits whole; files of two folders are named with their folder, the
+    report's subsets; a file without labels is named; a protocol reads one --data."""
+    from conftest import save_npz
+    from edgeae import simulate
+
+    healthy = save_npz(tmp_path / "healthy.npz", simulate.machine(seconds=5, seed=2, schedule=[]))
+    proc = edgeae("eval", small_export, "--data", healthy, "--data", sim_test_files / "b.npz", "--out", tmp_path / "e")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["parts"] == [f"{tmp_path.name}/healthy.npz", "test_files/b.npz"]
+    assert set(m["groups"]) == {tmp_path.name, "test_files"}
+    assert m["windows"]["train"] == (5000 - 32) // 8 + 1 + (1250 - 32) // 8 + 1
+    s = simulate.machine(seconds=5, seed=2)
+    unlabelled = save_npz(tmp_path / "u.npz", type(s)(s.values, s.channels))
+    assert_one_line_error(edgeae("eval", small_export, "--data", sim_test_files, "--data", unlabelled, "--out", tmp_path / "x"),
+                          "u.npz: eval needs a label column")  # fmt: skip
+    assert_one_line_error(edgeae("eval", "--protocol", "generic", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", healthy,
+                                 "--data", unlabelled, "--out", tmp_path / "x"), "--protocol reads one --data")  # fmt: skip
+    assert not (tmp_path / "x").exists()
+
+
 def test_score_over_time_of_one_recording_is_drawn_on_its_clock(small_export, sim_test, tmp_path):
     """The score-over-time plot's axis was the test window's index, even for one recording with
     a time column: a user could not tell when the alarms were. One recording now brings its
@@ -583,6 +632,7 @@ def test_the_protocols_seed_also_seeds_isolation_forest(monkeypatch, sim_train, 
 
     monkeypatch.setattr(evaluate, "_pipes", lambda *a, **k: {"int8": None})
     monkeypatch.setattr(evaluate, "_part", lambda *a, **k: None)
+    monkeypatch.setattr(evaluate, "_check_split", lambda *a: None)
     monkeypatch.setattr(evaluate, "score_part", record)
     r = small_recipe()
     r.data.train_rows, r.train.seed = [0, 20000], 7

@@ -86,6 +86,30 @@ def test_calibration_takes_only_the_windows_labelled_normal(small_run, tmp_path)
         export(small_run, tmp_path / "x", calibration=save_npz(tmp_path / "x.npz", s.rows(first, first + 600)))
 
 
+def test_calibration_from_several_files(small_run, tmp_path):
+    """--calibration a folder, or again for more (it took one file): the normal windows of each
+    file, none across two; a file unlike the others is named."""
+    from edgeae import data as D
+    from edgeae.export import _calibration_windows, export
+
+    s = simulate.machine(seconds=10, seed=5)
+    first = int(np.argmax(s.labels))
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    parts = [s.rows(0, first // 2), s.rows(first // 2, None)]
+    for name, part in zip("ab", parts):
+        save_npz(folder / f"{name}.npz", part)
+    norm = D.Normalizer.from_dict(json.loads((small_run / "normalization.json").read_text()))
+    w = _calibration_windows(folder, norm, 32, 8, (32, 4), limit=10**6, seed=0, row_period=None)
+    assert len(w) == sum(D.normal_windows_mask(p, 32, 8).sum() for p in parts)
+    out = export(small_run, tmp_path / "out", calibration=folder)
+    again = export(small_run, tmp_path / "again", calibration=[folder / "a.npz", folder / "b.npz"])
+    assert (out / "encoder_int8.tflite").read_bytes() == (again / "encoder_int8.tflite").read_bytes()
+    save_npz(folder / "c.npz", s.select(["vib_x", "vib_y"]))
+    with pytest.raises(EdgeaeError, match=r"c.npz: missing channel column\(s\) 'current', 'temperature'"):
+        export(small_run, tmp_path / "x", calibration=folder)
+
+
 def test_incomplete_run(tmp_path):
     from edgeae.export import export
 

@@ -206,3 +206,27 @@ def test_calibrate_refuses_a_mode_packets_cannot_feed(tmp_path, small_export, si
     with pytest.raises(EdgeaeError, match="its mode is one of residual, code, combined; got 'reconstruction'"):
         calibrate(small_export, sim_test, mode="reconstruction")
     assert not (small_export / "scorer.json").exists()
+
+
+def test_calibrate_over_several_files_fits_each_files_windows(tmp_path, small_export, sim_test_files):
+    """A folder of recordings, or --data again (it took one file): each file windowed on its own,
+    none across two; --train-rows picks those rows of each file."""
+    from test_cli import edgeae
+
+    from edgeae import data as D
+    from edgeae.manifest import Export
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    ex = Export.open(export)
+    files = [D.read_series(sim_test_files / n) for n in ("a.npz", "b.npz")]
+    proc = edgeae("calibrate", export, "--data", sim_test_files, no_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["fitted_on"] == "rows labelled normal"
+    assert report["normal_windows"] == sum(D.normal_windows_mask(s, ex.window, ex.hop).sum() for s in files)
+    proc = edgeae("calibrate", export, "--data", sim_test_files / "a.npz", "--data", sim_test_files / "b.npz", "--train-rows", "0:1000")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["fitted_on"] == "rows 0:1000 of each file"
+    assert report["normal_windows"] == 2 * D.rows_windows_mask(files[0], ex.window, ex.hop, (0, 1000)).sum()

@@ -317,9 +317,10 @@ def bootstrap_intervals(per_part: dict[str, list]) -> dict[str, dict]:
 def group_metrics(parts: list[Part], protocol: str) -> dict | None:
     """The detectors' figures on each subset of the parts (the folder before the "/" in a part's
     name: SKAB's valve1, valve2, other), to tell a result that holds across kinds of fault from one
-    carried by a subset. None for a single subset. Subsets in name order, as metrics.json keeps them."""
+    carried by a subset. None for a single subset. Subsets in name order, as metrics.json keeps them;
+    a part without test windows (a recording eval fitted on whole) in none."""
     groups: dict[str, list[Part]] = {}
-    for p in parts:
+    for p in (p for p in parts if not p.train_mask.all()):
         groups.setdefault(p.name.split("/")[0] if "/" in p.name else "", []).append(p)
     if len(groups) < 2:
         return None

@@ -203,18 +203,21 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
 
 
 def test_eval_an_export_over_files_of_two_folders(small_export, sim_test_files, tmp_path):
-    """A file without a fault fits whole; files of two folders are named with their folder, the
-    report's subsets; a file without labels is named; a protocol reads one --data."""
+    """A file without a fault fits whole; files of several folders are named with their folder,
+    the report's subsets (those with test windows: not the healthy file's); a file without labels
+    is named; a protocol reads one --data."""
     from conftest import save_npz
     from edgeae import simulate
 
     healthy = save_npz(tmp_path / "healthy.npz", simulate.machine(seconds=5, seed=2, schedule=[]))
-    proc = edgeae("eval", small_export, "--data", healthy, "--data", sim_test_files / "b.npz", "--out", tmp_path / "e")
+    (tmp_path / "more").mkdir()
+    shutil.copy(sim_test_files / "a.npz", tmp_path / "more")
+    proc = edgeae("eval", small_export, "--data", healthy, "--data", sim_test_files / "b.npz", "--data", tmp_path / "more", "--out", tmp_path / "e")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert m["parts"] == [f"{tmp_path.name}/healthy.npz", "test_files/b.npz"]
-    assert set(m["groups"]) == {tmp_path.name, "test_files"}
-    assert m["windows"]["train"] == (5000 - 32) // 8 + 1 + (1250 - 32) // 8 + 1
+    assert m["parts"] == [f"{tmp_path.name}/healthy.npz", "test_files/b.npz", "more/a.npz"]
+    assert list(m["groups"]) == ["more", "test_files"] and m["groups"]["more"]["files"] == 1
+    assert m["windows"]["train"] == (5000 - 32) // 8 + 1 + (1250 - 32) // 8 + 1 + (21250 - 32) // 8 + 1
     s = simulate.machine(seconds=5, seed=2)
     unlabelled = save_npz(tmp_path / "u.npz", type(s)(s.values, s.channels))
     assert_one_line_error(edgeae("eval", small_export, "--data", sim_test_files, "--data", unlabelled, "--out", tmp_path / "x"),

@@ -645,7 +645,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     for name, d in m["detectors"].items():
         best = evaluate.best_text(d["best_f1_within_far_budget"])
         click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
-    click.echo(f"thresholds: the UCL; iforest's own (anomaly score 0.5, as scikit-learn's predict)\n"
+    where = f", one over the {len(m['parts'])} files' training windows" if m["protocol"] == "export" and len(m["parts"]) > 1 else ""
+    click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)\n"
                f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
     if m.get("groups"):
         heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())

@@ -191,6 +191,7 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files) and m["groups"] is None
+    assert "thresholds: the UCL, one over the 2 files' training windows;" in proc.stdout
     train = [D.rows_windows_mask(s, ex.window, ex.hop, (0, int(np.argmax(s.labels)))) for s in files]
     assert m["windows"]["train"] == sum(t.sum() for t in train)
     assert m["windows"]["train"] + m["windows"]["test"] == sum(map(len, train))  # no window across the two

@@ -89,7 +89,7 @@ def demo(out, seconds):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
-    from .train import data_notes, kept_epoch, train as train_
+    from .train import data_notes, kept_epoch, model_notes, train as train_
 
     recipe = _load_recipe(recipe_path, seed)
     recipe.train.epochs = epochs or recipe.train.epochs
@@ -105,7 +105,7 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
-    for note in data_notes(info):
+    for note in model_notes(recipe, len(info["channels"])) + data_notes(info):
         click.echo(f"note: {note}")
     if (run / "pruning.json").is_file():
         p = json.loads((run / "pruning.json").read_text())

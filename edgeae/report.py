@@ -20,7 +20,8 @@ from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text
 from .fsutil import atomic_file
 from .metrics import segments, threshold_counts
-from .train import data_notes, kept_epoch
+from .recipe import from_dict
+from .train import data_notes, kept_epoch, model_notes
 
 NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
@@ -411,7 +412,7 @@ def _run_summary(run: dict) -> str:
     qat = history.get("qat")
     if qat and not qat.get("applied"):
         notes.append(f"Quantization-aware training not applied: {html.escape(qat['reason'])}.")
-    notes += [f"<b>Note:</b> {html.escape(n)}." for n in data_notes(d)]
+    notes += [f"<b>Note:</b> {html.escape(n)}." for n in model_notes(from_dict(r), len(d["channels"])) + data_notes(d)]
     m, period = r["model"], d.get("row_period_s")
     return (f"<h3>Training run</h3><p>Recipe <b>{html.escape(r['name'])}</b>: a {html.escape(m['kind'])} autoencoder, "
             f"{m['code_size']}-value code, windows of {r['data']['window']} rows (hop {r['data']['hop']}) over "

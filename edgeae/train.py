@@ -224,6 +224,19 @@ def data_notes(info: dict) -> list[str]:
     return notes
 
 
+def model_notes(recipe: Recipe, channels: int) -> list[str]:
+    """What the recipe's model is likely to get wrong on windows of `channels` channels: a plain
+    autoencoder whose code holds as many values as its window has no bottleneck; it can learn to
+    copy its input and then reconstructs a fault as well as normal operation (the default code of 8
+    over one channel's window of 8 does). Sparse and denoising variants may be overcomplete by design."""
+    m, values = recipe.model, recipe.data.window * channels
+    if m.code_size < values or m.sparse is not None or m.denoise is not None:
+        return []
+    return [f"the code holds {m.code_size} values for windows of {recipe.data.window} rows x {channels} channel{'s' * (channels > 1)} "
+            f"= {values} values: no bottleneck, so the model can learn to copy its input and reconstruct a fault as well as "
+            f"normal operation; give [model] code_size below {values}, or a longer [data] window"]  # fmt: skip
+
+
 def fit(model, phase: str, recipe: Recipe, x_train, x_val, epochs: int, callbacks: list, progress: bool = True) -> dict:
     """Fit the autoencoder `model` to reproduce its windows, one of training's phases (train,
     prune, qat), with a progress bar; returns its losses per epoch. A loss that turns NaN or inf

@@ -361,6 +361,30 @@ def test_the_note_on_constant_channels_counts_them():
     assert "current, temperature are constant" in two and "learns nothing of them, and once they move" in two  # was "of it"
 
 
+def test_training_says_when_the_code_is_no_bottleneck(tmp_path):
+    """A code as large as the window (the default code of 8 over one channel's window of 8) trained
+    without a word; a plain autoencoder can then copy its input and flag nothing."""
+    from conftest import small_recipe
+    from edgeae.recipe import Denoise
+    from edgeae.train import model_notes
+
+    r = small_recipe(code_size=8)
+    r.data.window = 8
+    (note,) = model_notes(r, 1)
+    assert "the code holds 8 values for windows of 8 rows x 1 channel = 8 values: no bottleneck" in note
+    assert model_notes(r, 2) == []
+    r.model.denoise = Denoise()
+    assert model_notes(r, 1) == []  # overcomplete by design
+    s = simulate.machine(seconds=3, seed=0).select(["temperature"])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "t"\n[model]\nkind = "dense"\nhidden = [8]\n[data]\nwindow = 8\nhop = 4\n[train]\nepochs = 1\n')
+    proc = edgeae("train", "--recipe", recipe, "--data", save_npz(tmp_path / "t.npz", s), "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: the code holds 8 values for windows of 8 rows x 1 channel = 8 values: no bottleneck" in proc.stdout
+    assert edgeae("report", tmp_path / "run").returncode == 0  # the run's page says it too
+    assert "<b>Note:</b> the code holds 8 values" in (tmp_path / "run" / "report.html").read_text()
+
+
 def test_training_says_when_it_cannot_read_the_time_column(tmp_path):
     """US-style dates: the run kept no rate, and nothing said so (rates are checked against it)."""
     s = simulate.machine(seconds=3, seed=0)

@@ -197,8 +197,13 @@ def read_recordings(paths, channels: list[str], row_period: float | None, label:
     return read_files(paths, read, progress)
 
 
+def in_first_channels(parts: list[Series]) -> list[Series]:
+    """Each series with the first one's channels, in its order (a later file missing one is refused)."""
+    return [parts[0], *(p.select(parts[0].channels) for p in parts[1:])]
+
+
 def names(paths) -> str:
-    """The data `paths` as the user gave them, for messages and reports."""
+    """The data `paths` as the user gave them (or the files' names), for messages and reports."""
     return ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
 
 

@@ -470,7 +470,7 @@ def _train_rows(parts: list[D.Series], rows) -> list[tuple[int, int]]:
             if len(parts) == 1:
                 raise EdgeaeError(f"{parts[0].source}: no {what} rows outside the training rows {out[0][0]}:{out[0][1]} to test against")
             given = f"rows {rows[0]}:{rows[1]}" if rows else "the rows before its first anomaly"
-            raise EdgeaeError(f"{', '.join(s.source for s in parts)}: no {what} rows outside each file's training rows ({given}) "
+            raise EdgeaeError(f"{D.names(s.source for s in parts)}: no {what} rows outside each file's training rows ({given}) "
                               "to test against")  # fmt: skip
     return out
 

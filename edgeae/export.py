@@ -186,9 +186,9 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
         except Exception as e:
             raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({cause(e)})") from None
     encoder, decoder = split(_for_inference(model), code_layer)
-    series, *more = D.read_files(calibration)  # the first file's channels and rate are the export's
-    parts = [series, *(s.select(series.channels) for s in more)]
-    for s in more:
+    parts = D.in_first_channels(D.read_files(calibration))  # the first file's channels and rate are the export's
+    series = parts[0]
+    for s in parts[1:]:
         D.check_row_period(s.row_period(), series.row_period(), s.source)
     shape = encoder.input_shape[1:]
     if None in shape:

@@ -46,8 +46,7 @@ def load_files(recipe: Recipe, data, progress: bool = False) -> list[D.Series]:
     those; or an in-memory series), each file with the first one's channels, in its order."""
     if isinstance(data, D.Series):
         return [load_data(recipe, data)]
-    parts = D.read_files(data, lambda f: load_data(recipe, f), progress)
-    return [parts[0], *(p.select(parts[0].channels) for p in parts[1:])]
+    return D.in_first_channels(D.read_files(data, lambda f: load_data(recipe, f), progress))
 
 
 def training_windows(recipe: Recipe, parts: list[D.Series], train_rows: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -68,12 +67,8 @@ def training_windows(recipe: Recipe, parts: list[D.Series], train_rows: tuple[in
         w = D.windows(series, d.window, d.hop)
         out.append(w if rows is not None else w[D.normal_windows_mask(series, d.window, d.hop)])
     if (total := sum(map(len, out))) < MIN_TRAIN_WINDOWS:
-        raise EdgeaeError(f"{_sources(parts)}: only {total} normal training windows of {d.window} rows; need at least {MIN_TRAIN_WINDOWS}")
+        raise EdgeaeError(f"{D.names(p.source for p in parts)}: only {total} normal training windows of {d.window} rows; need at least {MIN_TRAIN_WINDOWS}")
     return out
-
-
-def _sources(parts: list[D.Series]) -> str:
-    return ", ".join(p.source for p in parts)
 
 
 def _time_info(parts: list[D.Series]) -> tuple[dict | None, str | None]:
@@ -175,7 +170,7 @@ def train(
         write_json(tmp / "history.json", history)
         labelled = [p.labels for p in parts if p.labels is not None]
         write_json(tmp / "data.json", {
-            "source": _sources(parts), "files": len(parts), "rows": sum(map(len, parts)),
+            "source": D.names(p.source for p in parts), "files": len(parts), "rows": sum(map(len, parts)),
             "fingerprint": D.fingerprint(parts),
             "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, channels),
             "channels": channels, "train_rows": list(rows) if rows else None,

@@ -375,8 +375,6 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
         raise EdgeaeError("--key must be hexadecimal") from None
     if key_bytes == b"":  # an unset variable in --key "$KEY" would otherwise send untagged packets without a word
         raise EdgeaeError("--key is empty: give the sensor's hex key, or leave --key out to send untagged packets")
-    if key_bytes is not None:
-        wire.check_key(key_bytes, "--key")
     if start_seq is not None and seq_file and Path(seq_file).exists():
         raise EdgeaeError(f"give --start-seq or --seq-file, not both: {seq_file} holds the next sequence number")
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq or 0, seq_file)

@@ -108,6 +108,8 @@ class Encoder:
             D.check_row_period(period, self.ex.row_period, f"--period {period}")
         if not 0 <= start_seq < 2**32:
             raise EdgeaeError(f"--start-seq must be 0..2^32-1 (the packet's uint32 counter), got {start_seq}")
+        if key is not None:
+            wire.check_key(key, "--key")
 
     def packets(self, windows: Iterable[tuple[int, np.ndarray]], size: int = BATCH, times=None,
                 every: float | None = None) -> Iterator[bytes]:  # fmt: skip

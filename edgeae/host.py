@@ -57,7 +57,7 @@ class Host:
         self.export = Export.open(export_dir)
         self.pipe = Pipeline(self.export)
         self.model_id = self.export.model_id
-        self.keys = keys
+        self.keys = None if keys is None else {s: wire.check_key(k, f"sensor {s}'s key") for s, k in keys.items()}
         self.scorer = load_scorer(self.export.path, self.model_id, self.export.manifest["code_size"]) or default_scorer(self.pipe)
         if self.scorer.mode not in HOST_MODES:
             raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "

@@ -1193,6 +1193,21 @@ def test_bad_keys_files(tmp_path, text, message):
     assert message in str(e.value)
 
 
+def test_python_api_refuses_short_keys(small_export):
+    """The CLI refused a key shorter than 16 bytes; `Host`, `Hosts`, `Server` and `Encoder` took one
+    from a gateway's own code, and a key of a few bytes is found by trying every one."""
+    from edgeae.device import Encoder
+    from edgeae.host import Host, Hosts
+
+    for make in (lambda k: Host(small_export, k), lambda k: Hosts([small_export], k)):
+        with pytest.raises(EdgeaeError, match="sensor 3's key is 4 byte"):
+            make({1: b"k" * 16, 3: b"abcd"})
+        assert make({1: b"k" * 16}).keys == {1: b"k" * 16}
+    with pytest.raises(EdgeaeError, match="--key is 8 byte"):
+        Encoder(small_export, 1, b"k" * 8)
+    assert Encoder(small_export, 1, b"k" * 16).key == b"k" * 16
+
+
 def test_host_reads_packets_as_serve_stores_them(tmp_path, small_export, streams):
     """The host half as a Python API, for a gateway that sends readings elsewhere than serve's
     database: `Host` gives the scores, flags and reconstruction RMS serve stores, with TensorFlow

@@ -609,6 +609,17 @@ def archive(db, before, out):
         click.echo(json.dumps(report, indent=2))
 
 
+def _protocol_data(protocol: str, data: tuple, files: int | None):
+    """`--data` as the protocol reads it: generic, every path given; SKAB's and NAB's, their folder."""
+    if files is not None and protocol != "skab":
+        raise EdgeaeError("--files is for --protocol skab (the first N of its files)")
+    if protocol == "generic":
+        return data
+    if len(data) > 1:
+        raise EdgeaeError(f"--protocol {protocol} reads one --data: the {protocol.upper()} folder")
+    return data[0]
+
+
 @main.command(name="eval")
 @click.argument("export_dir", required=False, type=click.Path())
 @click.option("--data", required=True, multiple=True, type=click.Path(),
@@ -618,7 +629,8 @@ def archive(db, before, out):
 @click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol.")
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
-@click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on (default: before its first anomaly).")
+@click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
+                                   "model too (default: the recipe's train_rows there, else the rows before each file's first anomaly).")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, seed, quiet):
@@ -628,9 +640,11 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     if protocol:
         if export_dir or not recipe_path:
             raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
-        if len(data) > 1:
-            raise EdgeaeError("--protocol reads one --data: the SKAB or NAB folder, or one labelled file")
-        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), data[0], out, sparsity=sparsity, files=files, progress=not quiet)
+        if protocol != "generic" and train_rows:
+            raise EdgeaeError(f"--train-rows is for an export or --protocol generic: {protocol}'s training rows are the protocol's or the recipe's")
+        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out,
+                                       sparsity=sparsity, files=files, progress=not quiet,
+                                       train_rows=_parse_rows(train_rows) if train_rows else None)  # fmt: skip
     elif seed is not None:
         raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
@@ -643,7 +657,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     for name, d in m["detectors"].items():
         best = evaluate.best_text(d["best_f1_within_far_budget"])
         click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
-    where = f", one over the {len(m['parts'])} files' training windows" if m["protocol"] == "export" and len(m["parts"]) > 1 else ""
+    where = f", one over the {len(m['parts'])} files' training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else ""
     click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)\n"
                f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
     if m.get("groups"):
@@ -676,7 +690,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 
 @main.command()
 @click.option("--recipe", "recipe_path", required=True, type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Labelled data file, or the SKAB folder with --protocol skab.")
+@click.option("--data", required=True, multiple=True, type=click.Path(),
+              help="Labelled data: a CSV / .npz file or a folder of them (again for more; one model over them), or the SKAB folder with --protocol skab.")
 @click.option("--code-sizes", default="2,4,8,16,32", show_default=True)
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
 @click.option("--files", type=int, help="SKAB: only the first N files.")
@@ -689,7 +704,7 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     sizes = _positive_ints(code_sizes, "--code-sizes")
     if max(sizes) > wire.MAX_CODE:
         raise EdgeaeError(f"--code-sizes: {max(sizes)} is more than the {wire.MAX_CODE} values a packet carries")
-    rd = evaluate.sweep(_load_recipe(recipe_path, seed), data, out, sizes, protocol, files)
+    rd = evaluate.sweep(_load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip

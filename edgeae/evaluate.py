@@ -19,9 +19,10 @@ of the detector's scores on the training windows), except Isolation Forest's (be
 
 Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
 windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
-its labelled anomaly windows, train on the recipe's rows), `generic` (train on the given rows,
-test on the rest, window labels = last row). `evaluate_export` scores an existing export, on one
-file or several (then with one threshold per detector, fitted on all their training windows).
+its labelled anomaly windows, train on the recipe's rows), `generic` (one file or several: train
+one model on the given rows of each, test on the rest, window labels = last row). `evaluate_export`
+scores an existing export the same way. Over several files, one threshold per detector, fitted on
+all their training windows (`score_together`).
 
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 
@@ -58,7 +59,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,15 +183,15 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     return part
 
 
-def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int) -> list[Part]:
+def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> list[Part]:
     """`score_part` of the parts' windows as one set, its scores and extras split back per part,
     each part given the thresholds fitted on all their training windows: one export over several
     recordings, as it is deployed (one threshold per detector, one PCA, one forest)."""
     if len(parts) == 1:
-        return [score_part(parts[0], pipes, code_size)]
+        return [score_part(parts[0], pipes, code_size, seed)]
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
     whole = score_part(Part("", cat("windows"), cat("train_mask"), cat("window_labels"), cat("row_labels"), parts[0].window_hop),
-                       pipes, code_size)  # fmt: skip
+                       pipes, code_size, seed)  # fmt: skip
     limits = {name: whole.limit(name) for name in whole.scores}
     at = np.cumsum([len(p.windows) for p in parts])[:-1]
     at_test = np.cumsum([(~p.train_mask).sum() for p in parts])[:-1]
@@ -360,18 +361,25 @@ def reconstruction_metrics(parts: list[Part]) -> dict:
 # ---------------------------------------------------------------- protocols
 
 
-def _train_and_export(recipe, series, work: Path, train_rows, sparsity: float | None) -> Pipeline:
+def _train_and_export(recipe, files: list[D.Series], work: Path, rows: list[tuple[int, int]], sparsity: float | None) -> Pipeline:
+    """One model trained on rows [start, stop) of each file (each cut out, so no window spans
+    two files, and every window in them trains), pruned to `sparsity`, exported."""
+    import copy
+
     from .export import export
     from .train import train
 
-    run = train(recipe, series, work / "run", sparsity=sparsity, train_rows=train_rows, progress=False)
+    recipe = copy.deepcopy(recipe)
+    recipe.data.train_rows = None  # the files are cut to their training rows below
+    cut = [replace(s.rows(start, stop), labels=None) for s, (start, stop) in zip(files, rows)]
+    run = train(recipe, cut, work / "run", sparsity=sparsity, progress=False)
     return Pipeline(Export.open(export(run, work / "dist")))
 
 
-def _pipes(recipe, series, work, train_rows, sparsity) -> dict[str, Pipeline]:
-    pipes = {"int8": _train_and_export(recipe, series, work / "dense", train_rows, 0.0)}
+def _pipes(recipe, files, work, rows, sparsity) -> dict[str, Pipeline]:
+    pipes = {"int8": _train_and_export(recipe, files, work / "dense", rows, 0.0)}
     if sparsity:
-        pipes["int8_pruned"] = _train_and_export(recipe, series, work / "pruned", train_rows, sparsity)
+        pipes["int8_pruned"] = _train_and_export(recipe, files, work / "pruned", rows, sparsity)
     return pipes
 
 
@@ -383,13 +391,14 @@ def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
                 window_times=None if times is None else times[pipe.export.window - 1 :: hop][: len(w)])
 
 
-def _check_split(parts: list[Part], source: str, rows: tuple[int, int] | None) -> None:
-    """Refuse training rows (None: those before each file's first anomaly) that leave fewer than 2
-    windows to fit on, or none to test."""
+def _check_split(parts: list[Part], source: str, rows: list[tuple[int, int]], given: tuple[int, int] | None) -> None:
+    """Refuse training rows (`rows`, each part's: `given`, else those before its first anomaly)
+    that leave fewer than 2 windows to fit on, or none to test."""
     train, n = sum(int(p.train_mask.sum()) for p in parts), sum(len(p.windows) for p in parts)
     if train < 2 or train == n:
-        given = f"train rows {rows[0]}:{rows[1]}" if rows else "the rows before each file's first anomaly"
-        raise EdgeaeError(f"{source}: {given} leave {train} training and {n - train} test windows of {n}; need at least 2 and 1")
+        shown = given or (rows[0] if len(rows) == 1 else None)
+        what = f"train rows {shown[0]}:{shown[1]}" if shown else "the rows before each file's first anomaly"
+        raise EdgeaeError(f"{source}: {what} leave {train} training and {n - train} test windows of {n}; need at least 2 and 1")
 
 
 def nab_series(root: str | Path) -> D.Series:
@@ -411,40 +420,52 @@ def nab_series(root: str | Path) -> D.Series:
 
 
 def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, files: int | None = None,
-                      progress: bool = True) -> dict:  # fmt: skip
-    """Train (and prune), export and score as the protocol prescribes; write the output folder."""
+                      progress: bool = True, train_rows: tuple[int, int] | None = None) -> dict:  # fmt: skip
+    """Train (and prune), export and score as the protocol prescribes; write the output folder.
+    `generic` reads a labelled file, a folder of them or a list of those: one model fitted on the
+    training rows of each file (`train_rows`, else the recipe's, else those before its first
+    anomaly), scored with one threshold per detector fitted over all of them (`score_together`)."""
     from tqdm.auto import tqdm
 
+    from .train import load_data, load_files
+
     check_replaceable(out, METRICS)
-    data = Path(data)
-    parts = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if protocol == "skab":
-            paths = _skab_paths(data, files)
-            rows = (0, P.SKAB_TRAIN_ROWS)
-            for i, path in enumerate(tqdm(paths, desc="SKAB files", unit="file", disable=None if progress else True)):
-                from .train import load_data
-
+            parts, rows = [], [(0, P.SKAB_TRAIN_ROWS)]
+            for i, path in enumerate(tqdm(_skab_paths(Path(data), files), desc="SKAB files", unit="file", disable=None if progress else True)):
                 series = load_data(recipe, path)
-                pipes = _pipes(recipe, series, tmp / str(i), rows, sparsity)
-                part = _part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows)
-                _check_split([part], series.source, rows)
+                pipes = _pipes(recipe, [series], tmp / str(i), rows, sparsity)
+                part = _part(f"{path.parent.name}/{path.name}", series, pipes["int8"], 1, rows[0])
+                _check_split([part], series.source, rows, rows[0])
                 parts.append(score_part(part, pipes, recipe.model.code_size, recipe.train.seed))
         else:
-            series = nab_series(data if data.is_dir() else data.parent) if protocol == "nab" else None
-            if protocol == "generic":
-                from .train import load_data
-
-                series = load_data(recipe, data)
-                if series.labels is None:
-                    raise EdgeaeError(f"{data}: the generic protocol needs a label column")
-            (rows,) = _train_rows([series], recipe.data.train_rows)
+            if protocol == "nab":
+                series = [nab_series(Path(data) if Path(data).is_dir() else Path(data).parent)]
+            else:
+                series = _labelled(load_files(recipe, data, progress), "the generic protocol")
+            given = train_rows or recipe.data.train_rows
+            rows = _train_rows(series, given)
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
-            part = _part(data.name, series, pipes["int8"], recipe.data.hop, rows)
-            _check_split([part], series.source, rows)
-            parts.append(score_part(part, pipes, recipe.model.code_size, recipe.train.seed))
-        return _write(out, protocol, str(data), recipe.to_dict(), parts, pipes)
+            parts = [_part(name, s, pipes["int8"], recipe.data.hop, r) for name, s, r in zip(_part_names(series), series, rows)]
+            _check_split(parts, D.names(data), rows, given)
+            parts = score_together(parts, pipes, recipe.model.code_size, recipe.train.seed)
+        return _write(out, protocol, D.names(data), recipe.to_dict(), parts, pipes)
+
+
+def _labelled(files: list[D.Series], needs: str) -> list[D.Series]:
+    """`files`, each with a label column; else one line naming the first without, and what needs it."""
+    if unlabelled := next((s.source for s in files if s.labels is None), None):
+        raise EdgeaeError(f"{unlabelled}: {needs} needs a label column")
+    return files
+
+
+def _part_names(files: list[D.Series]) -> list[str]:
+    """Each file's name, with its folder when the files come from several: the report's subsets."""
+    paths = [Path(s.source) for s in files]
+    several_folders = len({p.parent for p in paths}) > 1
+    return [f"{p.parent.name}/{p.name}" if several_folders else p.name for p in paths]
 
 
 def _skab_paths(data: Path, files: int | None) -> list[Path]:
@@ -482,16 +503,11 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     threshold per detector from all their training windows (`score_together`)."""
     check_replaceable(out, METRICS)
     ex = Export.open(export_dir)
-    files = ex.read_files(data, progress)
-    if unlabelled := next((s.source for s in files if s.labels is None), None):
-        raise EdgeaeError(f"{unlabelled}: eval needs a label column")
+    files = _labelled(ex.read_files(data, progress), "eval")
     rows = _train_rows(files, train_rows)
     pipe = Pipeline(ex)
-    paths = [Path(s.source) for s in files]
-    several_folders = len({p.parent for p in paths}) > 1  # then each file is named with its folder: the report's subsets
-    names = [f"{p.parent.name}/{p.name}" if several_folders else p.name for p in paths]
-    parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(names, files, rows)]
-    _check_split(parts, D.names(data), rows[0] if len(files) == 1 else train_rows)
+    parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(_part_names(files), files, rows)]
+    _check_split(parts, D.names(data), rows, train_rows)
     parts = score_together(parts, {"int8": pipe}, ex.manifest["code_size"])
     return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe})
 
@@ -593,46 +609,46 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
           progress: bool = True) -> dict:  # fmt: skip
     """Rate-distortion: for each code size, bytes per window vs reconstruction SNR (normal test
     windows, all channels, normalized units) and vs ROC-AUC, for the int8 autoencoder and for PCA with
-    int8 codes of the same size, fitted on the same training windows. Writes rd.json."""
+    int8 codes of the same size, fitted on the same training windows. `generic` reads a labelled
+    file, a folder of them or a list of those, one model over them as `evaluate_protocol` fits it;
+    `skab`, one model per file. Writes rd.json."""
     import copy
 
     from tqdm.auto import tqdm
 
-    from .train import load_data
+    from .train import load_data, load_files
 
     check_replaceable(out, RD)
     recipes = [copy.deepcopy(recipe) for _ in code_sizes]
     for k, r in zip(code_sizes, recipes):  # every size checked before the first model trains
         r.model.code_size = k
         r.validate()
-    data = Path(data)
     if protocol == "skab":
-        datasets = [(p, (0, P.SKAB_TRAIN_ROWS), 1) for p in _skab_paths(data, files)]
+        given = (0, P.SKAB_TRAIN_ROWS)
+        datasets = [([load_data(recipe, p)], [given], 1) for p in _skab_paths(Path(data), files)]
     else:
-        series = load_data(recipe, data)
-        if series.labels is None:
-            raise EdgeaeError(f"{data}: the sweep needs a label column for ROC-AUC")
-        datasets = [(data, _train_rows([series], recipe.data.train_rows)[0], recipe.data.hop)]
-    result = {"code_sizes": list(code_sizes), "bytes_per_window": list(code_sizes), "protocol": protocol, "data": str(data),
+        series = _labelled(load_files(recipe, data), "the sweep (for ROC-AUC)")
+        given = recipe.data.train_rows
+        datasets = [(series, _train_rows(series, given), recipe.data.hop)]
+    result = {"code_sizes": list(code_sizes), "bytes_per_window": list(code_sizes), "protocol": protocol, "data": D.names(data),
               "autoencoder_int8": {"snr_db": [], "roc_auc": []}, "pca_int8": {"snr_db": [], "roc_auc": []}}  # fmt: skip
     steps = [(k, d) for k in code_sizes for d in datasets]
     bar = tqdm(total=len(steps), desc="sweep", unit="model", disable=None if progress else True)
     with tempfile.TemporaryDirectory() as tmp:
         for k, r in zip(code_sizes, recipes):
             x, ae, pca, y, ae_s, pca_s = [], [], [], [], [], []
-            for i, (path, rows, hop) in enumerate(datasets):
-                series = load_data(r, path)
+            for i, (series, rows, hop) in enumerate(datasets):
                 pipe = _train_and_export(r, series, Path(tmp) / f"{k}-{i}", rows, 0.0)
-                part = _part(str(path), series, pipe, hop, rows)
-                _check_split([part], series.source, rows)
-                w, tr = part.windows, part.train_mask
+                parts = [_part(s.source, s, pipe, hop, rr) for s, rr in zip(series, rows)]
+                _check_split(parts, D.names(s.source for s in series), rows, given)
+                w, tr, labels = (np.concatenate([getattr(p, a) for p in parts]) for a in ("windows", "train_mask", "window_labels"))
                 f = pipe.offline_features(w)
                 model = PCA(k).fit(w[tr])
                 rec_pca = _pca_int8_recon(model, w[tr], w)
                 e_pca = MT.reconstruction_error(w, rec_pca, pipe.power)
-                normal = ~tr & (part.window_labels == 0)
+                normal = ~tr & (labels == 0)
                 x.append(w[normal]), ae.append(pipe.reconstruct(f.code)[normal]), pca.append(rec_pca[normal])  # fmt: skip
-                y.append(part.window_labels[~tr])
+                y.append(labels[~tr])
                 ae_s.append(f.error[~tr] / P.ucl(f.error[tr]))
                 pca_s.append(e_pca[~tr] / P.ucl(e_pca[tr]))
                 bar.update(1)

@@ -238,8 +238,8 @@ def _worst_figure(plt, m: dict, det: dict):
 
 def _code_space_figure(plt, m: dict, sc: dict, det: dict):
     """The int8 codes on their first two principal components, per file where each file has its own
-    model (protocols), else of all files in one (one export)."""
-    per_file = len(m["parts"]) > 1 and m["protocol"] != "export"
+    model (SKAB's protocol), else of all files in one (one model over them)."""
+    per_file = len(m["parts"]) > 1 and m["protocol"] == "skab"
     shown = np.unique(np.linspace(0, len(m["parts"]) - 1, CODE_SPACE_PARTS).round().astype(int)) if per_file else [None]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 4.2), squeeze=False)
     for ax, k in zip(axes[0], shown):

@@ -43,9 +43,11 @@ def load_data(recipe: Recipe, data: str | Path | D.Series) -> D.Series:
 
 def load_files(recipe: Recipe, data, progress: bool = False) -> list[D.Series]:
     """The recipe's channels of each file `data` names (a file or a folder of them, or a list of
-    those; or an in-memory series), each file with the first one's channels, in its order."""
+    those; or in-memory series, one or a list), each file with the first one's channels, in its order."""
     if isinstance(data, D.Series):
-        return [load_data(recipe, data)]
+        data = [data]
+    if isinstance(data, list) and all(isinstance(s, D.Series) for s in data):
+        return D.in_first_channels([load_data(recipe, s) for s in data])
     return D.in_first_channels(D.read_files(data, lambda f: load_data(recipe, f), progress))
 
 
@@ -101,14 +103,14 @@ def _time_info(parts: list[D.Series]) -> tuple[dict | None, str | None]:
 
 def train(
     recipe: Recipe,
-    data: str | Path | D.Series,
+    data: str | Path | D.Series | list,
     out: str | Path,
     sparsity: float | None = None,
     train_rows: tuple[int, int] | None = None,
     progress: bool = True,
     qat: bool | None = None,
 ) -> Path:
-    """Train the recipe's autoencoder on `data` (a file, a folder of them, or a list of those: no
+    """Train the recipe's autoencoder on `data` (a file, a folder of them, a list of those, or series: no
     window spans two files, and each file's last windows validate), prune it and fine-tune it
     quantization-aware when asked, and write the run to `out`. Where QAT cannot apply,
     history.json says why."""

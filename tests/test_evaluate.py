@@ -206,7 +206,7 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
 def test_eval_an_export_over_files_of_two_folders(small_export, sim_test_files, tmp_path):
     """A file without a fault fits whole; files of several folders are named with their folder,
     the report's subsets (those with test windows: not the healthy file's); a file without labels
-    is named; a protocol reads one --data."""
+    is named; SKAB's and NAB's protocols read one --data, and keep their own training rows."""
     from conftest import save_npz
     from edgeae import simulate
 
@@ -224,8 +224,65 @@ def test_eval_an_export_over_files_of_two_folders(small_export, sim_test_files, 
     assert_one_line_error(edgeae("eval", small_export, "--data", sim_test_files, "--data", unlabelled, "--out", tmp_path / "x"),
                           "u.npz: eval needs a label column")  # fmt: skip
     assert_one_line_error(edgeae("eval", "--protocol", "generic", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", healthy,
-                                 "--data", unlabelled, "--out", tmp_path / "x"), "--protocol reads one --data")  # fmt: skip
+                                 "--data", unlabelled, "--out", tmp_path / "x"), "u.npz: the generic protocol needs a label column")  # fmt: skip
+    assert_one_line_error(edgeae("eval", "--protocol", "skab", "--recipe", ROOT / "models" / "skab.toml", "--data", healthy,
+                                 "--data", unlabelled, "--out", tmp_path / "x"), "--protocol skab reads one --data: the SKAB folder")  # fmt: skip
+    assert_one_line_error(edgeae("eval", "--protocol", "nab", "--recipe", ROOT / "models" / "nab.toml", "--data", healthy,
+                                 "--train-rows", "0:100", "--out", tmp_path / "x"), "--train-rows is for an export or --protocol generic")  # fmt: skip
+    assert_one_line_error(edgeae("sweep", "--protocol", "skab", "--recipe", ROOT / "models" / "skab.toml", "--data", healthy,
+                                 "--data", unlabelled, "--out", tmp_path / "x"), "--protocol skab reads one --data: the SKAB folder")  # fmt: skip
+    assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", healthy, "--files", "2",
+                                 "--out", tmp_path / "x"), "--files is for --protocol skab")  # fmt: skip
     assert not (tmp_path / "x").exists()
+
+
+def _spy_on_training(monkeypatch) -> list:
+    """The series each model of a protocol run trains on (a list per model)."""
+    import importlib
+
+    train = importlib.import_module("edgeae.train")  # the module: edgeae.train is also the package's function
+    seen, real = [], train.train
+    monkeypatch.setattr(train, "train", lambda recipe, data, *a, **k: seen.append(data) or real(recipe, data, *a, **k))
+    return seen
+
+
+def test_generic_protocol_and_sweep_over_several_files(monkeypatch, sim_test_files, tmp_path):
+    """`eval --protocol generic` and `sweep` read one file: a logger's folder was refused. Now one
+    model is trained on each file's rows before its first anomaly (no window across two files),
+    and scored with one threshold per detector over all of them, as `eval` of an export does."""
+    from edgeae import data as D
+    from edgeae.report import _figures, _read
+
+    files = [D.read_series(sim_test_files / n) for n in ("a.npz", "b.npz")]
+    firsts = [int(np.argmax(s.labels)) for s in files]
+    seen = _spy_on_training(monkeypatch)
+    m = evaluate.evaluate_protocol("generic", small_recipe(), sim_test_files, tmp_path / "e", sparsity=0, progress=False)
+    ((a, b),) = seen  # one model, over the two files' training rows, cut out
+    assert (len(a), len(b)) == tuple(firsts) and a.labels is None and np.array_equal(b.values, files[1].values[: firsts[1]])
+    assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files)
+    assert m["windows"]["train"] == sum((f - 32) // 8 + 1 for f in firsts)
+    assert m["windows"]["train"] + m["windows"]["test"] == sum((len(s) - 32) // 8 + 1 for s in files)
+    (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "code_space"]
+    assert len(fig.axes) == 1  # one model: one projection
+
+    seen.clear()
+    rd = evaluate.sweep(small_recipe(), [sim_test_files / "a.npz", sim_test_files / "b.npz"], tmp_path / "rd", code_sizes=(3,), progress=False)
+    assert [[len(s) for s in data] for data in seen] == [firsts]
+    assert rd["data"] == f"{sim_test_files / 'a.npz'}, {sim_test_files / 'b.npz'}" and len(rd["pca_int8"]["roc_auc"]) == 1
+
+
+def test_generic_protocol_on_the_command_line_with_train_rows(sim_test_files, tmp_path):
+    """--train-rows was ignored by --protocol generic without a word; it now picks each file's
+    rows the model and the thresholds fit on."""
+    from test_cli import TINY_RECIPE
+
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
+    proc = edgeae("eval", "--protocol", "generic", "--recipe", tmp_path / "tiny.toml", "--data", sim_test_files / "a.npz",
+                  "--data", sim_test_files / "b.npz", "--train-rows", "0:8000", "--sparsity", "0", "--out", tmp_path / "e", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["parts"] == ["a.npz", "b.npz"] and m["windows"]["train"] == 2 * ((8000 - 16) // 8 + 1)
+    assert "thresholds: the UCL, one over the 2 files' training windows;" in proc.stdout
 
 
 def test_score_over_time_of_one_recording_is_drawn_on_its_clock(small_export, sim_test, tmp_path):
@@ -574,7 +631,7 @@ def test_bad_inputs(tmp_path, sim_train):
     assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train, "--protocol",
                                  "skab", "--out", tmp_path / "rd"), "needs the SKAB folder")  # fmt: skip
     assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", tmp_path,
-                                 "--out", tmp_path / "rd"), "a folder, not a CSV")  # fmt: skip
+                                 "--out", tmp_path / "rd"), "a folder without CSV or .npz files")  # fmt: skip
     assert not (tmp_path / "rd").exists()
 
 

@@ -18,8 +18,6 @@ SKAB_TRAIN_ROWS = 400
 SKAB_WINDOW = 60
 SKAB_QUANTILE = 0.999
 SKAB_UCL_FACTOR = 4 / 3
-SKAB_CHANNELS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure",
-                 "Temperature", "Thermocouple", "Voltage", "Volume Flow RateRMS"]  # fmt: skip
 
 
 def skab_files(root: str | Path) -> list[Path]:

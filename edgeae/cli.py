@@ -48,6 +48,7 @@ def main():
 
     \b
     edgeae demo                                     the whole chain on simulated data
+    edgeae cut F --out D                            a recording with gaps -> a file per stretch
     edgeae train  --recipe models/X.toml --data F   train (and prune) -> runs/X
     edgeae export --int8 runs/X --out dist/X         full-int8 encoder + decoder + manifest
     edgeae verify dist/X [--data F]                  LiteRT = TFLite Micro, fidelity vs float
@@ -62,7 +63,8 @@ def main():
     edgeae report reports/X                          one HTML page with the plots (eval, sweep or a run)
 
     Data files are CSV (any delimiter, decimal commas in files not delimited by commas, header
-    row, optional time and 0/1 label columns) or .npz (data, channels, labels).
+    row, optional time and 0/1 label columns) or .npz (data, channels, labels). --data takes a
+    folder of them, or is given again: each file is windowed on its own.
     """
 
 
@@ -275,6 +277,30 @@ def simulate(out, seconds, seed, faults, severity, start):
     s = sim.machine(seconds=seconds, seed=seed, severity=severity, schedule=sim.default_schedule(seconds, faults))
     sim.save(s, out, start)
     click.echo(f"{len(s)} rows x {len(s.channels)} channels written to {out}")
+
+
+@main.command()
+@click.argument("recording", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="A folder for the stretches (.npz each) and cut.json.")
+@click.option("--min-rows", type=click.IntRange(1), default=1, show_default=True,
+              help="Leave out stretches shorter than this (a model's window: they give it none); counted, and listed in cut.json.")
+def cut(recording, out, min_rows):
+    """Cut a recording where its times jump into one file per stretch.
+
+    A logger that stops overnight, or recordings joined end to end, leave gaps in one file: a
+    window across a gap joins two stretches of signal, which train learns as normal and eval may
+    score as a fault. A jump is a step more than twice the median step between rows, or one that
+    does not advance. Give the folder to train, verify, calibrate or eval as --data: each file is
+    windowed on its own. cut.json names each file's rows and times."""
+    from .data import cut as cut_
+
+    m = cut_(recording, out, min_rows)
+    sizes = [b - a for a, b in (f["rows"] for f in m["files"])]
+    n, jumps = len(sizes), m["jumps"]
+    click.echo(f"{recording}: {m['rows']} rows, " + (f"{jumps} time jump{'s' * (jumps > 1)}" if jumps else "no time jump")
+               + f": {n} file{'s' * (n > 1)} of {min(sizes)}" + (f"-{max(sizes)}" if n > 1 else "") + f" rows written to {out}"
+               + (f"; {len(m['left_out'])} stretch(es) shorter than {min_rows} rows left out "
+                  f"({sum(b - a for a, b in (f['rows'] for f in m['left_out']))} rows, listed in cut.json)" if m["left_out"] else ""))  # fmt: skip
 
 
 @main.command()

@@ -333,12 +333,64 @@ def time_jumps(series: Series) -> dict | None:
     step = None if times is None else time_step(times, series.source)
     if step is None:
         return None
-    steps = np.diff(times)
-    jumps = np.flatnonzero((steps > 2 * step) | (steps <= 0))
-    if not len(jumps):
+    starts = jump_starts(times, step)
+    if not len(starts):
         return {"count": 0, "step_s": step}
-    at = int(jumps[np.argmax(np.abs(steps[jumps]))])
-    return {"count": len(jumps), "step_s": step, "largest_s": float(steps[at]), "row": at + 2}
+    steps = times[starts] - times[starts - 1]
+    at = int(np.argmax(np.abs(steps)))
+    return {"count": len(starts), "step_s": step, "largest_s": float(steps[at]), "row": int(starts[at]) + 1}
+
+
+def jump_starts(times: np.ndarray, step: float) -> np.ndarray:
+    """The rows that follow a jump in `times`: a step more than twice `step` (the median), or one
+    that does not advance."""
+    steps = np.diff(times)
+    return np.flatnonzero((steps > 2 * step) | (steps <= 0)) + 1
+
+
+def cut_at_jumps(series: Series) -> list[Series]:
+    """The series cut where its times jump (`jump_starts`): one series per stretch of evenly timed
+    rows, each named `source[start:stop]`. Windowed apart, no window joins two stretches."""
+    times = series.unix_times()
+    if times is None:
+        raise EdgeaeError(f"{series.source}: no time column: nothing to tell where the rows jump")
+    step = time_step(times, series.source)
+    if step is None:
+        raise EdgeaeError(f"{series.source}: the rows' times do not advance: nothing to tell where they jump")
+    bounds = [0, *jump_starts(times, step).tolist(), len(series)]
+    return [series.rows(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+CUT_MANIFEST = "cut.json"
+
+
+def cut(path: str | Path, out: str | Path, min_rows: int = 1) -> dict:
+    """Write a recording cut at its time jumps (`cut_at_jumps`) to the folder `out`: one .npz per
+    stretch of at least `min_rows` rows (`<name>-001.npz`, ...; every column kept, labels and times
+    under the names any recipe reads), and cut.json naming each file's rows and first and last
+    time as read, and the stretches left out as too short. A folder of them is what train, verify,
+    calibrate and eval take to window each stretch on its own."""
+    from .fsutil import atomic_dir, check_replaceable, write_json
+
+    check_replaceable(out, CUT_MANIFEST)
+    series = read_series(path)
+    stretches, start = [], 0
+    for piece in cut_at_jumps(series):
+        stretches.append((piece, {"rows": [start, start + len(piece)], "first": str(piece.times[0]), "last": str(piece.times[-1])}))
+        start += len(piece)
+    kept = [(piece, info) for piece, info in stretches if len(piece) >= min_rows]
+    if not kept:
+        raise EdgeaeError(f"{path}: no stretch between its time jumps has {min_rows} rows (the longest: {max(len(p) for p, _ in stretches)})")
+    width = max(3, len(str(len(kept))))
+    for k, (_, info) in enumerate(kept, start=1):
+        info["file"] = f"{Path(path).stem}-{k:0{width}d}.npz"
+    manifest = {"source": str(path), "rows": len(series), "jumps": len(stretches) - 1, "min_rows": min_rows,
+                "files": [info for _, info in kept], "left_out": [info for piece, info in stretches if len(piece) < min_rows]}  # fmt: skip
+    with atomic_dir(out, CUT_MANIFEST) as tmp:
+        for piece, info in kept:
+            write_npz(piece, tmp / info["file"])
+        write_json(tmp / CUT_MANIFEST, manifest)
+    return manifest
 
 
 def check_row_period(step: float | None, trained: float | None, what: str) -> None:

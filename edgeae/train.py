@@ -211,7 +211,7 @@ def data_notes(info: dict) -> list[str]:
         notes.append(f"the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "
                      f"{abs(largest):g} s, before row {jumps['row']}{' of ' + jumps['source'] if 'source' in jumps else ''}; the rows are {jumps['step_s']:g} s apart elsewhere): a window "
                      "across a jump joins two stretches of signal, and may score as a fault; recordings joined end to end "
-                     "train without such windows given as separate files (--data again, or a folder)")  # fmt: skip
+                     "train without such windows given as separate files (--data again, or a folder; `edgeae cut` writes them)")  # fmt: skip
     if constant:
         one = len(constant) == 1
         notes.append(f"{', '.join(constant)} {'is' if one else 'are'} constant in the training windows (a stuck or "

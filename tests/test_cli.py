@@ -430,7 +430,7 @@ def test_training_says_what_it_notices_in_the_data(tmp_path):
     assert "note: current is constant in the training windows (a stuck or disconnected sensor?)" in proc.stdout, proc.stdout
     assert ("note: the rows' times jump 1 time (the largest by 600.001 s, before row 4001; the rows are 0.001 s apart elsewhere): "
             "a window across a jump joins two stretches of signal") in proc.stdout, proc.stdout  # fmt: skip
-    assert "given as separate files (--data again, or a folder)" in proc.stdout  # the way out
+    assert "given as separate files (--data again, or a folder; `edgeae cut` writes them)" in proc.stdout  # the way out
     info = json.loads((tmp_path / "run" / "data.json").read_text())
     assert info["constant_channels"] == ["current"] and info["time_jumps"]["count"] == 1 and info["row_period_s"] == 0.001
     assert info["anomalous_train_rows"] == faulty

@@ -163,6 +163,44 @@ def test_time_jumps_are_found_forwards_and_back(tmp_path):
         assert D.time_jumps(D.read_series(write(tmp_path, text))) is None
 
 
+def test_cut_at_time_jumps(tmp_path):
+    """A recording with gaps, one file per stretch (`edgeae cut`): every row kept in order, labels
+    and times with their rows, and each file read back by a recipe naming its columns otherwise."""
+    import json
+
+    from test_cli import assert_one_line_error, edgeae
+
+    t = [0, 1, 2, 3, 63, 64, 65, 66, 5, 6, 7, 7, 8]  # a minute's gap, a clock set back, a step that does not advance
+    rows = "".join(f"{1_700_000_000 + x};{i};{int(i in (5, 6))}\n" for i, x in enumerate(t))
+    src = write(tmp_path, "datetime;a;anomaly\n" + rows, "log.csv")
+    s = D.read_series(src)
+    pieces = D.cut_at_jumps(s)
+    assert [len(p) for p in pieces] == [4, 4, 3, 2] and [p.source for p in pieces][1] == f"{src}[4:8]"
+    assert [D.time_jumps(p)["count"] for p in pieces] == [0, 0, 0, 0]
+
+    proc = edgeae("cut", src, "--out", tmp_path / "cut", "--min-rows", "3", no_tf=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{src}: 13 rows, 3 time jumps: 3 files of 3-4 rows written to {tmp_path / 'cut'}; " \
+                                  "1 stretch(es) shorter than 3 rows left out (2 rows, listed in cut.json)"  # fmt: skip
+    m = json.loads((tmp_path / "cut" / "cut.json").read_text())
+    assert [f["file"] for f in m["files"]] == ["log-001.npz", "log-002.npz", "log-003.npz"]
+    assert [f["rows"] for f in m["files"]] == [[0, 4], [4, 8], [8, 11]] and m["left_out"][0]["rows"] == [11, 13]
+    assert m["files"][1]["first"] == "1700000063" and m["jumps"] == 3
+    back = D.read_files(tmp_path / "cut", lambda f: D.read_series(f, ["a"], label="anomaly", time="datetime"))  # as models/skab.toml names them
+    np.testing.assert_array_equal(np.concatenate([b.values[:, 0] for b in back]), np.arange(11))
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in back]), s.labels[:11])
+    assert [D.time_jumps(b) for b in back] == [{"count": 0, "step_s": 1.0}] * 3
+
+    untimed = write(tmp_path, "a\n1\n2\n", "u.csv")
+    assert_one_line_error(edgeae("cut", untimed, "--out", tmp_path / "x", no_tf=True), "u.csv: no time column: nothing to tell where the rows jump")
+    assert_one_line_error(edgeae("cut", src, "--out", tmp_path / "x", "--min-rows", "5", no_tf=True),
+                          "log.csv: no stretch between its time jumps has 5 rows (the longest: 4)")  # fmt: skip
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert_one_line_error(edgeae("cut", src, "--out", tmp_path / "mine", no_tf=True), "exists and is not an earlier output of this command (no cut.json)")
+    assert not (tmp_path / "x").exists() and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
 def test_csv_channels_chosen_by_name_in_order(tmp_path):
     p = write(tmp_path, "t,x,y,z\n0,1,2,3\n1,4,5,6\n")
     s = D.read_series(p, channels=["z", "x"])

@@ -298,7 +298,7 @@ def cut(recording, out, min_rows):
     sizes = [b - a for a, b in (f["rows"] for f in m["files"])]
     n, jumps = len(sizes), m["jumps"]
     click.echo(f"{recording}: {m['rows']} rows, " + (f"{jumps} time jump{'s' * (jumps > 1)}" if jumps else "no time jump")
-               + f": {n} file{'s' * (n > 1)} of {min(sizes)}" + (f"-{max(sizes)}" if n > 1 else "") + f" rows written to {out}"
+               + f": {n} file{'s' * (n > 1)} of {min(sizes)}" + (f"-{max(sizes)}" if max(sizes) > min(sizes) else "") + f" rows written to {out}"
                + (f"; {len(m['left_out'])} stretch(es) shorter than {min_rows} rows left out "
                   f"({sum(b - a for a, b in (f['rows'] for f in m['left_out']))} rows, listed in cut.json)" if m["left_out"] else ""))  # fmt: skip
 

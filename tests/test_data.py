@@ -190,6 +190,8 @@ def test_cut_at_time_jumps(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b.values[:, 0] for b in back]), np.arange(11))
     np.testing.assert_array_equal(np.concatenate([b.labels for b in back]), s.labels[:11])
     assert [D.time_jumps(b) for b in back] == [{"count": 0, "step_s": 1.0}] * 3
+    proc = edgeae("cut", src, "--out", tmp_path / "cut", "--min-rows", "4", no_tf=True)  # replaces its own earlier output
+    assert ": 2 files of 4 rows written to" in proc.stdout and len(list((tmp_path / "cut").glob("*.npz"))) == 2
 
     untimed = write(tmp_path, "a\n1\n2\n", "u.csv")
     assert_one_line_error(edgeae("cut", untimed, "--out", tmp_path / "x", no_tf=True), "u.csv: no time column: nothing to tell where the rows jump")

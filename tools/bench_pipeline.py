@@ -1,6 +1,7 @@
 """Pipeline benchmark: per recipe, training and export time, artifact sizes, per-layer sparsity,
 code SQNR, ROC-AUC float / int8, encoder latency int8 vs float32 (`edgeae bench`), the CLI's
-start-up time, and the time and memory of reading a 1.2-million-row CSV. Writes JSON.
+start-up time, and the time and memory of reading a 1.2-million-row CSV, and of cutting one
+with a time column at its gap (`edgeae cut`). Writes JSON.
 
 Runs the shipped simulated-data recipes (mlperf-ad, conv1d-vibration) on a simulated
 training recording and verifies on a separate one.
@@ -50,6 +51,20 @@ def csv_read(work: Path, seconds: float = 1200.0) -> dict:
     return {"rows": len(s), "csv_mb": round(path.stat().st_size / 2**20, 1), **_measure.run([sys.executable, "-c", code], cwd=ROOT)}
 
 
+def csv_cut(work: Path, seconds: float = 1200.0) -> dict:
+    """Time and peak memory of `data.cut` (`edgeae cut`), in its own process: the same 20 minutes
+    with a time column (ISO 8601, to the millisecond) and a second missing in the middle: read,
+    every time parsed, two .npz files written."""
+    full, path = work / "timed.csv", work / "gap.csv"
+    simulate.save(simulate.machine(seconds=seconds, seed=3), full, start=1.7e9)
+    gap = range(int(seconds * 500), int(seconds * 500) + 1000)  # rows (after the header) left out
+    with open(full) as f, open(path, "w") as g:
+        g.writelines(line for i, line in enumerate(f, start=-1) if i not in gap)
+    code = f"from edgeae.data import cut; cut({str(path)!r}, {str(work / 'cut')!r})"
+    return {"rows": int(seconds * 1000) - len(gap), "csv_mb": round(path.stat().st_size / 2**20, 1),
+            **_measure.run([sys.executable, "-c", code], cwd=ROOT)}  # fmt: skip
+
+
 def bench_recipe(name: str, train_data: Path, test_data: Path, work: Path) -> dict:
     from edgeae.bench import bench
     from edgeae.export import export
@@ -97,6 +112,8 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         result["csv_read"] = csv_read(tmp)
         print("CSV read:", json.dumps(result["csv_read"]))
+        result["csv_cut"] = csv_cut(tmp)
+        print("CSV cut:", json.dumps(result["csv_cut"]))
         paths = {}
         for split, seed in (("train", 0), ("test", 1)):
             s = simulate.machine(seconds=args.seconds, seed=seed)

@@ -355,7 +355,9 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 
 @main.command()
 @click.argument("export_dir", type=click.Path())
-@click.option("--data", required=True, help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin.")
+@click.option("--data", required=True, multiple=True,
+              help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin. A folder of files, or --data again: replayed one after "
+                   "another, each windowed on its own (as a device restarted at each: `edgeae cut` makes them of a recording with gaps).")  # fmt: skip
 @click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
 @click.option("--mqtt", "broker", help=f"Publish to this MQTT broker: {BROKER_HELP}")
@@ -387,6 +389,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
 
     if (out is None) == (broker is None):
         raise EdgeaeError("give exactly one of --out and --mqtt")
+    stdin = data == ("-",)
+    if "-" in data and not stdin:
+        raise EdgeaeError("--data -: stdin is the one stream, without other --data")
     if broker:
         from .mqtt import parse_broker, sensor_topic
 
@@ -404,9 +409,9 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
     if start_seq is not None and seq_file and Path(seq_file).exists():
         raise EdgeaeError(f"give --start-seq or --seq-file, not both: {seq_file} holds the next sequence number")
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq or 0, seq_file)
-    source = device.Source(data, enc.ex, times=t0 is None)
+    source = device.Source("-" if stdin else data, enc.ex, times=t0 is None)
     packets = device.Stoppable(enc.packets(source, source.batch, source.time_of, every))
-    if data == "-":
+    if stdin:
         click.echo(f"sensor {sensor}: reading CSV rows from stdin, a packet every {enc.ex.hop} rows once {enc.ex.window} are in "
                    "(SIGTERM or Ctrl-C ends the stream)", err=True)  # fmt: skip
     n = 0
@@ -425,12 +430,12 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
             for n, pkt in enumerate(packets, start=1):
                 f.write(wire.frame(pkt))
     size = wire.packet_size(enc.ex.manifest["code_size"], True, key_bytes is not None)
-    left = source.rows - (enc.sent_rows if packets.signal else source.windowed)
-    rows = f"the last {left} row{'s' * (left > 1)}"
+    left = source.unsent(enc.sent_rows if packets.signal else source.windowed)
+    rows = f"{'the last ' * (source.files == 1)}{left} row{'s' * (left > 1)}"
     if packets.signal:
         tail = f"; stopped by {packets.signal}" + (f": {rows} read went unsent" if left else "")
     else:
-        tail = f"; {rows} filled no window of {enc.ex.window} and went unsent" if left else ""
+        tail = f"; {rows} filled no window of {enc.ex.window} and went unsent" + (" (the ends of the files)" * (source.files > 1)) if left else ""
     click.echo(f"sensor {sensor}: {n} packets of {size} bytes"
                + (f" to {out}" if out not in (None, "-") else f" to {broker_at}" if broker else "") + f" ({wire.radio_note(size)})"
                + (", stamped with the data's times" if source.timed else "") + tail, err=True)  # fmt: skip

@@ -5,7 +5,8 @@ export), normalized with the export's constants, quantized to the model's input 
 through the int8 device model in LiteRT; each window becomes one wire-format packet with its code
 and residual byte. The bytes are those the firmware produces from the MCU export's constants.
 
-Rows come from a CSV / .npz file or, for a live stream, CSV lines on stdin (a header line first).
+Rows come from CSV / .npz files (several replayed one after another, each windowed on its own) or,
+for a live stream, CSV lines on stdin (a header line first).
 The timestamp of a window is its last row's time, from the data's time column (`data.time_column`,
 `data.unix_seconds`), or `t0 + period * (index of its last row)`. SIGTERM or SIGINT ends the
 stream (`Stoppable`); packets the MQTT broker never acknowledged are kept in a file (`publish`).
@@ -179,18 +180,21 @@ def write_seq_file(path: Path, sensor: int, next_seq: int) -> None:
 
 
 class Source:
-    """The windows of a file (CSV / .npz) or of CSV lines on stdin ('-'), as (index of the last
-    row, window), and `rows`: how many rows were read (all of them once the windows are exhausted),
-    so that rows after the last full window (`windowed`) can be reported rather than dropped
-    unsaid. `batch`: windows per model call, 1 for a live stream so that each packet leaves once
-    its window's last row is read (batched, a 1 Hz sensor's packet waited for 63 more windows).
-    With `times`, rows keep their time from the data's time column, for `time_of` (a live
-    stream's until it passes them)."""
+    """The windows of recordings (a CSV / .npz file, a folder of them or a list of those, replayed
+    one after another, each windowed on its own as by a device restarted at each) or of CSV lines
+    on stdin ('-'), as (index of the last row, counted over all the files, window), and `rows`: how
+    many rows were read (all of them once the windows are exhausted), so that rows in no window
+    (`unsent`) can be reported rather than dropped unsaid. `batch`: windows per model call, 1 for a
+    live stream so that each packet leaves once its window's last row is read (batched, a 1 Hz
+    sensor's packet waited for 63 more windows). With `times`, rows keep their time from the data's
+    time column, for `time_of` (a live stream's until it passes them)."""
 
-    def __init__(self, source: str, ex: Export, times: bool = False):
+    def __init__(self, source, ex: Export, times: bool = False):
         self.batch = 1 if source == "-" else BATCH
         self.timed = False  # whether rows read so far came with their times
         self.windowed = 0  # rows up to the last window's last one
+        self.files = 1
+        self._tails: list[tuple[int, int]] = []  # (end, rows in no window before it) of each file
         self._times: deque[tuple[int, float]] | np.ndarray | None = None
         if source == "-":
             self.rows, self._times = 0, deque()
@@ -198,16 +202,21 @@ class Source:
             rows = self._counted(stream_rows(lines, ex.channels, times=times), ex)
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:
-            series = D.read_series(Path(source))
-            D.check_row_period(series.row_period(), ex.row_period, source)
-            self.rows = len(series)
+            files = D.read_recordings(source, ex.channels, ex.row_period)  # a device's rows need no label column
+            if short := next((s for s in files if len(s) < ex.window), None):
+                raise EdgeaeError(f"{short.source}: {len(short)} rows, fewer than one window of {ex.window}")
+            self.rows, self.files = sum(map(len, files)), len(files)
+            ends = np.cumsum([len(s) for s in files]).tolist()
+            self._tails = [(end, (len(s) - ex.window) % ex.hop) for s, end in zip(files, ends)]
             if times:
-                try:
-                    self._times = series.unix_times()
-                except EdgeaeError as e:
-                    raise EdgeaeError(f"{e} (--t0 stamps by row instead)") from None
+                self._times = _file_times(files)
                 self.timed = self._times is not None
-            self._windows = windows_from_series(series, ex)
+            self._windows = ((start + last, w) for s, start in zip(files, [0, *ends]) for last, w in windows_from_series(s, ex))
+
+    def unsent(self, upto: int) -> int:
+        """Rows in no packet, when the packets' windows reach row `upto`: those after it, and the
+        ends of the files before it that filled no window."""
+        return self.rows - upto + sum(tail for end, tail in self._tails if end <= upto)
 
     def time_of(self, row: int) -> float | None:
         """Row `row`'s time in Unix seconds; None when the data has no time column (or the
@@ -235,6 +244,22 @@ class Source:
         for last_row, window in self._windows:
             self.windowed = last_row + 1  # rows that made a window so far
             yield last_row, window
+
+
+def _file_times(files: list[D.Series]) -> np.ndarray | None:
+    """The files' rows' times in Unix seconds, one after another; None when none has a time column."""
+    times = []
+    for s in files:
+        try:
+            times.append(s.unix_times())
+        except EdgeaeError as e:
+            raise EdgeaeError(f"{e} (--t0 stamps by row instead)") from None
+    if all(t is None for t in times):
+        return None
+    if any(t is None for t in times):
+        untimed, timed = (next(s.source for s, t in zip(files, times) if (t is None) == want) for want in (True, False))
+        raise EdgeaeError(f"{untimed}: no time column, unlike {timed}: give --t0 to stamp every row by its number instead")
+    return np.concatenate(times)
 
 
 def windows_from_series(series: D.Series, ex: Export) -> Iterator[tuple[int, np.ndarray]]:

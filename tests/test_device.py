@@ -98,6 +98,41 @@ def test_rows_after_the_last_window_are_reported(tmp_path, small_export, source)
     assert b": 4 packets of" in proc.stderr
 
 
+def test_a_folder_is_replayed_file_by_file(tmp_path, small_export):
+    """encode read one file: a logger's files (or `edgeae cut`'s) were joined by hand, and windows
+    spanned the joins. Now they are replayed one after another, each windowed on its own, the
+    sequence numbers running on, each packet stamped with its window's time, and the rows left at
+    the end of each file counted."""
+    ex = Export.open(small_export)
+    folder = tmp_path / "logger"
+    folder.mkdir()
+    s = simulate.machine(seconds=2, seed=4)
+    a, b = s.rows(0, ex.window + 3 * ex.hop + 1), s.rows(1000, 1000 + ex.window + 2 * ex.hop + 2)  # 4 windows and 1 row; 3 and 2
+    simulate.save(a, folder / "a.csv", start=1_700_000_000)
+    simulate.save(b, folder / "b.csv", start=1_700_003_600)  # an hour later
+    args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "5", "--out", "-"]
+    proc = subprocess.run(args + ["--data", str(folder)], capture_output=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    packets = [wire.decode(p) for p in wire.unframe(proc.stdout)]
+    alone = [wire.decode(p) for f in ("a.csv", "b.csv") for p in device.Encoder(small_export, 5).packets(device.Source(str(folder / f), ex))]
+    assert [p.code for p in packets] == [p.code for p in alone] and [p.seq for p in packets] == list(range(7))
+    last = [ex.window - 1 + i * ex.hop for i in range(4)] + [ex.window - 1 + i * ex.hop for i in range(3)]
+    assert [p.timestamp for p in packets] == [int(1_700_000_000 + 3600 * (i >= 4) + r / 1000) for i, r in enumerate(last)]
+    assert proc.stderr.decode().strip().endswith(f"; 3 rows filled no window of {ex.window} and went unsent (the ends of the files)")
+
+    np.savetxt(folder / "c.csv", b.values, delimiter=",", header=",".join(b.channels), comments="", fmt="%.6g")  # no time column
+    assert_one_line_error(_text(subprocess.run(args + ["--data", str(folder)], capture_output=True, cwd=ROOT)),
+                          "c.csv: no time column, unlike ")  # fmt: skip
+    stamped = subprocess.run(args + ["--data", str(folder), "--t0", "0"], capture_output=True, cwd=ROOT)
+    assert stamped.returncode == 0 and len(list(wire.unframe(stamped.stdout))) == 10
+    np.savetxt(folder / "c.csv", b.values[:1], delimiter=",", header=",".join(b.channels), comments="", fmt="%.6g")
+    short = subprocess.run(args + ["--data", str(folder), "--t0", "0"], capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(short), "c.csv: 1 rows, fewer than one window of")
+    assert short.stdout == b""
+    assert_one_line_error(_text(subprocess.run(args + ["--data", "-", "--data", str(folder)], capture_output=True, cwd=ROOT)),
+                          "--data -: stdin is the one stream, without other --data")  # fmt: skip
+
+
 def test_every_sends_one_window_a_span_of_time(tmp_path, small_export):
     """encode sent a packet every hop, tens a second for a vibration sensor, where a LoRaWAN device
     may send one every few minutes; --every sends one window per span, skipping the others, with

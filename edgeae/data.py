@@ -488,9 +488,7 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
         raise EdgeaeError(f"{path}: CSV needs a header row and at least one data row")
     check_unique_names(path, header)
 
-    label = label or _first_named(header, DEFAULT_LABEL_COLUMNS)
-    if label is not None and label not in header:
-        raise EdgeaeError(f"{path}: missing label column '{label}' (have: {', '.join(header)})")
+    label = _first_named(header, [*([label] if label else []), *DEFAULT_LABEL_COLUMNS])  # as an .npz's; none: unlabelled
     time = time or time_column(header, first)
     if channels is None:
         skip = {label, time, "changepoint", ""}

@@ -177,6 +177,7 @@ def train(
             "row_period_s": jumps and jumps["step_s"], "time_jumps": jumps, "unreadable_times": unreadable, "constant_channels": D.constant_channels(raw, channels),
             "channels": channels, "train_rows": list(rows) if rows else None,
             "anomalous_train_rows": sum(int(lab[slice(*rows)].sum()) for lab in labelled) if rows and labelled else None,
+            "label": recipe.data.label, "unlabelled": [p.source for p in parts if p.labels is None],
             "train_windows": len(x_train), "validation_windows": len(x_val),
         })  # fmt: skip
         if prune_report is not None:
@@ -194,8 +195,8 @@ def kept_epoch(phase: dict) -> int:
 
 def data_notes(info: dict) -> list[str]:
     """What training noticed in its data (a run's data.json), in words: times that jump, channels
-    that do not move, training rows labelled anomalous, a time column it cannot read. A run from
-    before these were kept has none."""
+    that do not move, training rows labelled anomalous, files without the recipe's label column, a
+    time column it cannot read. A run from before these were kept has none."""
     notes, jumps, constant = [], info.get("time_jumps"), info.get("constant_channels")
     if info.get("unreadable_times"):
         notes.append(f"the time column cannot be read ({info['unreadable_times']}): " + (
@@ -206,6 +207,11 @@ def data_notes(info: dict) -> list[str]:
         notes.append(f"{info['anomalous_train_rows']} of the training rows {start}:{stop} are labelled anomalous: the model learns "
                      "them as normal, and will not flag their like; pick rows without faults, or leave the train rows out "
                      "(--train-rows, [data] train_rows) to train on the rows labelled normal")  # fmt: skip
+    if info.get("label") and info.get("unlabelled"):
+        one = len(info["unlabelled"]) == 1
+        notes.append(f"no label column '{info['label']}' in {D.names(info['unlabelled'])}: {'its' if one else 'their'} rows "
+                     "all count as normal (right for a recording without faults; if faults are labelled under another name, "
+                     "give that as the recipe's [data] label)")  # fmt: skip
     if jumps and jumps["count"]:
         largest = jumps["largest_s"]
         notes.append(f"the rows' times jump {jumps['count']} time{'s' * (jumps['count'] > 1)} (the largest {'back ' * (largest < 0)}by "

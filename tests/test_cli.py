@@ -398,6 +398,23 @@ def test_training_says_when_it_cannot_read_the_time_column(tmp_path):
     assert json.loads((tmp_path / "run" / "data.json").read_text())["row_period_s"] is None
 
 
+def test_a_file_without_the_recipes_label_column_trains_as_unlabelled(tmp_path):
+    """A recipe naming its label column refused a CSV without it ("missing label column"), while an
+    .npz without it was read as unlabelled: SKAB's anomaly-free.csv could not train with
+    models/skab.toml. Now a CSV is read as an .npz is, and train says the file's rows all count as normal."""
+    from edgeae import data as D
+
+    s = simulate.machine(seconds=3, seed=0, schedule=[])
+    (tmp_path / "healthy.csv").write_text(",".join(s.channels) + "\n" + "".join(",".join(f"{v:.5f}" for v in r) + "\n" for r in s.values))
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE.replace("[data]\n", '[data]\nlabel = "fault"\n'))
+    proc = edgeae("train", "--recipe", tmp_path / "tiny.toml", "--data", tmp_path / "healthy.csv", "--out", tmp_path / "run", "--quiet", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: no label column 'fault' in {tmp_path / 'healthy.csv'}: its rows all count as normal" in proc.stdout, proc.stdout
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["unlabelled"] == [str(tmp_path / "healthy.csv")]
+    (tmp_path / "other.csv").write_text("a,Anomaly\n1,0\n2,1\n")  # the recipe's name absent, a usual one there: taken, as from an .npz
+    assert D.read_series(tmp_path / "other.csv", label="fault").labels.tolist() == [0, 1]
+
+
 def test_training_that_diverges_is_refused(tmp_path, sim_train):
     """A learning rate far too high turned the loss NaN, and train wrote the run as if it were
     fine ('loss nan'); export then blamed its calibration windows for the NaN weights."""

@@ -662,9 +662,13 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
                                    "model too (default: the recipe's train_rows there, else the rows before each file's first anomaly).")
+@click.option("--thresholds", type=click.Choice(["pooled", "per-file"]),
+              help="Over several files (an export, or --protocol generic): one threshold per detector from all their training "
+                   "windows, as one export is deployed [default: pooled]; or each file's own, as sensors each calibrated on "
+                   "their own (calibrate --db --sensor), its baselines fitted on it too.")  # fmt: skip
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, seed, quiet):
+def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, thresholds, seed, quiet):
     """Detection and compression quality on labelled data, beside baselines and published results."""
     from . import evaluate
 
@@ -673,13 +677,16 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
             raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
         if protocol != "generic" and train_rows:
             raise EdgeaeError(f"--train-rows is for an export or --protocol generic: {protocol}'s training rows are the protocol's or the recipe's")
+        if protocol != "generic" and thresholds:
+            raise EdgeaeError(f"--thresholds is for an export or --protocol generic: {protocol}'s are the protocol's")
         m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
-                                       train_rows=_parse_rows(train_rows) if train_rows else None)  # fmt: skip
+                                       train_rows=_parse_rows(train_rows) if train_rows else None, per_file=thresholds == "per-file")  # fmt: skip
     elif seed is not None:
         raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
-        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet)
+        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet,
+                                     per_file=thresholds == "per-file")  # fmt: skip
     else:
         raise EdgeaeError("give an export directory, or --protocol with --recipe")
     unit = "rows" if m["protocol"] == "skab" else "windows"
@@ -688,7 +695,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     for name, d in m["detectors"].items():
         best = evaluate.best_text(d["best_f1_within_far_budget"])
         click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
-    where = f", one over the {len(m['parts'])} files' training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else ""
+    where = (f", one over the {len(m['parts'])} files' training windows" if m["thresholds"] == "pooled"
+             else ", each file's own, from its training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else "")  # fmt: skip
     click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)\n"
                f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
     if m.get("groups"):

@@ -27,7 +27,10 @@ all their training windows (`score_together`).
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 
 metrics.json, schema "edgeae.metrics/1":
-    protocol, data, recipe, channels, windows {train, test, anomalous}
+    protocol, data, recipe, channels, parts (the files' names), thresholds ("pooled": one per
+        detector over all the files' training windows; "per-file": each file's own, from its own
+        training windows, as SKAB's protocol and a single file; absent in older folders: pooled
+        over several files of one export, per file for skab), windows {train, test, anomalous}
     bytes_per_window {raw_int16, code, packet, compression_ratio}
     detectors.<name> {threshold ("ucl", or "own": Isolation Forest's; absent in older folders, whose
         Isolation Forest may be at either: the UCL until it had its own),
@@ -200,6 +203,15 @@ def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int
         p.extras = {k: np.split(v, at_test)[i] for k, v in whole.extras.items()}
         p.limits = dict(limits)
     return parts
+
+
+def score_files(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0, per_file: bool = False) -> list[Part]:
+    """Every detector's scores of the files' parts: with `per_file`, each file judged by thresholds
+    (and baselines) fitted on its own training windows, as sensors each calibrated on their own
+    (`calibrate --db --sensor`); else by one threshold per detector over all (`score_together`)."""
+    if per_file:
+        return [score_part(p, pipes, code_size, seed) for p in parts]
+    return score_together(parts, pipes, code_size, seed)
 
 
 def _pca_int8_recon(pca: PCA, train, test):
@@ -391,9 +403,12 @@ def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
                 window_times=None if times is None else times[pipe.export.window - 1 :: hop][: len(w)])
 
 
-def _check_split(parts: list[Part], source: str, rows: list[tuple[int, int]], given: tuple[int, int] | None) -> None:
+def _check_split(parts: list[Part], source: str, rows: list[tuple[int, int]], given: tuple[int, int] | None,
+                 per_file: bool = False) -> None:  # fmt: skip
     """Refuse training rows (`rows`, each part's: `given`, else those before its first anomaly)
-    that leave fewer than 2 windows to fit on, or none to test."""
+    that leave fewer than 2 windows to fit on (in each file, for thresholds `per_file`), or none to test."""
+    if per_file and (few := next((p for p in parts if p.train_mask.sum() < 2), None)):
+        raise EdgeaeError(f"{few.name}: {int(few.train_mask.sum())} training window(s) in it; a threshold of its own needs at least 2")
     train, n = sum(int(p.train_mask.sum()) for p in parts), sum(len(p.windows) for p in parts)
     if train < 2 or train == n:
         shown = given or (rows[0] if len(rows) == 1 else None)
@@ -420,11 +435,11 @@ def nab_series(root: str | Path) -> D.Series:
 
 
 def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, files: int | None = None,
-                      progress: bool = True, train_rows: tuple[int, int] | None = None) -> dict:  # fmt: skip
+                      progress: bool = True, train_rows: tuple[int, int] | None = None, per_file: bool = False) -> dict:  # fmt: skip
     """Train (and prune), export and score as the protocol prescribes; write the output folder.
     `generic` reads a labelled file, a folder of them or a list of those: one model fitted on the
     training rows of each file (`train_rows`, else the recipe's, else those before its first
-    anomaly), scored with one threshold per detector fitted over all of them (`score_together`)."""
+    anomaly), scored with one threshold per detector over all of them, or `per_file` (`score_files`)."""
     from tqdm.auto import tqdm
 
     from .train import load_data, load_files
@@ -449,9 +464,9 @@ def evaluate_protocol(protocol: str, recipe, data, out, sparsity: float = 0.5, f
             rows = _train_rows(series, given)
             pipes = _pipes(recipe, series, tmp, rows, sparsity)
             parts = [_part(name, s, pipes["int8"], recipe.data.hop, r) for name, s, r in zip(_part_names(series), series, rows)]
-            _check_split(parts, D.names(data), rows, given)
-            parts = score_together(parts, pipes, recipe.model.code_size, recipe.train.seed)
-        return _write(out, protocol, D.names(data), recipe.to_dict(), parts, pipes)
+            _check_split(parts, D.names(data), rows, given, per_file)
+            parts = score_files(parts, pipes, recipe.model.code_size, recipe.train.seed, per_file)
+        return _write(out, protocol, D.names(data), recipe.to_dict(), parts, pipes, pooled=protocol != "skab" and not per_file)
 
 
 def _labelled(files: list[D.Series], needs: str) -> list[D.Series]:
@@ -496,23 +511,24 @@ def _train_rows(parts: list[D.Series], rows) -> list[tuple[int, int]]:
     return out
 
 
-def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None, progress: bool = False) -> dict:
+def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None, progress: bool = False,
+                    per_file: bool = False) -> dict:  # fmt: skip
     """Score an existing export on labelled data (a file, a folder of them, or a list of those):
     baselines and thresholds are fitted on the `train_rows` of each file (default: the rows before
     its first anomaly; all of a file without one), the rest is the test. Over several files, one
-    threshold per detector from all their training windows (`score_together`)."""
+    threshold per detector from all their training windows, or each file's own (`score_files`)."""
     check_replaceable(out, METRICS)
     ex = Export.open(export_dir)
     files = _labelled(ex.read_files(data, progress), "eval")
     rows = _train_rows(files, train_rows)
     pipe = Pipeline(ex)
     parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(_part_names(files), files, rows)]
-    _check_split(parts, D.names(data), rows, train_rows)
-    parts = score_together(parts, {"int8": pipe}, ex.manifest["code_size"])
-    return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe})
+    _check_split(parts, D.names(data), rows, train_rows, per_file)
+    parts = score_files(parts, {"int8": pipe}, ex.manifest["code_size"], per_file=per_file)
+    return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe}, pooled=not per_file)
 
 
-def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
+def _write(out, protocol, data, recipe, parts: list[Part], pipes, pooled: bool) -> dict:
     main = pipes["int8"].export.manifest
     code_bytes, channels = main["code_bytes"], main["window"]["channels"]
     raw = main["raw_bytes_per_window"]["int16"]
@@ -525,6 +541,7 @@ def _write(out, protocol, data, recipe, parts: list[Part], pipes) -> dict:
         "recipe": recipe,
         "channels": channels,
         "parts": [p.name for p in parts],
+        "thresholds": "pooled" if pooled and len(parts) > 1 else "per-file",
         "windows": {"train": int(sum(p.train_mask.sum() for p in parts)), "test": int(sum((~p.train_mask).sum() for p in parts)),
                     "anomalous": int(_test_labels(parts).sum())},  # fmt: skip
         "bytes_per_window": {"raw_int16": raw, "code": code_bytes, "packet": packet_size(code_bytes),

@@ -200,7 +200,36 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
     scores = np.load(tmp_path / "e" / "scores.npz")
     assert np.allclose(scores["int8"], np.concatenate([e[~t] for e, t in zip(errors, train)]) / limit)
     (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "code_space"]
-    assert len(fig.axes) == 1
+    assert len(fig.axes) == 1 and m["thresholds"] == "pooled"
+
+    proc = edgeae("eval", small_export, "--data", sim_test_files, "--out", tmp_path / "own", "--quiet", "--thresholds", "per-file")
+    assert proc.returncode == 0, proc.stderr
+    assert "thresholds: the UCL, each file's own, from its training windows;" in proc.stdout
+    own = np.load(tmp_path / "own" / "scores.npz")  # each file's scores over its own UCL, as sensors calibrated each on its own
+    assert np.allclose(own["int8"], np.concatenate([e[~t] / ucl(e[t]) for e, t in zip(errors, train)]))
+    assert json.loads((tmp_path / "own" / "metrics.json").read_text())["thresholds"] == "per-file"
+    from edgeae.report import _whose_training, render
+
+    assert "training scores, each file's own, from its training windows)" in render(tmp_path / "own", progress=False).read_text()
+    assert _whose_training(m) == ", one threshold over all 2 files' training windows"
+
+
+def test_per_file_thresholds_need_training_windows_in_each_file(small_export, sim_test_files, tmp_path):
+    """A file whose fault starts in its first window can share the pooled threshold, but has no
+    training windows for one of its own: named, not a NaN threshold."""
+    from conftest import save_npz
+    from edgeae import data as D
+
+    a = D.read_series(sim_test_files / "a.npz")
+    first = int(np.argmax(a.labels))
+    late = save_npz(tmp_path / "late.npz", a.rows(first - 10, first + 5000))
+    pooled = edgeae("eval", small_export, "--data", sim_test_files, "--data", late, "--out", tmp_path / "p", "--quiet")
+    assert pooled.returncode == 0, pooled.stderr
+    assert_one_line_error(edgeae("eval", small_export, "--data", sim_test_files, "--data", late, "--out", tmp_path / "x",
+                                 "--thresholds", "per-file"), "late.npz: 0 training window(s) in it; a threshold of its own needs at least 2")  # fmt: skip
+    assert_one_line_error(edgeae("eval", "--protocol", "skab", "--recipe", ROOT / "models" / "skab.toml", "--data", late,
+                                 "--thresholds", "pooled", "--out", tmp_path / "x"), "--thresholds is for an export or --protocol generic")  # fmt: skip
+    assert not (tmp_path / "x").exists()
 
 
 def test_eval_an_export_over_files_of_two_folders(small_export, sim_test_files, tmp_path):
@@ -259,7 +288,7 @@ def test_generic_protocol_and_sweep_over_several_files(monkeypatch, sim_test_fil
     m = evaluate.evaluate_protocol("generic", small_recipe(), sim_test_files, tmp_path / "e", sparsity=0, progress=False)
     ((a, b),) = seen  # one model, over the two files' training rows, cut out
     assert (len(a), len(b)) == tuple(firsts) and a.labels is None and np.array_equal(b.values, files[1].values[: firsts[1]])
-    assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files)
+    assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files) and m["thresholds"] == "pooled"
     assert m["windows"]["train"] == sum((f - 32) // 8 + 1 for f in firsts)
     assert m["windows"]["train"] + m["windows"]["test"] == sum((len(s) - 32) // 8 + 1 for s in files)
     (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "code_space"]
@@ -273,16 +302,17 @@ def test_generic_protocol_and_sweep_over_several_files(monkeypatch, sim_test_fil
 
 def test_generic_protocol_on_the_command_line_with_train_rows(sim_test_files, tmp_path):
     """--train-rows was ignored by --protocol generic without a word; it now picks each file's
-    rows the model and the thresholds fit on."""
+    rows the model and the thresholds fit on. --thresholds per-file judges each file by its own."""
     from test_cli import TINY_RECIPE
 
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
     proc = edgeae("eval", "--protocol", "generic", "--recipe", tmp_path / "tiny.toml", "--data", sim_test_files / "a.npz",
-                  "--data", sim_test_files / "b.npz", "--train-rows", "0:8000", "--sparsity", "0", "--out", tmp_path / "e", "--quiet")  # fmt: skip
+                  "--data", sim_test_files / "b.npz", "--train-rows", "0:8000", "--sparsity", "0", "--out", tmp_path / "e", "--quiet",
+                  "--thresholds", "per-file")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert m["parts"] == ["a.npz", "b.npz"] and m["windows"]["train"] == 2 * ((8000 - 16) // 8 + 1)
-    assert "thresholds: the UCL, one over the 2 files' training windows;" in proc.stdout
+    assert m["parts"] == ["a.npz", "b.npz"] and m["windows"]["train"] == 2 * ((8000 - 16) // 8 + 1) and m["thresholds"] == "per-file"
+    assert "thresholds: the UCL, each file's own, from its training windows;" in proc.stdout
 
 
 def test_score_over_time_of_one_recording_is_drawn_on_its_clock(small_export, sim_test, tmp_path):

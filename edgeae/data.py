@@ -540,10 +540,15 @@ def windows(series: Series, length: int, hop: int = 1) -> np.ndarray:
     """Sliding windows of `length` rows every `hop` rows: shape (n, length, channels)."""
     if length < 1 or hop < 1:
         raise EdgeaeError(f"window length and hop must be positive (got {length}, {hop})")
-    if len(series) < length:
-        raise EdgeaeError(f"{series.source}: {len(series)} rows, fewer than one window of {length}")
+    check_fits(series, length)
     view = np.lib.stride_tricks.sliding_window_view(series.values, length, axis=0)  # (n, C, L)
     return np.ascontiguousarray(view[::hop].transpose(0, 2, 1))
+
+
+def check_fits(series: Series, length: int) -> None:
+    """Refuse a series shorter than one window of `length` rows, naming it."""
+    if len(series) < length:
+        raise EdgeaeError(f"{series.source}: {len(series)} rows, fewer than one window of {length}")
 
 
 def window_labels(series: Series, length: int, hop: int = 1) -> np.ndarray | None:

@@ -203,8 +203,8 @@ class Source:
             self._windows = stream_windows(ex.normalizer.prepare_rows(rows), ex.window, ex.hop)
         else:
             files = D.read_recordings(source, ex.channels, ex.row_period)  # a device's rows need no label column
-            if short := next((s for s in files if len(s) < ex.window), None):
-                raise EdgeaeError(f"{short.source}: {len(short)} rows, fewer than one window of {ex.window}")
+            for s in files:  # every file before the first packet leaves
+                D.check_fits(s, ex.window)
             self.rows, self.files = sum(map(len, files)), len(files)
             ends = np.cumsum([len(s) for s in files]).tolist()
             self._tails = [(end, (len(s) - ex.window) % ex.hop) for s, end in zip(files, ends)]

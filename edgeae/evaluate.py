@@ -22,7 +22,7 @@ windows of 60, the row rule, test rows of all files concatenated), `nab` (machin
 its labelled anomaly windows, train on the recipe's rows), `generic` (one file or several: train
 one model on the given rows of each, test on the rest, window labels = last row). `evaluate_export`
 scores an existing export the same way. Over several files, one threshold per detector, fitted on
-all their training windows (`score_together`).
+all their training windows (`score_together`), or each file's own (`score_files`, per_file).
 
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 

@@ -20,6 +20,7 @@ A run directory (written atomically) holds:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +124,14 @@ def train(
         recipe.prune.sparsity = sparsity
     parts = load_files(recipe, data, progress)
     channels = parts[0].channels
-    jumps, unreadable = _time_info(parts)  # and the rows' step, from one read of each time column; before training, as it may refuse
     highpass = recipe.data.highpass or {}
     rows = train_rows or recipe.data.train_rows
     raw_parts = training_windows(recipe, [D.highpass(p, highpass) for p in parts], rows)
+    # the training rows' step and jumps (a jump outside them joins no training window), from one
+    # read of each time column; before training, as it may refuse
+    jumps, unreadable = _time_info([replace(p.rows(*rows), source=p.source) if rows else p for p in parts])
+    if rows and jumps and "row" in jumps:
+        jumps["row"] += rows[0]  # counted from the file's first row
     raw = np.concatenate(raw_parts)
     norm = D.Normalizer.fit(raw, channels, highpass)
 

@@ -415,6 +415,27 @@ def test_a_file_without_the_recipes_label_column_trains_as_unlabelled(tmp_path):
     assert D.read_series(tmp_path / "other.csv", label="fault").labels.tolist() == [0, 1]
 
 
+def test_only_jumps_in_the_training_rows_are_noted(tmp_path):
+    """models/skab.toml trains on rows 0:400 of each file, and train noted the jumps further on in
+    SKAB's files ("give them as separate files"), which joined no training window. A jump is now
+    noted only within the training rows, its row counted from the file's first."""
+    from dataclasses import replace
+
+    from edgeae import recipe as R
+    from edgeae.train import train
+
+    s = simulate.machine(seconds=10, seed=0, schedule=[])
+    times = simulate.START + 0.001 * np.arange(len(s)) + 600.0 * (np.arange(len(s)) >= 6000)
+    data = save_npz(tmp_path / "joined.npz", replace(s, times=times))
+    (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
+    r = R.load(tmp_path / "tiny.toml")
+    r.train.epochs = r.prune.epochs = 1
+    before = json.loads((train(r, data, tmp_path / "a", train_rows=(0, 4000), progress=False) / "data.json").read_text())
+    assert before["time_jumps"] == {"count": 0, "step_s": 0.001}
+    across = json.loads((train(r, data, tmp_path / "b", train_rows=(2000, 8000), progress=False) / "data.json").read_text())
+    assert across["time_jumps"] == {"count": 1, "step_s": 0.001, "largest_s": pytest.approx(600.001), "row": 6001}
+
+
 def test_training_that_diverges_is_refused(tmp_path, sim_train):
     """A learning rate far too high turned the loss NaN, and train wrote the run as if it were
     fine ('loss nan'); export then blamed its calibration windows for the NaN weights."""

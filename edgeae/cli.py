@@ -675,10 +675,9 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     if protocol:
         if export_dir or not recipe_path:
             raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
-        if protocol != "generic" and train_rows:
-            raise EdgeaeError(f"--train-rows is for an export or --protocol generic: {protocol}'s training rows are the protocol's or the recipe's")
-        if protocol != "generic" and thresholds:
-            raise EdgeaeError(f"--thresholds is for an export or --protocol generic: {protocol}'s are the protocol's")
+        for option, given in (("--train-rows", train_rows), ("--thresholds", thresholds)):
+            if given and protocol != "generic":
+                raise EdgeaeError(f"{option} is for an export or --protocol generic: {protocol}'s protocol sets its own")
         m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
                                        train_rows=_parse_rows(train_rows) if train_rows else None, per_file=thresholds == "per-file")  # fmt: skip

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, existing_file
+from .fsutil import atomic_dir, check_replaceable, write_json
 
 #: Column names treated as labels / timestamps when a recipe does not name them.
 DEFAULT_LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")  # in any case, as the time columns
@@ -370,8 +371,6 @@ def cut(path: str | Path, out: str | Path, min_rows: int = 1) -> dict:
     under the names any recipe reads), and cut.json naming each file's rows and first and last
     time as read, and the stretches left out as too short. A folder of them is what train, verify,
     calibrate and eval take to window each stretch on its own."""
-    from .fsutil import atomic_dir, check_replaceable, write_json
-
     check_replaceable(out, CUT_MANIFEST)
     series = read_series(path)
     stretches, start = [], 0

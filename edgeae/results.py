@@ -319,16 +319,16 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
         raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
-    with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
-        con = open_results(db, "give a database made by edgeae serve")
-        try:
+    con = open_results(db, "give a database made by edgeae serve")  # another program's file gets no lock file beside it
+    try:
+        with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
             return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before
-        except sqlite3.Error as e:
-            con.rollback()
-            kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""
-            raise EdgeaeError(f"{db}: cannot archive ({e}){kept}") from None
-        finally:
-            con.close()
+    except sqlite3.Error as e:
+        con.rollback()
+        kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""
+        raise EdgeaeError(f"{db}: cannot archive ({e}){kept}") from None
+    finally:
+        con.close()
 
 
 def _archive(con: sqlite3.Connection, db: Path, before: float, out: Path, batch: int) -> dict | None:

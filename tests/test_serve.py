@@ -1460,6 +1460,7 @@ def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_repl
     assert_one_line_error(edgeae("archive", tmp_path / "notes.sqlite", "--before", "now", "--out", tmp_path / "a2"),
                           "its table(s) notes are not edgeae's; give a database made by edgeae serve")  # fmt: skip
     assert (tmp_path / "notes.sqlite").read_bytes() == notes and not (tmp_path / "a2").exists()
+    assert not (tmp_path / "notes.sqlite.archive.lock").exists()  # nothing left beside another program's file
     import fcntl
 
     with open(f"{db}.archive.lock", "w") as other:  # another archive of it, running

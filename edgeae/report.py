@@ -32,7 +32,8 @@ WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs wor
 RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
 HISTORY = "history.json"  # a training run's losses per epoch (edgeae.train)
 PHASES = {"train": "training", "prune": "pruning", "qat": "quantization-aware"}
-CURVES = ("float", "int8", "int8_pruned", "residual", "pca_q", "pca_t2q", "iforest")
+CURVES = ("float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest")
+COLOURS = {n: f"C{i}" for i, n in enumerate(CURVES)}  # a detector's colour, the same in every figure
 
 
 def _roc(y, s):
@@ -111,9 +112,9 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
         for n in names:
             fpr, tpr = _roc(y, sc[n])
-            a.plot(fpr, tpr, label=f"{NAMES[n]} (AUC {m['detectors'][n]['roc_auc']:.3f})")
+            a.plot(fpr, tpr, color=COLOURS[n], label=f"{NAMES[n]} (AUC {m['detectors'][n]['roc_auc']:.3f})")
             rec, prec = _pr(y, sc[n])
-            b.plot(rec, prec, label=f"{NAMES[n]} (AP {m['detectors'][n]['pr_auc']:.3f})")
+            b.plot(rec, prec, color=COLOURS[n], label=f"{NAMES[n]} (AP {m['detectors'][n]['pr_auc']:.3f})")
         a.plot([0, 1], [0, 1], "k:", lw=0.8, label="chance")
         a.set(xlabel="false positive rate (fraction of normal windows)", ylabel="true positive rate (fraction of anomalous windows)", title="ROC, test windows")
         b.set(xlabel="recall (fraction of anomalous windows)", ylabel="precision (fraction of flagged windows)", title="Precision-recall, test windows")
@@ -135,9 +136,10 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # the date once, then times
         for start, stop in spans:
             ax.axvspan(start, stop, color="tab:red", alpha=0.15, lw=0)
-        ax.plot(t, sc["int8"], lw=0.7, label="AE int8 score")
-        if "residual" in sc:
-            ax.plot(t, sc["residual"], lw=0.7, alpha=0.7, label="residual byte score")
+        ax.plot(t, sc["int8"], lw=0.7, color=COLOURS["int8"], label="AE int8 score")
+        for n, label in (("residual", "residual byte score"), ("code", "code Mahalanobis score")):  # what serve can score packets by
+            if n in sc:
+                ax.plot(t, sc[n], lw=0.7, alpha=0.7, color=COLOURS[n], label=label)
         ax.axhline(1.0, color="k", ls="--", lw=1, label="threshold (UCL)")
         ax.fill_between([], [], color="tab:red", alpha=0.15, label="labelled anomaly")
         for b_ in np.nonzero(np.diff(sc["part_index"]))[0]:
@@ -310,8 +312,8 @@ def _operating_figure(plt, m: dict, names: list[str]):
     unit = "rows" if m["protocol"] == "skab" else "windows"
     for n in names:
         c, d = m["detectors"][n]["operating_curve"], m["detectors"][n]
-        line = ax.plot(c["far"], c["f1"], lw=1.2, label=NAMES[n])[0]
-        ax.plot(d["far"], d["f1"], "o", color=line.get_color())
+        ax.plot(c["far"], c["f1"], lw=1.2, color=COLOURS[n], label=NAMES[n])
+        ax.plot(d["far"], d["f1"], "o", color=COLOURS[n])
     ax.plot([], [], "o", color="grey", label="at the detector's threshold (× 1)")
     published = m.get("published") or []
     for rank, r in enumerate(published, 1):  # numbered, named in a legend of their own: the names overprinted

@@ -113,6 +113,13 @@ def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
             assert "(" in ax.get_xlabel() + ax.get_ylabel(), f"{stem}: no unit"
         assert any(ax.get_legend() is not None for ax in fig.axes), stem
     assert "operating" in [stem for stem, _, _ in figures]
+    drawn = {stem: {ln.get_label() for ax in f.axes for ln in ax.get_lines()} for stem, _, f in figures}
+    assert "code Mahalanobis (packet) (AUC" in " ".join(drawn["roc_pr"])  # the scorer calibrate --mode code ships, drawn too
+    assert "code Mahalanobis (packet)" in drawn["operating"] and "code Mahalanobis score" in drawn["score_time"]
+    colour = {stem: {ln.get_label().split(" (")[0].removesuffix(" score"): ln.get_color() for ax in f.axes for ln in ax.get_lines()}
+              for stem, _, f in figures}  # fmt: skip
+    assert colour["roc_pr"]["AE int8"] == colour["operating"]["AE int8"] == colour["score_time"]["AE int8"]  # one colour each
+    assert colour["roc_pr"]["code Mahalanobis"] == colour["score_time"]["code Mahalanobis"] != colour["roc_pr"]["AE int8"]
     (fig,) = [f for stem, _, f in figures if stem == "score_time"]  # its legend hid the first test windows
     fig.canvas.draw()
     ax = fig.axes[0]

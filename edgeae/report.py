@@ -33,7 +33,7 @@ RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
 HISTORY = "history.json"  # a training run's losses per epoch (edgeae.train)
 PHASES = {"train": "training", "prune": "pruning", "qat": "quantization-aware"}
 CURVES = ("float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest")
-COLOURS = {n: f"C{i}" for i, n in enumerate(CURVES)}  # a detector's colour, the same in every figure
+COLOURS = dict(zip(CURVES, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8")))  # one per detector in every figure; not C7, the grey of guides
 
 
 def _roc(y, s):

@@ -18,8 +18,10 @@ import click
 from .errors import EdgeaeError, require
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
+from .recipe import Recipe, summary
 
 
+DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
 BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
 seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
                            "to see how much a figure moves with it.")  # fmt: skip
@@ -79,7 +81,7 @@ def demo(out, seconds):
 
 
 @main.command()
-@click.option("--recipe", "recipe_path", required=True, type=click.Path(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml.")
+@click.option("--recipe", "recipe_path", type=click.Path(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml [default: " + DEFAULT_RECIPE + "].")
 @click.option("--data", required=True, multiple=True, type=click.Path(),
               help="Training data: a CSV or .npz file, or a folder of them; again for more (no window spans two files).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
@@ -93,7 +95,7 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
     from .train import data_notes, kept_epoch, model_notes, train as train_
 
-    recipe = _load_recipe(recipe_path, seed)
+    recipe = _load_recipe(recipe_path, seed, data)
     recipe.train.epochs = epochs or recipe.train.epochs
     rows = _parse_rows(train_rows) if train_rows else None
     run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows,
@@ -120,11 +122,16 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     click.echo(f"run written to {run} (edgeae report {run} draws its losses per epoch)")
 
 
-def _load_recipe(path, seed: int | None):
-    """The recipe at `path`, with `--seed` (when given) in place of its [train] seed."""
+def _load_recipe(path, seed: int | None, data: tuple):
+    """The recipe at `path` (without one, the default recipe, named after the first `--data`, and
+    said so), with `--seed` (when given) in place of its [train] seed."""
     from . import recipe as R
 
-    recipe = R.load(path)
+    if path is None:
+        recipe = R.Recipe(name=Path(data[0]).resolve().stem or "model")
+        click.echo(f"no --recipe: {DEFAULT_RECIPE} (a recipe file changes any of it: models/*.toml)", err=True)
+    else:
+        recipe = R.load(path)
     if seed is not None:
         recipe.train.seed = seed
     return recipe
@@ -640,6 +647,12 @@ def archive(db, before, out):
         click.echo(json.dumps(report, indent=2))
 
 
+def _need_recipe(protocol: str, recipe_path) -> None:
+    """SKAB's and NAB's protocols fix the window and the channels: a recipe says them (models/)."""
+    if recipe_path is None and protocol != "generic":
+        raise EdgeaeError(f"--protocol {protocol} needs --recipe (models/{protocol}.toml: the protocol's window and channels)")
+
+
 def _protocol_data(protocol: str, data: tuple, files: int | None):
     """`--data` as the protocol reads it: generic, every path given; SKAB's and NAB's, their folder."""
     if files is not None and protocol != "skab":
@@ -656,8 +669,8 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 @click.option("--data", required=True, multiple=True, type=click.Path(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more), or the protocol's SKAB / NAB folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (metrics.json, scores for the report).")
-@click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (needs --recipe).")
-@click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol.")
+@click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (skab and nab need --recipe).")
+@click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
@@ -673,12 +686,13 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     from . import evaluate
 
     if protocol:
-        if export_dir or not recipe_path:
-            raise EdgeaeError("--protocol trains its own models: give --recipe and no export")
+        if export_dir:
+            raise EdgeaeError("--protocol trains its own models: give no export")
+        _need_recipe(protocol, recipe_path)
         for option, given in (("--train-rows", train_rows), ("--thresholds", thresholds)):
             if given and protocol != "generic":
                 raise EdgeaeError(f"{option} is for an export or --protocol generic: {protocol}'s protocol sets its own")
-        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out,
+        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed, data), _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
                                        train_rows=_parse_rows(train_rows) if train_rows else None, per_file=thresholds == "per-file")  # fmt: skip
     elif seed is not None:
@@ -687,7 +701,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet,
                                      per_file=thresholds == "per-file")  # fmt: skip
     else:
-        raise EdgeaeError("give an export directory, or --protocol with --recipe")
+        raise EdgeaeError("give an export directory, or --protocol")
     unit = "rows" if m["protocol"] == "skab" else "windows"
     budget = f"F1@FAR<={evaluate.FAR_BUDGET:g}"
     click.echo(f"{'detector':<18}{'ROC-AUC':>8}{'PR-AUC':>8}{'F1':>7}{'FAR %':>8}{'MAR %':>8}{budget:>13}   ({unit})")
@@ -727,7 +741,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 
 
 @main.command()
-@click.option("--recipe", "recipe_path", required=True, type=click.Path())
+@click.option("--recipe", "recipe_path", type=click.Path(), help="Model recipe (TOML) [default with --protocol generic: " + DEFAULT_RECIPE + "].")
 @click.option("--data", required=True, multiple=True, type=click.Path(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more; one model over them), or the SKAB folder with --protocol skab.")
 @click.option("--code-sizes", default="2,4,8,16,32", show_default=True)
@@ -739,10 +753,11 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
     from . import evaluate, wire
 
+    _need_recipe(protocol, recipe_path)
     sizes = _positive_ints(code_sizes, "--code-sizes")
     if max(sizes) > wire.MAX_CODE:
         raise EdgeaeError(f"--code-sizes: {max(sizes)} is more than the {wire.MAX_CODE} values a packet carries")
-    rd = evaluate.sweep(_load_recipe(recipe_path, seed), _protocol_data(protocol, data, files), out, sizes, protocol, files)
+    rd = evaluate.sweep(_load_recipe(recipe_path, seed, data), _protocol_data(protocol, data, files), out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip

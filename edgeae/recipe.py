@@ -169,6 +169,14 @@ class Recipe:
         return self
 
 
+def summary(r: Recipe) -> str:
+    """What a recipe builds, in one line (the CLI names the default recipe by it)."""
+    m, d = r.model, r.data
+    layers = f"{'-'.join(map(str, m.hidden))} units" if m.kind == "dense" else f"{'-'.join(map(str, m.filters))} filters, kernel {m.kernel_size}"
+    channels = "every numeric column" if d.channels is None else f"{len(d.channels)} channels"
+    return f"a {m.kind} autoencoder ({layers}, code {m.code_size}) on windows of {d.window} rows every {d.hop} of {channels}"
+
+
 def _one_of(key, value, allowed):
     if value not in allowed:
         raise EdgeaeError(f"recipe: {key} must be one of {', '.join(allowed)}; got {value!r}")

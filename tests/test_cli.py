@@ -111,6 +111,22 @@ def test_train_bad_data(tmp_path, csv, pattern):
     assert not list(tmp_path.glob(".run*"))  # no temporary leftovers
 
 
+def test_train_without_a_recipe_trains_the_default_one_and_says_so(tmp_path, sim_train):
+    """`edgeae train --data F` works as it stands: the default recipe (every numeric column),
+    named after the data, its run in runs/<name>. SKAB's and NAB's protocols still need theirs."""
+    proc = edgeae("train", "--data", sim_train, "--epochs", "1", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no --recipe: the default recipe, a dense autoencoder (64-32 units, code 8) on windows of 64 rows every 16 of every " \
+           "numeric column" in proc.stderr  # fmt: skip
+    used = json.loads((tmp_path / "runs" / "train" / "recipe.json").read_text())
+    assert used["name"] == "train" and used["model"]["hidden"] == [64, 32] and "channels" not in used["data"]
+    assert json.loads((tmp_path / "runs" / "train" / "data.json").read_text())["channels"] == ["vib_x", "vib_y", "current", "temperature"]
+    for command in ("eval", "sweep"):
+        assert_one_line_error(edgeae(command, "--protocol", "skab", "--data", tmp_path, "--out", tmp_path / "o"),
+                              "--protocol skab needs --recipe (models/skab.toml")  # fmt: skip
+    assert_one_line_error(edgeae("eval", "--protocol", "nab", "--data", tmp_path, "--out", tmp_path / "o"), "--protocol nab needs --recipe")
+
+
 def test_train_unknown_recipe_key(tmp_path, sim_train):
     r = tmp_path / "r.toml"
     r.write_text('[model]\nkind = "dense"\n[train]\nepoch = 3\n')

@@ -160,7 +160,7 @@ def _parse_rows(text: str) -> tuple[int, int]:
 @main.command()
 @click.argument("source", type=click.Path())
 @click.option("--int8", "int8", is_flag=True, help="Full-integer quantization of the encoder (int8 in and out).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Export directory [default: dist/<the run's or model file's name>].")
 @click.option("--decoder-int8", is_flag=True, help="Also quantize the decoder to int8 (default float32).")
 @click.option("--calibration", multiple=True, type=click.Path(),
               help="Representative data (CSV / .npz, or a folder of them; again for more) instead of the training windows.")
@@ -175,7 +175,7 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
     from . import wire
     from .export import export as export_
 
-    path = export_(source, out, decoder_int8=decoder_int8, calibration=calibration or None, code_layer=code_layer,
+    path = export_(source, out or Path("dist") / Path(source).resolve().stem, decoder_int8=decoder_int8, calibration=calibration or None, code_layer=code_layer,
                    normalization=normalization, target=target, io_type=io_type)  # fmt: skip
     man = json.loads((path / "manifest.json").read_text())
     for name, meta in man["artifacts"].items():

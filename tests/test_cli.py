@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_train_bad_data(tmp_path, csv, pattern):
     assert not list(tmp_path.glob(".run*"))  # no temporary leftovers
 
 
-def test_train_without_a_recipe_trains_the_default_one_and_says_so(tmp_path, sim_train):
+def test_train_without_a_recipe_trains_the_default_one_and_export_without_out_names_its_folder(tmp_path, sim_train):
     """`edgeae train --data F` works as it stands: the default recipe (every numeric column),
     named after the data, its run in runs/<name>. SKAB's and NAB's protocols still need theirs."""
     proc = edgeae("train", "--data", sim_train, "--epochs", "1", "--quiet", cwd=tmp_path)
@@ -121,6 +122,9 @@ def test_train_without_a_recipe_trains_the_default_one_and_says_so(tmp_path, sim
     used = json.loads((tmp_path / "runs" / "train" / "recipe.json").read_text())
     assert used["name"] == "train" and used["model"]["hidden"] == [64, 32] and "channels" not in used["data"]
     assert json.loads((tmp_path / "runs" / "train" / "data.json").read_text())["channels"] == ["vib_x", "vib_y", "current", "temperature"]
+    proc = edgeae("export", "--int8", Path("runs") / "train", cwd=tmp_path)  # and export's folder named after the run's
+    assert proc.returncode == 0 and f"export written to {Path('dist') / 'train'}" in proc.stdout, proc.stderr
+    assert (tmp_path / "dist" / "train" / "manifest.json").is_file()
     for command in ("eval", "sweep"):
         assert_one_line_error(edgeae(command, "--protocol", "skab", "--data", tmp_path, "--out", tmp_path / "o"),
                               "--protocol skab needs --recipe (models/skab.toml")  # fmt: skip

@@ -668,7 +668,8 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 @click.argument("export_dir", required=False, type=click.Path())
 @click.option("--data", required=True, multiple=True, type=click.Path(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more), or the protocol's SKAB / NAB folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (metrics.json, scores for the report).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (metrics.json, scores for the report) [default: reports/<the export's name>, with --protocol the recipe's].")
 @click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (skab and nab need --recipe).")
 @click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
@@ -692,12 +693,15 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         for option, given in (("--train-rows", train_rows), ("--thresholds", thresholds)):
             if given and protocol != "generic":
                 raise EdgeaeError(f"{option} is for an export or --protocol generic: {protocol}'s protocol sets its own")
-        m = evaluate.evaluate_protocol(protocol, _load_recipe(recipe_path, seed, data), _protocol_data(protocol, data, files), out,
+        recipe = _load_recipe(recipe_path, seed, data)
+        out = out or Path("reports") / recipe.name
+        m = evaluate.evaluate_protocol(protocol, recipe, _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
                                        train_rows=_parse_rows(train_rows) if train_rows else None, per_file=thresholds == "per-file")  # fmt: skip
     elif seed is not None:
         raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
+        out = out or Path("reports") / Path(export_dir).resolve().name
         m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet,
                                      per_file=thresholds == "per-file")  # fmt: skip
     else:
@@ -747,7 +751,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--code-sizes", default="2,4,8,16,32", show_default=True)
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
 @click.option("--files", type=int, help="SKAB: only the first N files.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
 @seed_option
 def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
@@ -757,7 +761,9 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     sizes = _positive_ints(code_sizes, "--code-sizes")
     if max(sizes) > wire.MAX_CODE:
         raise EdgeaeError(f"--code-sizes: {max(sizes)} is more than the {wire.MAX_CODE} values a packet carries")
-    rd = evaluate.sweep(_load_recipe(recipe_path, seed, data), _protocol_data(protocol, data, files), out, sizes, protocol, files)
+    recipe = _load_recipe(recipe_path, seed, data)
+    out = out or Path("reports") / f"{recipe.name}-rd"
+    rd = evaluate.sweep(recipe, _protocol_data(protocol, data, files), out, sizes, protocol, files)
     click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip

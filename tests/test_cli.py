@@ -112,9 +112,10 @@ def test_train_bad_data(tmp_path, csv, pattern):
     assert not list(tmp_path.glob(".run*"))  # no temporary leftovers
 
 
-def test_train_without_a_recipe_trains_the_default_one_and_export_without_out_names_its_folder(tmp_path, sim_train):
+def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train):
     """`edgeae train --data F` works as it stands: the default recipe (every numeric column),
-    named after the data, its run in runs/<name>. SKAB's and NAB's protocols still need theirs."""
+    named after the data, its run in runs/<name>; then export, eval and sweep without --out write
+    dist/<name>, reports/<name> and reports/<name>-rd. SKAB's and NAB's protocols still need recipes."""
     proc = edgeae("train", "--data", sim_train, "--epochs", "1", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "no --recipe: the default recipe, a dense autoencoder (64-32 units, code 8) on windows of 64 rows every 16 of every " \
@@ -125,6 +126,10 @@ def test_train_without_a_recipe_trains_the_default_one_and_export_without_out_na
     proc = edgeae("export", "--int8", Path("runs") / "train", cwd=tmp_path)  # and export's folder named after the run's
     assert proc.returncode == 0 and f"export written to {Path('dist') / 'train'}" in proc.stdout, proc.stderr
     assert (tmp_path / "dist" / "train" / "manifest.json").is_file()
+    proc = edgeae("eval", Path("dist") / "train", "--data", sim_train, "--quiet", cwd=tmp_path)  # eval's, the export's
+    assert proc.returncode == 0 and (tmp_path / "reports" / "train" / "metrics.json").is_file(), proc.stderr
+    proc = edgeae("sweep", "--data", sim_train, "--code-sizes", "2", cwd=tmp_path)  # sweep's, the recipe's
+    assert proc.returncode == 0 and (tmp_path / "reports" / "train-rd" / "rd.json").is_file(), proc.stderr
     for command in ("eval", "sweep"):
         assert_one_line_error(edgeae(command, "--protocol", "skab", "--data", tmp_path, "--out", tmp_path / "o"),
                               "--protocol skab needs --recipe (models/skab.toml")  # fmt: skip

@@ -509,6 +509,11 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         if report.get("windows_with_anomalous_rows"):
             click.echo(f"note: {report['windows_with_anomalous_rows']} of the {report['normal_windows']} windows fitted hold rows labelled "
                        "anomalous: the threshold rises to their scores, and faults like them go unflagged", err=True)  # fmt: skip
+        auc = report.get("auc_by_mode", {})
+        if auc and (best := max(auc, key=auc.get)) != report["mode"] and auc[best] >= auc[report["mode"]] + 0.02:
+            click.echo(f"note: on these labelled windows mode {best} tells the faults apart better (ROC-AUC {auc[best]:.3f}, "
+                       f"{report['mode']}'s {auc[report['mode']]:.3f}): calibrate --mode {best} (edgeae eval compares them on test rows)",
+                       err=True)  # fmt: skip
         return
     if mode or train_rows or f1:
         raise EdgeaeError("--mode, --train-rows and --f1 go with --data: --db keeps the export's scorer and sets a sensor's threshold")

@@ -264,6 +264,9 @@ def calibrate(
 
         scores = scorer.score_samples(features)
         report.update(auc=roc_auc(labels, scores), **detection_rates(labels, scores > scorer.threshold_))
+        if labels.any() and not labels.all():  # how well each mode, fitted on the same windows, tells these faults apart
+            report["auc_by_mode"] = {m: report["auc"] if m == mode else roc_auc(labels, AnomalyScorer(m).fit(features.subset(normal)).score_samples(features))
+                                     for m in HOST_MODES}  # fmt: skip
     return scorer, report
 
 

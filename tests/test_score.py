@@ -10,7 +10,7 @@ import pytest
 
 from edgeae.errors import EdgeaeError
 from edgeae.protocols import ucl
-from edgeae.score import AnomalyScorer, Features, load, save
+from edgeae.score import HOST_MODES, AnomalyScorer, Features, load, save
 
 
 def _normal(n=2000, seed=0):
@@ -144,6 +144,13 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     assert report["mode"] == "combined" and report["rule"] == "f1" and report["fitted_on"] == "rows labelled normal"
     assert report["auc"] > 0.9 and report["f1"] > 0.8
     assert load(export, Export.open(export).model_id, Export.open(export).manifest["code_size"]).threshold_ == report["threshold"]
+    auc = report["auc_by_mode"]  # every mode fitted on the same windows: which tells these faults apart
+    assert list(auc) == list(HOST_MODES) and auc["combined"] == report["auc"] and auc["code"] < 0.8 < auc["residual"]
+    assert "note:" not in proc.stderr  # residual's is within 0.02 of combined's
+    proc = edgeae("calibrate", export, "--data", sim_test, "--mode", "code")
+    assert json.loads(proc.stdout)["auc_by_mode"] == auc
+    assert f"note: on these labelled windows mode combined tells the faults apart better (ROC-AUC {auc['combined']:.3f}, code's " \
+           f"{auc['code']:.3f}): calibrate --mode combined" in proc.stderr  # fmt: skip
 
     unlabelled = tmp_path / "unlabelled.npz"
     s = read_series(sim_test)

@@ -105,7 +105,7 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     epochs = len(history["train"]["loss"])
     info = json.loads((run / "data.json").read_text())
     click.echo(f"trained {recipe.name} on {info['train_windows']} windows" + (f" from {info['files']} files" if info["files"] > 1 else "")
-               + f": {epochs} epochs, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))  # fmt: skip
+               + f": {epochs} epoch{'s' * (epochs != 1)}, " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))  # fmt: skip
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip

@@ -120,6 +120,7 @@ def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train)
     assert proc.returncode == 0, proc.stderr
     assert "no --recipe: the default recipe, a dense autoencoder (64-32 units, code 8) on windows of 64 rows every 16 of every " \
            "numeric column" in proc.stderr  # fmt: skip
+    assert re.search(r"^trained train on \d+ windows: 1 epoch, loss", proc.stdout, re.M), proc.stdout
     used = json.loads((tmp_path / "runs" / "train" / "recipe.json").read_text())
     assert used["name"] == "train" and used["model"]["hidden"] == [64, 32] and "channels" not in used["data"]
     assert json.loads((tmp_path / "runs" / "train" / "data.json").read_text())["channels"] == ["vib_x", "vib_y", "current", "temperature"]

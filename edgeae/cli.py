@@ -719,7 +719,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
     where = (f", one over the {len(m['parts'])} files' training windows" if m["thresholds"] == "pooled"
              else ", each file's own, from its training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else "")  # fmt: skip
-    click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)\n"
+    deployed = evaluate.deployed_text(m.get("deployed"))
+    click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)" + (f"; {deployed}" if deployed else "") + "\n"
                f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
     if m.get("groups"):
         heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())

@@ -16,6 +16,9 @@ of the detector's scores on the training windows), except Isolation Forest's (be
                   scikit-learn's `predict` puts it: anomaly score 0.5, the boundary of the original
                   paper). Its score is bounded, normal windows near 0.45, so the UCL's x 4/3 lands
                   above nearly every window (on SKAB it flagged no row at all: F1 0)
+    deployed      eval of an export: the export's own scorer at its own threshold (scorer.json from
+                  `edgeae calibrate`, else the default residual one), as serve judges its packets
+                  (a sensor's own threshold, `calibrate --db --sensor`, aside)
 
 Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
 windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
@@ -53,6 +56,8 @@ metrics.json, schema "edgeae.metrics/1":
         input_clipped (the share of normal test windows with a value beyond the int8 input's range,
         which the device clips: data unlike the calibration's, or scaled otherwise)
     pruning {layers, target_sparsity}, published (skab: the leaderboard)
+    deployed (eval of an export; else null) {mode, rule, threshold, source ("scorer.json", or
+        "default": a residual scorer fitted on the export's reference windows)}
     int8_all_rows (skab; else null) {f1, far, mar, tp, fp, fn, tn}: the int8 export counted over
         every row of each file, its 400 training rows included, as SKAB's reference notebook
         (notebooks/Conv_AE.ipynb) predicts and counts them; the figures above count the test rows
@@ -147,9 +152,10 @@ def isolation_forest(part: Part, seed: int = 0) -> None:
     part.limits["iforest"] = -forest.offset_
 
 
-def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> Part:
+def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int = 0, deployed: AnomalyScorer | None = None) -> Part:
     """Fill `part.scores` with every detector's window scores, and `extras` for the report;
-    `seed` is Isolation Forest's (the protocol run's training seed)."""
+    `seed` is Isolation Forest's (the protocol run's training seed); `deployed`, an export's own
+    scorer, is scored at its own threshold."""
     w, tr = part.windows, part.train_mask
     main = pipes["int8"]
     f = main.offline_features(w)
@@ -160,6 +166,8 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     normal = f.subset(tr)
     part.scores["residual"] = AnomalyScorer("residual").fit(normal).score_samples(f)
     part.scores["code"] = AnomalyScorer("code").fit(normal).score_samples(f)
+    if deployed is not None:
+        part.scores["deployed"], part.limits["deployed"] = deployed.score_samples(f), deployed.threshold_
     pca = PCA(code_size).fit(w[tr])
     q, t2 = pca.q(w, main.power), pca.t2(w)
     part.scores["pca_q"] = q
@@ -186,15 +194,16 @@ def score_part(part: Part, pipes: dict[str, Pipeline], code_size: int, seed: int
     return part
 
 
-def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0) -> list[Part]:
+def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0,
+                   deployed: AnomalyScorer | None = None) -> list[Part]:  # fmt: skip
     """`score_part` of the parts' windows as one set, its scores and extras split back per part,
     each part given the thresholds fitted on all their training windows: one export over several
     recordings, as it is deployed (one threshold per detector, one PCA, one forest)."""
     if len(parts) == 1:
-        return [score_part(parts[0], pipes, code_size, seed)]
+        return [score_part(parts[0], pipes, code_size, seed, deployed)]
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
     whole = score_part(Part("", cat("windows"), cat("train_mask"), cat("window_labels"), cat("row_labels"), parts[0].window_hop),
-                       pipes, code_size, seed)  # fmt: skip
+                       pipes, code_size, seed, deployed)  # fmt: skip
     limits = {name: whole.limit(name) for name in whole.scores}
     at = np.cumsum([len(p.windows) for p in parts])[:-1]
     at_test = np.cumsum([(~p.train_mask).sum() for p in parts])[:-1]
@@ -205,13 +214,14 @@ def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int
     return parts
 
 
-def score_files(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0, per_file: bool = False) -> list[Part]:
+def score_files(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0, per_file: bool = False,
+                deployed: AnomalyScorer | None = None) -> list[Part]:  # fmt: skip
     """Every detector's scores of the files' parts: with `per_file`, each file judged by thresholds
     (and baselines) fitted on its own training windows, as sensors each calibrated on their own
     (`calibrate --db --sensor`); else by one threshold per detector over all (`score_together`)."""
     if per_file:
-        return [score_part(p, pipes, code_size, seed) for p in parts]
-    return score_together(parts, pipes, code_size, seed)
+        return [score_part(p, pipes, code_size, seed, deployed) for p in parts]
+    return score_together(parts, pipes, code_size, seed, deployed)
 
 
 def _pca_int8_recon(pca: PCA, train, test):
@@ -238,12 +248,22 @@ def decimate(windows: np.ndarray, n_bytes: int, train: np.ndarray) -> np.ndarray
     return out
 
 
-OWN_THRESHOLD = ("iforest",)  # detectors not at the UCL rule (`isolation_forest`)
+OWN_THRESHOLD = ("iforest", "deployed")  # detectors not at the UCL rule (`isolation_forest`, an export's scorer)
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_MIN_PARTS = 2000, 10  # 95 % intervals over files, from 10 files on
 # The operating curve's thresholds, x the UCL (1.0 included), steps of 7 %. Wide: on NAB the best F1
 # within the FAR budget lies near 0.15-0.25 x the UCL, below the 0.25 where the curve once stopped.
 UCL_FACTORS = np.round(np.geomspace(1 / 16, 16.0, 81), 4)
 FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
+
+
+def deployed_text(deployed: dict | None) -> str:
+    """How the CLI and the report name an export's own scorer and threshold (metrics' `deployed`);
+    '' when there is none (a protocol's exports, older folders)."""
+    if not deployed:
+        return ""
+    source = "its scorer.json, from edgeae calibrate" if deployed["source"] != "default" else "no scorer.json: the default one, fitted on its reference windows"
+    return (f"deployed: the export's scorer at its own threshold, as serve judges packets ({deployed['mode']} mode, "
+            f"{deployed['rule']} rule, threshold {deployed['threshold']:.4g}; {source})")
 
 
 def best_text(best: dict | None) -> str:
@@ -517,18 +537,23 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     baselines and thresholds are fitted on the `train_rows` of each file (default: the rows before
     its first anomaly; all of a file without one), the rest is the test. Over several files, one
     threshold per detector from all their training windows, or each file's own (`score_files`)."""
+    from .host import Host
+    from .score import SCORER_FILE
+
     check_replaceable(out, METRICS)
-    ex = Export.open(export_dir)
+    host = Host(export_dir)
+    ex, pipe, scorer = host.export, host.pipe, host.scorer
     files = _labelled(ex.read_files(data, progress), "eval")
     rows = _train_rows(files, train_rows)
-    pipe = Pipeline(ex)
     parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(_part_names(files), files, rows)]
     _check_split(parts, D.names(data), rows, train_rows, per_file)
-    parts = score_files(parts, {"int8": pipe}, ex.manifest["code_size"], per_file=per_file)
-    return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe}, pooled=not per_file)
+    parts = score_files(parts, {"int8": pipe}, ex.manifest["code_size"], per_file=per_file, deployed=scorer)
+    deployed = {"mode": scorer.mode, "rule": scorer.rule, "threshold": scorer.threshold_,
+                "source": SCORER_FILE if (ex.path / SCORER_FILE).is_file() else "default"}  # fmt: skip
+    return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe}, pooled=not per_file, deployed=deployed)
 
 
-def _write(out, protocol, data, recipe, parts: list[Part], pipes, pooled: bool) -> dict:
+def _write(out, protocol, data, recipe, parts: list[Part], pipes, pooled: bool, deployed: dict | None = None) -> dict:
     main = pipes["int8"].export.manifest
     code_bytes, channels = main["code_bytes"], main["window"]["channels"]
     raw = main["raw_bytes_per_window"]["int16"]
@@ -553,6 +578,7 @@ def _write(out, protocol, data, recipe, parts: list[Part], pipes, pooled: bool) 
         "pruning": pipes["int8_pruned"].export.manifest["pruning"] if "int8_pruned" in pipes else main.get("pruning"),
         "published": [dict(zip(("algorithm", "f1", "far", "mar"), r)) for r in SKAB_LEADERBOARD] if protocol == "skab" else None,
         "int8_all_rows": all_rows_rates(parts, "int8") if protocol == "skab" else None,
+        "deployed": deployed,
     }
     with atomic_dir(out, METRICS) as tmp:
         write_json(tmp / METRICS, metrics)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import wire
 from .errors import EdgeaeError, require
-from .evaluate import FAR_BUDGET, METRICS, RD, best_text
+from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text
 from .fsutil import atomic_file
 from .metrics import segments, threshold_counts
 from .recipe import from_dict
@@ -26,14 +26,15 @@ from .train import data_notes, kept_epoch, model_notes
 NAMES = {
     "float": "AE float", "int8": "AE int8", "int8_pruned": "AE int8, pruned", "residual": "residual byte (packet)",
     "code": "code Mahalanobis (packet)", "pca_q": "PCA Q", "pca_t2q": "PCA T²+Q", "iforest": "Isolation Forest",
+    "deployed": "export's scorer (deployed)",
 }  # fmt: skip
 CODE_SPACE_PARTS = 4  # files drawn in the code-space figure when each has its own model (SKAB)
 WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
 RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
 HISTORY = "history.json"  # a training run's losses per epoch (edgeae.train)
 PHASES = {"train": "training", "prune": "pruning", "qat": "quantization-aware"}
-CURVES = ("float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest")
-COLOURS = dict(zip(CURVES, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8")))  # one per detector in every figure; not C7, the grey of guides
+CURVES = ("float", "int8", "int8_pruned", "residual", "code", "pca_q", "pca_t2q", "iforest", "deployed")
+COLOURS = dict(zip(CURVES, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")))  # one per detector in every figure; not C7, the grey of guides
 
 
 def _roc(y, s):
@@ -354,7 +355,8 @@ def _summary(inputs: dict) -> str:
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
                      f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× threshold)</th></tr>{rows}</table>"
                      "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training scores"
-                     + _whose_training(m) + ")" + _iforest_threshold(m["detectors"]) + ". The last column moves every threshold by one common factor "
+                     + _whose_training(m) + ")" + _iforest_threshold(m["detectors"])
+                     + (f"; {deployed}" if (deployed := deployed_text(m.get("deployed"))) else "") + ". The last column moves every threshold by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip
         if m.get("groups"):

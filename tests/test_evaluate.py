@@ -175,11 +175,40 @@ def test_eval_an_export(small_export, sim_test, tmp_path):
     proc = edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path / "e")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert set(m["detectors"]) == DETECTORS - {"int8_pruned"}
+    assert set(m["detectors"]) == DETECTORS - {"int8_pruned"} | {"deployed"}
     assert "pca_t2q" in proc.stdout and "compression" not in proc.stderr
     assert f"normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * m['code_in_range']['windows']:.1f} %" in proc.stdout
     assert 0 <= m["input_clipped"] < 0.05  # the same machine as the calibration data
     assert f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range" in proc.stdout
+
+
+def test_eval_of_an_export_judges_it_as_deployed_too(small_export, sim_test, sim_train, tmp_path):
+    """Beside thresholds fitted on the data, eval scores the export's own scorer at its own
+    threshold (scorer.json from calibrate, else the default one), as serve would judge the packets:
+    whether the export as shipped flags these faults."""
+    from edgeae.host import Host
+    from edgeae.report import render
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    for calibrated in (False, True):
+        if calibrated:
+            assert edgeae("calibrate", export, "--data", sim_train, "--mode", "code", "--rule", "far", "--q", "0.05").returncode == 0
+        proc = edgeae("eval", export, "--data", sim_test, "--out", tmp_path / f"e{calibrated}", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        m, scores = json.loads((tmp_path / f"e{calibrated}" / "metrics.json").read_text()), np.load(tmp_path / f"e{calibrated}" / "scores.npz")
+        scorer = Host(export).scorer
+        assert m["deployed"] == {"mode": "code" if calibrated else "residual", "rule": "far" if calibrated else "ucl",
+                                 "threshold": scorer.threshold_, "source": "scorer.json" if calibrated else "default"}  # fmt: skip
+        d, y = m["detectors"]["deployed"], scores["labels"].astype(bool)
+        assert d["threshold"] == "own" and (d["tp"], d["fp"]) == ((scores["deployed"] > 1)[y].sum(), (scores["deployed"] > 1)[~y].sum())
+        if not calibrated:  # the default scorer is residual: the residual detector's scores, over another threshold
+            ratio = scores["deployed"] / scores["residual"]
+            assert np.allclose(ratio, ratio[0]) and not np.isclose(ratio[0], 1)
+        assert f"deployed: the export's scorer at its own threshold, as serve judges packets ({m['deployed']['mode']} mode" in proc.stdout
+        assert ("its scorer.json, from edgeae calibrate" if calibrated else "no scorer.json: the default one") in proc.stdout
+    assert "code mode, far rule" in render(tmp_path / "eTrue", progress=False).read_text()
+    assert d["far"] > 3  # the far rule at q 0.05 flags about 5 % of normal windows, as asked
 
 
 def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_path):
@@ -724,7 +753,7 @@ def test_the_protocols_seed_also_seeds_isolation_forest(monkeypatch, sim_train, 
     (it was always fitted with seed 0)."""
     seen = []
 
-    def record(part, pipes, code_size, seed=0):
+    def record(part, pipes, code_size, seed=0, deployed=None):
         seen.append(seed)
         raise EdgeaeError("stopped before scoring")
 

@@ -51,15 +51,15 @@ def main():
     \b
     edgeae demo                                     the whole chain on simulated data
     edgeae cut F --out D                            a recording with gaps -> a file per stretch
-    edgeae train  --recipe models/X.toml --data F   train (and prune) -> runs/X
-    edgeae export --int8 runs/X --out dist/X         full-int8 encoder + decoder + manifest
+    edgeae train [--recipe models/X.toml] --data F  train (and prune) -> runs/X
+    edgeae export --int8 runs/X [--out dist/X]       full-int8 encoder + decoder + manifest
     edgeae verify dist/X [--data F]                  LiteRT = TFLite Micro, fidelity vs float
     edgeae encode dist/X --data F --sensor 1 --out p.bin | --mqtt HOST:PORT   device loop -> packets
     edgeae calibrate dist/X --data F                 fit the host's anomaly scorer
     edgeae calibrate dist/X --db r.sqlite --sensor 7 --since T --until T   a sensor's own threshold
     edgeae serve dist/X --mqtt HOST:PORT --db r.sqlite   decode, score, store every packet
     edgeae archive r.sqlite --before 90d --out archive/X   what came in before to Parquet
-    edgeae eval dist/X --data F --out reports/X      detection and compression vs baselines
+    edgeae eval dist/X --data F [--out reports/X]    detection and compression vs baselines
     edgeae eval --protocol skab --recipe models/skab.toml --data ../shared/data/skab --out reports/skab
     edgeae sweep --recipe R --data F --code-sizes 2,4,8,16,32 --out reports/rd
     edgeae report reports/X                          one HTML page with the plots (eval, sweep or a run)

@@ -575,8 +575,10 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         if status_topic is not None:
             check_topic(status_topic, wildcards=False, option="--status-topic")
         require("paho.mqtt.client", "serve")  # before the database is made
+    made = not Path(db).exists()
     server = serve_.Server(export_dirs, db, serve_.load_keys(keys) if keys else None, notify=lambda m: click.echo(m, err=True),
                            envelope=envelope, state_topic=state_topic, silent_after=silent_after)  # fmt: skip
+    subscribed = False
     try:
         if packets:
             server.run_packets(records)
@@ -586,13 +588,19 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
             who = "keeping no session" if clean_session else f"as {client_id}, its session kept"
             from .host import Hosts
 
+            def ready():
+                nonlocal subscribed
+                subscribed = True
+                click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop, SIGHUP to read the exports' scorers "
+                           "and the keys again)", err=True)  # fmt: skip
+
             load = lambda: Hosts(export_dirs, serve_.load_keys(keys) if keys else None)  # noqa: E731
             server.run_mqtt(broker, topic, stop, client_id=client_id, keep_session=not clean_session, status_topic=status_topic,
-                            reload=serve_.reload_on_sighup(), load=load,
-                            ready=lambda: click.echo(f"serving {topic} on {broker_at} into {db}, {who} (SIGTERM to stop, SIGHUP to "
-                                                     "read the exports' scorers and the keys again)", err=True))  # fmt: skip
+                            reload=serve_.reload_on_sighup(), load=load, ready=ready)  # fmt: skip
     finally:
         server.close()
+        if broker and made and not subscribed:  # the broker never reached: no empty database left behind
+            Path(db).unlink(missing_ok=True)
     reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(server.rejected.items()))
     click.echo(f"stored {server.stored}, rejected {server.rejected.total()}"
                + (f" ({reasons}; kept, raw, in the rejected table of {db})" if reasons else "")

@@ -964,6 +964,7 @@ def test_broker_unreachable_is_one_line(small_export, tmp_path):
         port = s.getsockname()[1]
         proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
     assert_one_line_error(proc, "cannot connect to the MQTT broker")
+    assert not (tmp_path / "r.sqlite").exists()  # the database it made for the broker's packets, removed
 
 
 def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):

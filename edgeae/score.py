@@ -263,10 +263,13 @@ def calibrate(
         from .metrics import detection_rates, roc_auc
 
         scores = scorer.score_samples(features)
-        report.update(auc=roc_auc(labels, scores), **detection_rates(labels, scores > scorer.threshold_))
-        if labels.any() and not labels.all():  # how well each mode, fitted on the same windows, tells these faults apart
+        rates = detection_rates(labels, scores > scorer.threshold_)
+        if labels.any() and not labels.all():  # and how well each mode, fitted on the same windows, tells these faults apart
+            report.update(auc=roc_auc(labels, scores), **rates)
             report["auc_by_mode"] = {m: report["auc"] if m == mode else roc_auc(labels, AnomalyScorer(m).fit(features.subset(normal)).score_samples(features))
                                      for m in HOST_MODES}  # fmt: skip
+        else:  # one class: no ROC-AUC or F1 (NaN is not JSON), only its false alarms or misses
+            report.update({k: rates[k] for k in (("mar", "tp", "fn") if labels.all() else ("far", "fp", "tn"))})
     return scorer, report
 
 

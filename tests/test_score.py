@@ -158,6 +158,11 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     proc = edgeae("calibrate", export, "--data", unlabelled)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fitted_on"] == "every row (no labels)"
+    healthy = tmp_path / "healthy.npz"  # labelled, every label 0: no ROC-AUC, which printed NaN, not JSON
+    np.savez(healthy, data=s.values[s.labels == 0], channels=np.array(s.channels), labels=np.zeros((s.labels == 0).sum(), np.int8))
+    proc = edgeae("calibrate", export, "--data", healthy)
+    report = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"{c} in calibrate's JSON"))
+    assert report["fitted_on"] == "rows labelled normal" and {"far", "fp", "tn"} <= set(report) and not {"auc", "f1", "mar"} & set(report)
 
 
 def test_calibrate_refuses_a_threshold_no_packet_can_exceed(tmp_path, small_export, sim_test):

@@ -762,8 +762,9 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--recipe", "recipe_path", type=click.Path(), help="Model recipe (TOML) [default with --protocol generic: " + DEFAULT_RECIPE + "].")
 @click.option("--data", required=True, multiple=True, type=click.Path(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more; one model over them), or the SKAB folder with --protocol skab.")
-@click.option("--code-sizes", default="2,4,8,16,32", show_default=True)
-@click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True)
+@click.option("--code-sizes", default="2,4,8,16,32", show_default=True, help="Code sizes to train, comma-separated (an int8 code: bytes per window).")
+@click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True,
+              help="generic: one model over the files' training rows; skab: SKAB's published protocol, one model per file.")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
 @seed_option

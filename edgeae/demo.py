@@ -76,5 +76,6 @@ def summary(r: dict) -> str:
         rep.table(),
         "",
         f"outputs in {r['out']}/: data/ (train.npz, test.npz), run/, export/  -- try: edgeae verify {r['out']}/export --data {r['out']}/data/test.npz",
+        f"the plots: edgeae eval {r['out']}/export --data {r['out']}/data/test.npz --out {r['out']}/report && edgeae report {r['out']}/report",
     ]  # fmt: skip
     return "\n".join(lines)

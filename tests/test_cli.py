@@ -210,6 +210,12 @@ def test_demo_replaces_its_own_earlier_output(tmp_path):
     summary = demo.run(tmp_path, seconds=1, progress=False)
     assert summary["report"].passed
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [demo.DATA_MARKER, "test.npz", "train.npz"]
+    suggested = demo.summary(summary).splitlines()[-1]  # the commands the summary ends with, for the plots, run as given
+    assert suggested.startswith("the plots: edgeae eval ")
+    for command in suggested.removeprefix("the plots: ").split(" && "):
+        proc = edgeae(*command.split()[1:])
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "report" / "report.html").is_file()
 
 
 @pytest.mark.parametrize("edit, named", [

@@ -77,9 +77,10 @@ from . import metrics as MT
 from . import protocols as P
 from .errors import EdgeaeError, require
 from .fsutil import atomic_dir, check_replaceable, write_json
+from .host import Host
 from .manifest import Export
 from .pipeline import Pipeline
-from .score import AnomalyScorer
+from .score import SCORER_FILE, AnomalyScorer
 
 SCHEMA = "edgeae.metrics/1"
 METRICS, RD = "metrics.json", "rd.json"  # what an eval / a sweep output folder holds
@@ -537,9 +538,6 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     baselines and thresholds are fitted on the `train_rows` of each file (default: the rows before
     its first anomaly; all of a file without one), the rest is the test. Over several files, one
     threshold per detector from all their training windows, or each file's own (`score_files`)."""
-    from .host import Host
-    from .score import SCORER_FILE
-
     check_replaceable(out, METRICS)
     host = Host(export_dir)
     ex, pipe, scorer = host.export, host.pipe, host.scorer

@@ -202,9 +202,7 @@ def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int
     recordings, as it is deployed (one threshold per detector, one PCA, one forest)."""
     if len(parts) == 1:
         return [score_part(parts[0], pipes, code_size, seed, deployed)]
-    cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
-    whole = score_part(Part("", cat("windows"), cat("train_mask"), cat("window_labels"), cat("row_labels"), parts[0].window_hop),
-                       pipes, code_size, seed, deployed)  # fmt: skip
+    whole = score_part(_joined(parts), pipes, code_size, seed, deployed)
     limits = {name: whole.limit(name) for name in whole.scores}
     at = np.cumsum([len(p.windows) for p in parts])[:-1]
     at_test = np.cumsum([(~p.train_mask).sum() for p in parts])[:-1]
@@ -213,6 +211,12 @@ def score_together(parts: list[Part], pipes: dict[str, Pipeline], code_size: int
         p.extras = {k: np.split(v, at_test)[i] for k, v in whole.extras.items()}
         p.limits = dict(limits)
     return parts
+
+
+def _joined(parts: list[Part]) -> Part:
+    """The parts' windows, training masks and labels as one part, in order (no score yet)."""
+    cat = lambda k: np.concatenate([getattr(p, k) for p in parts])  # noqa: E731
+    return Part("", cat("windows"), cat("train_mask"), cat("window_labels"), cat("row_labels"), parts[0].window_hop)
 
 
 def score_files(parts: list[Part], pipes: dict[str, Pipeline], code_size: int, seed: int = 0, per_file: bool = False,
@@ -682,7 +686,8 @@ def sweep(recipe, data, out, code_sizes=(2, 4, 8, 16, 32), protocol: str = "gene
                 pipe = _train_and_export(r, series, Path(tmp) / f"{k}-{i}", rows, 0.0)
                 parts = [_part(s.source, s, pipe, hop, rr) for s, rr in zip(series, rows)]
                 _check_split(parts, D.names(s.source for s in series), rows, given)
-                w, tr, labels = (np.concatenate([getattr(p, a) for p in parts]) for a in ("windows", "train_mask", "window_labels"))
+                whole = _joined(parts)
+                w, tr, labels = whole.windows, whole.train_mask, whole.window_labels
                 f = pipe.offline_features(w)
                 model = PCA(k).fit(w[tr])
                 rec_pca = _pca_int8_recon(model, w[tr], w)

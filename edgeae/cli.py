@@ -18,7 +18,7 @@ import click
 from .errors import EdgeaeError, require
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
-from .recipe import Recipe, summary
+from .recipe import Recipe, load as load_recipe, summary
 
 
 DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
@@ -125,13 +125,11 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
 def _load_recipe(path, seed: int | None, data: tuple):
     """The recipe at `path` (without one, the default recipe, named after the first `--data`, and
     said so), with `--seed` (when given) in place of its [train] seed."""
-    from . import recipe as R
-
     if path is None:
-        recipe = R.Recipe(name=Path(data[0]).resolve().stem or "model")
+        recipe = Recipe(name=Path(data[0]).resolve().stem or "model")
         click.echo(f"no --recipe: {DEFAULT_RECIPE} (a recipe file changes any of it: models/*.toml)", err=True)
     else:
-        recipe = R.load(path)
+        recipe = load_recipe(path)
     if seed is not None:
         recipe.train.seed = seed
     return recipe

@@ -161,7 +161,7 @@ def data_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     its CSV and .npz files in name order (not its subfolders'). A file named twice is refused: its
     windows would weigh double, and nothing would say so."""
     files = []
-    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+    for path in map(Path, _listed(paths)):
         if path.is_dir():
             found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".npz"))
             if not found:
@@ -205,7 +205,12 @@ def in_first_channels(parts: list[Series]) -> list[Series]:
 
 def names(paths) -> str:
     """The data `paths` as the user gave them (or the files' names), for messages and reports."""
-    return ", ".join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))
+    return ", ".join(map(str, _listed(paths)))
+
+
+def _listed(paths) -> Iterable:
+    """One path as a list of it; several as they are."""
+    return [paths] if isinstance(paths, (str, Path)) else paths
 
 
 def fingerprint(parts: list[Series]) -> str:

@@ -19,6 +19,7 @@ from . import wire
 from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text
 from .fsutil import atomic_file
+from .manifest import MANIFEST
 from .metrics import segments, threshold_counts
 from .recipe import from_dict
 from .train import data_notes, kept_epoch, model_notes
@@ -82,8 +83,10 @@ def _read(folder: Path) -> dict:
         if (folder / "pruning.json").is_file():
             out["run"]["pruning"] = load("pruning.json", read_json)
     if not out:
+        export = (folder / MANIFEST).is_file()  # an export given where its eval goes
         raise EdgeaeError(f"{folder}: nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae sweep, "
-                          "no history.json from edgeae train)")  # fmt: skip
+                          "no history.json from edgeae train)"
+                          + (f"; it is an export: `edgeae eval {folder} --data F` writes what report draws" if export else ""))  # fmt: skip
     return out
 
 

@@ -680,10 +680,12 @@ def test_nab_folder_with_malformed_windows(tmp_path, windows):
         evaluate.nab_series(tmp_path)
 
 
-def test_bad_inputs(tmp_path, sim_train):
+def test_bad_inputs(tmp_path, sim_train, small_export):
     assert_one_line_error(edgeae("eval", "--data", sim_train, "--out", tmp_path / "x"), "give an export directory")
     assert_one_line_error(edgeae("eval", "--protocol", "skab", "--data", sim_train, "--out", tmp_path / "x"), "--recipe")
     assert_one_line_error(edgeae("report", tmp_path), "nothing to report")
+    assert_one_line_error(edgeae("report", small_export), f"nothing to report (no metrics.json from edgeae eval, no rd.json from edgeae "
+                          f"sweep, no history.json from edgeae train); it is an export: `edgeae eval {small_export} --data F` writes what report draws")  # fmt: skip
     assert_one_line_error(edgeae("sweep", "--recipe", ROOT / "models" / "mlperf-ad.toml", "--data", sim_train,
                                  "--code-sizes", "2,x", "--out", tmp_path / "rd"), "--code-sizes")  # fmt: skip
     with pytest.raises(EdgeaeError, match="needs the SKAB folder"):

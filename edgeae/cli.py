@@ -109,6 +109,7 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
     if epochs == recipe.train.epochs and kept_epoch(history["train"]) == epochs:
         click.echo(f"note: the {'validation ' if 'val_loss' in last else ''}loss was still falling at the last epoch: "
                    "more epochs (--epochs, or [train] epochs in the recipe) may fit better")  # fmt: skip
+    _recipe_note(recipe_path)
     for note in model_notes(recipe, len(info["channels"])) + data_notes(info):
         click.echo(f"note: {note}")
     if (run / "pruning.json").is_file():
@@ -123,16 +124,22 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
 
 
 def _load_recipe(path, seed: int | None, data: tuple):
-    """The recipe at `path` (without one, the default recipe, named after the first `--data`, and
-    said so), with `--seed` (when given) in place of its [train] seed."""
+    """The recipe at `path` (without one, the default recipe, named after the first `--data`), with
+    `--seed` (when given) in place of its [train] seed."""
     if path is None:
         recipe = Recipe(name=Path(data[0]).resolve().stem or "model")
-        click.echo(f"no --recipe: {DEFAULT_RECIPE} (a recipe file changes any of it: models/*.toml)", err=True)
     else:
         recipe = load_recipe(path)
     if seed is not None:
         recipe.train.seed = seed
     return recipe
+
+
+def _recipe_note(path) -> None:
+    """Which recipe ran when none was given: said with the results, so that a refused command's
+    error stays its one line."""
+    if path is None:
+        click.echo(f"note: no --recipe: {DEFAULT_RECIPE} (a recipe file changes any of it: models/*.toml)")
 
 
 def _positive_ints(text: str, option: str) -> list[int]:
@@ -413,6 +420,8 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
         raise EdgeaeError("--key is empty: give the sensor's hex key, or leave --key out to send untagged packets")
     if start_seq is not None and seq_file and Path(seq_file).exists():
         raise EdgeaeError(f"give --start-seq or --seq-file, not both: {seq_file} holds the next sequence number")
+    if out not in (None, "-"):
+        check_writable(out)  # before the stream starts, not after its last row
     enc = device.Encoder(export_dir, sensor, key_bytes, time.time() if t0 is None else t0, period, start_seq or 0, seq_file)
     source = device.Source("-" if stdin else data, enc.ex, times=t0 is None)
     packets = device.Stoppable(enc.packets(source, source.batch, source.time_of, every))
@@ -754,6 +763,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
                    "export was calibrated for, which the device clips")  # fmt: skip
     b = m["bytes_per_window"]
     click.echo(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
+    if protocol:
+        _recipe_note(recipe_path)
 
 
 @main.command()
@@ -783,6 +794,7 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
         click.echo(f"{k:>6}{wire.packet_size(k):>8}{a:>11.2f}{p:>12.2f}{x:>8.4f}{y:>9.4f}")
     click.echo(f"packet: with header, residual byte, CRC and tag; LoRaWAN carries {wire.LORAWAN_SLOW_PAYLOAD} bytes at EU868's slowest data rates\n"
                f"written to {out}/rd.json")
+    _recipe_note(recipe_path)
 
 
 @main.command()

@@ -10,6 +10,7 @@ atomically, and exporting the same run twice gives byte-identical files.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -181,10 +182,14 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     if keras3.is_keras3_file(path):
         model = keras3.load(path, custom)
     else:
-        try:
-            model = keras.models.load_model(path, compile=False, custom_objects=custom)
-        except Exception as e:
-            raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({cause(e)})") from None
+        with warnings.catch_warnings(record=True) as said:  # said again if it loads; a refusal's error says it all
+            warnings.simplefilter("always")
+            try:
+                model = keras.models.load_model(path, compile=False, custom_objects=custom)
+            except Exception as e:
+                raise EdgeaeError(f"{path}: cannot load as a tf-keras model ({cause(e)})") from None
+        for w in said:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     encoder, decoder = split(_for_inference(model), code_layer)
     parts = D.in_first_channels(D.read_files(calibration))  # the first file's channels and rate are the export's
     series = parts[0]

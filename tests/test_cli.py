@@ -28,10 +28,12 @@ def edgeae(*args, no_tf=False, hide=(), cwd=ROOT):
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
-def assert_one_line_error(proc, pattern):
+def assert_one_line_error(proc, pattern, stream=False):
+    """The command failed with one line on stderr, its error, naming `pattern` (`stream`: after the
+    status line `encode --data -` prints before it reads a row)."""
     assert proc.returncode != 0
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("edgeae: error:")]
-    assert len(lines) == 1, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if not (stream and "reading CSV rows from stdin" in l)]
+    assert len(lines) == 1 and lines[0].startswith("edgeae: error:"), proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert pattern in lines[0], lines[0]
 
@@ -118,8 +120,8 @@ def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train)
     dist/<name>, reports/<name> and reports/<name>-rd. SKAB's and NAB's protocols still need recipes."""
     proc = edgeae("train", "--data", sim_train, "--epochs", "1", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "no --recipe: the default recipe, a dense autoencoder (64-32 units, code 8) on windows of 64 rows every 16 of every " \
-           "numeric column" in proc.stderr  # fmt: skip
+    assert "note: no --recipe: the default recipe, a dense autoencoder (64-32 units, code 8) on windows of 64 rows every 16 of " \
+           "every numeric column" in proc.stdout  # fmt: skip
     assert re.search(r"^trained train on \d+ windows: 1 epoch, loss", proc.stdout, re.M), proc.stdout
     used = json.loads((tmp_path / "runs" / "train" / "recipe.json").read_text())
     assert used["name"] == "train" and used["model"]["hidden"] == [64, 32] and "channels" not in used["data"]
@@ -135,6 +137,10 @@ def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train)
         assert_one_line_error(edgeae(command, "--protocol", "skab", "--data", tmp_path, "--out", tmp_path / "o"),
                               "--protocol skab needs --recipe (models/skab.toml")  # fmt: skip
     assert_one_line_error(edgeae("eval", "--protocol", "nab", "--data", tmp_path, "--out", tmp_path / "o"), "--protocol nab needs --recipe")
+    # refused without a recipe: the error alone, not the default recipe's note above it
+    for command in (["train"], ["eval", "--protocol", "generic"], ["sweep"]):
+        assert_one_line_error(edgeae(*command, "--data", tmp_path / "none.csv", cwd=tmp_path), "none.csv: no such CSV or .npz file")
+    assert_one_line_error(edgeae("train", "--data", sim_train, "--train-rows", "5:3", cwd=tmp_path), "--train-rows must have")
 
 
 def test_train_unknown_recipe_key(tmp_path, sim_train):
@@ -542,7 +548,7 @@ def test_rows_at_another_rate_than_the_exports_are_refused(tmp_path):
     proc = subprocess.run([*encode, "--period", "0.002"], input=stream, capture_output=True, text=True, cwd=ROOT)
     assert_one_line_error(proc, f"--period 0.002: {said}")
     live = subprocess.run(encode[:-2], input=slow.read_bytes(), capture_output=True, cwd=ROOT)  # a live stream with its times
-    assert_one_line_error(_text(live), f"<stdin>: {said}")
+    assert_one_line_error(_text(live), f"<stdin>: {said}", stream=True)
     assert live.stdout == b""  # refused before the first packet left
     proc = subprocess.run(encode, input=stream.encode(), capture_output=True, cwd=ROOT)
     last = wire.decode(list(wire.unframe(proc.stdout))[-1])

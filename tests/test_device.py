@@ -172,21 +172,21 @@ def test_bad_stream_lines(tmp_path, small_export):
     args = [sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-", "--out", "-"]
     head = ",".join(simulate.CHANNELS) + "\n"
     bad = subprocess.run(args, input=(head + "1,2,3,4\n1,x,3,4\n").encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(bad), "line 3 is not a row of numbers")
+    assert_one_line_error(_text(bad), "line 3 is not a row of numbers", stream=True)
     nan = subprocess.run(args, input=(head + "1,2,nan,4\n").encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(nan), "line 2 has NaN, inf or values beyond")
+    assert_one_line_error(_text(nan), "line 2 has NaN, inf or values beyond", stream=True)
     big = subprocess.run(args, input=(head + "1,2,3,4\n1,2,1e300,4\n").encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(big), "line 3 has NaN, inf or values beyond float32's range")
+    assert_one_line_error(_text(big), "line 3 has NaN, inf or values beyond float32's range", stream=True)
     assert "Warning" not in big.stderr  # the overflow is reported, not warned about as well
     cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'")
+    assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'", stream=True)
     twice = subprocess.run(args, input=(head.strip() + ",vib_x\n1,2,3,4,5\n").encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(twice), "column name(s) 'vib_x' appear more than once")  # was: the first one, unsaid
+    assert_one_line_error(_text(twice), "column name(s) 'vib_x' appear more than once", stream=True)  # was: the first one, unsaid
     latin = subprocess.run(args, input=head.encode() + b"1,2,3,4\n1,2,3,4 \xb0C\n", capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(latin), "<stdin>: line 3 is not UTF-8 text (byte 0xb0)")  # was: a traceback
+    assert_one_line_error(_text(latin), "<stdin>: line 3 is not UTF-8 text (byte 0xb0)", stream=True)  # was: a traceback
     rows = "".join(f"{1_700_000_000 + 100 - i * 0.001:.3f},1,2,3,4\n" for i in range(100))  # newest first
     back = subprocess.run(args, input=("time," + head + rows).encode(), capture_output=True, cwd=ROOT)
-    assert_one_line_error(_text(back), "<stdin>: the rows' times run backwards (newest first?)")
+    assert_one_line_error(_text(back), "<stdin>: the rows' times run backwards (newest first?)", stream=True)
     assert back.stdout == b""  # refused before the first window's packet
 
 
@@ -214,7 +214,7 @@ def test_packets_carry_the_datas_own_times(tmp_path, small_export):
     csv.write_text(csv.read_text().replace(stamps[20], "03/09/2020"))
     for data, where in ((str(csv), "row 21"), ("-", "line 22")):
         bad = subprocess.run(args + ["--data", data], input=csv.read_bytes(), capture_output=True, cwd=ROOT)
-        assert_one_line_error(_text(bad), f"{where}: time '03/09/2020' is neither Unix seconds nor an ISO 8601 date and time (--t0 stamps by row instead)")
+        assert_one_line_error(_text(bad), f"{where}: time '03/09/2020' is neither Unix seconds nor an ISO 8601 date and time (--t0 stamps by row instead)", stream=True)
 
 
 def test_a_live_streams_times_survive_batching(tmp_path, small_export, monkeypatch):

@@ -80,7 +80,7 @@ from .fsutil import atomic_dir, check_replaceable, write_json
 from .host import Host
 from .manifest import Export
 from .pipeline import Pipeline
-from .score import SCORER_FILE, AnomalyScorer
+from .score import AnomalyScorer
 
 SCHEMA = "edgeae.metrics/1"
 METRICS, RD = "metrics.json", "rd.json"  # what an eval / a sweep output folder holds
@@ -551,7 +551,7 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
     _check_split(parts, D.names(data), rows, train_rows, per_file)
     parts = score_files(parts, {"int8": pipe}, ex.manifest["code_size"], per_file=per_file, deployed=scorer)
     deployed = {"mode": scorer.mode, "rule": scorer.rule, "threshold": scorer.threshold_,
-                "source": SCORER_FILE if (ex.path / SCORER_FILE).is_file() else "default"}  # fmt: skip
+                "source": host.scorer_source}  # fmt: skip
     return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe}, pooled=not per_file, deployed=deployed)
 
 

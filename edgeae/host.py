@@ -24,7 +24,7 @@ from . import wire
 from .errors import EdgeaeError
 from .manifest import Export
 from .pipeline import Pipeline
-from .score import HOST_MODES, AnomalyScorer
+from .score import HOST_MODES, SCORER_FILE, AnomalyScorer
 from .score import load as load_scorer
 
 
@@ -58,7 +58,9 @@ class Host:
         self.pipe = Pipeline(self.export)
         self.model_id = self.export.model_id
         self.keys = None if keys is None else {s: wire.check_key(k, f"sensor {s}'s key") for s, k in keys.items()}
-        self.scorer = load_scorer(self.export.path, self.model_id, self.export.manifest["code_size"]) or default_scorer(self.pipe)
+        calibrated = load_scorer(self.export.path, self.model_id, self.export.manifest["code_size"])
+        self.scorer_source = SCORER_FILE if calibrated else "default"  # which one judges: said by eval
+        self.scorer = calibrated or default_scorer(self.pipe)
         if self.scorer.mode not in HOST_MODES:
             raise EdgeaeError(f"the export's scorer uses mode '{self.scorer.mode}', which needs raw windows; "
                               f"packets carry codes and residuals (calibrate with --mode {', '.join(HOST_MODES)})")  # fmt: skip

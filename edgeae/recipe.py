@@ -4,7 +4,7 @@ A recipe has four tables; every key is optional except `model.kind`, and an unkn
 error (a typo must not silently fall back to a default). See `models/*.toml` for examples.
 
     [model]   kind = "dense" | "conv1d", hidden / filters, kernel_size, code_size,
-              activation, code_activation, tied
+              activation, code_activation (names in ACTIVATIONS), tied
     [model.sparse]   kind = "l1" | "kl", weight, target          (activity penalty on the code)
     [model.denoise]  kind = "gaussian" | "mask", stddev, rate   (corruption while training)
     [data]    channels, label, time, window, hop, train_rows, highpass
@@ -22,6 +22,12 @@ from pathlib import Path
 
 from .errors import EdgeaeError, existing_file
 from .wire import MAX_CODE
+
+# The element-wise activations tf_keras knows by name (an unknown one was a Keras traceback). All
+# convert to int8 and run on LiteRT; TFLite Micro has no int8 kernel for gelu, selu, softplus,
+# exponential and mish, which `export --target mcu` and `verify` say (measured with both runtimes).
+ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "hard_sigmoid", "swish", "silu",
+               "gelu", "softplus", "softsign", "exponential", "mish")  # fmt: skip
 
 
 @dataclass
@@ -115,6 +121,8 @@ class Recipe:
     def validate(self) -> "Recipe":
         m, d = self.model, self.data
         _one_of("model.kind", m.kind, ("dense", "conv1d"))
+        _one_of("model.activation", m.activation, ACTIVATIONS)
+        _one_of("model.code_activation", m.code_activation, ACTIVATIONS)
         if not 1 <= m.code_size <= MAX_CODE:
             raise EdgeaeError(f"recipe: model.code_size must be 1..{MAX_CODE} (what a packet carries), got {m.code_size}")
         t, p, e = self.train, self.prune, self.export

@@ -14,6 +14,12 @@ def test_shipped_recipes_are_valid(path):
     assert r.name == path.stem
 
 
+def test_the_activations_a_recipe_accepts_are_keras_own():
+    keras = pytest.importorskip("tf_keras")
+    for name in recipe.ACTIVATIONS:
+        assert keras.activations.get(name) is not None, name
+
+
 def test_mlperf_recipe_shape():
     r = recipe.load(MODELS / "mlperf-ad.toml")
     assert r.data.window * len(r.data.channels) == 640
@@ -58,6 +64,10 @@ def test_wrong_types_and_values():
         recipe.from_dict({"model": {"tied": 1}})
     with pytest.raises(EdgeaeError, match="must be one of dense, conv1d"):
         recipe.from_dict({"model": {"kind": "lstm"}})
+    with pytest.raises(EdgeaeError, match="model.activation must be one of linear, relu, .*; got 'swish2'"):
+        recipe.from_dict({"model": {"activation": "swish2"}})  # was a Keras traceback in train
+    with pytest.raises(EdgeaeError, match="model.code_activation must be one of"):
+        recipe.from_dict({"model": {"code_activation": "Linear"}})
     with pytest.raises(EdgeaeError, match="needs model.code_activation"):
         recipe.from_dict({"model": {"sparse": {"kind": "kl"}}})
     with pytest.raises(EdgeaeError, match="divisible"):

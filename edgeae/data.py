@@ -493,7 +493,7 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
     check_unique_names(path, header)
 
     label = _first_named(header, [*([label] if label else []), *DEFAULT_LABEL_COLUMNS])  # as an .npz's; none: unlabelled
-    time = time or time_column(header, first)
+    time = (time and _first_named(header, [time])) or time_column(header, first)  # the recipe's, else found as without one
     if channels is None:
         skip = {label, time, "changepoint", ""}
         channels = [c for c in header if c not in skip]

@@ -19,6 +19,16 @@ def test_csv_semicolon_time_and_label(tmp_path):
     np.testing.assert_array_equal(s.labels, [0, 1])
 
 
+def test_a_time_column_other_than_the_recipes_is_still_not_a_channel(tmp_path):
+    """A recipe's `time = "datetime"` over a file whose times are in a `timestamp` column of Unix
+    seconds: that column was read as a channel (and an ISO one refused as 'not a number')."""
+    for cell in ("1583748873", "2020-03-09 10:14:33"):
+        p = write(tmp_path, f"timestamp,a,b\n{cell},1,2\n")
+        s = D.read_series(p, time="datetime")
+        assert s.channels == ["a", "b"] and list(s.times) == [cell]
+    assert D.read_series(write(tmp_path, "DateTime,a\n5,1\n"), time="datetime").channels == ["a"]  # in any case, as the label's
+
+
 def test_csv_decimal_commas(tmp_path):
     """A European spreadsheet's export: ';' between cells, ',' before decimals (the time cell's own
     comma is not a decimal one). The first column is a number, not a time column."""

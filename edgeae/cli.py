@@ -18,12 +18,12 @@ import click
 from .errors import EdgeaeError, require
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
-from .recipe import Recipe, load as load_recipe, summary
+from .recipe import MAX_SEED, Recipe, load as load_recipe, summary
 
 
 DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
 BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
-seed_option = click.option("--seed", type=int, help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
+seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
                            "to see how much a figure moves with it.")  # fmt: skip
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from .errors import EdgeaeError, existing_file
 from .wire import MAX_CODE
 
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds
+
 # The element-wise activations tf_keras knows by name (an unknown one was a Keras traceback). All
 # convert to int8 and run on LiteRT; TFLite Micro has no int8 kernel for gelu, selu, softplus,
 # exponential and mish, which `export --target mcu` and `verify` say (measured with both runtimes).
@@ -136,12 +138,18 @@ class Recipe:
                 raise EdgeaeError(f"recipe: {key} must be a list of positive integers, got {units}")
         if t.learning_rate <= 0 or t.patience < 0:
             raise EdgeaeError(f"recipe: train.learning_rate must be > 0 and train.patience >= 0, got {t.learning_rate}, {t.patience}")
+        if not 0 <= t.seed <= MAX_SEED:
+            raise EdgeaeError(f"recipe: train.seed must be 0..2^32-1, got {t.seed}")
         if m.sparse is not None:
             _one_of("model.sparse.kind", m.sparse.kind, ("l1", "kl"))
             if m.sparse.kind == "kl" and m.code_activation != "sigmoid":
                 raise EdgeaeError('recipe: the KL sparsity penalty needs model.code_activation = "sigmoid"')
+            if m.sparse.weight <= 0 or not 0 < m.sparse.target < 1:  # a negative weight rewards activity; KL's target is a rate
+                raise EdgeaeError(f"recipe: model.sparse.weight must be > 0 and target in (0, 1), got {m.sparse.weight}, {m.sparse.target}")
         if m.denoise is not None:
             _one_of("model.denoise.kind", m.denoise.kind, ("gaussian", "mask"))
+            if m.denoise.stddev <= 0 or not 0 < m.denoise.rate < 1:
+                raise EdgeaeError(f"recipe: model.denoise.stddev must be > 0 and rate in (0, 1), got {m.denoise.stddev}, {m.denoise.rate}")
         if m.kind == "conv1d" and not m.filters:
             raise EdgeaeError("recipe: model.filters must name at least one conv layer for a conv1d model, got []")
         if m.kind == "conv1d" and d.window % (2 ** len(m.filters)) != 0:

@@ -174,6 +174,7 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     (["bench", "{x}", "--out", "/nonexistent/b.json"], "edgeae: error: /nonexistent/b.json: folder /nonexistent does not exist"),
     (["verify", "{x}", "--max-residual-error", "-1"], "Invalid value for '--max-residual-error'"),
     (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "2"], "Invalid value for '--q'"),
+    (["train", "--data", "{x}", "--seed", "-1"], "Invalid value for '--seed'"),  # was numpy's traceback after the data was read
 ])  # fmt: skip
 def test_numeric_options_out_of_range(small_export, args, message):
     """Refused before anything runs (they ended in numpy / LiteRT tracebacks or in a nonsense ceiling)."""

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,11 @@ def test_wrong_types_and_values():
 
 @pytest.mark.parametrize("table, message", [
     ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
+    ({"train": {"seed": -1}}, "train.seed must be 0..2^32-1, got -1"),  # was numpy's traceback in train
+    ({"model": {"sparse": {"weight": -1e-3}}}, "model.sparse.weight must be > 0 and target in (0, 1), got -0.001, 0.05"),
+    ({"model": {"code_activation": "sigmoid", "sparse": {"kind": "kl", "target": 2}}}, "target in (0, 1), got 0.001, 2.0"),  # was a NaN loss
+    ({"model": {"denoise": {"stddev": -0.1}}}, "model.denoise.stddev must be > 0 and rate in (0, 1), got -0.1, 0.1"),
+    ({"model": {"denoise": {"kind": "mask", "rate": 1.5}}}, "rate in (0, 1), got 0.1, 1.5"),
     ({"export": {"residual_power": 0}}, "export.residual_power must be an integer in 1..8, got 0"),
     ({"export": {"residual_power": 2.5}}, "export.residual_power must be int"),
     ({"train": {"batch_size": -4}}, "train.batch_size must be >= 1"),
@@ -94,7 +100,7 @@ def test_wrong_types_and_values():
 ])  # fmt: skip
 def test_values_caught_when_the_recipe_is_read(table, message):
     """Caught here with the key named, not as a Keras traceback (or wrong rows) after the data is read."""
-    with pytest.raises(EdgeaeError, match=message):
+    with pytest.raises(EdgeaeError, match=re.escape(message)):
         recipe.from_dict(table)
 
 

@@ -404,7 +404,7 @@ def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every,
     stdin = data == ("-",)
     if "-" in data and not stdin:
         raise EdgeaeError("--data -: stdin is the one stream, without other --data")
-    if broker:
+    if broker is not None:  # "" too: an unset variable in --mqtt "$BROKER" is refused, not taken for another broker
         from .mqtt import parse_broker, sensor_topic
 
         broker_at = parse_broker(broker).address
@@ -572,7 +572,7 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
-    if broker:
+    if broker is not None:
         from .mqtt import check_topic, parse_broker, sensor_topic
 
         broker_at = parse_broker(broker).address

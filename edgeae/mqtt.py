@@ -51,12 +51,12 @@ def parse_broker(url: str) -> Broker:
         port = parts.port
     except ValueError:
         port = 0
-    if scheme not in ("mqtt", "mqtts") or port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+    if scheme not in ("mqtt", "mqtts") or port == 0 or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise EdgeaeError(f"--mqtt must be {BROKER_FORM} (a port in 1..65535), got {shown!r}")
     tls = scheme == "mqtts"
     user = parts.username or None
     password = parts.password if parts.password is not None else os.environ.get(PASSWORD_ENV) if user else None
-    return Broker(parts.hostname or "localhost", port or (8883 if tls else 1883), tls, user, password)
+    return Broker(parts.hostname, port or (8883 if tls else 1883), tls, user, password)
 
 
 def check_topic(topic: str, wildcards: bool, option: str = "--topic") -> str:

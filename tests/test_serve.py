@@ -965,6 +965,10 @@ def test_broker_unreachable_is_one_line(small_export, tmp_path):
         proc = edgeae("serve", small_export, "--mqtt", f"127.0.0.1:{port}", "--db", tmp_path / "r.sqlite")
     assert_one_line_error(proc, "cannot connect to the MQTT broker")
     assert not (tmp_path / "r.sqlite").exists()  # the database it made for the broker's packets, removed
+    # an empty --mqtt ("$BROKER" unset) went to localhost:1883, and serve's database was left behind
+    for command in (("serve", small_export, "--db", tmp_path / "r.sqlite"), ("encode", small_export, "--data", "-", "--sensor", 1)):
+        assert_one_line_error(edgeae(*command, "--mqtt", ""), "--mqtt must be [mqtt://|mqtts://][USER@]HOST[:PORT]")
+    assert not (tmp_path / "r.sqlite").exists()
 
 
 def test_without_the_serve_extra_says_what_to_install(small_export, tmp_path):
@@ -1115,7 +1119,7 @@ def test_broker_addresses(monkeypatch):
     monkeypatch.setenv("EDGEAE_MQTT_PASSWORD", "env")
     assert parse_broker("mqtt://u@h:9") == Broker("h", 9, user="u", password="env") and parse_broker("h").password is None
     assert "env" not in repr(parse_broker("u@h"))
-    for bad in ("h:0", "h:99999", "h:x", "http://h", "mqtt://h/path", "u:pw@h:0"):
+    for bad in ("h:0", "h:99999", "h:x", "http://h", "mqtt://h/path", "u:pw@h:0", "", ":1883", "mqtt://"):  # no host: was localhost
         with pytest.raises(EdgeaeError, match="--mqtt must be") as e:
             parse_broker(bad)
         assert "pw" not in str(e.value)

@@ -27,6 +27,16 @@ seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Tra
                            "to see how much a figure moves with it.")  # fmt: skip
 
 
+class NonEmptyPath(click.Path):
+    """A path option that refuses "": an unset variable in `--db "$DB"` or `--keys "$KEYS"` is not the
+    current folder, an in-memory database that keeps nothing, or no keys at all."""
+
+    def convert(self, value, param, ctx):
+        if value == "":
+            self.fail("is empty (an unset variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -71,7 +81,7 @@ def main():
 
 
 @main.command()
-@click.option("--out", default="edgeae-demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", default="edgeae-demo", show_default=True, type=NonEmptyPath(file_okay=False), help="Output folder.")
 @click.option("--seconds", default=120.0, show_default=True, help="Length of each simulated recording.")
 def demo(out, seconds):
     """Simulate a machine, train, prune, export to int8 and verify; print a summary."""
@@ -81,10 +91,10 @@ def demo(out, seconds):
 
 
 @main.command()
-@click.option("--recipe", "recipe_path", type=click.Path(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml [default: " + DEFAULT_RECIPE + "].")
-@click.option("--data", required=True, multiple=True, type=click.Path(),
+@click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Model recipe (TOML), e.g. models/mlperf-ad.toml [default: " + DEFAULT_RECIPE + "].")
+@click.option("--data", required=True, multiple=True, type=NonEmptyPath(),
               help="Training data: a CSV or .npz file, or a folder of them; again for more (no window spans two files).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<recipe name>].")
+@click.option("--out", type=NonEmptyPath(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
@@ -163,14 +173,14 @@ def _parse_rows(text: str) -> tuple[int, int]:
 
 
 @main.command()
-@click.argument("source", type=click.Path())
+@click.argument("source", type=NonEmptyPath())
 @click.option("--int8", "int8", is_flag=True, help="Full-integer quantization of the encoder (int8 in and out).")
-@click.option("--out", type=click.Path(file_okay=False), help="Export directory [default: dist/<the run's or model file's name>].")
+@click.option("--out", type=NonEmptyPath(file_okay=False), help="Export directory [default: dist/<the run's or model file's name>].")
 @click.option("--decoder-int8", is_flag=True, help="Also quantize the decoder to int8 (default float32).")
-@click.option("--calibration", multiple=True, type=click.Path(),
+@click.option("--calibration", multiple=True, type=NonEmptyPath(),
               help="Representative data (CSV / .npz, or a folder of them; again for more) instead of the training windows.")
 @click.option("--code-layer", help="For your own .keras / .h5 autoencoder: the bottleneck layer to split at.")
-@click.option("--normalization", type=click.Path(), help="For your own model: normalization JSON (channels, mean, std).")
+@click.option("--normalization", type=NonEmptyPath(), help="For your own model: normalization JSON (channels, mean, std).")
 @click.option("--target", type=click.Choice(["mcu", "edgetpu"]), help="mcu: + TFLite Micro C sources with the measured arena; edgetpu: per-tensor weights + compatibility report.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True, help="The int8 encoder's input/output type.")
 def export(source, int8, out, decoder_int8, calibration, code_layer, normalization, target, io_type):
@@ -215,8 +225,8 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 
 
 @main.command()
-@click.argument("export_dir", type=click.Path())
-@click.option("--data", multiple=True, type=click.Path(),
+@click.argument("export_dir", type=NonEmptyPath())
+@click.option("--data", multiple=True, type=NonEmptyPath(),
               help="Your own recording (CSV / .npz, or a folder of them; again for more): the same fidelity on its windows (its normal "
                    "ones, if labelled), how many the int8 input clips, and, with labels, ROC-AUC float vs int8.")  # fmt: skip
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
@@ -264,7 +274,7 @@ def _moment(ctx, param, value: str | None) -> float | None:
 
 
 @main.command()
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .npz).")
+@click.option("--out", required=True, type=NonEmptyPath(dir_okay=False), help="Output file (.csv or .npz).")
 @click.option("--seconds", default=120.0, show_default=True, help="Length of the recording.")
 @click.option("--seed", default=0, show_default=True, help="Noise and drift seed: the same options give the same file.")
 @click.option("--faults", default="outer_race,inner_race,imbalance,looseness", show_default=True, callback=_fault_kinds,
@@ -292,8 +302,8 @@ def simulate(out, seconds, seed, faults, severity, start):
 
 
 @main.command()
-@click.argument("recording", type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="A folder for the stretches (.npz each) and cut.json.")
+@click.argument("recording", type=NonEmptyPath())
+@click.option("--out", required=True, type=NonEmptyPath(file_okay=False), help="A folder for the stretches (.npz each) and cut.json.")
 @click.option("--min-rows", type=click.IntRange(1), default=1, show_default=True,
               help="Leave out stretches shorter than this (a model's window: they give it none); counted, and listed in cut.json.")
 def cut(recording, out, min_rows):
@@ -316,7 +326,7 @@ def cut(recording, out, min_rows):
 
 
 @main.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", type=NonEmptyPath())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--edgetpu", is_flag=True, help="Also check each op against the Edge TPU's supported ops.")
 def inspect(path, as_json, edgetpu):
@@ -345,12 +355,12 @@ def inspect(path, as_json, edgetpu):
 
 
 @main.command()
-@click.argument("export_dir", type=click.Path())
+@click.argument("export_dir", type=NonEmptyPath())
 @click.option("--threads", type=click.IntRange(min=1), help="LiteRT threads (default: LiteRT's choice).")
 @click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True, help="Timed invocations at batch 1 (fewer for larger batches).")
 @click.option("--edgetpu", is_flag=True, help="Also run the int8 encoder through the Edge TPU delegate.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON here too.")
+@click.option("--out", type=NonEmptyPath(dir_okay=False), help="Write the JSON here too.")
 def bench(export_dir, threads, batches, repeats, edgetpu, out):
     """Encoder latency on this CPU through LiteRT: int8 vs float32, p50 / p99, windows per second."""
     from . import bench as bench_
@@ -366,12 +376,12 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 
 
 @main.command()
-@click.argument("export_dir", type=click.Path())
+@click.argument("export_dir", type=NonEmptyPath())
 @click.option("--data", required=True, multiple=True,
               help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin. A folder of files, or --data again: replayed one after "
                    "another, each windowed on its own (as a device restarted at each: `edgeae cut` makes them of a recording with gaps).")  # fmt: skip
 @click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
+@click.option("--out", type=NonEmptyPath(dir_okay=False), help="Packet file (2-byte length + packet per record); - for stdout.")
 @click.option("--mqtt", "broker", help=f"Publish to this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
 @click.option("--key", envvar="EDGEAE_KEY", show_envvar=True,
@@ -385,10 +395,10 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
               help="Send one window every SECONDS (by its rows' times), skipping the others before the model runs: over LoRaWAN "
                    "a device sends a packet every few minutes, not one a hop (the summary says what the radio allows).")  # fmt: skip
 @click.option("--start-seq", type=int, help="First sequence number [default: 0, or the one --seq-file kept].")
-@click.option("--seq-file", type=click.Path(dir_okay=False),
+@click.option("--seq-file", type=NonEmptyPath(dir_okay=False),
               help="Keep the next sequence number in this file and start from it: serve rejects a number it has "
                    "stored as a replay, so a device loop that restarts at 0 has every packet rejected.")  # fmt: skip
-@click.option("--unsent", type=click.Path(dir_okay=False),
+@click.option("--unsent", type=NonEmptyPath(dir_okay=False),
               help="With --mqtt: packet file for the packets the broker never acknowledged, kept when it stays away "
                    "[default: edgeae-unsent-<sensor>-<start time>.bin here].")  # fmt: skip
 def encode(export_dir, data, sensor, out, broker, topic, key, t0, period, every, start_seq, seq_file, unsent):
@@ -463,10 +473,10 @@ RESTART_SERVE = "a serve running with this export judges by it once reloaded (SI
 
 
 @main.command()
-@click.argument("export_dir", type=click.Path())
-@click.option("--data", multiple=True, type=click.Path(),
+@click.argument("export_dir", type=NonEmptyPath())
+@click.option("--data", multiple=True, type=NonEmptyPath(),
               help="Recording (CSV / .npz, or a folder of them; again for more) with normal operation, ideally labelled: fit the export's scorer.")
-@click.option("--db", type=click.Path(dir_okay=False),
+@click.option("--db", type=NonEmptyPath(dir_okay=False),
               help="Or serve's results database: give --sensor a threshold of its own from its stored packets.")
 @click.option("--sensor", type=int, multiple=True, help="With --db: the sensor (repeat for several), each set by its own packets.")
 @click.option("--since", callback=_moment, help="With --db: packets whose window time is from then (ISO 8601, Unix seconds, 'now', '30d').")
@@ -533,12 +543,12 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
 
 
 @main.command()
-@click.argument("export_dirs", metavar="EXPORT_DIR...", nargs=-1, required=True, type=click.Path())
-@click.option("--db", required=True, type=click.Path(dir_okay=False), help="SQLite database for results.")
+@click.argument("export_dirs", metavar="EXPORT_DIR...", nargs=-1, required=True, type=NonEmptyPath())
+@click.option("--db", required=True, type=NonEmptyPath(dir_okay=False), help="SQLite database for results.")
 @click.option("--mqtt", "broker", help=f"Subscribe on this MQTT broker: {BROKER_HELP}")
 @click.option("--topic", default="edgeae/+/up", show_default=True, help="MQTT topic pattern.")
-@click.option("--packets", type=click.Path(dir_okay=False), help="Read a packet file instead of MQTT.")
-@click.option("--keys", type=click.Path(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
+@click.option("--packets", type=NonEmptyPath(dir_okay=False), help="Read a packet file instead of MQTT.")
+@click.option("--keys", type=NonEmptyPath(dir_okay=False), help="JSON {sensor: hex key}: require valid tags.")
 @click.option("--envelope", type=click.Choice(ENVELOPES),
               help="With --mqtt: messages are a LoRaWAN network server's uplinks (JSON, the packet in base64): The Things Stack "
                    "(--topic 'v3/+/devices/+/up') or ChirpStack (--topic 'application/+/device/+/event/up').")  # fmt: skip
@@ -618,9 +628,9 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
 
 
 @main.command()
-@click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--parquet", type=click.Path(dir_okay=False), help="Also write the packets table as Parquet.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw each sensor's anomaly score over time, with the threshold that flagged it, "
+@click.argument("db", type=NonEmptyPath(dir_okay=False))
+@click.option("--parquet", type=NonEmptyPath(dir_okay=False), help="Also write the packets table as Parquet.")
+@click.option("--plot", type=NonEmptyPath(dir_okay=False), help="Also draw each sensor's anomaly score over time, with the threshold that flagged it, "
                                                                   "into this PNG (needs the eval extra).")  # fmt: skip
 @click.option("--since", callback=_moment, help="Only what came in since this time: ISO 8601, Unix seconds, or days ago ('7d', '0.5d').")
 def results(db, parquet, plot, since):
@@ -645,10 +655,10 @@ def results(db, parquet, plot, since):
 
 
 @main.command()
-@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("db", type=NonEmptyPath(dir_okay=False))
 @click.option("--before", required=True, callback=_moment,
               help="Archive what came in before this time: ISO 8601 (UTC unless it gives its offset), Unix seconds, or days ago ('30d').")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="A new folder for the archive (one is never replaced).")
+@click.option("--out", required=True, type=NonEmptyPath(file_okay=False), help="A new folder for the archive (one is never replaced).")
 def archive(db, before, out):
     """Move what a serve database received before a time into Parquet files, so that it stops growing.
 
@@ -685,13 +695,13 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 
 
 @main.command(name="eval")
-@click.argument("export_dir", required=False, type=click.Path())
-@click.option("--data", required=True, multiple=True, type=click.Path(),
+@click.argument("export_dir", required=False, type=NonEmptyPath())
+@click.option("--data", required=True, multiple=True, type=NonEmptyPath(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more), or the protocol's SKAB / NAB folder.")
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", type=NonEmptyPath(file_okay=False),
               help="Output folder (metrics.json, scores for the report) [default: reports/<the export's name>, with --protocol the recipe's].")
 @click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (skab and nab need --recipe).")
-@click.option("--recipe", "recipe_path", type=click.Path(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
+@click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
@@ -768,14 +778,14 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 
 
 @main.command()
-@click.option("--recipe", "recipe_path", type=click.Path(), help="Model recipe (TOML) [default with --protocol generic: " + DEFAULT_RECIPE + "].")
-@click.option("--data", required=True, multiple=True, type=click.Path(),
+@click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Model recipe (TOML) [default with --protocol generic: " + DEFAULT_RECIPE + "].")
+@click.option("--data", required=True, multiple=True, type=NonEmptyPath(),
               help="Labelled data: a CSV / .npz file or a folder of them (again for more; one model over them), or the SKAB folder with --protocol skab.")
 @click.option("--code-sizes", default="2,4,8,16,32", show_default=True, help="Code sizes to train, comma-separated (an int8 code: bytes per window).")
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True,
               help="generic: one model over the files' training rows; skab: SKAB's published protocol, one model per file.")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
+@click.option("--out", type=NonEmptyPath(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
 @seed_option
 def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
@@ -798,8 +808,8 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
 
 
 @main.command()
-@click.argument("folder", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Write the page and PNGs here instead.")
+@click.argument("folder", type=NonEmptyPath())
+@click.option("--out", type=NonEmptyPath(file_okay=False), help="Write the page and PNGs here instead.")
 def report(folder, out):
     """One self-contained HTML page (plots embedded) from an eval or sweep folder, or a training
     run (its loss per epoch and per-layer sparsity)."""

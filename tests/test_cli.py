@@ -167,6 +167,22 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert_one_line_error(edgeae("verify", small_export, "--data", faulty), "every window is labelled anomalous")
 
 
+@pytest.mark.parametrize("args, option", [
+    (["serve", "{x}", "--packets", "{p}", "--db", ""], "--db"),  # was an in-memory database: every packet stored, then lost
+    (["serve", "{x}", "--packets", "{p}", "--db", "{d}", "--keys", ""], "--keys"),  # was no keys: untagged packets accepted
+    (["train", "--data", ""], "--data"),  # was the current folder's files
+    (["verify", ""], "EXPORT_DIR"),
+])  # fmt: skip
+def test_an_empty_path_is_refused(tmp_path, small_export, args, option):
+    """`--db "$DB"` with the variable unset is an empty path, which Python takes for the current
+    folder and sqlite for a temporary database: refused, naming the option."""
+    packets = tmp_path / "p.bin"
+    packets.write_bytes(b"")
+    proc = edgeae(*[a.format(x=small_export, p=packets, d=tmp_path / "r.sqlite") for a in args], cwd=tmp_path)
+    assert proc.returncode == 2 and f"Invalid value for '{option}': is empty (an unset variable?)" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.sqlite").exists() and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["bench", "{x}", "--batches", "1,0"], "edgeae: error: --batches must be comma-separated positive integers"),
     (["bench", "{x}", "--repeats", "0"], "Invalid value for '--repeats'"),

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,19 @@ def test_help_does_not_import_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip().endswith("False"), proc.stdout
     assert "edgeae demo" in proc.stdout
+
+
+def test_shell_completion_as_the_readme_says():
+    """Click's completion (the README's `eval "$(_EDGEAE_COMPLETE=bash_source edgeae)"`) through
+    edgeae's group, by the installed `edgeae` script, whose name the variable carries."""
+    script = str(Path(sys.executable).parent / "edgeae")
+
+    def complete(words):
+        env = {**os.environ, "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1), "_EDGEAE_COMPLETE": "bash_complete"}
+        return subprocess.run([script], env=env, capture_output=True, text=True).stdout.split()
+
+    assert complete("edgeae ser") == ["plain,serve"] and complete("edgeae serve --ke") == ["plain,--keys"]
+    assert "_edgeae_completion" in subprocess.run([script], env={**os.environ, "_EDGEAE_COMPLETE": "bash_source"}, capture_output=True, text=True).stdout
 
 
 def test_python_api_functions_survive_their_modules_import(small_export):

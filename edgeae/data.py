@@ -32,6 +32,7 @@ from .fsutil import atomic_dir, check_replaceable, write_json
 #: Column names treated as labels / timestamps when a recipe does not name them.
 DEFAULT_LABEL_COLUMNS = ("label", "anomaly", "is_anomaly")  # in any case, as the time columns
 DEFAULT_TIME_COLUMNS = ("time", "timestamp", "datetime", "date")
+BOOLEANS = {"true": 1.0, "false": 0.0}  # a label column as pandas writes a bool one
 #: A channel whose standard deviation is below this is constant (`Normalizer.fit`, `constant_channels`).
 CONSTANT_STD = 1e-8
 #: Rows whose times give `Series.row_period` (a median needs few; a long file's every cell would take seconds).
@@ -144,8 +145,8 @@ def read_series(
     """Read a CSV (any delimiter, header row) or .npz file into a `Series`.
 
     CSV: an optional time column (`time`, or a first column that is not numeric), named channel
-    columns, and an optional 0/1 label column (`label`, else a column named `label`, `anomaly` or
-    `is_anomaly`, in any case).
+    columns, and an optional 0/1 (or True / False) label column (`label`, else a column named
+    `label`, `anomaly` or `is_anomaly`, in any case).
     .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,)
     (or those arrays named as the CSV's label and time columns may be).
     When `channels` is given, only those columns are used, in that order.
@@ -519,14 +520,15 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
             except ValueError:
                 raise EdgeaeError(f"{path}: row {i}, column '{channels[j]}': '{cell}' is not a number") from None
         if li is not None:
+            cell = row[li].strip()
             try:
-                labels.append(float(row[li]))
+                labels.append(BOOLEANS[cell.lower()] if cell.lower() in BOOLEANS else float(cell))
             except ValueError:
-                raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1") from None
+                raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1 (or True / False)") from None
         if ti is not None:
             times.append(row[ti])
     if li is not None and not np.isin(labels, (0, 1)).all():
-        raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1")
+        raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1 (or True / False)")
     values_ = np.frombuffer(values, dtype=np.float64).reshape(-1, len(cols))
     labels_ = None if li is None else np.frombuffer(labels, dtype=np.float64)
     return Series(values_, list(channels), labels_, str(path), None if ti is None else np.array(times))

@@ -29,6 +29,14 @@ def test_a_time_column_other_than_the_recipes_is_still_not_a_channel(tmp_path):
     assert D.read_series(write(tmp_path, "DateTime,a\n5,1\n"), time="datetime").channels == ["a"]  # in any case, as the label's
 
 
+def test_a_label_column_of_booleans_as_pandas_writes_them(tmp_path):
+    """`df.to_csv()` of a bool column writes True / False: read as 1 / 0 (was refused)."""
+    s = D.read_series(write(tmp_path, "a,anomaly\n1,False\n2,True\n3,false\n4,TRUE\n5,0\n"))
+    np.testing.assert_array_equal(s.labels, [0, 1, 0, 1, 0])
+    with pytest.raises(EdgeaeError, match="label column 'anomaly' must hold 0 or 1 \\(or True / False\\)"):
+        D.read_series(write(tmp_path, "a,anomaly\n1,yes\n"))
+
+
 def test_csv_decimal_commas(tmp_path):
     """A European spreadsheet's export: ';' between cells, ',' before decimals (the time cell's own
     comma is not a decimal one). The first column is a number, not a time column."""

@@ -72,12 +72,12 @@ class Series:
         if self.labels is not None:
             self.labels = np.asarray(self.labels)
             if self.labels.shape != (len(self.values),):
-                raise EdgeaeError(f"{self.source}: {len(self.labels)} labels for {len(self.values)} rows")
+                raise EdgeaeError(f"{self.source}: labels must be one per row, shape ({len(self.values)},); got {self.labels.shape}")
             if not np.isin(self.labels, (0, 1)).all():
                 raise EdgeaeError(f"{self.source}: labels must be 0 (normal) or 1 (anomalous)")
             self.labels = self.labels.astype(np.int8)
-        if self.times is not None and len(self.times) != len(self.values):
-            raise EdgeaeError(f"{self.source}: {len(self.times)} times for {len(self.values)} rows")
+        if self.times is not None and np.shape(self.times) != (len(self.values),):
+            raise EdgeaeError(f"{self.source}: times must be one per row, shape ({len(self.values)},); got {np.shape(self.times)}")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -436,8 +436,10 @@ def _read_npz(path: Path, channels, label) -> Series:
         raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
     names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
     check_unique_names(path, names)
-    if not np.issubdtype(data.dtype, np.number):
-        raise EdgeaeError(f"{path}: 'data' is not numeric ({data.dtype})")
+    if data.dtype.kind not in "biuf":  # complex too: casting to float32 dropped the imaginary part
+        raise EdgeaeError(f"{path}: 'data' is not real numbers ({data.dtype})")
+    if not data.shape[1]:
+        raise EdgeaeError(f"{path}: no channel columns ('data' has shape {data.shape})")
     # labels and times also under a CSV's column names: the recipe's label column ('anomaly'), or an
     # array saved as 'label', was not taken for the labels, and a model trained on the faulty rows
     labels = _first_named(arrays, [*([label] if label else []), "labels", *DEFAULT_LABEL_COLUMNS])

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,18 @@ def test_a_label_column_of_booleans_as_pandas_writes_them(tmp_path):
     np.testing.assert_array_equal(s.labels, [0, 1, 0, 1, 0])
     with pytest.raises(EdgeaeError, match="label column 'anomaly' must hold 0 or 1 \\(or True / False\\)"):
         D.read_series(write(tmp_path, "a,anomaly\n1,yes\n"))
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"data": np.ones((5, 2)) * 1j}, "'data' is not real numbers (complex128)"),  # was read without its imaginary part
+    ({"data": np.ones((5, 0))}, "no channel columns ('data' has shape (5, 0))"),  # was 'fewer than one window'
+    ({"data": np.ones((5, 2)), "labels": np.zeros((5, 1))}, "labels must be one per row, shape (5,); got (5, 1)"),  # was '5 labels for 5 rows'
+    ({"data": np.ones((5, 2)), "times": np.arange(2)}, "times must be one per row, shape (5,); got (2,)"),
+])  # fmt: skip
+def test_npz_arrays_refused(tmp_path, arrays, message):
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(EdgeaeError, match=re.escape(message)):
+        D.read_series(tmp_path / "x.npz")
 
 
 def test_csv_decimal_commas(tmp_path):

@@ -377,7 +377,7 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 
 @main.command()
 @click.argument("export_dir", type=NonEmptyPath())
-@click.option("--data", required=True, multiple=True,
+@click.option("--data", required=True, multiple=True, type=NonEmptyPath(),
               help="Sensor rows: a CSV / .npz file, or - for CSV lines on stdin. A folder of files, or --data again: replayed one after "
                    "another, each windowed on its own (as a device restarted at each: `edgeae cut` makes them of a recording with gaps).")  # fmt: skip
 @click.option("--sensor", type=int, required=True, help="Sensor id (0..65535).")

@@ -185,6 +185,7 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     (["serve", "{x}", "--packets", "{p}", "--db", ""], "--db"),  # was an in-memory database: every packet stored, then lost
     (["serve", "{x}", "--packets", "{p}", "--db", "{d}", "--keys", ""], "--keys"),  # was no keys: untagged packets accepted
     (["train", "--data", ""], "--data"),  # was the current folder's files
+    (["encode", "{x}", "--data", "", "--sensor", "1", "--out", "p.bin"], "--data"),
     (["verify", ""], "EXPORT_DIR"),
 ])  # fmt: skip
 def test_an_empty_path_is_refused(tmp_path, small_export, args, option):

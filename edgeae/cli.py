@@ -736,43 +736,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
                                      per_file=thresholds == "per-file")  # fmt: skip
     else:
         raise EdgeaeError("give an export directory, or --protocol")
-    unit = "rows" if m["protocol"] == "skab" else "windows"
-    budget = f"F1@FAR<={evaluate.FAR_BUDGET:g}"
-    click.echo(f"{'detector':<18}{'ROC-AUC':>8}{'PR-AUC':>8}{'F1':>7}{'FAR %':>8}{'MAR %':>8}{budget:>13}   ({unit})")
-    for name, d in m["detectors"].items():
-        best = evaluate.best_text(d["best_f1_within_far_budget"])
-        click.echo(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
-    where = (f", one over the {len(m['parts'])} files' training windows" if m["thresholds"] == "pooled"
-             else ", each file's own, from its training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else "")  # fmt: skip
-    deployed = evaluate.deployed_text(m.get("deployed"))
-    click.echo(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)" + (f"; {deployed}" if deployed else "") + "\n"
-               f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {evaluate.FAR_BUDGET:g} %")
-    if m.get("groups"):
-        heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())
-        click.echo(f"{'by subset, F1 / FAR %':<23}" + "".join(f"{h:>17}" for h in heads))
-        for name in m["detectors"]:
-            click.echo(f"{name:<23}" + "".join(f"{d['f1']:>9.3f} / {d['far']:>5.2f}" for d in (g["detectors"][name] for g in m["groups"].values())))
-    boot = {n: d["bootstrap"] for n, d in m["detectors"].items() if d.get("bootstrap")}
-    if boot:
-        span = lambda v, f: f"{v[0]:{f}} .. {v[1]:{f}}"  # noqa: E731
-        click.echo(f"95 % intervals, bootstrap over the {len(m['parts'])} files ({next(iter(boot.values()))['resamples']} "
-                   "resamples); 'int8 minus it' is int8's lead on the same resamples")  # fmt: skip
-        click.echo(f"{'detector':<18}{'F1':>16}{'FAR %':>16}{'int8 minus it: F1':>20}{'FAR points':>18}")
-        for name, b in boot.items():
-            lead = f"{span(b['int8_minus']['f1'], '+.3f'):>20}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
-            click.echo(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
-    if m.get("published"):
-        click.echo("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
-        a = m["int8_all_rows"]
-        click.echo(f"(its notebook counts every row, each file's 400 training rows included; int8 counted so: F1 {a['f1']:.3f} FAR {a['far']:.2f})")
-    c = m["code_in_range"]
-    click.echo(f"code SQNR, int8 vs float, normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * c['windows']:.1f} % whose "
-               f"float code lies within the int8 range: " + ("-" if c["sqnr_db"] is None else f"{c['sqnr_db']:.1f} dB"))  # fmt: skip
-    if "input_clipped" in m:  # absent in folders from before it
-        click.echo(f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range the "
-                   "export was calibrated for, which the device clips")  # fmt: skip
-    b = m["bytes_per_window"]
-    click.echo(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
+    click.echo(evaluate.summary(m, out))
     if protocol:
         _recipe_note(recipe_path)
 

@@ -26,6 +26,7 @@ its labelled anomaly windows, train on the recipe's rows), `generic` (one file o
 one model on the given rows of each, test on the rest, window labels = last row). `evaluate_export`
 scores an existing export the same way. Over several files, one threshold per detector, fitted on
 all their training windows (`score_together`), or each file's own (`score_files`, per_file).
+`summary(metrics, out)` is the text `edgeae eval` prints.
 
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 
@@ -275,6 +276,52 @@ def best_text(best: dict | None) -> str:
     """A detector's best F1 within the FAR budget as table text: "0.802 x1.41", or "-" when no
     factor stays within the budget (or the metrics predate operating curves)."""
     return "-" if not best or best["f1"] is None else f"{best['f1']:.3f} x{best['ucl_factor']:.2f}"
+
+
+def summary(m: dict, out) -> str:
+    """eval's printed summary of metrics `m` (written to the folder `out`): the detectors' table,
+    how the thresholds were set, subsets, bootstrap intervals, the published leaderboard, code
+    SQNR, input clipping and bytes per window."""
+    lines = []
+    say = lines.append
+    unit = "rows" if m["protocol"] == "skab" else "windows"
+    budget = f"F1@FAR<={FAR_BUDGET:g}"
+    say(f"{'detector':<18}{'ROC-AUC':>8}{'PR-AUC':>8}{'F1':>7}{'FAR %':>8}{'MAR %':>8}{budget:>13}   ({unit})")
+    for name, d in m["detectors"].items():
+        best = best_text(d["best_f1_within_far_budget"])
+        say(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
+    where = (f", one over the {len(m['parts'])} files' training windows" if m["thresholds"] == "pooled"
+             else ", each file's own, from its training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else "")  # fmt: skip
+    deployed = deployed_text(m.get("deployed"))
+    say(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)" + (f"; {deployed}" if deployed else "") + "\n"
+        f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {FAR_BUDGET:g} %")
+    if m.get("groups"):
+        heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())
+        say(f"{'by subset, F1 / FAR %':<23}" + "".join(f"{h:>17}" for h in heads))
+        for name in m["detectors"]:
+            say(f"{name:<23}" + "".join(f"{d['f1']:>9.3f} / {d['far']:>5.2f}" for d in (g["detectors"][name] for g in m["groups"].values())))
+    boot = {n: d["bootstrap"] for n, d in m["detectors"].items() if d.get("bootstrap")}
+    if boot:
+        span = lambda v, f: f"{v[0]:{f}} .. {v[1]:{f}}"  # noqa: E731
+        say(f"95 % intervals, bootstrap over the {len(m['parts'])} files ({next(iter(boot.values()))['resamples']} "
+            "resamples); 'int8 minus it' is int8's lead on the same resamples")  # fmt: skip
+        say(f"{'detector':<18}{'F1':>16}{'FAR %':>16}{'int8 minus it: F1':>20}{'FAR points':>18}")
+        for name, b in boot.items():
+            lead = f"{span(b['int8_minus']['f1'], '+.3f'):>20}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
+            say(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
+    if m.get("published"):
+        say("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
+        a = m["int8_all_rows"]
+        say(f"(its notebook counts every row, each file's 400 training rows included; int8 counted so: F1 {a['f1']:.3f} FAR {a['far']:.2f})")
+    c = m["code_in_range"]
+    say(f"code SQNR, int8 vs float, normal test windows: {m['code_sqnr_db']:.1f} dB; on the {100 * c['windows']:.1f} % whose "
+        f"float code lies within the int8 range: " + ("-" if c["sqnr_db"] is None else f"{c['sqnr_db']:.1f} dB"))  # fmt: skip
+    if "input_clipped" in m:  # absent in folders from before it
+        say(f"int8 input: {100 * m['input_clipped']:.1f} % of the normal test windows hold a value beyond the range the "
+            "export was calibrated for, which the device clips")  # fmt: skip
+    b = m["bytes_per_window"]
+    say(f"bytes per window: raw {b['raw_int16']} -> code {b['code']} ({b['compression_ratio']:.0f}x); metrics in {out}/metrics.json")
+    return "\n".join(lines)
 
 
 def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -> dict:

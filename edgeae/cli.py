@@ -276,7 +276,7 @@ def _moment(ctx, param, value: str | None) -> float | None:
 @main.command()
 @click.option("--out", required=True, type=NonEmptyPath(dir_okay=False), help="Output file (.csv or .npz).")
 @click.option("--seconds", default=120.0, show_default=True, help="Length of the recording.")
-@click.option("--seed", default=0, show_default=True, help="Noise and drift seed: the same options give the same file.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Noise and drift seed: the same options give the same file.")
 @click.option("--faults", default="outer_race,inner_race,imbalance,looseness", show_default=True, callback=_fault_kinds,
               help="Faults in the second half, in this order, with healthy gaps between; 'none' for a healthy recording.")  # fmt: skip
 @click.option("--severity", default=1.0, show_default=True,

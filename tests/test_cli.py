@@ -206,6 +206,7 @@ def test_an_empty_path_is_refused(tmp_path, small_export, args, option):
     (["verify", "{x}", "--max-residual-error", "-1"], "Invalid value for '--max-residual-error'"),
     (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "2"], "Invalid value for '--q'"),
     (["train", "--data", "{x}", "--seed", "-1"], "Invalid value for '--seed'"),  # was numpy's traceback after the data was read
+    (["simulate", "--out", "{x}/s.csv", "--seed", "-1"], "Invalid value for '--seed'"),  # numpy's traceback too
 ])  # fmt: skip
 def test_numeric_options_out_of_range(small_export, args, message):
     """Refused before anything runs (they ended in numpy / LiteRT tracebacks or in a nonsense ceiling)."""

@@ -9,6 +9,7 @@ exit with 143 / 130.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,23 @@ DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
 BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
 seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
                            "to see how much a figure moves with it.")  # fmt: skip
+
+
+class Number(click.FloatRange):
+    """A float option (within a range, if given) that refuses NaN and infinities: click's float
+    takes 'nan', and no bound refuses it (`--every nan` sent every window, `--q nan` was numpy's
+    traceback, `verify --min-sqnr nan` failed every export)."""
+
+    name = "float"  # the help's metavar, FLOAT
+
+    def _describe_range(self) -> str:  # click's help says "[x<=None]" of no range
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
 
 
 class NonEmptyPath(click.Path):
@@ -82,7 +100,7 @@ def main():
 
 @main.command()
 @click.option("--out", default="edgeae-demo", show_default=True, type=NonEmptyPath(file_okay=False), help="Output folder.")
-@click.option("--seconds", default=120.0, show_default=True, help="Length of each simulated recording.")
+@click.option("--seconds", type=Number(), default=120.0, show_default=True, help="Length of each simulated recording.")
 def demo(out, seconds):
     """Simulate a machine, train, prune, export to int8 and verify; print a summary."""
     from . import demo as demo_
@@ -95,7 +113,7 @@ def demo(out, seconds):
 @click.option("--data", required=True, multiple=True, type=NonEmptyPath(),
               help="Training data: a CSV or .npz file, or a folder of them; again for more (no window spans two files).")
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Run directory [default: runs/<recipe name>].")
-@click.option("--sparsity", type=float, help="Prune to this fraction of zero weights (overrides the recipe).")
+@click.option("--sparsity", type=Number(), help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
 @click.option("--train-rows", help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
@@ -229,12 +247,12 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.option("--data", multiple=True, type=NonEmptyPath(),
               help="Your own recording (CSV / .npz, or a folder of them; again for more): the same fidelity on its windows (its normal "
                    "ones, if labelled), how many the int8 input clips, and, with labels, ROC-AUC float vs int8.")  # fmt: skip
-@click.option("--min-sqnr", type=float, default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
-@click.option("--max-error-increase", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
-@click.option("--max-auc-drop", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
-@click.option("--max-runtime-noise", type=click.FloatRange(min=0), default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
-@click.option("--max-runtime-gap", type=click.FloatRange(min=0), default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
-@click.option("--max-residual-error", type=click.FloatRange(min=0), default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
+@click.option("--min-sqnr", type=Number(), default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
+@click.option("--max-error-increase", type=Number(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
+@click.option("--max-auc-drop", type=Number(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
+@click.option("--max-runtime-noise", type=Number(min=0), default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
+@click.option("--max-runtime-gap", type=Number(min=0), default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
+@click.option("--max-residual-error", type=Number(min=0), default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
 @click.option("--arena", type=click.IntRange(min=1), default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, max_runtime_gap, max_residual_error, arena, as_json):
@@ -275,11 +293,11 @@ def _moment(ctx, param, value: str | None) -> float | None:
 
 @main.command()
 @click.option("--out", required=True, type=NonEmptyPath(dir_okay=False), help="Output file (.csv or .npz).")
-@click.option("--seconds", default=120.0, show_default=True, help="Length of the recording.")
+@click.option("--seconds", type=Number(), default=120.0, show_default=True, help="Length of the recording.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Noise and drift seed: the same options give the same file.")
 @click.option("--faults", default="outer_race,inner_race,imbalance,looseness", show_default=True, callback=_fault_kinds,
               help="Faults in the second half, in this order, with healthy gaps between; 'none' for a healthy recording.")  # fmt: skip
-@click.option("--severity", default=1.0, show_default=True,
+@click.option("--severity", type=Number(), default=1.0, show_default=True,
               help="Scale of each fault's extra vibration. The demo's export, at its UCL, still catches the bearing spalls at 0.2 and misses imbalance and looseness at 0.5.")  # fmt: skip
 @click.option("--start", default="2026-01-01T00:00:00Z", show_default=True, callback=_moment,
               help="The CSV's first time: ISO 8601 (UTC unless it gives its offset), Unix seconds, 'now', or days ago ('30d'). "
@@ -386,12 +404,12 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
 @click.option("--topic", default="edgeae/{sensor}/up", show_default=True, help="MQTT topic ({sensor} is replaced).")
 @click.option("--key", envvar="EDGEAE_KEY", show_envvar=True,
               help="Hex HMAC key: tag every packet (serve must have the same key). Better from $EDGEAE_KEY: ps shows a command's arguments to every user.")  # fmt: skip
-@click.option("--t0", type=float, default=None,
+@click.option("--t0", type=Number(), default=None,
               help="Timestamp of row 0, Unix seconds, and stamp rows t0 + period x row "
                    "[default: each row's own time, from the data's time column; without one, now].")
-@click.option("--period", type=float,
+@click.option("--period", type=Number(),
               help="Seconds between rows, when stamping by row [default: the step of the rows the export was trained on, else 1].")
-@click.option("--every", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+@click.option("--every", type=Number(0, min_open=True), metavar="SECONDS",
               help="Send one window every SECONDS (by its rows' times), skipping the others before the model runs: over LoRaWAN "
                    "a device sends a packet every few minutes, not one a hop (the summary says what the radio allows).")  # fmt: skip
 @click.option("--start-seq", type=int, help="First sequence number [default: 0, or the one --seq-file kept].")
@@ -486,7 +504,7 @@ RESTART_SERVE = "a serve running with this export judges by it once reloaded (SI
                    "or whichever is further over its limit.")  # fmt: skip
 @click.option("--rule", type=click.Choice(["ucl", "percentile", "far"]), default="ucl", show_default=True,
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
-@click.option("--q", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--q", type=Number(0, 1, min_open=True, max_open=True),
               help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
 @click.option("--train-rows", help="With --data: fit on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="With --data: move the threshold to the F1-optimal one on the labelled windows.")
@@ -561,7 +579,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
                                     "e.g. 'edgeae/{sensor}/state'.")  # fmt: skip
 @click.option("--status-topic", help="With --mqtt: keep serve's availability on this topic, retained: 'online' while it runs, "
                                      "'offline' once it stops or (from the broker) dies, e.g. 'edgeae/serve/status'.")  # fmt: skip
-@click.option("--silent-after", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+@click.option("--silent-after", type=Number(0, min_open=True), metavar="SECONDS",
               help="With --mqtt: a sensor from which no packet came for this long is silent (a flat battery, a broken link): "
                    "said on stderr and, with --state-topic, published in its state until a packet comes again; "
                    "e.g. three times its packet interval.")  # fmt: skip
@@ -702,7 +720,7 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
               help="Output folder (metrics.json, scores for the report) [default: reports/<the export's name>, with --protocol the recipe's].")
 @click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (skab and nab need --recipe).")
 @click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
-@click.option("--sparsity", type=float, default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
+@click.option("--sparsity", type=Number(), default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
                                    "model too (default: the recipe's train_rows there, else the rows before each file's first anomaly).")

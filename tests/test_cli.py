@@ -207,6 +207,11 @@ def test_an_empty_path_is_refused(tmp_path, small_export, args, option):
     (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "2"], "Invalid value for '--q'"),
     (["train", "--data", "{x}", "--seed", "-1"], "Invalid value for '--seed'"),  # was numpy's traceback after the data was read
     (["simulate", "--out", "{x}/s.csv", "--seed", "-1"], "Invalid value for '--seed'"),  # numpy's traceback too
+    # NaN passes click's float and its ranges: sent every window, numpy's traceback, every export failed
+    (["encode", "{x}", "--data", "{x}", "--sensor", "1", "--out", "-", "--every", "nan"], "Invalid value for '--every': nan is not a finite number"),
+    (["calibrate", "{x}", "--data", "{x}", "--rule", "percentile", "--q", "nan"], "Invalid value for '--q': nan is not a finite number"),
+    (["verify", "{x}", "--min-sqnr", "nan"], "Invalid value for '--min-sqnr': nan is not a finite number"),
+    (["verify", "{x}", "--max-residual-error", "inf"], "Invalid value for '--max-residual-error': inf is not a finite number"),
 ])  # fmt: skip
 def test_numeric_options_out_of_range(small_export, args, message):
     """Refused before anything runs (they ended in numpy / LiteRT tracebacks or in a nonsense ceiling)."""

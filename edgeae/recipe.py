@@ -16,6 +16,7 @@ error (a typo must not silently fall back to a default). See `models/*.toml` for
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class Recipe:
                                            and len(set(d.channels)) == len(d.channels)):  # fmt: skip
             raise EdgeaeError(f"recipe: data.channels must be distinct column names, got {d.channels}")
         if d.highpass is not None:
-            bad = {k: v for k, v in d.highpass.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1}
+            bad = {k: v for k, v in d.highpass.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v < math.inf}
             if bad:
                 raise EdgeaeError(f"recipe: data.highpass time constants must be numbers of rows >= 1, got {bad}")
             unknown = sorted(set(d.highpass) - set(d.channels or d.highpass))
@@ -226,6 +227,8 @@ def _build(cls, table: dict, where: str):
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be {expected.__name__}, got {value!r}")
+        if expected is float and not math.isfinite(value):  # TOML has nan and inf, which every range check lets by
+            raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be a finite number, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -80,6 +80,9 @@ def test_wrong_types_and_values():
 @pytest.mark.parametrize("table, message", [
     ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
     ({"train": {"seed": -1}}, "train.seed must be 0..2^32-1, got -1"),  # was numpy's traceback in train
+    ({"train": {"learning_rate": float("nan")}}, "train.learning_rate must be a finite number, got nan"),  # TOML's nan: trained on NaN
+    ({"export": {"input_margin": float("inf")}}, "export.input_margin must be a finite number, got inf"),
+    ({"data": {"highpass": {"a": float("inf")}}}, "data.highpass time constants must be numbers of rows >= 1, got {'a': inf}"),
     ({"model": {"sparse": {"weight": -1e-3}}}, "model.sparse.weight must be > 0 and target in (0, 1), got -0.001, 0.05"),
     ({"model": {"code_activation": "sigmoid", "sparse": {"kind": "kl", "target": 2}}}, "target in (0, 1), got 0.001, 2.0"),  # was a NaN loss
     ({"model": {"denoise": {"stddev": -0.1}}}, "model.denoise.stddev must be > 0 and rate in (0, 1), got -0.1, 0.1"),

@@ -722,7 +722,9 @@ def test_simulate_chooses_faults_and_severity(tmp_path):
     np.testing.assert_allclose(s.values, want.values)
     proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--faults", "imbalance,spall")
     assert proc.returncode == 2 and "unknown fault spall" in proc.stderr
-    assert_one_line_error(edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "nan"), "fault severity")
+    assert_one_line_error(edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "-1"), "fault severity")
+    proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "nan")  # refused by the option's type, as every float's NaN
+    assert proc.returncode == 2 and "Invalid value for '--severity': nan is not a finite number" in proc.stderr, proc.stderr
     assert not list(tmp_path.glob("b*"))
 
 

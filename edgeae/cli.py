@@ -754,7 +754,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
                                      per_file=thresholds == "per-file")  # fmt: skip
     else:
         raise EdgeaeError("give an export directory, or --protocol")
-    click.echo(evaluate.summary(m, out))
+    click.echo(evaluate.summary_text(m, out))
     if protocol:
         _recipe_note(recipe_path)
 

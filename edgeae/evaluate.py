@@ -26,7 +26,7 @@ its labelled anomaly windows, train on the recipe's rows), `generic` (one file o
 one model on the given rows of each, test on the rest, window labels = last row). `evaluate_export`
 scores an existing export the same way. Over several files, one threshold per detector, fitted on
 all their training windows (`score_together`), or each file's own (`score_files`, per_file).
-`summary(metrics, out)` is the text `edgeae eval` prints.
+`summary_text(metrics, out)` is the text `edgeae eval` prints.
 
 Output folder: metrics.json (schema below), scores.npz and details.npz for the report.
 
@@ -278,7 +278,7 @@ def best_text(best: dict | None) -> str:
     return "-" if not best or best["f1"] is None else f"{best['f1']:.3f} x{best['ucl_factor']:.2f}"
 
 
-def summary(m: dict, out) -> str:
+def summary_text(m: dict, out) -> str:
     """eval's printed summary of metrics `m` (written to the folder `out`): the detectors' table,
     how the thresholds were set, subsets, bootstrap intervals, the published leaderboard, code
     SQNR, input clipping and bytes per window."""

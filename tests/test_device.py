@@ -286,12 +286,13 @@ def test_seq_file_carries_the_count_across_runs(tmp_path, small_export):
 
 
 def test_encode_with_a_nan_t0_is_refused(tmp_path, small_export):
-    proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
-                           "--out", str(tmp_path / "p.bin"), "--t0", "nan"], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
+    def encode(t0):
+        return subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
+                               "--out", str(tmp_path / "p.bin"), "--t0", t0], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
+
+    proc = encode("nan")
     assert proc.returncode == 2 and b"Invalid value for '--t0': nan is not a finite number" in proc.stderr, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "edgeae", "encode", str(small_export), "--sensor", "1", "--data", "-",
-                           "--out", str(tmp_path / "p.bin"), "--t0", "-1"], input=b"", capture_output=True, cwd=ROOT)  # fmt: skip
-    assert_one_line_error(_text(proc), "--t0 must be Unix seconds")
+    assert_one_line_error(_text(encode("-1")), "--t0 must be Unix seconds")
     assert not (tmp_path / "p.bin").exists()
 
 

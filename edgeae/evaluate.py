@@ -272,6 +272,18 @@ def deployed_text(deployed: dict | None) -> str:
             f"{deployed['rule']} rule, threshold {deployed['threshold']:.4g}; {source})")
 
 
+def ucl_source_text(m: dict) -> str:
+    """How the CLI and the report say whose training windows set the UCL over several files: all
+    the files' together (one export deployed over them) or each file's own (SKAB's protocol, or
+    --thresholds per-file); '' for one file. Folders from before `thresholds` was recorded get
+    their protocol's rule."""
+    if len(m["parts"]) < 2:
+        return ""
+    if m.get("thresholds", "per-file" if m["protocol"] == "skab" else "pooled") == "pooled":
+        return f", one over all {len(m['parts'])} files' training windows"
+    return ", each file's own, from its training windows"
+
+
 def best_text(best: dict | None) -> str:
     """A detector's best F1 within the FAR budget as table text: "0.802 x1.41", or "-" when no
     factor stays within the budget (or the metrics predate operating curves)."""
@@ -290,10 +302,8 @@ def summary_text(m: dict, out) -> str:
     for name, d in m["detectors"].items():
         best = best_text(d["best_f1_within_far_budget"])
         say(f"{name:<18}{d['roc_auc']:>8.4f}{d['pr_auc']:>8.4f}{d['f1']:>7.3f}{d['far']:>8.2f}{d['mar']:>8.2f}{best:>13}")
-    where = (f", one over the {len(m['parts'])} files' training windows" if m["thresholds"] == "pooled"
-             else ", each file's own, from its training windows" if m["protocol"] != "skab" and len(m["parts"]) > 1 else "")  # fmt: skip
     deployed = deployed_text(m.get("deployed"))
-    say(f"thresholds: the UCL{where}; iforest's own (anomaly score 0.5, as scikit-learn's predict)" + (f"; {deployed}" if deployed else "") + "\n"
+    say(f"thresholds: the UCL{ucl_source_text(m)}; iforest's own (anomaly score 0.5, as scikit-learn's predict)" + (f"; {deployed}" if deployed else "") + "\n"
         f"{budget}: the best F1 with every threshold scaled by one factor (chosen on this test data) and FAR <= {FAR_BUDGET:g} %")
     if m.get("groups"):
         heads = (f"{k} ({g['files']})" for k, g in m["groups"].items())

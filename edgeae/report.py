@@ -17,7 +17,7 @@ import numpy as np
 
 from . import wire
 from .errors import EdgeaeError, require
-from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text
+from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text, ucl_source_text
 from .fsutil import atomic_file
 from .manifest import MANIFEST
 from .metrics import segments, threshold_counts
@@ -287,16 +287,6 @@ def _quant_error_figure(plt, m: dict, det: dict):
                            "within the range the int8 code covers (calibrated on the training windows), and where it lies beyond", fig)  # fmt: skip
 
 
-def _whose_training(m: dict) -> str:
-    """Over several files, whose training scores the UCL came from: all the files' together (one
-    export deployed over them) or each file's own (metrics.json's `thresholds`; SKAB's protocol)."""
-    if len(m["parts"]) < 2:
-        return ""
-    if m.get("thresholds", "per-file" if m["protocol"] == "skab" else "pooled") == "pooled":
-        return f", one threshold over all {len(m['parts'])} files' training windows"
-    return ", each file's own, from its training windows"
-
-
 def _iforest_threshold(detectors: dict) -> str:
     """How the summary's note ends on Isolation Forest's threshold; folders written before metrics
     recorded it may hold either (the UCL before it had its own)."""
@@ -358,7 +348,7 @@ def _summary(inputs: dict) -> str:
         parts.append(f"<table><tr><th>detector</th><th>ROC-AUC</th><th>PR-AUC</th><th>F1</th><th>FAR %</th><th>MAR %</th>"
                      f"<th>mean delay ({unit}), missed</th><th>best F1 at FAR ≤ {budget:g} % (× threshold)</th></tr>{rows}</table>"
                      "<p>F1 / FAR / MAR at each detector's threshold: the UCL (quantile 0.999 × 4/3 of its training scores"
-                     + _whose_training(m) + ")" + _iforest_threshold(m["detectors"])
+                     + ucl_source_text(m) + ")" + _iforest_threshold(m["detectors"])
                      + (f"; {deployed}" if (deployed := deployed_text(m.get("deployed"))) else "") + ". The last column moves every threshold by one common factor "
                      "and keeps the best F1 within the false-alarm budget: the factor is chosen on the test data, so it "
                      "compares detectors at equal false-alarm rates; it is not a threshold one could ship.</p>")  # fmt: skip

@@ -227,7 +227,7 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["parts"] == ["a.npz", "b.npz"] and m["data"] == str(sim_test_files) and m["groups"] is None
-    assert "thresholds: the UCL, one over the 2 files' training windows;" in proc.stdout
+    assert "thresholds: the UCL, one over all 2 files' training windows;" in proc.stdout
     train = [D.rows_windows_mask(s, ex.window, ex.hop, (0, int(np.argmax(s.labels)))) for s in files]
     assert m["windows"]["train"] == sum(t.sum() for t in train)
     assert m["windows"]["train"] + m["windows"]["test"] == sum(map(len, train))  # no window across the two
@@ -244,10 +244,12 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
     own = np.load(tmp_path / "own" / "scores.npz")  # each file's scores over its own UCL, as sensors calibrated each on its own
     assert np.allclose(own["int8"], np.concatenate([e[~t] / ucl(e[t]) for e, t in zip(errors, train)]))
     assert json.loads((tmp_path / "own" / "metrics.json").read_text())["thresholds"] == "per-file"
-    from edgeae.report import _whose_training, render
+    from edgeae.evaluate import ucl_source_text
+    from edgeae.report import render
 
     assert "training scores, each file's own, from its training windows)" in render(tmp_path / "own", progress=False).read_text()
-    assert _whose_training(m) == ", one threshold over all 2 files' training windows"
+    assert ucl_source_text(m) == ", one over all 2 files' training windows"
+    assert ucl_source_text({"parts": ["a", "b"], "protocol": "skab"}) == ", each file's own, from its training windows"  # before `thresholds`
 
 
 def test_per_file_thresholds_need_training_windows_in_each_file(small_export, sim_test_files, tmp_path):
@@ -642,6 +644,8 @@ def test_skab_protocol_on_two_files(tmp_path):
     rows = sum(len(np.loadtxt(SHARED / "skab" / "valve1" / f, delimiter=";", skiprows=1, usecols=9)) for f in ("0.csv", "1.csv"))
     assert sum(every[k] for k in ("tp", "fp", "fn", "tn")) == rows and every["tn"] == d["tn"] + 800
     assert (every["tp"], every["fp"]) == (d["tp"], d["fp"]) and every["far"] < d["far"]  # these training rows are all normal
+    text = evaluate.summary_text(m, tmp_path / "skab")  # the CLI said nothing of whose UCL; the report did
+    assert "thresholds: the UCL, each file's own, from its training windows;" in text
     curve = d["operating_curve"]  # the UCL scaled: factor 1 is the headline, FAR falls as the factor grows
     at_ucl = curve["ucl_factor"].index(1.0)
     assert (curve["f1"][at_ucl], curve["far"][at_ucl], curve["mar"][at_ucl]) == (d["f1"], d["far"], d["mar"])

@@ -660,16 +660,16 @@ def results(db, parquet, plot, since):
         if wanted:
             require(module, extra)
     summary = results_.summary(db, since)
-    click.echo(json.dumps(summary, indent=2))
-    if parquet:
-        click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
-    if plot:
+    if plot:  # drawn before the summary prints, so that nothing to plot is an error alone, not after a success
         from .report import RESULTS_SENSORS, results_plot
 
         series = results_.score_series(db, RESULTS_SENSORS, since)
         if not series and since is not None:
             raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
         click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
+    click.echo(json.dumps(summary, indent=2))
+    if parquet:
+        click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
 
 
 @main.command()

@@ -148,12 +148,12 @@ def read_series(
     columns, and an optional 0/1 (or True / False) label column (`label`, else a column named
     `label`, `anomaly` or `is_anomaly`, in any case).
     .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,)
-    (or those arrays named as the CSV's label and time columns may be).
+    (or those arrays named as the CSV's label and time columns may be: `label`, `time` too).
     When `channels` is given, only those columns are used, in that order.
     """
     path = existing_file(path, "CSV or .npz file")
     if path.suffix == ".npz":
-        return _read_npz(path, channels, label)
+        return _read_npz(path, channels, label, time)
     return _read_csv(path, channels, label, time)
 
 
@@ -423,7 +423,7 @@ def write_npz(series: Series, path: str | Path) -> Path:
     return Path(path)
 
 
-def _read_npz(path: Path, channels, label) -> Series:
+def _read_npz(path: Path, channels, label, time) -> Series:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -441,9 +441,10 @@ def _read_npz(path: Path, channels, label) -> Series:
     if not data.shape[1]:
         raise EdgeaeError(f"{path}: no channel columns ('data' has shape {data.shape})")
     # labels and times also under a CSV's column names: the recipe's label column ('anomaly'), or an
-    # array saved as 'label', was not taken for the labels, and a model trained on the faulty rows
+    # array saved as 'label', was not taken for the labels, and a model trained on the faulty rows;
+    # the recipe's time column ('stamp') was not taken for the times, so hop_ms and row_period were not known
     labels = _first_named(arrays, [*([label] if label else []), "labels", *DEFAULT_LABEL_COLUMNS])
-    times = _first_named(arrays, ["times", *DEFAULT_TIME_COLUMNS])
+    times = _first_named(arrays, [*([time] if time else []), "times", *DEFAULT_TIME_COLUMNS])
     return Series(data, names, arrays.get(labels), str(path), arrays.get(times)).select(channels)
 
 

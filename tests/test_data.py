@@ -299,6 +299,8 @@ def test_the_label_column_is_found_in_any_case(tmp_path):
                  time=np.array([1.0, 2.0]))  # fmt: skip
         s = D.read_series(tmp_path / "d.npz", label="anomaly")  # as models/skab.toml names it
         assert s.labels.tolist() == [0, 1] and s.times.tolist() == [1.0, 2.0]
+    np.savez(tmp_path / "d.npz", data=np.ones((2, 2)), stamp=np.array([1.0, 2.0]))  # a recipe's `time = "stamp"`, as a CSV's column
+    assert D.read_series(tmp_path / "d.npz", time="stamp").times.tolist() == [1.0, 2.0]
 
 
 def test_a_csv_not_in_utf8_is_refused_at_its_line(tmp_path):

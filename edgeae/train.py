@@ -236,13 +236,20 @@ def model_notes(recipe: Recipe, channels: int) -> list[str]:
     """What the recipe's model is likely to get wrong on windows of `channels` channels: a plain
     autoencoder whose code holds as many values as its window has no bottleneck; it can learn to
     copy its input and then reconstructs a fault as well as normal operation (the default code of 8
-    over one channel's window of 8 does). Sparse and denoising variants may be overcomplete by design."""
-    m, values = recipe.model, recipe.data.window * channels
-    if m.code_size < values or m.sparse is not None or m.denoise is not None:
-        return []
-    return [f"the code holds {m.code_size} values for windows of {recipe.data.window} rows x {channels} channel{'s' * (channels > 1)} "
-            f"= {values} values: no bottleneck, so the model can learn to copy its input and reconstruct a fault as well as "
-            f"normal operation; give [model] code_size below {values}, or a longer [data] window"]  # fmt: skip
+    over one channel's window of 8 does). Sparse and denoising variants may be overcomplete by design.
+    And a hop longer than the window: rows between windows are never encoded (a device sampling in
+    bursts may want that, so it is said, not refused)."""
+    m, d, notes = recipe.model, recipe.data, []
+    values = d.window * channels
+    if m.code_size >= values and m.sparse is None and m.denoise is None:
+        notes.append(f"the code holds {m.code_size} values for windows of {d.window} rows x {channels} channel{'s' * (channels > 1)} "
+                     f"= {values} values: no bottleneck, so the model can learn to copy its input and reconstruct a fault as well as "
+                     f"normal operation; give [model] code_size below {values}, or a longer [data] window")  # fmt: skip
+    if d.hop > d.window:
+        notes.append(f"the hop ({d.hop} rows) is longer than the window ({d.window} rows): {d.hop - d.window} rows of every {d.hop} "
+                     "are in no window, neither learnt nor encoded, and a fault that fits between two windows goes unseen; "
+                     "a [data] hop of at most the window puts every row in one")  # fmt: skip
+    return notes
 
 
 def fit(model, phase: str, recipe: Recipe, x_train, x_val, epochs: int, callbacks: list, progress: bool = True) -> dict:

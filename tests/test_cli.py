@@ -451,6 +451,9 @@ def test_training_says_when_the_code_is_no_bottleneck(tmp_path):
     assert model_notes(r, 2) == []
     r.model.denoise = Denoise()
     assert model_notes(r, 1) == []  # overcomplete by design
+    r.data.hop = 12  # 4 rows of every 12 in no window
+    (note,) = model_notes(r, 1)
+    assert note.startswith("the hop (12 rows) is longer than the window (8 rows): 4 rows of every 12 are in no window")
     s = simulate.machine(seconds=3, seed=0).select(["temperature"])
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "t"\n[model]\nkind = "dense"\nhidden = [8]\n[data]\nwindow = 8\nhop = 4\n[train]\nepochs = 1\n')

@@ -55,6 +55,20 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+def _rows(ctx, param, value: str | None) -> tuple[int, int] | None:
+    """--train-rows START:STOP as (start, stop). "" (an unset variable) is refused, not taken for
+    the default rows."""
+    if value is None:
+        return None
+    try:
+        start, stop = (int(p) for p in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"must be START:STOP, got {value!r}") from None
+    if not 0 <= start < stop:
+        raise click.BadParameter(f"must have 0 <= START < STOP, got {value!r}")
+    return start, stop
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -115,7 +129,7 @@ def demo(out, seconds):
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Run directory [default: runs/<recipe name>].")
 @click.option("--sparsity", type=Number(), help="Prune to this fraction of zero weights (overrides the recipe).")
 @click.option("--epochs", type=click.IntRange(1), help="At most this many training epochs, early stopping aside (overrides the recipe).")
-@click.option("--train-rows", help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
+@click.option("--train-rows", callback=_rows, help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -125,8 +139,7 @@ def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet
 
     recipe = _load_recipe(recipe_path, seed, data)
     recipe.train.epochs = epochs or recipe.train.epochs
-    rows = _parse_rows(train_rows) if train_rows else None
-    run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=rows,
+    run = train_(recipe, data, out or Path("runs") / recipe.name, sparsity=sparsity, train_rows=train_rows,
                  progress=not quiet, qat=qat)  # fmt: skip
     history = json.loads((run / "history.json").read_text())
     last = {k: v[-1] for k, v in history["train"].items()}
@@ -178,16 +191,6 @@ def _positive_ints(text: str, option: str) -> list[int]:
     if not values or min(values) < 1:
         raise EdgeaeError(f"{option} must be comma-separated positive integers, got {text!r}")
     return values
-
-
-def _parse_rows(text: str) -> tuple[int, int]:
-    try:
-        start, stop = (int(p) for p in text.split(":"))
-    except ValueError:
-        raise EdgeaeError(f"--train-rows must be START:STOP, got {text!r}") from None
-    if not 0 <= start < stop:
-        raise EdgeaeError(f"--train-rows must have 0 <= START < STOP, got {text!r}")
-    return start, stop
 
 
 @main.command()
@@ -506,7 +509,7 @@ RESTART_SERVE = "a serve running with this export judges by it once reloaded (SI
               help="ucl: quantile 0.999 x 4/3 of normal scores; percentile: quantile --q; far: target false-alarm rate --q.")
 @click.option("--q", type=Number(0, 1, min_open=True, max_open=True),
               help="The quantile (percentile, default 0.99) or the target false-alarm rate (far, default 0.01).")
-@click.option("--train-rows", help="With --data: fit on rows START:STOP (of each file) instead of the rows labelled normal.")
+@click.option("--train-rows", callback=_rows, help="With --data: fit on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--f1", is_flag=True, help="With --data: move the threshold to the F1-optimal one on the labelled windows.")
 @click.option("--remove", is_flag=True, help="With --sensor alone: remove the sensors' own thresholds (the export's judges them again).")
 def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_rows, f1, remove):
@@ -538,8 +541,7 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
             raise EdgeaeError("--sensor, --since and --until go with --db")
         from .score import calibrate as calibrate_
 
-        rows = _parse_rows(train_rows) if train_rows else None
-        _, report = calibrate_(export_dir, data, mode or "residual", rule, q, rows, f1)
+        _, report = calibrate_(export_dir, data, mode or "residual", rule, q, train_rows, f1)
         click.echo(json.dumps(report, indent=2))
         if report.get("windows_with_anomalous_rows"):
             click.echo(f"note: {report['windows_with_anomalous_rows']} of the {report['normal_windows']} windows fitted hold rows labelled "
@@ -597,6 +599,8 @@ def serve(export_dirs, db, broker, topic, packets, keys, envelope, client_id, cl
         raise EdgeaeError("--envelope goes with --mqtt (a packet file holds packets)")
     if (client_id is not None or clean_session or state_topic is not None or status_topic is not None or silent_after) and packets:
         raise EdgeaeError("--client-id, --clean-session, --state-topic, --status-topic and --silent-after go with --mqtt")
+    if client_id == "":  # an unset $ID: another session than the one the broker kept, whose packets serve would never fetch
+        raise EdgeaeError("--client-id is empty: give the session's id, or leave --client-id out for one made from --db and --topic")
     from . import wire
 
     records = wire.read_packet_file(packets) if packets else None
@@ -722,7 +726,7 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 @click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
 @click.option("--sparsity", type=Number(), default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
 @click.option("--files", type=int, help="SKAB: only the first N files.")
-@click.option("--train-rows", help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
+@click.option("--train-rows", callback=_rows, help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
                                    "model too (default: the recipe's train_rows there, else the rows before each file's first anomaly).")
 @click.option("--thresholds", type=click.Choice(["pooled", "per-file"]),
               help="Over several files (an export, or --protocol generic): one threshold per detector from all their training "
@@ -745,12 +749,12 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         out = out or Path("reports") / recipe.name
         m = evaluate.evaluate_protocol(protocol, recipe, _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
-                                       train_rows=_parse_rows(train_rows) if train_rows else None, per_file=thresholds == "per-file")  # fmt: skip
+                                       train_rows=train_rows, per_file=thresholds == "per-file")  # fmt: skip
     elif seed is not None:
         raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
         out = out or Path("reports") / Path(export_dir).resolve().name
-        m = evaluate.evaluate_export(export_dir, data, out, _parse_rows(train_rows) if train_rows else None, progress=not quiet,
+        m = evaluate.evaluate_export(export_dir, data, out, train_rows, progress=not quiet,
                                      per_file=thresholds == "per-file")  # fmt: skip
     else:
         raise EdgeaeError("give an export directory, or --protocol")

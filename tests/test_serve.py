@@ -1159,6 +1159,7 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     assert_one_line_error(edgeae(*serve, "--state-topic", "a/+/{sensor}"), "--state-topic must be a topic without wildcards")
     assert_one_line_error(edgeae(*serve, "--state-topic", "a/{node}"), "--state-topic may use only {sensor} in braces")
     assert_one_line_error(edgeae(*serve, "--status-topic", "a/#"), "--status-topic must be a topic without wildcards")
+    assert_one_line_error(edgeae(*serve, "--client-id", ""), "--client-id is empty")  # an unset $ID served another session
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--mqtt", "127.0.0.1:99999"),
                           "port in 1..65535")  # fmt: skip
     assert_one_line_error(edgeae("encode", small_export, "--data", "-", "--sensor", "1", "--out", "-", "--key", ""),

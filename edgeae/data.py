@@ -83,8 +83,9 @@ class Series:
         return len(self.values)
 
     def select(self, channels: list[str] | None) -> "Series":
-        """The same series with only `channels`, in that order (all when None)."""
-        if channels is None:
+        """The same series with only `channels`, in that order (all when None, or when they are its
+        own in its order: no copy of a long recording's values)."""
+        if channels is None or list(channels) == self.channels:
             return self
         missing = [c for c in channels if c not in self.channels]
         if missing:

@@ -150,6 +150,7 @@ def test_series_keeps_its_times_through_select_rows_and_highpass(tmp_path):
     s = D.read_series(p)
     assert s.unix_times().tolist() == [1_700_000_000, 1_700_000_001, 1_700_000_003]
     assert D.highpass(s.select(["b"]).rows(1, None), {"b": 10.0}).unix_times().tolist() == [1_700_000_001, 1_700_000_003]
+    assert s.select(["a", "b"]) is s and s.select(["b", "a"]).values.tolist() == [[2, 1], [4, 3], [6, 5]]  # its own: not copied
     assert D.read_series(write(tmp_path, "a,b\n1,2\n")).unix_times() is None  # no time column
     bad = D.read_series(write(tmp_path, "time,a\n2020-01-01,1\nlater,2\n"))  # read for training: the cells are not needed
     with pytest.raises(EdgeaeError, match=r"d.csv: row 2: time 'later' is neither"):

@@ -149,7 +149,7 @@ def read_series(
     columns, and an optional 0/1 (or True / False) label column (`label`, else a column named
     `label`, `anomaly` or `is_anomaly`, in any case).
     .npz: `data` (rows, channels), optional `channels` (names), `labels` (rows,), `times` (rows,)
-    (or those arrays named as the CSV's label and time columns may be: `label`, `time` too).
+    (or under the names a CSV's label and time columns may have: `label` and `time`, or the defaults).
     When `channels` is given, only those columns are used, in that order.
     """
     path = existing_file(path, "CSV or .npz file")

@@ -216,7 +216,7 @@ class Server:
                 if not p.timestamp:  # a device without a clock (docs/wire-format.md): when the network server or serve received it
                     p = dataclasses.replace(p, timestamp=int(uplink.received_at or t))
                 elif self.live:
-                    self._note_clock(p, uplink.received_at or t)
+                    self._note_clock(p, seq, uplink.received_at or t)
                 valid.append((topic, p, t, seq))
             unscored, changes = self._store(valid) if valid else (0, [])
             self.db.executemany(
@@ -263,16 +263,16 @@ class Server:
                     "a device that restarted its count has every packet rejected so: keep the count across restarts "
                     "(edgeae encode --seq-file; in firmware, in non-volatile memory)")  # fmt: skip
 
-    def _note_clock(self, p: wire.Packet, arrived: float) -> None:
+    def _note_clock(self, p: wire.Packet, seq: int, arrived: float) -> None:
         """Say once per sensor that its window times cannot be its packets' (stored as they are):
         ahead of their arrival, or further behind it than a broker holds packets (a clock reset to
         1970 by a flat battery; a recording replayed). They are what `results --plot` and
-        `calibrate --since` go by."""
+        `calibrate --since` go by. `seq` is the packet's number as stored (`_counted_on`)."""
         off = p.timestamp - arrived
         if p.sensor in self.clocks_noted or -CLOCK_BEHIND_S <= off <= CLOCK_AHEAD_S:
             return
         self.clocks_noted.add(p.sensor)
-        self.notify(f"sensor {p.sensor}: seq {p.seq}'s window time {iso_utc(p.timestamp)} is {duration(abs(off))} "
+        self.notify(f"sensor {p.sensor}: seq {seq}'s window time {iso_utc(p.timestamp)} is {duration(abs(off))} "
                     f"{'after' if off > 0 else 'before'} it arrived ({iso_utc(arrived)}): the device's clock is wrong, "
                     "or a recording is replayed; stored as it is (a device without a clock sends 0, and serve stamps it)")  # fmt: skip
 

@@ -1801,6 +1801,12 @@ def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, sm
     assert " years before it arrived (" in notes[0] and "stored as it is (a device without a clock sends 0" in notes[0]
     assert notes[1].startswith("sensor 2: seq 0's window time ") and " is 60 min after it arrived (" in notes[1]
     assert _count(db) == 20
+    server = Server(small_export, db, notify=notes.append)  # past the 32-bit counter: the seq as stored, as results shows it
+    server.run_packets([wire.encode(wire.Packet(ex.model_id, 4, 2**32 - 1, int(now), code, 9))])
+    server.live = True
+    server.handle([Message("edgeae/4/up", wire.encode(wire.Packet(ex.model_id, 4, 0, 120, code, 9)), now, False)])
+    server.close()
+    assert notes[2].startswith(f"sensor 4: seq {2**32}'s window time 1970-01-01T00:02:00Z")
 
 
 def _rejected(db) -> int:

@@ -38,7 +38,8 @@ metrics.json, schema "edgeae.metrics/1":
     bytes_per_window {raw_int16, code, packet, compression_ratio}
     detectors.<name> {threshold ("ucl", or "own": Isolation Forest's; absent in older folders, whose
         Isolation Forest may be at either: the UCL until it had its own),
-        roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, detection_delay {per_segment,
+        roc_auc, pr_auc, f1, far, mar, tp, fp, fn, tn, per_part {tp[], fp[], fn[], tn[]} (each
+        part's counts at the threshold, in the order of `parts`), detection_delay {per_segment,
         mean, missed}, operating_curve {ucl_factor[], f1[], far[], mar[]},
         best_f1_within_far_budget {far_budget, f1, ucl_factor},
         bootstrap (from 10 files on) {resamples, level, f1 [lo, hi], far [lo, hi],
@@ -319,6 +320,11 @@ def summary_text(m: dict, out) -> str:
         for name, b in boot.items():
             lead = f"{span(b['int8_minus']['f1'], '+.3f'):>20}{span(b['int8_minus']['far'], '+.2f'):>18}" if "int8_minus" in b else ""
             say(f"{name:<18}{span(b['f1'], '.3f'):>16}{span(b['far'], '.2f'):>16}{lead}")
+    d = m["detectors"].get("int8", {})
+    if len(m["parts"]) > 1 and d.get("fp"):
+        worst = sorted(zip(d["per_part"]["fp"], m["parts"]), key=lambda t: -t[0])[:3]
+        say("int8's false alarms by file, most first: " + ", ".join(f"{name} {100 * fp / d['fp']:.0f} %" for fp, name in worst)
+            + " of them (every file's counts: per_part in metrics.json; the report draws them)")
     if m.get("published"):
         say("published SKAB leaderboard: " + "; ".join(f"{r['algorithm']} F1 {r['f1']:.2f} FAR {r['far']:.2f}" for r in m["published"][:3]))
         a = m["int8_all_rows"]
@@ -361,7 +367,7 @@ def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -
         limits = [p.limit(name) for p in parts]
         runs = {f: predict(name, [limit * f for limit in limits]) for f in factors}
         y_pred, preds = runs[1.0]
-        per_part[name] = [[MT.detection_rates(y, pr)[k] for k in ("tp", "fp", "fn", "tn")] for y, pr in zip(y_pred, preds)]
+        per_part[name] = [[MT.detection_rates(y, pr)[k] for k in MT.COUNTS] for y, pr in zip(y_pred, preds)]
         delays = [d for y, pr in zip(y_pred, preds) for d in MT.detection_delays(y, pr)]
         hit = [d for d in delays if d is not None]
         curve = [MT.detection_rates(*map(np.concatenate, runs[f])) for f in factors]
@@ -374,6 +380,7 @@ def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -
             "detection_delay": {"per_segment": delays, "mean": float(np.mean(hit)) if hit else None,
                                 "missed": sum(d is None for d in delays),
                                 "unit": "rows" if protocol == "skab" else "windows"},  # fmt: skip
+            "per_part": {k: [c[i] for c in per_part[name]] for i, k in enumerate(MT.COUNTS)},
             "operating_curve": {"ucl_factor": factors, **{k: [c[k] for c in curve] for k in ("f1", "far", "mar")}},
             "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(
                 dict(zip(("f1", "ucl_factor"), max(within))) if within else {"f1": None, "ucl_factor": None})},

@@ -53,6 +53,9 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / noise))
 
 
+COUNTS = ("tp", "fp", "fn", "tn")  # `detection_rates`' counts, in the order `bootstrap_rates` takes them
+
+
 def detection_rates(labels: np.ndarray, predicted: np.ndarray) -> dict:
     """F1 of the anomalous class, FAR = false alarms / true normals (%), MAR = missed / true anomalies (%)."""
     y = np.asarray(labels).astype(bool)

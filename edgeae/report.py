@@ -30,6 +30,7 @@ NAMES = {
     "deployed": "export's scorer (deployed)",
 }  # fmt: skip
 CODE_SPACE_PARTS = 4  # files drawn in the code-space figure when each has its own model (SKAB)
+PER_FILE_SHOWN = 40  # files drawn in the per-file figure: those with the most int8 errors
 WORST_CHANNELS = 3  # channels drawn per worst window: those it reconstructs worst
 RESULTS_SENSORS = 8  # panels in `edgeae results --plot`
 HISTORY = "history.json"  # a training run's losses per epoch (edgeae.train)
@@ -152,6 +153,8 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         _legend_beside(ax)
         figs.append(("score_time", "Score over time with the threshold; labelled anomalies shaded", fig))
 
+        if len(m["parts"]) > 1 and "per_part" in m["detectors"]["int8"]:  # older eval folders lack it
+            figs.append(_per_file_figure(plt, m))
         figs += [_worst_figure(plt, m, det), _code_space_figure(plt, m, sc, det), _quant_error_figure(plt, m, det)]
 
         if (m.get("pruning") or {}).get("layers"):
@@ -178,6 +181,33 @@ def _figures(inputs: dict) -> list[tuple[str, str, object]]:
         if "pruning" in run:
             figs.append(_sparsity_figure(plt, run["pruning"]["layers"], run["pruning"]["target_sparsity"]))
     return figs
+
+
+def _per_file_figure(plt, m: dict):
+    """Each file's false alarm and miss rates at the threshold, the int8 export beside PCA Q (the
+    closest baseline): whether the errors are spread over the files or come from a few recordings."""
+    names = [n for n in ("int8", "pca_q") if "per_part" in m["detectors"].get(n, {})]
+    counts = {n: {k: np.asarray(v) for k, v in m["detectors"][n]["per_part"].items()} for n in names}
+    c = counts["int8"]
+    tested = np.flatnonzero(c["tp"] + c["fp"] + c["fn"] + c["tn"])  # a file fitted on whole has no test rows
+    shown = tested[np.argsort(-(c["fp"] + c["fn"])[tested], kind="stable")][:PER_FILE_SHOWN]
+    unit = "rows" if m["protocol"] == "skab" else "windows"
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 1.5 + 0.22 * len(shown)), sharey=True)
+    y, h = np.arange(len(shown)), 0.8 / len(names)
+    for i, n in enumerate(names):
+        k = {key: v[shown] for key, v in counts[n].items()}
+        a.barh(y + i * h, 100 * k["fp"] / np.maximum(k["fp"] + k["tn"], 1), height=h, color=COLOURS[n], label=NAMES[n])
+        b.barh(y + i * h, 100 * k["fn"] / np.maximum(k["fn"] + k["tp"], 1), height=h, color=COLOURS[n], label=NAMES[n])
+    for j in np.flatnonzero(c["fn"][shown] + c["tp"][shown] == 0):
+        b.text(1, y[j] + h * (len(names) - 1) / 2, "no labelled fault", va="center", fontsize=6, color="grey")
+    a.set_yticks(y + h * (len(names) - 1) / 2, [m["parts"][j] for j in shown], fontsize=7)
+    a.invert_yaxis()
+    a.set(xlabel=f"false alarm rate (% of the file's normal test {unit})", ylabel="file (most int8 errors first)", title="False alarms per file")
+    b.set(xlabel=f"miss rate (% of the file's anomalous test {unit})", ylabel="file (same order)", title="Misses per file")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    more = f"; the {len(shown)} of {len(tested)} files with the most int8 errors" if len(shown) < len(tested) else ""
+    return ("per_file", f"False alarm and miss rates per file at the threshold, AE int8 beside PCA Q: where the errors come from{more}", fig)
 
 
 def _sparsity_figure(plt, layers: list[dict], target: float):

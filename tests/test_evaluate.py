@@ -235,8 +235,16 @@ def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_pat
     limit = ucl(np.concatenate([e[t] for e, t in zip(errors, train)]))
     scores = np.load(tmp_path / "e" / "scores.npz")
     assert np.allclose(scores["int8"], np.concatenate([e[~t] for e, t in zip(errors, train)]) / limit)
-    (fig,) = [f for stem, _, f in _figures(_read(tmp_path / "e")) if stem == "code_space"]
-    assert len(fig.axes) == 1 and m["thresholds"] == "pooled"
+    figures = {stem: f for stem, _, f in _figures(_read(tmp_path / "e"))}
+    assert len(figures["code_space"].axes) == 1 and m["thresholds"] == "pooled"
+    d = m["detectors"]["int8"]  # each file's counts, adding up to the pooled ones, drawn per file
+    assert [sum(d["per_part"][k]) for k in ("tp", "fp", "fn", "tn")] == [d["tp"], d["fp"], d["fn"], d["tn"]]
+    fp, fn, tn = (np.array(d["per_part"][k]) for k in ("fp", "fn", "tn"))
+    a, _ = figures["per_file"].axes
+    assert [t.get_text() for t in a.get_yticklabels()] == [m["parts"][i] for i in np.argsort(-(fp + fn), kind="stable")]
+    assert np.allclose(sorted(r.get_width() for r in a.containers[0]), sorted(100 * fp / (fp + tn)))  # AE int8's FAR bars
+    assert "false alarm rate (% of the file's normal test windows)" == a.get_xlabel() and a.get_legend() is not None
+    assert ("int8's false alarms by file, most first: " in proc.stdout) == (d["fp"] > 0)
 
     proc = edgeae("eval", small_export, "--data", sim_test_files, "--out", tmp_path / "own", "--quiet", "--thresholds", "per-file")
     assert proc.returncode == 0, proc.stderr
@@ -646,6 +654,8 @@ def test_skab_protocol_on_two_files(tmp_path):
     assert (every["tp"], every["fp"]) == (d["tp"], d["fp"]) and every["far"] < d["far"]  # these training rows are all normal
     text = evaluate.summary_text(m, tmp_path / "skab")  # the CLI said nothing of whose UCL; the report did
     assert "thresholds: the UCL, each file's own, from its training windows;" in text
+    assert [sum(d["per_part"][k]) for k in ("tp", "fp", "fn", "tn")] == [d["tp"], d["fp"], d["fn"], d["tn"]]
+    assert ("int8's false alarms by file, most first: valve1/" in text) == (d["fp"] > 0)
     curve = d["operating_curve"]  # the UCL scaled: factor 1 is the headline, FAR falls as the factor grows
     at_ucl = curve["ucl_factor"].index(1.0)
     assert (curve["f1"][at_ucl], curve["far"][at_ucl], curve["mar"][at_ucl]) == (d["f1"], d["far"], d["mar"])
@@ -664,6 +674,7 @@ def test_skab_protocol_on_two_files(tmp_path):
     assert "lies within the int8 code's range" in page and "valve1/" in str(details["worst_part"])
     assert "each file has its own model, so 2 of the 2 files, each in its own projection" in page  # not pooled codes of 2 models
     assert "every row counted as the leaderboard's notebook does" in page
+    assert (tmp_path / "page" / "per_file.png").is_file()  # each file's false alarms and misses
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")

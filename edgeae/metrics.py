@@ -61,13 +61,18 @@ def detection_rates(labels: np.ndarray, predicted: np.ndarray) -> dict:
     y = np.asarray(labels).astype(bool)
     p = np.asarray(predicted).astype(bool)
     tp, fp, fn, tn = int(np.sum(y & p)), int(np.sum(~y & p)), int(np.sum(y & ~p)), int(np.sum(~y & ~p))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {
-        "f1": f1,
-        "far": 100.0 * fp / (fp + tn) if fp + tn else 0.0,
-        "mar": 100.0 * fn / (fn + tp) if fn + tp else 0.0,
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-    }  # fmt: skip
+    f1, far, mar = map(float, count_rates(tp, fp, fn, tn))
+    return {"f1": f1, "far": far, "mar": mar, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def count_rates(tp, fp, fn, tn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """F1, FAR (%) and MAR (%) from counts (numbers, or arrays of them), each 0 where it has no
+    denominator (no anomaly flagged or labelled; no normal row)."""
+    tp, fp, fn, tn = (np.asarray(c, dtype=np.float64) for c in (tp, fp, fn, tn))
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    far = np.where(fp + tn > 0, 100.0 * fp / np.maximum(fp + tn, 1), 0.0)
+    mar = np.where(fn + tp > 0, 100.0 * fn / np.maximum(fn + tp, 1), 0.0)
+    return f1, far, mar
 
 
 def threshold_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,7 +131,5 @@ def bootstrap_rates(counts: np.ndarray, resamples: int, seed: int = 0) -> tuple[
     Returns two arrays of shape (detectors, resamples)."""
     counts = np.asarray(counts, dtype=np.int64)
     idx = np.random.default_rng(seed).integers(0, counts.shape[1], size=(resamples, counts.shape[1]))
-    tp, fp, fn, tn = np.moveaxis(counts[:, idx].sum(axis=2), -1, 0)
-    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    far = np.where(fp + tn > 0, 100.0 * fp / np.maximum(fp + tn, 1), 0.0)
+    f1, far, _ = count_rates(*np.moveaxis(counts[:, idx].sum(axis=2), -1, 0))
     return f1, far

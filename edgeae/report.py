@@ -20,7 +20,7 @@ from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text, ucl_source_text
 from .fsutil import atomic_file
 from .manifest import MANIFEST
-from .metrics import segments, threshold_counts
+from .metrics import COUNTS, count_rates, segments, threshold_counts
 from .recipe import from_dict
 from .train import data_notes, kept_epoch, model_notes
 
@@ -195,9 +195,9 @@ def _per_file_figure(plt, m: dict):
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 1.5 + 0.22 * len(shown)), sharey=True)
     y, h = np.arange(len(shown)), 0.8 / len(names)
     for i, n in enumerate(names):
-        k = {key: v[shown] for key, v in counts[n].items()}
-        a.barh(y + i * h, 100 * k["fp"] / np.maximum(k["fp"] + k["tn"], 1), height=h, color=COLOURS[n], label=NAMES[n])
-        b.barh(y + i * h, 100 * k["fn"] / np.maximum(k["fn"] + k["tp"], 1), height=h, color=COLOURS[n], label=NAMES[n])
+        _, far, mar = count_rates(*(counts[n][k][shown] for k in COUNTS))
+        a.barh(y + i * h, far, height=h, color=COLOURS[n], label=NAMES[n])
+        b.barh(y + i * h, mar, height=h, color=COLOURS[n], label=NAMES[n])
     for j in np.flatnonzero(c["fn"][shown] + c["tp"][shown] == 0):
         b.text(1, y[j] + h * (len(names) - 1) / 2, "no labelled fault", va="center", fontsize=6, color="grey")
     a.set_yticks(y + h * (len(names) - 1) / 2, [m["parts"][j] for j in shown], fontsize=7)

@@ -63,6 +63,18 @@ def test_detection_rates_match_sklearn():
     assert detection_rates([0, 0], [0, 0]) == {"f1": 0.0, "far": 0.0, "mar": 0.0, "tp": 0, "fp": 0, "fn": 0, "tn": 2}
 
 
+def test_count_rates_of_arrays_as_detection_rates_gives_them():
+    """Per file (the report's bars) and per resample (the bootstrap): the same rates, 0 where a
+    file has no fault or no normal row."""
+    from edgeae.metrics import COUNTS, count_rates, detection_rates
+
+    cases = [([1, 1, 0, 0], [1, 0, 0, 0]), ([0, 0, 0], [1, 0, 0]), ([1, 1], [0, 1])]  # (labels, predicted)
+    rates = [detection_rates(y, p) for y, p in cases]
+    f1, far, mar = count_rates(*(np.array([r[k] for r in rates]) for k in COUNTS))
+    assert f1.tolist() == [r["f1"] for r in rates] and far.tolist() == [r["far"] for r in rates] and mar.tolist() == [r["mar"] for r in rates]
+    assert (f1[1], mar[1], far[2]) == (0.0, 0.0, 0.0)  # no fault in the second; no normal row in the third
+
+
 def test_channel_fidelity_by_hand():
     from edgeae.metrics import channel_fidelity
 

@@ -732,15 +732,20 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
               help="Over several files (an export, or --protocol generic): one threshold per detector from all their training "
                    "windows, as one export is deployed [default: pooled]; or each file's own, as sensors each calibrated on "
                    "their own (calibrate --db --sensor), its baselines fitted on it too.")  # fmt: skip
+@click.option("--sensor", type=click.IntRange(0, 65535),
+              help="With an export: judge its scorer at this sensor's own threshold (calibrate --db --sensor), as serve judges "
+                   "that sensor's packets [default: the export's threshold].")  # fmt: skip
 @seed_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, thresholds, seed, quiet):
+def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, thresholds, sensor, seed, quiet):
     """Detection and compression quality on labelled data, beside baselines and published results."""
     from . import evaluate
 
     if protocol:
         if export_dir:
             raise EdgeaeError("--protocol trains its own models: give no export")
+        if sensor is not None:
+            raise EdgeaeError("--sensor goes with an export, whose scorer holds the sensors' thresholds; --protocol trains its own models")
         _need_recipe(protocol, recipe_path)
         for option, given in (("--train-rows", train_rows), ("--thresholds", thresholds)):
             if given and protocol != "generic":
@@ -755,7 +760,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
     elif export_dir:
         out = out or Path("reports") / Path(export_dir).resolve().name
         m = evaluate.evaluate_export(export_dir, data, out, train_rows, progress=not quiet,
-                                     per_file=thresholds == "per-file")  # fmt: skip
+                                     per_file=thresholds == "per-file", sensor=sensor)  # fmt: skip
     else:
         raise EdgeaeError("give an export directory, or --protocol")
     click.echo(evaluate.summary_text(m, out))

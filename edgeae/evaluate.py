@@ -17,8 +17,8 @@ of the detector's scores on the training windows), except Isolation Forest's (be
                   paper). Its score is bounded, normal windows near 0.45, so the UCL's x 4/3 lands
                   above nearly every window (on SKAB it flagged no row at all: F1 0)
     deployed      eval of an export: the export's own scorer at its own threshold (scorer.json from
-                  `edgeae calibrate`, else the default residual one), as serve judges its packets
-                  (a sensor's own threshold, `calibrate --db --sensor`, aside)
+                  `edgeae calibrate`, else the default residual one), as serve judges its packets;
+                  with `sensor`, at that sensor's own threshold (`calibrate --db --sensor`) if it has one
 
 Protocols: `skab` (../shared/data/README.md, edgeae.protocols: per file, first 400 rows,
 windows of 60, the row rule, test rows of all files concatenated), `nab` (machine temperature,
@@ -59,7 +59,8 @@ metrics.json, schema "edgeae.metrics/1":
         which the device clips: data unlike the calibration's, or scaled otherwise)
     pruning {layers, target_sparsity}, published (skab: the leaderboard)
     deployed (eval of an export; else null) {mode, rule, threshold, source ("scorer.json", or
-        "default": a residual scorer fitted on the export's reference windows)}
+        "default": a residual scorer fitted on the export's reference windows), sensor and
+        sensor_threshold (eval --sensor: whose threshold; whether it is the sensor's own)}
     int8_all_rows (skab; else null) {f1, far, mar, tp, fp, fn, tn}: the int8 export counted over
         every row of each file, its 400 training rows included, as SKAB's reference notebook
         (notebooks/Conv_AE.ipynb) predicts and counts them; the figures above count the test rows
@@ -67,6 +68,7 @@ metrics.json, schema "edgeae.metrics/1":
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -269,7 +271,10 @@ def deployed_text(deployed: dict | None) -> str:
     if not deployed:
         return ""
     source = "its scorer.json, from edgeae calibrate" if deployed["source"] != "default" else "no scorer.json: the default one, fitted on its reference windows"
-    return (f"deployed: the export's scorer at its own threshold, as serve judges packets ({deployed['mode']} mode, "
+    sensor = deployed.get("sensor")
+    whose = ("its own threshold" if sensor is None else f"sensor {sensor}'s own threshold, from its packets" if deployed["sensor_threshold"]
+             else f"its own threshold (sensor {sensor} has none of its own)")  # fmt: skip
+    return (f"deployed: the export's scorer at {whose}, as serve judges packets ({deployed['mode']} mode, "
             f"{deployed['rule']} rule, threshold {deployed['threshold']:.4g}; {source})")
 
 
@@ -601,21 +606,26 @@ def _train_rows(parts: list[D.Series], rows) -> list[tuple[int, int]]:
 
 
 def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = None, progress: bool = False,
-                    per_file: bool = False) -> dict:  # fmt: skip
+                    per_file: bool = False, sensor: int | None = None) -> dict:  # fmt: skip
     """Score an existing export on labelled data (a file, a folder of them, or a list of those):
     baselines and thresholds are fitted on the `train_rows` of each file (default: the rows before
     its first anomaly; all of a file without one), the rest is the test. Over several files, one
-    threshold per detector from all their training windows, or each file's own (`score_files`)."""
+    threshold per detector from all their training windows, or each file's own (`score_files`).
+    The export's own scorer is judged as deployed: at the threshold of `sensor` (its own, set from
+    its packets, else the export's), or the export's."""
     check_replaceable(out, METRICS)
     host = Host(export_dir)
     ex, pipe, scorer = host.export, host.pipe, host.scorer
+    if sensor is not None:  # a copy at the sensor's threshold: the host's scorer stays the export's
+        scorer = copy.copy(scorer)
+        scorer.threshold_ = scorer.threshold_for(sensor)
     files = _labelled(ex.read_files(data, progress), "eval")
     rows = _train_rows(files, train_rows)
     parts = [_part(name, s, pipe, ex.hop, r) for name, s, r in zip(_part_names(files), files, rows)]
     _check_split(parts, D.names(data), rows, train_rows, per_file)
     parts = score_files(parts, {"int8": pipe}, ex.manifest["code_size"], per_file=per_file, deployed=scorer)
-    deployed = {"mode": scorer.mode, "rule": scorer.rule, "threshold": scorer.threshold_,
-                "source": host.scorer_source}  # fmt: skip
+    deployed = {"mode": scorer.mode, "rule": scorer.rule, "threshold": scorer.threshold_, "source": host.scorer_source,
+                **({} if sensor is None else {"sensor": sensor, "sensor_threshold": sensor in scorer.sensor_thresholds_})}  # fmt: skip
     return _write(out, "export", D.names(data), ex.manifest.get("recipe") or {}, parts, {"int8": pipe}, pooled=not per_file, deployed=deployed)
 
 

@@ -211,6 +211,32 @@ def test_eval_of_an_export_judges_it_as_deployed_too(small_export, sim_test, sim
     assert d["far"] > 3  # the far rule at q 0.05 flags about 5 % of normal windows, as asked
 
 
+def test_eval_judges_an_export_at_a_sensors_own_threshold(small_export, sim_test, tmp_path):
+    """A sensor's own threshold (calibrate --db --sensor, set from its packets) was left aside: eval
+    judged the export's scorer at the export's threshold alone. --sensor judges it as serve judges
+    that sensor's packets: at its own threshold, or the export's when it has none."""
+    from edgeae.host import Host
+    from edgeae.score import save
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    host = Host(export)
+    scorer = host.scorer
+    scorer.sensor_thresholds_[7] = own = scorer.threshold_ / 2
+    save(scorer, export, host.export.model_id)
+    for sensor, threshold, words in ((7, own, "sensor 7's own threshold, from its packets"),
+                                     (8, scorer.threshold_, "its own threshold (sensor 8 has none of its own)")):  # fmt: skip
+        proc = edgeae("eval", export, "--data", sim_test, "--sensor", str(sensor), "--out", tmp_path / f"e{sensor}", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        deployed = json.loads((tmp_path / f"e{sensor}" / "metrics.json").read_text())["deployed"]
+        assert (deployed["threshold"], deployed["sensor"], deployed["sensor_threshold"]) == (threshold, sensor, sensor == 7)
+        assert f"deployed: the export's scorer at {words}, as serve judges packets" in proc.stdout
+    a, b = (json.loads((tmp_path / f"e{s}" / "metrics.json").read_text())["detectors"]["deployed"] for s in (7, 8))
+    assert a["tp"] + a["fp"] > b["tp"] + b["fp"]  # sensor 7's lower threshold flags more windows
+    assert_one_line_error(edgeae("eval", "--protocol", "generic", "--data", sim_test, "--sensor", "7", "--out", tmp_path / "x"),
+                          "--sensor goes with an export")  # fmt: skip
+
+
 def test_eval_an_export_over_several_files(small_export, sim_test_files, tmp_path):
     """A folder of labelled recordings, or --data again (it took one file): each file windowed on
     its own, its rows before its first anomaly fit, and, as one export is deployed, one threshold

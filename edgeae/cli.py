@@ -659,21 +659,22 @@ def results(db, parquet, plot, since):
     """Summarise a serve database: packets per sensor, gaps, reordering, rejections."""
     from . import results as results_
 
-    plot = check_writable(plot) if plot else None
+    plot, parquet = (check_writable(path) if path else None for path in (plot, parquet))
     for wanted, module, extra in ((parquet, "pyarrow", "serve"), (plot, "matplotlib", "eval")):  # before any output
         if wanted:
             require(module, extra)
     summary = results_.summary(db, since)
-    if plot:  # drawn before the summary prints, so that nothing to plot is an error alone, not after a success
+    # the files are written before the summary prints: a refusal (nothing to plot, a full disk) comes alone, not after a success
+    if plot:
         from .report import RESULTS_SENSORS, results_plot
 
         series = results_.score_series(db, RESULTS_SENSORS, since)
         if not series and since is not None:
             raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
         click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
-    click.echo(json.dumps(summary, indent=2))
     if parquet:
         click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
+    click.echo(json.dumps(summary, indent=2))
 
 
 @main.command()

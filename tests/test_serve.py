@@ -1080,7 +1080,10 @@ def test_results_reads_only_edgeae_databases_and_changes_none(small_export, tmp_
     proc = edgeae("results", tmp_path / "ours.sqlite", "--plot", tmp_path / "s.png")
     assert_one_line_error(proc, "holds no packets: nothing to plot")
     assert proc.stdout == ""  # not the summary, then the error: one or the other
-    assert_one_line_error(edgeae("results", tmp_path / "ours.sqlite", "--plot", tmp_path / "nowhere" / "s.png"), "does not exist")
+    for option in ("--plot", "--parquet"):  # the parquet's missing folder was said after the summary had printed
+        proc = edgeae("results", tmp_path / "ours.sqlite", option, tmp_path / "nowhere" / "s.x")
+        assert_one_line_error(proc, "does not exist")
+        assert proc.stdout == ""
     assert not (tmp_path / "s.png").exists()
     with contextlib.closing(sqlite3.connect(tmp_path / "ours.sqlite")) as con:
         con.execute("INSERT INTO rejected (received_at, reason, raw) VALUES (0, 'bad_crc', x'00')")

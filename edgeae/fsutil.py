@@ -205,10 +205,22 @@ def atomic_dir(out: str | Path, marker: str):
                 os.replace(tmp, out)
     except OSError as e:
         _raise_if_full(e, out)
+        _name_output(e, tmp, out)
         raise
     finally:
         PENDING.difference_update((tmp, _lock_path(tmp)))
         _unlock(tmp, lock)
+
+
+def _name_output(e: OSError, tmp: Path, out: Path) -> None:
+    """Have an error in writing the temporary `tmp` (a file, or a folder and what is in it) name the
+    output `out`: the temporary's name meant nothing to the user, and an error in a write itself (a
+    file size limit, an I/O error) named no file at all ("[Errno 27] File too large"). An error
+    without an errno (numpy's short write) keeps its message, which a file name would replace."""
+    if e.filename is None and e.strerror is not None:
+        e.filename = str(out)
+    elif str(e.filename) == str(tmp) or str(e.filename).startswith(f"{tmp}{os.sep}"):
+        e.filename = str(out) + str(e.filename)[len(str(tmp)) :]
 
 
 def _raise_if_full(e: OSError, out: Path) -> None:
@@ -263,8 +275,7 @@ def atomic_file(path: str | Path, durable: bool = False):
             fsync_path(path.parent)
     except OSError as e:
         _raise_if_full(e, path)
-        if e.filename == str(tmp):
-            e.filename = str(path)
+        _name_output(e, tmp, path)
         raise
     finally:
         PENDING.discard(tmp)

@@ -58,6 +58,21 @@ def test_atomic_file_keeps_the_old_file_on_failure_and_names_the_target(tmp_path
     with pytest.raises(OSError) as e, atomic_file(path) as tmp:
         raise OSError(13, "Permission denied", str(tmp))  # a write refused, named by its target
     assert e.value.filename == str(path) and path.read_text() == "1"
+    with pytest.raises(OSError) as e, atomic_file(path):
+        raise OSError(27, "File too large")  # a write's own error names no file: it was "[Errno 27] File too large"
+    assert e.value.filename == str(path)
+
+
+def test_errors_in_an_output_folder_name_the_output_not_its_temporary(tmp_path):
+    out = tmp_path / "out"
+    for error, named in ((lambda tmp: OSError(13, "Permission denied", str(tmp / "model.tflite")), out / "model.tflite"),
+                         (lambda tmp: OSError(27, "File too large"), out)):  # fmt: skip
+        with pytest.raises(OSError) as e, atomic_dir(out, "m.json") as tmp:
+            raise error(tmp)
+        assert e.value.filename == str(named)
+    with pytest.raises(OSError) as e, atomic_dir(out, "m.json"):
+        raise OSError(2, "No such file or directory", str(tmp_path / "data.csv"))  # an input's error is left as it is
+    assert e.value.filename == str(tmp_path / "data.csv")
 
 
 def test_a_full_disk_is_named_with_the_output_it_stopped(tmp_path, monkeypatch):

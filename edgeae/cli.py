@@ -390,10 +390,10 @@ def bench(export_dir, threads, batches, repeats, edgetpu, out):
     if out:
         check_writable(out)
     result = bench_.bench(export_dir, threads=threads, batches=sizes, repeats=repeats, edgetpu=edgetpu)
-    click.echo(bench_.table(result))
-    if out:
+    if out:  # before the table: a full disk is an error alone, not after the printed figures
         with atomic_file(out) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(bench_.table(result))
 
 
 @main.command()

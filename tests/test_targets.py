@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -254,6 +255,12 @@ def test_bench_writes_json(mcu_export, tmp_path):
     for rows in d["models"].values():
         assert [r["batch"] for r in rows] == [1, 8]
         assert all(r["windows_per_s"] > 0 and r["p99_us_per_window"] >= r["p50_us_per_window"] for r in rows)
+    import resource  # a full disk (a file size limit, as the process sees one): the error alone, not after the table
+
+    proc = subprocess.run([sys.executable, "-m", "edgeae", "bench", mcu_export, "--repeats", "1", "--batches", "1", "--out", tmp_path / "c.json"],
+                          capture_output=True, text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64)))  # fmt: skip
+    assert_one_line_error(proc, "c.json")
+    assert proc.stdout == "" and not (tmp_path / "c.json").exists()
 
 
 def test_bad_inputs(tmp_path, small_export):

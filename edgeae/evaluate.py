@@ -265,6 +265,12 @@ UCL_FACTORS = np.round(np.geomspace(1 / 16, 16.0, 81), 4)
 FAR_BUDGET = 10.0  # %: the SKAB target's false-alarm rate
 
 
+def count_unit(protocol: str) -> str:
+    """What F1 / FAR / MAR and detection delays count under `protocol`: SKAB's rule counts rows,
+    the others windows."""
+    return "rows" if protocol == "skab" else "windows"
+
+
 def deployed_text(deployed: dict | None) -> str:
     """How the CLI and the report name an export's own scorer and threshold (metrics' `deployed`);
     '' when there is none (a protocol's exports, older folders)."""
@@ -302,7 +308,7 @@ def summary_text(m: dict, out) -> str:
     SQNR, input clipping and bytes per window."""
     lines = []
     say = lines.append
-    unit = "rows" if m["protocol"] == "skab" else "windows"
+    unit = count_unit(m["protocol"])
     budget = f"F1@FAR<={FAR_BUDGET:g}"
     say(f"{'detector':<18}{'ROC-AUC':>8}{'PR-AUC':>8}{'F1':>7}{'FAR %':>8}{'MAR %':>8}{budget:>13}   ({unit})")
     for name, d in m["detectors"].items():
@@ -384,7 +390,7 @@ def detector_metrics(parts: list[Part], protocol: str, bootstrap: bool = True) -
             **curve[factors.index(1.0)],
             "detection_delay": {"per_segment": delays, "mean": float(np.mean(hit)) if hit else None,
                                 "missed": sum(d is None for d in delays),
-                                "unit": "rows" if protocol == "skab" else "windows"},  # fmt: skip
+                                "unit": count_unit(protocol)},  # fmt: skip
             "per_part": {k: [c[i] for c in per_part[name]] for i, k in enumerate(MT.COUNTS)},
             "operating_curve": {"ucl_factor": factors, **{k: [c[k] for c in curve] for k in ("f1", "far", "mar")}},
             "best_f1_within_far_budget": {"far_budget": FAR_BUDGET, **(

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import wire
 from .errors import EdgeaeError, require
-from .evaluate import FAR_BUDGET, METRICS, RD, best_text, deployed_text, ucl_source_text
+from .evaluate import FAR_BUDGET, METRICS, RD, best_text, count_unit, deployed_text, ucl_source_text
 from .fsutil import atomic_file
 from .manifest import MANIFEST
 from .metrics import COUNTS, count_rates, segments, threshold_counts
@@ -191,7 +191,7 @@ def _per_file_figure(plt, m: dict):
     c = counts["int8"]
     tested = np.flatnonzero(c["tp"] + c["fp"] + c["fn"] + c["tn"])  # a file fitted on whole has no test rows
     shown = tested[np.argsort(-(c["fp"] + c["fn"])[tested], kind="stable")][:PER_FILE_SHOWN]
-    unit = "rows" if m["protocol"] == "skab" else "windows"
+    unit = count_unit(m["protocol"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 1.5 + 0.22 * len(shown)), sharey=True)
     y, h = np.arange(len(shown)), 0.8 / len(names)
     for i, n in enumerate(names):
@@ -333,7 +333,7 @@ def _iforest_threshold(detectors: dict) -> str:
 def _operating_figure(plt, m: dict, names: list[str]):
     """F1 against FAR along each detector's operating curve, the published points beside them."""
     fig, ax = plt.subplots(figsize=(9.5, 5))
-    unit = "rows" if m["protocol"] == "skab" else "windows"
+    unit = count_unit(m["protocol"])
     for n in names:
         c, d = m["detectors"][n]["operating_curve"], m["detectors"][n]
         ax.plot(c["far"], c["f1"], lw=1.2, color=COLOURS[n], label=NAMES[n])
@@ -367,7 +367,7 @@ def _summary(inputs: dict) -> str:
                      f"compression {b['compression_ratio']:.0f}×. Code SQNR (int8 vs float, normal test windows) {_db(m['code_sqnr_db'])}"
                      + (f"; {_db(m['code_in_range']['sqnr_db'])} on the {100 * m['code_in_range']['windows']:.1f} % whose float code "
                         "lies within the int8 code's range (beyond it the int8 code saturates)" if "code_in_range" in m else "") + ".</p>")  # fmt: skip
-        unit = "rows" if m["protocol"] == "skab" else "windows"
+        unit = count_unit(m["protocol"])
         rows = "".join(
             f"<tr><td>{NAMES.get(n, n)}</td><td>{d['roc_auc']:.4f}</td><td>{d['pr_auc']:.4f}</td><td>{d['f1']:.3f}</td>"
             f"<td>{d['far']:.2f}</td><td>{d['mar']:.2f}</td><td>{_delay(d['detection_delay'])}</td>"

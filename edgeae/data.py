@@ -524,11 +524,13 @@ def _parse_csv(path: Path, f, channels, label, time) -> Series:
             except ValueError:
                 raise EdgeaeError(f"{path}: row {i}, column '{channels[j]}': '{cell}' is not a number") from None
         if li is not None:
-            cell = row[li].strip()
             try:
-                labels.append(BOOLEANS[cell.lower()] if cell.lower() in BOOLEANS else float(cell))
-            except ValueError:
-                raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1 (or True / False)") from None
+                labels.append(float(row[li]))
+            except ValueError:  # True / False looked up only when the cell is not a number, as most files' are
+                cell = row[li].strip().lower()
+                if cell not in BOOLEANS:
+                    raise EdgeaeError(f"{path}: label column '{label}' must hold 0 or 1 (or True / False)") from None
+                labels.append(BOOLEANS[cell])
         if ti is not None:
             times.append(row[ti])
     if li is not None and not np.isin(labels, (0, 1)).all():

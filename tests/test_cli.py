@@ -39,6 +39,12 @@ def assert_one_line_error(proc, pattern, stream=False):
     assert pattern in lines[0], lines[0]
 
 
+def assert_option_refused(proc, message):
+    """The command refused an option's value before it ran (click's usage error, or edgeae's own):
+    exit code 2, `message` on stderr, no traceback."""
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_help_does_not_import_tensorflow():
     code = "import sys\nfrom edgeae.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('tensorflow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -155,7 +161,7 @@ def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train)
     for command in (["train"], ["eval", "--protocol", "generic"], ["sweep"]):
         assert_one_line_error(edgeae(*command, "--data", tmp_path / "none.csv", cwd=tmp_path), "none.csv: no such CSV or .npz file")
     proc = edgeae("train", "--data", sim_train, "--train-rows", "5:3", cwd=tmp_path)
-    assert proc.returncode == 2 and "Invalid value for '--train-rows': must have 0 <= START < STOP, got '5:3'" in proc.stderr
+    assert_option_refused(proc, "Invalid value for '--train-rows': must have 0 <= START < STOP, got '5:3'")
     assert "note" not in proc.stdout + proc.stderr
 
 
@@ -196,7 +202,7 @@ def test_an_empty_path_is_refused(tmp_path, small_export, args, option):
     packets = tmp_path / "p.bin"
     packets.write_bytes(b"")
     proc = edgeae(*[a.format(x=small_export, p=packets, d=tmp_path / "r.sqlite") for a in args], cwd=tmp_path)
-    assert proc.returncode == 2 and f"Invalid value for '{option}': is empty (an unset variable?)" in proc.stderr, proc.stderr
+    assert_option_refused(proc, f"Invalid value for '{option}': is empty (an unset variable?)")
     assert not (tmp_path / "r.sqlite").exists() and not (tmp_path / "runs").exists()
 
 
@@ -218,7 +224,7 @@ def test_an_empty_path_is_refused(tmp_path, small_export, args, option):
 def test_numeric_options_out_of_range(small_export, args, message):
     """Refused before anything runs (they ended in numpy / LiteRT tracebacks or in a nonsense ceiling)."""
     proc = edgeae(*[a.format(x=small_export) for a in args])
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert_option_refused(proc, message)
 
 
 def test_calibrate_rows_without_two_windows_name_the_rows(small_export, sim_test):
@@ -667,7 +673,7 @@ def test_train_rows_flag(tmp_path, sim_train):
         training_windows(r, load_files(r, sim_train), train_rows=(-500, 1000))
     for rows in ("5", ""):  # "" (an unset variable) was the default rows
         proc = edgeae("train", "--recipe", ROOT / "models" / "skab.toml", "--data", sim_train, "--train-rows", rows)
-        assert proc.returncode == 2 and f"Invalid value for '--train-rows': must be START:STOP, got {rows!r}" in proc.stderr
+        assert_option_refused(proc, f"Invalid value for '--train-rows': must be START:STOP, got {rows!r}")
 
 
 def test_simulate_command(tmp_path):
@@ -730,7 +736,7 @@ def test_simulate_chooses_faults_and_severity(tmp_path):
     assert proc.returncode == 2 and "unknown fault spall" in proc.stderr
     assert_one_line_error(edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "-1"), "fault severity")
     proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "nan")  # refused by the option's type, as every float's NaN
-    assert proc.returncode == 2 and "Invalid value for '--severity': nan is not a finite number" in proc.stderr, proc.stderr
+    assert_option_refused(proc, "Invalid value for '--severity': nan is not a finite number")
     assert not list(tmp_path.glob("b*"))
 
 

@@ -209,12 +209,12 @@ def test_calibrate_says_when_the_rows_given_hold_a_fault(tmp_path, small_export,
 
 def test_calibrate_refuses_a_mode_packets_cannot_feed(tmp_path, small_export, sim_test):
     """Mode 'reconstruction' needs raw windows; its scorer.json made serve refuse the export."""
-    from test_cli import edgeae
+    from test_cli import assert_option_refused, edgeae
 
     from edgeae.score import calibrate
 
     proc = edgeae("calibrate", small_export, "--data", sim_test, "--mode", "reconstruction")
-    assert proc.returncode == 2 and "Invalid value for '--mode'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert_option_refused(proc, "Invalid value for '--mode'")
     with pytest.raises(EdgeaeError, match="its mode is one of residual, code, combined; got 'reconstruction'"):
         calibrate(small_export, sim_test, mode="reconstruction")
     assert not (small_export / "scorer.json").exists()

@@ -682,7 +682,8 @@ class Normalizer:
         channels, highpass = d["channels"], d.get("highpass", {})
         if not (isinstance(channels, list) and all(isinstance(c, str) for c in channels) and isinstance(highpass, dict)):
             raise TypeError("channels must be a list of names and highpass a table of them")
-        mean, std = (np.asarray(d[k], np.float32) for k in ("mean", "std"))
+        with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused below
+            mean, std = (np.asarray(d[k], np.float32) for k in ("mean", "std"))
         if mean.shape != (len(channels),) or std.shape != mean.shape or not (np.isfinite(mean).all() and np.isfinite(std).all()
                                                                               and (std > 0).all()):  # fmt: skip
             raise ValueError("mean and std must be one finite number per channel, std > 0")

@@ -88,8 +88,9 @@ class Export:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if version != FORMAT_VERSION:
             raise EdgeaeError(f"{mpath}: format version {version!r}, this edgeae reads {FORMAT_VERSION}")
-        missing = _missing(manifest, REQUIRED) + [f"artifacts.{n}" for n, meta in (manifest.get("artifacts") or {}).items()
-                                                  if _missing(meta, {"bytes": int, "sha256": str})]  # fmt: skip
+        missing = _missing(manifest, REQUIRED)
+        if isinstance(manifest.get("artifacts"), dict):
+            missing += [f"artifacts.{n}" for n, meta in manifest["artifacts"].items() if _missing(meta, {"bytes": int, "sha256": str})]
         if isinstance(manifest.get("device"), dict) and "residual_power" in manifest["device"]:
             missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:

@@ -354,6 +354,9 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
     (lambda m: m["window"].update(row_period_s="1ms"), "window.row_period_s must be a positive number, got '1ms'"),
     (lambda m: m["normalization"].update(std=[0.0] * len(m["normalization"]["std"])), "malformed normalization (ValueError: mean and std"),
     (lambda m: m["normalization"].update(mean="uint8"), "malformed normalization (ValueError"),
+    (lambda m: m["normalization"]["mean"].__setitem__(0, 1e300), "malformed normalization (ValueError: mean and std"),
+    (lambda m: m.update(artifacts="x"), "missing or malformed artifacts (damaged"),
+    (lambda m: m.update(artifacts=True), "missing or malformed artifacts (damaged"),
     (lambda m: m["normalization"].update(channels=7), "malformed normalization (TypeError"),
     (lambda m: m["normalization"].update(highpass={"nope": 5}), "malformed normalization (ValueError: highpass"),
     (lambda m: m["normalization"].update(channels=m["normalization"]["channels"][::-1]), "the normalization's channels"),
@@ -361,7 +364,9 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
 def test_manifest_values_that_cannot_be_right_are_named(tmp_path, small_export, edit, message):
     """Found by fuzzing the manifest: a residual scale of NaN passed verify (NaN fails no floor) and
     would have left every packet unscored; a hop of 0 passed verify; a normalization of strings or
-    of the wrong length was a traceback (ValueError, TypeError) wherever it was first used."""
+    of the wrong length was a traceback (ValueError, TypeError) wherever it was first used; artifacts
+    that were not a table, a traceback (AttributeError); a mean beyond float32, numpy's overflow
+    warning above the error."""
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)
     m = json.loads((bad / "manifest.json").read_text())

@@ -95,6 +95,10 @@ class Export:
             missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:
             raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
+        quant = manifest["quantization"]
+        for key, q in (("quantization.input", quant["input"]), ("quantization.code", quant["code"]), ("device.residual", manifest["device"]["residual"])):
+            if q["dtype"] not in ("int8", "uint8"):
+                raise EdgeaeError(f"{mpath}: {key}.dtype must be int8 or uint8, got {q['dtype']!r} (damaged or hand-edited)")
         w = manifest["window"]
         if not all(type(n) is int for n in w["input_shape"]) or np.prod(w["input_shape"]) != w["length"] * len(w["channels"]):
             raise EdgeaeError(f"{mpath}: a window of {w['length']} rows x {len(w['channels'])} channels does not match "

@@ -33,15 +33,17 @@ class Pipeline:
         self._check_models()
 
     def _check_models(self) -> None:
-        """The models take and give what the manifest describes (window shape, code size, code and
-        input quantization): a hand-edited manifest or a model copied from another export fails here,
+        """The models take and give what the manifest describes (window shape, code size, input and
+        code quantization and type): a hand-edited manifest or a model copied from another export fails here,
         in one line, rather than as packets of the wrong length or codes decoded with the wrong scale."""
         m = self.export.manifest
         shape, k = tuple(m["window"]["input_shape"]), m["code_size"]
         input_quant = (m["quantization"]["input"]["scale"], m["quantization"]["input"]["zero_point"])
         enc, flt, dec = self.encoder, self.encoder_float, self.decoder
         sizes = [(enc, "window shape", enc.input_shape, shape), (flt, "window shape", flt.input_shape, shape),
-                 (enc, "code size", int(np.prod(enc.output_shape)), k), (dec, "code size", int(np.prod(dec.input_shape)), k)]  # fmt: skip
+                 (enc, "code size", int(np.prod(enc.output_shape)), k), (dec, "code size", int(np.prod(dec.input_shape)), k),
+                 (enc, "input type", np.dtype(enc.input["dtype"]).name, m["quantization"]["input"]["dtype"]),
+                 (enc, "code type", np.dtype(enc.output["dtype"]).name, m["quantization"]["code"]["dtype"])]  # fmt: skip
         quants = [(enc, "code quantization", enc.output_quant, self.code_quant),
                   (enc, "input quantization", enc.input_quant, input_quant)]  # fmt: skip
         wrong = [c for c in sizes if c[2] != c[3]] + [c for c in quants if not same_quant(c[2], c[3])]
@@ -56,7 +58,8 @@ class Pipeline:
             dev, m = Model(self.export.device), self.export.manifest
             outputs = dev.output_index(m["code_size"], 1 if self.power == 1 else len(self.export.channels), self.encoder.output_quant)
             if (outputs != (m["device"]["outputs"]["code"], m["device"]["outputs"]["residual"]) or not device_matches(dev, outputs[0], self.encoder)
-                    or not same_quant(dev.output_quant_of(outputs[1]), self.residual_quant)):  # fmt: skip
+                    or not same_quant(dev.output_quant_of(outputs[1]), self.residual_quant)
+                    or dev.output_dtype_of(outputs[1]) != m["device"]["residual"]["dtype"]):  # fmt: skip
                 raise EdgeaeError(f"{dev.name}: its outputs, window shape, input, code or residual quantization are not "
                                   f"the manifest's (a hand-edited manifest or a model from another export)")  # fmt: skip
             self._device = dev

@@ -138,6 +138,10 @@ class Model:
     def output_quant_of(self, index: int) -> tuple[float, int]:
         return _quant(self._it.get_output_details()[index])
 
+    def output_dtype_of(self, index: int) -> str:
+        """The output's element type by name ("int8", "uint8"), as a manifest writes it."""
+        return np.dtype(self._it.get_output_details()[index]["dtype"]).name
+
     def run_outputs_raw(self, x: np.ndarray) -> list[np.ndarray]:
         """All outputs, in the model's own dtypes, window by window batched as `run_raw`."""
         details = self._it.get_output_details()

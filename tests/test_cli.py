@@ -310,11 +310,16 @@ def _halve_window(m):
     (lambda m: m.update(code_size=m["code_size"] - 1, code_bytes=m["code_bytes"] - 1), "encoder_int8.tflite: its code size is"),
     (lambda m: m["quantization"]["code"].update(scale=m["quantization"]["code"]["scale"] * 2), "its code quantization is"),
     (lambda m: m["quantization"]["input"].update(zero_point=m["quantization"]["input"]["zero_point"] + 1), "its input quantization is"),
+    (lambda m: m["quantization"]["input"].update(dtype="uint8"), "encoder_int8.tflite: its input type is int8, the manifest says uint8"),
+    (lambda m: m["quantization"]["code"].update(dtype="uint8"), "encoder_int8.tflite: its code type is int8, the manifest says uint8"),
+    (lambda m: m["device"]["residual"].update(dtype="uint8"), "device_int8.tflite: its outputs, window shape, input, code or residual quantization"),
 ])  # fmt: skip
 def test_manifest_that_does_not_describe_its_models_is_named(tmp_path, small_export, sim_test, edit, message):
     """A manifest edited consistently with itself (window and input shape together, a code size, a
     code scale) passed verify: only encode found a wrong shape out, and a wrong code size or scale
-    would have had serve reject every packet as the wrong length, or decode codes with the wrong scale."""
+    would have had serve reject every packet as the wrong length, or decode codes with the wrong scale.
+    Found by fuzzing: a residual type of uint8 over an int8 output passed all but verify's residual
+    check, and serve would have read every residual byte 128 steps off."""
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)
     m = json.loads((bad / "manifest.json").read_text())
@@ -349,6 +354,8 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
     (lambda m: m["device"]["residual"].update(scale=float("nan")), "residual quantization are not the manifest's"),
     (lambda m: m["device"]["residual"].update(scale=-1.0), "residual quantization are not the manifest's"),
     (lambda m: m["window"].update(hop=0), "window.hop must be >= 1"),
+    (lambda m: m["device"]["residual"].update(dtype="x"), "device.residual.dtype must be int8 or uint8, got 'x'"),
+    (lambda m: m["quantization"]["code"].update(dtype="int16"), "quantization.code.dtype must be int8 or uint8, got 'int16'"),
     (lambda m: m["device"].update(residual_power=4, residual_byte_scale=float("nan")), "device.residual_byte_scale must be a positive number"),
     (lambda m: m["window"].update(row_period_s=0), "window.row_period_s must be a positive number, got 0"),
     (lambda m: m["window"].update(row_period_s="1ms"), "window.row_period_s must be a positive number, got '1ms'"),

@@ -95,6 +95,10 @@ class Export:
             missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:
             raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
+        recipe = manifest.get("recipe") or {}  # optional: a Keras model of the user's own has none
+        columns = recipe.get("data", {}) if isinstance(recipe, dict) else None
+        if not isinstance(columns, dict) or not all(isinstance(columns.get(k), (str, type(None))) for k in ("label", "time")):
+            raise EdgeaeError(f"{mpath}: malformed recipe: its data's label and time must be column names (damaged or hand-edited)")
         quant = manifest["quantization"]
         for key, q in (("quantization.input", quant["input"]), ("quantization.code", quant["code"]), ("device.residual", manifest["device"]["residual"])):
             if q["dtype"] not in ("int8", "uint8"):

@@ -95,6 +95,9 @@ class Export:
             missing += _missing(manifest, {"device": RESIDUAL_POWER})
         if missing:
             raise EdgeaeError(f"{mpath}: missing or malformed {', '.join(missing)} (damaged or hand-edited)")
+        if manifest["code_bytes"] != manifest["code_size"]:
+            raise EdgeaeError(f"{mpath}: code_bytes {manifest['code_bytes']} is not code_size {manifest['code_size']} "
+                              f"(one byte a code value; damaged or hand-edited)")  # fmt: skip
         recipe = manifest.get("recipe") or {}  # optional: a Keras model of the user's own has none
         columns = recipe.get("data", {}) if isinstance(recipe, dict) else None
         if not isinstance(columns, dict) or not all(isinstance(columns.get(k), (str, type(None))) for k in ("label", "time")):

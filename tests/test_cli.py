@@ -356,6 +356,7 @@ def test_device_model_from_another_export_is_named(tmp_path, small_run, small_ex
     (lambda m: m["window"].update(hop=0), "window.hop must be >= 1"),
     (lambda m: m["device"]["residual"].update(dtype="x"), "device.residual.dtype must be int8 or uint8, got 'x'"),
     (lambda m: m["quantization"]["code"].update(dtype="int16"), "quantization.code.dtype must be int8 or uint8, got 'int16'"),
+    (lambda m: m.update(code_bytes=0), "code_bytes 0 is not code_size"),
     (lambda m: m.update(recipe="x"), "malformed recipe: its data's label and time must be column names"),
     (lambda m: m["recipe"].update(data=[]), "malformed recipe: its data's label and time must be column names"),
     (lambda m: m["recipe"]["data"].update(label=1), "malformed recipe: its data's label and time must be column names"),
@@ -376,7 +377,7 @@ def test_manifest_values_that_cannot_be_right_are_named(tmp_path, small_export, 
     would have left every packet unscored; a hop of 0 passed verify; a normalization of strings or
     of the wrong length was a traceback (ValueError, TypeError) wherever it was first used; artifacts
     that were not a table, a traceback (AttributeError); a mean beyond float32, numpy's overflow
-    warning above the error."""
+    warning above the error; a code_bytes of 0, a ZeroDivisionError in eval."""
     bad = tmp_path / "bad"
     shutil.copytree(small_export, bad)
     m = json.loads((bad / "manifest.json").read_text())

@@ -25,6 +25,7 @@ from .errors import EdgeaeError, existing_file
 from .wire import MAX_CODE
 
 MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds
+MAX_INT = MAX_SEED  # of any integer in a recipe: beyond it TensorFlow overflows (C long, int32 shapes) in a traceback
 
 # The element-wise activations tf_keras knows by name (an unknown one was a Keras traceback). All
 # convert to int8 and run on LiteRT; TFLite Micro has no int8 kernel for gelu, selu, softplus,
@@ -135,8 +136,8 @@ class Recipe:
             if v < 1:
                 raise EdgeaeError(f"recipe: {key} must be >= 1, got {v}")
         for key, units in (("model.hidden", m.hidden), ("model.filters", m.filters)):
-            if not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units):
-                raise EdgeaeError(f"recipe: {key} must be a list of positive integers, got {units}")
+            if not all(isinstance(u, int) and not isinstance(u, bool) and 1 <= u <= MAX_INT for u in units):
+                raise EdgeaeError(f"recipe: {key} must be a list of positive integers (at most 2^32-1), got {units}")
         if t.learning_rate <= 0 or t.patience < 0:
             raise EdgeaeError(f"recipe: train.learning_rate must be > 0 and train.patience >= 0, got {t.learning_rate}, {t.patience}")
         if not 0 <= t.seed <= MAX_SEED:
@@ -153,6 +154,9 @@ class Recipe:
                 raise EdgeaeError(f"recipe: model.denoise.stddev must be > 0 and rate in (0, 1), got {m.denoise.stddev}, {m.denoise.rate}")
         if m.kind == "conv1d" and not m.filters:
             raise EdgeaeError("recipe: model.filters must name at least one conv layer for a conv1d model, got []")
+        if m.kind == "conv1d" and m.kernel_size > d.window:
+            raise EdgeaeError(f"recipe: model.kernel_size ({m.kernel_size}) must be at most data.window ({d.window}): "
+                              f"the kernel slides along the window")  # fmt: skip
         if m.kind == "conv1d" and d.window % (2 ** len(m.filters)) != 0:
             raise EdgeaeError(
                 f"recipe: data.window ({d.window}) must be divisible by 2^{len(m.filters)} "
@@ -179,8 +183,9 @@ class Recipe:
             raise EdgeaeError(f"recipe: prune.sparsity must be in [0, 1), got {self.prune.sparsity}")
         if not 1 <= e.residual_power <= 8:
             raise EdgeaeError(f"recipe: export.residual_power must be an integer in 1..8, got {e.residual_power}")
-        if self.export.input_margin < 1.0:
-            raise EdgeaeError(f"recipe: export.input_margin must be >= 1, got {self.export.input_margin}")
+        if not 1.0 <= self.export.input_margin <= 100.0:  # at 100 the calibration range spans 2-3 of int8's 256 steps
+            raise EdgeaeError(f"recipe: export.input_margin must be in 1..100 (the int8 input spans that many times the "
+                              f"calibration range), got {self.export.input_margin}")  # fmt: skip
         if not 0.0 <= self.train.validation_split < 0.9:
             raise EdgeaeError("recipe: train.validation_split must be in [0, 0.9)")
         return self
@@ -227,6 +232,8 @@ def _build(cls, table: dict, where: str):
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be {expected.__name__}, got {value!r}")
+        if expected is int and value > MAX_INT:
+            raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be at most 2^32-1, got {value!r}")
         if expected is float and not math.isfinite(value):  # TOML has nan and inf, which every range check lets by
             raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be a finite number, got {value!r}")
         kwargs[key] = value

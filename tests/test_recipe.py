@@ -100,6 +100,13 @@ def test_wrong_types_and_values():
     ({"data": {"channels": ["a", "a"]}}, "data.channels must be distinct column names"),
     ({"data": {"channels": []}}, "data.channels must be distinct column names"),
     ({"data": {"channels": [1, 2]}}, "data.channels must be distinct column names"),
+    # found by fuzzing the recipes: tracebacks in train (TensorFlow's OverflowError / ValueError) or
+    # export (every calibration window scaled to inf)
+    ({"train": {"batch_size": 2**70}}, "train.batch_size must be at most 2^32-1, got 1180591620717411303424"),
+    ({"model": {"filters": [16, 2**40]}}, "model.filters must be a list of positive integers (at most 2^32-1)"),
+    ({"model": {"kind": "conv1d", "kernel_size": 65}}, "model.kernel_size (65) must be at most data.window (64)"),
+    ({"export": {"input_margin": 1e300}}, "export.input_margin must be in 1..100"),
+    ({"export": {"input_margin": 0.5}}, "export.input_margin must be in 1..100"),
 ])  # fmt: skip
 def test_values_caught_when_the_recipe_is_read(table, message):
     """Caught here with the key named, not as a Keras traceback (or wrong rows) after the data is read."""

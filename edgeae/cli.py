@@ -2,7 +2,7 @@
 
 Nothing heavy is imported at module level, so `edgeae --help` answers at once; each command
 imports what it needs. An `EdgeaeError` (or an `OSError` from reading or writing files, or a
-`MemoryError`) becomes one line on stderr and exit code 2. SIGTERM and Ctrl-C remove the command's temporary files and
+`MemoryError`, or TensorFlow's out-of-memory error) becomes one line on stderr and exit code 2. SIGTERM and Ctrl-C remove the command's temporary files and
 exit with 143 / 130.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,6 +83,14 @@ class _Group(click.Group):
             sys.exit(2)
         except MemoryError as e:  # numpy's says how much: "Unable to allocate 7.28 TiB for an array with shape ..."
             click.echo(f"edgeae: error: not enough memory{f' ({e})' if str(e) else ''}: less data at a time, or a larger machine", err=True)
+            sys.exit(2)
+        except Exception as e:  # TensorFlow's own out-of-memory error, from a command that loaded it (a recipe's model too large)
+            tf = sys.modules.get("tensorflow")
+            if tf is None or not isinstance(e, tf.errors.ResourceExhaustedError):
+                raise
+            what = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", e.message)
+            click.echo(f"edgeae: error: not enough memory for the model ({what[0] if what else e.message.splitlines()[0]}): fewer units, "
+                       f"filters or a smaller batch (model.hidden, model.filters, train.batch_size in the recipe), or a larger machine", err=True)  # fmt: skip
             sys.exit(2)
 
 
@@ -279,7 +288,6 @@ def _fault_kinds(ctx, param, value: str) -> tuple[str, ...]:
 
 def _moment(ctx, param, value: str | None) -> float | None:
     """A time option as Unix seconds: ISO 8601, Unix seconds, 'now', or N days ago ('30d')."""
-    import re
     import time
 
     from .data import unix_seconds

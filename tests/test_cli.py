@@ -549,6 +549,16 @@ def test_training_that_diverges_is_refused(tmp_path, sim_train):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_too_large_for_memory_is_refused_in_one_line(tmp_path, sim_train):
+    """Found by fuzzing the recipes: TensorFlow's ResourceExhaustedError ('OOM when allocating
+    tensor ...', a 1 TB weight matrix here) came out as a traceback; numpy's MemoryError did not."""
+    (tmp_path / "big.toml").write_text(TINY_RECIPE.replace("hidden = [16]", "hidden = [4000000000]"))
+    proc = edgeae("train", "--recipe", tmp_path / "big.toml", "--data", sim_train, "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(proc, "not enough memory for the model (OOM when allocating tensor with shape[64,4000000000]): "
+                                "fewer units, filters or a smaller batch")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_says_what_it_notices_in_the_data(tmp_path):
     """Two things in training data were taken without a word. A constant channel (a disconnected
     sensor) was standardized with a std of 1: the model learned nothing of it, and in service,

@@ -590,6 +590,14 @@ def rows_windows_mask(series: Series, length: int, hop: int, rows: tuple[int, in
     return (last >= rows[0]) & (last < rows[1])
 
 
+def check_spread(windows: np.ndarray, where: str) -> None:
+    """Refuse training windows that are all one window: every score of them alike, a threshold fitted
+    on them (the UCL: that score x 4/3; PCA's: 0) separates nothing."""
+    if (windows.min(axis=0) == windows.max(axis=0)).all():
+        raise EdgeaeError(f"{where}: every training window is the same (one value in each channel throughout: a machine "
+                          f"at rest, a sensor off?): no normal spread to fit on; give --train-rows where the machine runs")  # fmt: skip
+
+
 def highpass_alphas(channels: list[str], taus: dict[str, float]) -> np.ndarray:
     """Per channel the filter's float32 step 1 / tau, 0 for channels that pass unchanged (edgeae's
     filter and the MCU config header both use these)."""

@@ -506,7 +506,8 @@ def _part(name, series, pipe: Pipeline, hop: int, train_rows) -> Part:
 def _check_split(parts: list[Part], source: str, rows: list[tuple[int, int]], given: tuple[int, int] | None,
                  per_file: bool = False) -> None:  # fmt: skip
     """Refuse training rows (`rows`, each part's: `given`, else those before its first anomaly)
-    that leave fewer than 2 windows to fit on (in each file, for thresholds `per_file`), or none to test."""
+    that leave fewer than 2 windows to fit on (in each file, for thresholds `per_file`), or none to test,
+    or whose training windows are all one window."""
     if per_file and (few := next((p for p in parts if p.train_mask.sum() < 2), None)):
         raise EdgeaeError(f"{few.name}: {int(few.train_mask.sum())} training window(s) in it; a threshold of its own needs at least 2")
     train, n = sum(int(p.train_mask.sum()) for p in parts), sum(len(p.windows) for p in parts)
@@ -514,6 +515,8 @@ def _check_split(parts: list[Part], source: str, rows: list[tuple[int, int]], gi
         shown = given or (rows[0] if len(rows) == 1 else None)
         what = f"train rows {shown[0]}:{shown[1]}" if shown else "the rows before each file's first anomaly"
         raise EdgeaeError(f"{source}: {what} leave {train} training and {n - train} test windows of {n}; need at least 2 and 1")
+    for group, name in [([p], p.name) for p in parts] if per_file else [(parts, source)]:
+        D.check_spread(np.concatenate([p.windows[p.train_mask] for p in group]), name)
 
 
 def nab_series(root: str | Path) -> D.Series:

@@ -237,6 +237,7 @@ def calibrate(
     if normal.sum() < 2:
         raise EdgeaeError(f"{source}: {int(normal.sum())} windows of {ex.window} rows in {where} "
                           f"({sum(map(len, files))} rows in all); need at least 2 to fit a scorer")  # fmt: skip
+    D.check_spread(windows[normal], f"{source}, {where}")
     # rows given that hold a labelled fault: fitted as normal, they raise the threshold to the fault's scores
     faulty = int((normal & ~labelled_normal).sum())
     features = pipe.offline_features(windows)

@@ -432,6 +432,26 @@ def test_eval_an_export_with_train_rows_that_leave_nothing_to_test(small_export,
     assert not (tmp_path / "e").exists()
 
 
+def test_training_rows_that_hold_one_value_are_refused_by_eval_and_calibrate(small_export, sim_test, tmp_path):
+    """Found by fuzzing eval's input: training rows at rest (every window the same) set a UCL of 0
+    for PCA and the scorers; eval printed numpy's divide warnings and a table of nonsense (PCA Q
+    ROC-AUC 1.0 and F1 0), calibrate stored a threshold that separates nothing."""
+    z = np.load(sim_test)
+    data = z["data"].copy()
+    data[:4000] = data[0]  # a machine standing still through the first 4000 rows
+    rest = tmp_path / "rest.npz"
+    np.savez(rest, data=data, channels=z["channels"], labels=z["labels"])
+    message = "every training window is the same (one value in each channel throughout: a machine at rest, a sensor off?)"
+    assert_one_line_error(edgeae("eval", small_export, "--data", rest, "--train-rows", "0:4000", "--out", tmp_path / "e"), message)
+    assert not (tmp_path / "e").exists()
+    export = tmp_path / "x"
+    shutil.copytree(small_export, export)
+    assert_one_line_error(edgeae("calibrate", export, "--data", rest, "--train-rows", "0:4000"), f"rest.npz, rows 0:4000: {message}")
+    assert not (export / "scorer.json").exists()
+    proc = edgeae("eval", small_export, "--data", rest, "--train-rows", "4000:20000", "--out", tmp_path / "e", "--quiet")
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr  # rows where it runs: as before
+
+
 def test_eval_into_a_folder_of_other_files_is_refused_before_any_work(small_export, sim_test, tmp_path):
     (tmp_path / "notes.txt").write_text("precious")
     assert_one_line_error(edgeae("eval", small_export, "--data", sim_test, "--out", tmp_path),

@@ -8,12 +8,13 @@ import numpy as np
 def reconstruction_error(windows: np.ndarray, reconstructed: np.ndarray, power: int = 1) -> np.ndarray:
     """Per-window anomaly score of a reconstruction-based detector: the power mean over channels of
     each channel's mean squared error. Power 1 is the window's mean squared error; a larger power
-    weighs the worst channels more. `windows` are (n, length, channels) for a power above 1."""
+    weighs the worst channels more. `windows` are (n, length, channels) for a power above 1. In float64:
+    a window far outside the training range (a stuck sensor, data in other units) squares past float32."""
     n = len(windows)
+    error = reconstructed.reshape(windows.shape).astype(np.float64) - windows
     if power == 1:
-        return np.mean((reconstructed.reshape(n, -1) - windows.reshape(n, -1)) ** 2, axis=1)
-    per_channel = np.mean((reconstructed.reshape(windows.shape) - windows) ** 2, axis=1, dtype=np.float64)
-    return power_mean(per_channel, power)
+        return np.mean(error.reshape(n, -1) ** 2, axis=1)
+    return power_mean(np.mean(error**2, axis=1), power)
 
 
 def power_mean(values: np.ndarray, power: int) -> np.ndarray:

@@ -1,4 +1,7 @@
+import warnings
+
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from edgeae.metrics import reconstruction_error, roc_auc, sqnr_db
@@ -34,6 +37,19 @@ def test_reconstruction_error_power_mean_over_channels():
     np.testing.assert_allclose(reconstruction_error(w, r, 4), [((1 + 3**4) / 2) ** 0.25])
     big = reconstruction_error(w, r, 8)[0]
     assert 2.0 < reconstruction_error(w, r, 2)[0] < big < 3.0  # towards the worst channel
+
+
+@pytest.mark.parametrize("power", [1, 4])
+def test_reconstruction_error_of_a_window_far_outside_float32_squares(power):
+    """A window 1e20 normalized units off (a sensor stuck at a rail, data in other units) squared to
+    inf in float32: numpy's overflow warnings, then NaN where eval divides by a limit."""
+    w = np.zeros((2, 3, 2), np.float32)
+    r = w.copy()
+    r[1] = 1e20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = reconstruction_error(w, r, power)
+    np.testing.assert_allclose(e, [0.0, 1e40])
 
 
 def test_pr_auc_matches_average_precision():

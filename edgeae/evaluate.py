@@ -641,7 +641,7 @@ def evaluate_export(export_dir, data, out, train_rows: tuple[int, int] | None = 
 def _write(out, protocol, data, recipe, parts: list[Part], pipes, pooled: bool, deployed: dict | None = None) -> dict:
     main = pipes["int8"].export.manifest
     code_bytes, channels = main["code_bytes"], main["window"]["channels"]
-    raw = main["raw_bytes_per_window"]["int16"]
+    raw = main["window"]["length"] * len(channels) * 2  # the window as int16, not the unchecked raw_bytes_per_window
     from .wire import packet_size
 
     metrics = {

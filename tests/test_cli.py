@@ -386,6 +386,20 @@ def test_manifest_values_that_cannot_be_right_are_named(tmp_path, small_export, 
     assert_one_line_error(edgeae("verify", bad), message)
 
 
+def test_eval_reads_no_figure_the_manifest_merely_repeats(tmp_path, small_export, sim_test):
+    """Found by fuzzing the manifest: eval took the raw window's bytes from raw_bytes_per_window,
+    which nothing checks; a hand-edited one was a TypeError traceback. It is the window's rows x
+    channels x 2."""
+    bad = tmp_path / "bad"
+    shutil.copytree(small_export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    raw = m.pop("raw_bytes_per_window")["int16"]
+    (bad / "manifest.json").write_text(json.dumps(m))
+    proc = edgeae("eval", bad, "--data", sim_test, "--out", tmp_path / "e", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["bytes_per_window"]["raw_int16"] == raw
+
+
 def test_a_stray_residual_byte_scale_is_left_alone(tmp_path, small_export):
     """Without a residual power the byte scale is unused and unchecked by type: comparing it was a TypeError."""
     bad = tmp_path / "bad"

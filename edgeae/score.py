@@ -36,6 +36,7 @@ from .errors import EdgeaeError
 from .fsutil import atomic_file
 from .metrics import threshold_counts
 from .protocols import ucl
+from .wire import SENSOR_IDS
 
 MODES = ("code", "residual", "reconstruction", "combined")
 RULES = ("ucl", "percentile", "far")
@@ -144,18 +145,21 @@ class AnomalyScorer:
     def from_dict(cls, d: dict) -> "AnomalyScorer":
         """The scorer `to_dict` wrote; ValueError (or KeyError, TypeError) when a part its mode
         needs is missing, not finite or of the wrong shape, rather than a failure when it scores."""
+        if d["mode"] not in MODES or d["rule"] not in (*RULES, "f1") or not (d.get("q") is None or 0 < _finite(d["q"]) < 1):
+            raise ValueError(f"mode {d['mode']!r}, rule {d['rule']!r} or q {d.get('q')!r} is not one this edgeae writes")
         s = cls(d["mode"], d["rule"] if d["rule"] in RULES else "ucl", d.get("q"))
-        s.rule, s.threshold_ = d["rule"], _finite(d["threshold"])
+        s.rule, s.threshold_ = d["rule"], _positive(d["threshold"])
         if s.mode in ("code", "combined"):
             s.mean_, s.precision_ = (np.asarray(d[k], dtype=np.float64) for k in ("mean", "precision"))
             k = s.mean_.shape[0] if s.mean_.ndim == 1 else -1
             if s.precision_.shape != (k, k) or not (np.isfinite(s.mean_).all() and np.isfinite(s.precision_).all()):
                 raise ValueError("mean and precision must be a finite vector and its square matrix")
         if s.mode == "combined":
-            s.residual_limit_, s.code_limit_ = _finite(d["residual_limit"]), _finite(d["code_limit"])
-            if min(s.residual_limit_, s.code_limit_) <= 0:
-                raise ValueError("the limits must be positive")
-        s.sensor_thresholds_ = {int(k): _finite(v) for k, v in d.get("sensor_thresholds", {}).items()}
+            s.residual_limit_, s.code_limit_ = _positive(d["residual_limit"]), _positive(d["code_limit"])
+        sensors = d.get("sensor_thresholds", {})
+        if not isinstance(sensors, dict) or not all(k.isdigit() and int(k) in SENSOR_IDS for k in sensors):
+            raise ValueError(f"sensor_thresholds must map sensor ids 0..{SENSOR_IDS[-1]} to thresholds")
+        s.sensor_thresholds_ = {int(k): _positive(v) for k, v in sensors.items()}
         return s
 
 
@@ -169,6 +173,13 @@ def rule_threshold(scores: np.ndarray, rule: str, q: float | None) -> float:
 def _finite(v) -> float:
     if isinstance(v, bool) or not np.isfinite(v := float(v)):
         raise ValueError(f"{v!r} is not a finite number")
+    return v
+
+
+def _positive(v) -> float:
+    """A threshold or limit: every score is >= 0, so one <= 0 flags every window (and divides by 0)."""
+    if (v := _finite(v)) <= 0:
+        raise ValueError(f"{v!r} is not a positive number")
     return v
 
 

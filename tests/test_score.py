@@ -112,15 +112,26 @@ def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_
     ({"mean": "residual"}, "ValueError: could not convert"),
     ({"threshold": None}, "TypeError"),
     ({"threshold": float("nan")}, "ValueError: nan is not a finite number"),
-    ({"code_limit": 0}, "ValueError: the limits must be positive"),
+    ({"code_limit": 0}, "ValueError: 0.0 is not a positive number"),
     ({"mean": [0.0] * 3, "precision": np.eye(3).tolist()}, "ValueError: a code of 3 values, the export's has 4"),
     ({"sensor_thresholds": {"7": "inf"}}, "ValueError: inf is not a finite number"),
-    ({"sensor_thresholds": {"pump": 1.0}}, "ValueError: invalid literal for int()"),
+    ({"sensor_thresholds": {"pump": 1.0}}, "ValueError: sensor_thresholds must map sensor ids 0..65535 to thresholds"),
+    # found by fuzzing it again: a traceback (AttributeError), a rule or sensor no packet has
+    # stored by serve, thresholds that flag every window or divide eval's scores by 0
+    ({"sensor_thresholds": None}, "ValueError: sensor_thresholds must map sensor ids"),
+    ({"sensor_thresholds": {"70000": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
+    ({"sensor_thresholds": {"-1": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
+    ({"sensor_thresholds": {"7": 0}}, "ValueError: 0.0 is not a positive number"),
+    ({"threshold": -1}, "ValueError: -1.0 is not a positive number"),
+    ({"rule": "x"}, "ValueError: mode 'combined', rule 'x' or q None is not one this edgeae writes"),
+    ({"rule": None}, "ValueError: mode 'combined', rule None"),
+    ({"q": 2}, "ValueError: mode 'combined', rule 'ucl' or q 2 is not one"),
+    ({"mode": None}, "ValueError: mode None"),
 ])  # fmt: skip
 def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message):
     """A scorer.json with a mean or precision of the wrong shape, or a threshold that is not a
     number, loaded, and serve then failed with a numpy traceback on its first packet (found by
-    fuzzing the file: 219 of 664 loadable edits did so)."""
+    fuzzing the file: 219 of 664 loadable edits did so). Each is named with the file."""
     save(AnomalyScorer("combined").fit(_normal()), tmp_path, 0xABCD)
     d = json.loads((tmp_path / "scorer.json").read_text())
     (tmp_path / "scorer.json").write_text(json.dumps({**d, **edit}))

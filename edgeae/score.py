@@ -157,7 +157,7 @@ class AnomalyScorer:
         if s.mode == "combined":
             s.residual_limit_, s.code_limit_ = _positive(d["residual_limit"]), _positive(d["code_limit"])
         sensors = d.get("sensor_thresholds", {})
-        if not isinstance(sensors, dict) or not all(k.isdigit() and int(k) in SENSOR_IDS for k in sensors):
+        if not isinstance(sensors, dict) or not all(k.isascii() and k.isdigit() and int(k) in SENSOR_IDS for k in sensors):
             raise ValueError(f"sensor_thresholds must map sensor ids 0..{SENSOR_IDS[-1]} to thresholds")
         s.sensor_thresholds_ = {int(k): _positive(v) for k, v in sensors.items()}
         return s

@@ -121,6 +121,7 @@ def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_
     ({"sensor_thresholds": None}, "ValueError: sensor_thresholds must map sensor ids"),
     ({"sensor_thresholds": {"70000": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
     ({"sensor_thresholds": {"-1": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
+    ({"sensor_thresholds": {"\u0663": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),  # an Arabic-Indic 3, which int() reads
     ({"sensor_thresholds": {"7": 0}}, "ValueError: 0.0 is not a positive number"),
     ({"threshold": -1}, "ValueError: -1.0 is not a positive number"),
     ({"rule": "x"}, "ValueError: mode 'combined', rule 'x' or q None is not one this edgeae writes"),

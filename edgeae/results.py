@@ -80,6 +80,9 @@ def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
     return tables
 
 
+NOT_SERVES = "not a results database of edgeae serve (no packets table)"
+
+
 @contextlib.contextmanager
 def read_results(db: str | Path):
     """A connection to an existing results database for reading (`edgeae results`). It never
@@ -93,7 +96,7 @@ def read_results(db: str | Path):
         raise EdgeaeError(f"{db}: cannot open it as a results database ({e})") from None
     try:
         if "packets" not in _refuse_foreign(con, db, "give a database made by edgeae serve"):
-            raise EdgeaeError(f"{db}: not a results database of edgeae serve (no packets table)")
+            raise EdgeaeError(f"{db}: {NOT_SERVES}")
         yield con
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot read it as a results database ({e})") from None
@@ -101,16 +104,17 @@ def read_results(db: str | Path):
         con.close()
 
 
-def open_results(db: str | Path, advice: str = "give another --db") -> sqlite3.Connection:
-    """The results database at `db`, created if new. Checked before anything is written: a database
-    of another program (another application id, or any table that is not edgeae's) is refused
-    rather than given edgeae's tables beside its own."""
+def open_results(db: str | Path, advice: str = "give another --db", create: bool = True) -> sqlite3.Connection:
+    """The results database at `db`, created if new (unless not `create`: then one that serve has
+    made). Checked before anything is written: a database of another program (another application
+    id, or any table that is not edgeae's) is refused rather than given edgeae's tables beside its own."""
     try:
         con = sqlite3.connect(str(db), check_same_thread=False)
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
     try:
-        _refuse_foreign(con, db, advice)
+        if "packets" not in _refuse_foreign(con, db, advice) and not create:
+            raise EdgeaeError(f"{db}: {NOT_SERVES}")
         _allow_unscored(con)
         con.executescript(SCHEMA)
         _add_new_columns(con)
@@ -319,7 +323,7 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
         raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
-    con = open_results(db, "give a database made by edgeae serve")  # another program's file gets no lock file beside it
+    con = open_results(db, "give a database made by edgeae serve", create=False)  # another program's file gets no lock file beside it
     try:
         with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
             return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before

@@ -1472,6 +1472,10 @@ def test_archive_moves_old_results_to_parquet_and_serve_still_rejects_their_repl
                           "its table(s) notes are not edgeae's; give a database made by edgeae serve")  # fmt: skip
     assert (tmp_path / "notes.sqlite").read_bytes() == notes and not (tmp_path / "a2").exists()
     assert not (tmp_path / "notes.sqlite.archive.lock").exists()  # nothing left beside another program's file
+    (tmp_path / "empty.sqlite").write_bytes(b"")  # found by fuzzing: archive gave it serve's tables, then "nothing archived"
+    assert_one_line_error(edgeae("archive", tmp_path / "empty.sqlite", "--before", "now", "--out", tmp_path / "a2"),
+                          "empty.sqlite: not a results database of edgeae serve (no packets table)")  # fmt: skip
+    assert (tmp_path / "empty.sqlite").read_bytes() == b"" and not (tmp_path / "a2").exists()
     import fcntl
 
     with open(f"{db}.archive.lock", "w") as other:  # another archive of it, running

@@ -148,18 +148,20 @@ class AnomalyScorer:
         if d["mode"] not in MODES or d["rule"] not in (*RULES, "f1") or not (d.get("q") is None or 0 < _finite(d["q"]) < 1):
             raise ValueError(f"mode {d['mode']!r}, rule {d['rule']!r} or q {d.get('q')!r} is not one this edgeae writes")
         s = cls(d["mode"], d["rule"] if d["rule"] in RULES else "ucl", d.get("q"))
-        s.rule, s.threshold_ = d["rule"], _positive(d["threshold"])
+        s.rule, s.threshold_ = d["rule"], _threshold(d["threshold"])
         if s.mode in ("code", "combined"):
             s.mean_, s.precision_ = (np.asarray(d[k], dtype=np.float64) for k in ("mean", "precision"))
             k = s.mean_.shape[0] if s.mean_.ndim == 1 else -1
             if s.precision_.shape != (k, k) or not (np.isfinite(s.mean_).all() and np.isfinite(s.precision_).all()):
                 raise ValueError("mean and precision must be a finite vector and its square matrix")
         if s.mode == "combined":
-            s.residual_limit_, s.code_limit_ = _positive(d["residual_limit"]), _positive(d["code_limit"])
+            s.residual_limit_, s.code_limit_ = _finite(d["residual_limit"]), _finite(d["code_limit"])
+            if min(s.residual_limit_, s.code_limit_) <= 0:
+                raise ValueError("the limits must be positive")
         sensors = d.get("sensor_thresholds", {})
         if not isinstance(sensors, dict) or not all(k.isascii() and k.isdigit() and int(k) in SENSOR_IDS for k in sensors):
             raise ValueError(f"sensor_thresholds must map sensor ids 0..{SENSOR_IDS[-1]} to thresholds")
-        s.sensor_thresholds_ = {int(k): _positive(v) for k, v in sensors.items()}
+        s.sensor_thresholds_ = {int(k): _threshold(v) for k, v in sensors.items()}
         return s
 
 
@@ -176,10 +178,10 @@ def _finite(v) -> float:
     return v
 
 
-def _positive(v) -> float:
-    """A threshold or limit: every score is >= 0, so one <= 0 flags every window (and divides by 0)."""
-    if (v := _finite(v)) <= 0:
-        raise ValueError(f"{v!r} is not a positive number")
+def _threshold(v) -> float:
+    """Every score is >= 0 (0 itself a fitted threshold when most normal scores are 0): one below flags every window."""
+    if (v := _finite(v)) < 0:
+        raise ValueError(f"a threshold of {v!r}, below every score")
     return v
 
 

@@ -104,6 +104,9 @@ def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_
     save(s, tmp_path, 0xABCD)
     assert json.loads((tmp_path / "scorer.json").read_text())["sensor_thresholds"] == {"7": s.threshold_ * 2}
     assert load(tmp_path, 0xABCD, 3).sensor_thresholds_ == {7: s.threshold_ * 2}
+    s.threshold_, s.sensor_thresholds_[7] = 0.0, 0.0  # most normal residual bytes 0: a threshold fitted as 0 loads
+    save(s, tmp_path, 0xABCD)
+    assert (load(tmp_path, 0xABCD, 3).threshold_, load(tmp_path, 0xABCD, 3).sensor_thresholds_) == (0.0, {7: 0.0})
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -112,18 +115,18 @@ def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_
     ({"mean": "residual"}, "ValueError: could not convert"),
     ({"threshold": None}, "TypeError"),
     ({"threshold": float("nan")}, "ValueError: nan is not a finite number"),
-    ({"code_limit": 0}, "ValueError: 0.0 is not a positive number"),
+    ({"code_limit": 0}, "ValueError: the limits must be positive"),
     ({"mean": [0.0] * 3, "precision": np.eye(3).tolist()}, "ValueError: a code of 3 values, the export's has 4"),
     ({"sensor_thresholds": {"7": "inf"}}, "ValueError: inf is not a finite number"),
     ({"sensor_thresholds": {"pump": 1.0}}, "ValueError: sensor_thresholds must map sensor ids 0..65535 to thresholds"),
     # found by fuzzing it again: a traceback (AttributeError), a rule or sensor no packet has
-    # stored by serve, thresholds that flag every window or divide eval's scores by 0
+    # stored by serve, thresholds that flag every window
     ({"sensor_thresholds": None}, "ValueError: sensor_thresholds must map sensor ids"),
     ({"sensor_thresholds": {"70000": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
     ({"sensor_thresholds": {"-1": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),
     ({"sensor_thresholds": {"\u0663": 1.0}}, "ValueError: sensor_thresholds must map sensor ids"),  # an Arabic-Indic 3, which int() reads
-    ({"sensor_thresholds": {"7": 0}}, "ValueError: 0.0 is not a positive number"),
-    ({"threshold": -1}, "ValueError: -1.0 is not a positive number"),
+    ({"sensor_thresholds": {"7": -0.5}}, "ValueError: a threshold of -0.5, below every score"),
+    ({"threshold": -1}, "ValueError: a threshold of -1.0, below every score"),
     ({"rule": "x"}, "ValueError: mode 'combined', rule 'x' or q None is not one this edgeae writes"),
     ({"rule": None}, "ValueError: mode 'combined', rule None"),
     ({"q": 2}, "ValueError: mode 'combined', rule 'ucl' or q 2 is not one"),

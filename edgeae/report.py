@@ -548,7 +548,7 @@ def render(folder: str | Path, out: str | Path | None = None, progress: bool = T
     inputs = _read(folder)
     try:
         figures, summary = _figures(inputs), _summary(inputs)
-    except (KeyError, IndexError, TypeError, ValueError) as e:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
         raise EdgeaeError(f"{folder}: damaged or incomplete eval / sweep output ({e.__class__.__name__}: {e})") from None
     import matplotlib.pyplot as plt
 

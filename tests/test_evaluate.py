@@ -774,11 +774,17 @@ def _drop_int8(folder):
     (folder / "metrics.json").write_text(json.dumps(m))
 
 
+def _edit_metrics(folder, **values):
+    m = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**m, **values}))
+
+
 @pytest.mark.parametrize("damage, message", [
     (_damage_metrics, "metrics.json: unreadable (JSONDecodeError"),
     (lambda f: (f / "scores.npz").unlink(), "scores.npz: missing"),
     (lambda f: (f / "details.npz").write_bytes(b"PK\x03\x04 cut short"), "details.npz: unreadable"),
     (_drop_int8, "damaged or incomplete eval / sweep output (KeyError: 'int8')"),
+    (lambda f: _edit_metrics(f, data=None), "damaged or incomplete eval / sweep output (AttributeError"),  # found by fuzzing: a traceback
 ])  # fmt: skip
 def test_report_of_a_damaged_eval_folder(generic_eval, tmp_path, damage, message):
     """A truncated, missing or hand-edited file gets one line naming it, not a traceback, and no page."""

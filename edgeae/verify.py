@@ -1,6 +1,7 @@
 """`edgeae verify`: check an export without TensorFlow, and measure what int8 changed.
 
-1. The manifest's hashes (done by `Export.open`).
+1. The manifest's hashes (done by `Export.open`), and the host's scorer when `calibrate` has
+   stored one (`score.load`): a damaged one, or one calibrated for another export, stops serve.
 2. The int8 encoder in LiteRT and in the TFLite Micro interpreter. The two cannot be required
    to agree bit for bit: TFLite Micro's reference kernels requantize with two roundings and
    LiteRT's with one (tflite-micro issue 3252), and some ops (LOGISTIC) use different int8
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as D
+from . import data as D, score
 from .errors import EdgeaeError
 from .manifest import Export
 from .metrics import roc_auc, sqnr_db
@@ -148,6 +149,7 @@ def verify(
 ) -> Report:
     floors = floors or Floors()
     ex = Export.open(export_dir)
+    score.load(ex.path, ex.model_id, ex.manifest["code_size"])
     pipe = Pipeline(ex)
     ref_windows, ref_codes, ref_errors = ex.reference()
 

@@ -143,6 +143,19 @@ def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message)
         load(tmp_path, 0xABCD, 4)
 
 
+def test_verify_checks_the_stored_scorer(tmp_path, small_export, sim_test):
+    """verify passed an export whose scorer.json was damaged: serve refused it only at the gateway."""
+    from test_cli import assert_one_line_error, edgeae
+
+    export = tmp_path / "export"
+    shutil.copytree(small_export, export)
+    assert edgeae("calibrate", export, "--data", sim_test).returncode == 0
+    assert edgeae("verify", export).returncode == 0
+    d = json.loads((export / "scorer.json").read_text())
+    (export / "scorer.json").write_text(json.dumps({**d, "threshold": "high"}))
+    assert_one_line_error(edgeae("verify", export), "scorer.json: not a valid scorer file (ValueError: could not convert string to float: 'high')")
+
+
 def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export, sim_test):
     """edgeae calibrate, end to end: the report says what the scorer was fitted on, and the
     scorer.json it writes is the one the export's host side loads."""

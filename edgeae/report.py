@@ -214,7 +214,7 @@ def _sparsity_figure(plt, layers: list[dict], target: float):
     fig, ax = plt.subplots(figsize=(8, 3.5))
     labels = [f"{l['model'][:3]}/{l['layer']}" for l in layers]
     ax.bar(labels, [100 * l["sparsity"] for l in layers], label="zero weights")
-    ax.axhline(100 * target, color="k", ls="--", lw=1, label="target")
+    ax.axhline(100 * float(target), color="k", ls="--", lw=1, label="target")
     ax.set(xlabel="layer", ylabel="sparsity (% of kernel weights)", title="Per-layer sparsity of the pruned model")
     ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.legend(fontsize=8)

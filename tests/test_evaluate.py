@@ -785,6 +785,9 @@ def _edit_metrics(folder, **values):
     (lambda f: (f / "details.npz").write_bytes(b"PK\x03\x04 cut short"), "details.npz: unreadable"),
     (_drop_int8, "damaged or incomplete eval / sweep output (KeyError: 'int8')"),
     (lambda f: _edit_metrics(f, data=None), "damaged or incomplete eval / sweep output (AttributeError"),  # found by fuzzing: a traceback
+    # found by tools/fuzz_json.py: 100 * "x" drew a line at a string 100 x's long, with matplotlib's layout warning
+    (lambda f: _edit_metrics(f, pruning={**json.loads((f / "metrics.json").read_text())["pruning"], "target_sparsity": "x"}),
+     "damaged or incomplete eval / sweep output (ValueError: could not convert string to float: 'x')"),
 ])  # fmt: skip
 def test_report_of_a_damaged_eval_folder(generic_eval, tmp_path, damage, message):
     """A truncated, missing or hand-edited file gets one line naming it, not a traceback, and no page."""

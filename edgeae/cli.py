@@ -21,6 +21,7 @@ from .errors import EdgeaeError, require
 from .fsutil import atomic_file, check_writable, command_scope
 from .lorawan import ENVELOPES
 from .recipe import MAX_SEED, Recipe, load as load_recipe, summary
+from .wire import SENSOR_IDS
 
 
 DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
@@ -741,7 +742,7 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
               help="Over several files (an export, or --protocol generic): one threshold per detector from all their training "
                    "windows, as one export is deployed [default: pooled]; or each file's own, as sensors each calibrated on "
                    "their own (calibrate --db --sensor), its baselines fitted on it too.")  # fmt: skip
-@click.option("--sensor", type=click.IntRange(0, 65535),
+@click.option("--sensor", type=click.IntRange(0, SENSOR_IDS[-1]),
               help="With an export: judge its scorer at this sensor's own threshold (calibrate --db --sensor), as serve judges "
                    "that sensor's packets [default: the export's threshold].")  # fmt: skip
 @seed_option

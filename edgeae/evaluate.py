@@ -691,8 +691,18 @@ def _flat_scores(parts: list[Part]) -> dict:
     if len(parts) == 1 and parts[0].window_times is not None:  # one recording: its own time axis
         out["window_time"] = parts[0].window_times[~parts[0].train_mask]
     for name in parts[0].scores:
-        out[name] = np.concatenate([p.scores[name][~p.train_mask] / p.limit(name) for p in parts])
+        out[name] = np.concatenate([_relative(p.scores[name][~p.train_mask], p.limit(name)) for p in parts])
     return out
+
+
+def _relative(scores: np.ndarray, limit: float) -> np.ndarray:
+    """Scores on their threshold's scale (over 1: flagged), so that parts pool into one ROC curve.
+    A threshold of 0 (most normal scores 0: a quantized residual, or a fitted scorer's) divides by
+    half the smallest positive score instead, which keeps their order and which are flagged."""
+    if limit > 0:
+        return scores / limit
+    positive = scores[scores > 0]
+    return scores / (positive.min() / 2) if len(positive) else scores
 
 
 def _worst(err: np.ndarray, clean: np.ndarray, part_index: np.ndarray, span: int, n: int = WORST_SHOWN) -> list[int]:

@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -852,3 +853,20 @@ def test_best_f1_within_the_far_budget_found_far_below_the_ucl():
     part = Part("p", np.zeros((500, 1, 1)), np.arange(500) < 400, labels, labels, 1, scores={"s": np.r_[train, test]})
     best = detector_metrics([part], "generic")["s"]["best_f1_within_far_budget"]
     assert best["f1"] == 1.0 and 0.1 / 1.35 < best["ucl_factor"] < 0.15 / 1.3
+
+
+def test_a_threshold_of_zero_keeps_the_scores_order():
+    """A threshold of 0 (most normal residual bytes 0: a scorer fitted on them, or a UCL) divided
+    the pooled scores by 0: numpy's divide warnings, inf and NaN scores, and a ROC-AUC of nonsense
+    (0.43 where the same scores at another threshold gave 0.996)."""
+    from edgeae.evaluate import Part, detector_metrics
+
+    labels = np.r_[np.zeros(150, int), np.ones(50, int)]
+    score = np.r_[np.zeros(100), np.zeros(45), [1, 2, 0, 0, 1], np.arange(50) % 3 + 1.0]
+    part = Part("p", np.zeros((200, 1, 1)), np.arange(200) < 100, labels, labels, 1, scores={"zero": score, "one": score})
+    part.limits = {"one": 0.5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = detector_metrics([part], "generic")
+    assert d["zero"]["roc_auc"] == d["one"]["roc_auc"] > 0.9
+    assert {k: d["zero"][k] for k in ("tp", "fp", "fn")} == {k: d["one"][k] for k in ("tp", "fp", "fn")} == {"tp": 50, "fp": 3, "fn": 0}

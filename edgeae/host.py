@@ -58,7 +58,7 @@ class Host:
         self.pipe = Pipeline(self.export)
         self.model_id = self.export.model_id
         self.keys = None if keys is None else {s: wire.check_key(k, f"sensor {s}'s key") for s, k in keys.items()}
-        calibrated = load_scorer(self.export.path, self.model_id, self.export.manifest["code_size"])
+        calibrated = load_scorer(self.export)
         self.scorer_source = SCORER_FILE if calibrated else "default"  # which one judges: said by eval
         self.scorer = calibrated or default_scorer(self.pipe)
         if self.scorer.mode not in HOST_MODES:

@@ -30,6 +30,7 @@ import numpy as np
 
 from .data import Normalizer, Series, read_recordings
 from .errors import EdgeaeError
+from .runtime import representable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -172,6 +173,12 @@ class Export:
     @property
     def hop(self) -> int:
         return int(self.manifest["window"]["hop"])
+
+    @property
+    def code_range(self) -> tuple[float, float]:
+        """The lowest and highest value of the dequantized code: every code the device sends lies within."""
+        q = self.manifest["quantization"]["code"]
+        return representable(q["dtype"], (q["scale"], q["zero_point"]))
 
     @property
     def row_period(self) -> float | None:

@@ -10,7 +10,7 @@ from . import data as D
 from .manifest import Export
 from .metrics import power_mean, reconstruction_error
 from .errors import EdgeaeError
-from .runtime import Model, dequantize, device_matches, quantize, same_quant
+from .runtime import Model, dequantize, device_matches, quantize, representable, same_quant
 from .score import Features
 
 
@@ -83,13 +83,13 @@ class Pipeline:
 
     def code_in_range(self, float_codes: np.ndarray) -> np.ndarray:
         """Per window: whether the int8 code can hold its float code (beyond, the int8 code saturates)."""
-        lo, hi = _representable(self.encoder.output["dtype"], self.encoder.output_quant)
+        lo, hi = representable(self.encoder.output["dtype"], self.encoder.output_quant)
         return ((float_codes >= lo) & (float_codes <= hi)).all(axis=1)
 
     def input_clipped(self, normalized: np.ndarray) -> np.ndarray:
         """Per window: whether any of its values lies beyond what the int8 input can hold (the
         device clips it), i.e. outside the range the export was calibrated for."""
-        lo, hi = _representable(self.encoder.input["dtype"], self.encoder.input_quant)
+        lo, hi = representable(self.encoder.input["dtype"], self.encoder.input_quant)
         x = np.asarray(normalized).reshape(len(normalized), -1)
         return ((x < lo) | (x > hi)).any(axis=1)
 
@@ -157,13 +157,6 @@ class Pipeline:
 
     def int8_scores(self, normalized: np.ndarray) -> np.ndarray:
         return self.scores(normalized, self.dequantized_codes(normalized))
-
-
-def _representable(dtype, quant: tuple[float, int]) -> tuple[float, float]:
-    """The lowest and highest value a quantized tensor of `dtype` with (scale, zero point) `quant` holds."""
-    levels = np.iinfo(dtype)
-    lo, hi = sorted(float(v) for v in dequantize(np.array([levels.min, levels.max]), *quant))
-    return lo, hi
 
 
 def residual_bytes(per_channel: np.ndarray, power: int, byte_scale: float) -> np.ndarray:

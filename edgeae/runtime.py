@@ -49,6 +49,13 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def representable(dtype, quant: tuple[float, int]) -> tuple[float, float]:
+    """The lowest and highest value a quantized tensor of `dtype` with (scale, zero point) `quant` holds."""
+    levels = np.iinfo(dtype)
+    lo, hi = sorted(float(v) for v in dequantize(np.array([levels.min, levels.max]), *quant))
+    return lo, hi
+
+
 def steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How many quantization steps apart two int8 (or uint8) arrays of the same values are, value by
     value; `b` is read in `a`'s shape (a model's output, batched or window by window)."""

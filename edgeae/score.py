@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import data as D
 from .errors import EdgeaeError
 from .fsutil import atomic_file
+from .manifest import Export
 from .metrics import threshold_counts
 from .protocols import ucl
 from .wire import SENSOR_IDS
@@ -41,6 +43,7 @@ from .wire import SENSOR_IDS
 MODES = ("code", "residual", "reconstruction", "combined")
 RULES = ("ucl", "percentile", "far")
 DEFAULT_Q = {"percentile": 0.99, "far": 0.01}  # the quantile, and the target false-alarm rate
+RIDGE = 1e-6  # added to the normal codes' covariance before inverting it: the precision's eigenvalues are at most 1 / RIDGE
 HOST_MODES = ("residual", "code", "combined")  # what packets carry; "reconstruction" needs raw windows
 NEEDS = {"code": ("code",), "residual": ("residual",), "reconstruction": ("error",), "combined": ("code", "residual")}
 
@@ -97,7 +100,7 @@ class AnomalyScorer:
         if self.mode in ("code", "combined"):
             code = np.asarray(normal.code, dtype=np.float64)
             self.mean_ = code.mean(axis=0)
-            cov = np.atleast_2d(np.cov(code.T)) + 1e-6 * np.eye(code.shape[1])
+            cov = np.atleast_2d(np.cov(code.T)) + RIDGE * np.eye(code.shape[1])
             self.precision_ = np.linalg.inv(cov)
         if self.mode == "combined":
             self.residual_limit_ = ucl(normal.residual)
@@ -154,6 +157,9 @@ class AnomalyScorer:
             k = s.mean_.shape[0] if s.mean_.ndim == 1 else -1
             if s.precision_.shape != (k, k) or not (np.isfinite(s.mean_).all() and np.isfinite(s.precision_).all()):
                 raise ValueError("mean and precision must be a finite vector and its square matrix")
+            eig = np.linalg.eigvalsh(s.precision_)
+            if not np.allclose(s.precision_, s.precision_.T) or eig.min() <= 0 or eig.max() > 1.001 / RIDGE:
+                raise ValueError(f"precision must be the inverse of a covariance (symmetric, eigenvalues in (0, {1 / RIDGE:g}])")
         if s.mode == "combined":
             s.residual_limit_, s.code_limit_ = _finite(d["residual_limit"]), _finite(d["code_limit"])
             if min(s.residual_limit_, s.code_limit_) <= 0:
@@ -196,19 +202,24 @@ def save(scorer: AnomalyScorer, export_dir: Path, model_id: int) -> Path:
     return path
 
 
-def load(export_dir: Path, model_id: int, code_size: int) -> AnomalyScorer | None:
+def load(ex: Export) -> AnomalyScorer | None:
     """The export's scorer, or None when it has none; one calibrated for another export, or
-    damaged or hand-edited (a part missing, not finite, or not of the code's size), is an error."""
-    path = Path(export_dir) / SCORER_FILE
+    damaged or hand-edited (a part missing, not finite, not of the code's size, a mean code the
+    export's code cannot hold), is an error."""
+    path = ex.path / SCORER_FILE
     if not path.is_file():
         return None
     try:
         d = json.loads(path.read_text())
-        if d["model_id"] != f"{model_id:08x}":
-            raise EdgeaeError(f"{path}: calibrated for model {d['model_id']}, not this export ({model_id:08x})")
+        if d["model_id"] != f"{ex.model_id:08x}":
+            raise EdgeaeError(f"{path}: calibrated for model {d['model_id']}, not this export ({ex.model_id:08x})")
         scorer = AnomalyScorer.from_dict(d)
-        if hasattr(scorer, "mean_") and len(scorer.mean_) != code_size:
-            raise ValueError(f"a code of {len(scorer.mean_)} values, the export's has {code_size}")
+        if hasattr(scorer, "mean_"):
+            (lo, hi), size, step = ex.code_range, ex.manifest["code_size"], ex.manifest["quantization"]["code"]["scale"]
+            if len(scorer.mean_) != size:
+                raise ValueError(f"a code of {len(scorer.mean_)} values, the export's has {size}")
+            if not ((scorer.mean_ >= lo - step) & (scorer.mean_ <= hi + step)).all():
+                raise ValueError(f"a mean code beyond {lo:.4g} .. {hi:.4g}, all the export's code holds")
         return scorer
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise EdgeaeError(f"{path}: not a valid scorer file ({e.__class__.__name__}: {e})") from None
@@ -226,8 +237,6 @@ def calibrate(
     """Fit a scorer on the normal windows of `data` (a file, a folder of them, or a list of those;
     of each: the row range, else the rows labelled 0, else all), optionally move its threshold to
     the F1 optimum, and save it in the export."""
-    from . import data as D
-    from .manifest import Export
     from .pipeline import Pipeline
 
     if mode not in HOST_MODES:
@@ -265,7 +274,7 @@ def calibrate(
                "or leave --train-rows out to fit on the rows labelled normal")  # fmt: skip
     check_flaggable(scorer, pipe, scorer.threshold_, f"{source}: the threshold by the {scorer.rule} rule", why)
     try:
-        before = load(ex.path, ex.model_id, ex.manifest["code_size"])
+        before = load(ex)
     except EdgeaeError:  # damaged, or another export's: nothing of it to carry over
         before = None
     save(scorer, ex.path, ex.model_id)
@@ -355,10 +364,8 @@ def _stored_scores(host, db, sensor: int, since: float | None, until: float | No
 
 def remove_sensor_thresholds(export_dir, sensors: list[int]) -> dict:
     """Take `sensors`' own thresholds out of the export's scorer: the export's judges them again."""
-    from .manifest import Export
-
     ex = Export.open(export_dir)
-    scorer = load(ex.path, ex.model_id, ex.manifest["code_size"])
+    scorer = load(ex)
     own = sorted(scorer.sensor_thresholds_) if scorer else []
     missing = [s for s in sensors if s not in own]
     if missing:

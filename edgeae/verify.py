@@ -149,7 +149,7 @@ def verify(
 ) -> Report:
     floors = floors or Floors()
     ex = Export.open(export_dir)
-    score.load(ex.path, ex.model_id, ex.manifest["code_size"])
+    score.load(ex)
     pipe = Pipeline(ex)
     ref_windows, ref_codes, ref_errors = ex.reference()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgeae.errors import EdgeaeError
+from edgeae.manifest import Export
 from edgeae.protocols import ucl
 from edgeae.score import HOST_MODES, AnomalyScorer, Features, load, save
 
@@ -16,6 +17,14 @@ from edgeae.score import HOST_MODES, AnomalyScorer, Features, load, save
 def _normal(n=2000, seed=0):
     rng = np.random.default_rng(seed)
     return Features(code=rng.normal(size=(n, 3)) @ [[1, 0, 0], [0.5, 1, 0], [0, 0, 0.2]], residual=rng.gamma(2.0, size=n))
+
+
+def _export(folder, code_size=3):
+    """An export as its scorer file is checked against: its identity (the manifest's hash) and its code."""
+    manifest = {"code_size": code_size, "quantization": {"code": {"dtype": "int8", "scale": 0.05, "zero_point": 0}}}
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return Export(folder, manifest)
 
 
 def test_ucl_rule_is_the_skab_rule():
@@ -84,29 +93,31 @@ def test_a_mode_without_its_features_is_named():
 def test_scorer_file_round_trip_and_mismatch(tmp_path):
     normal, new = _normal(), _normal(100, seed=3)
     s = AnomalyScorer("combined", "far", 0.05).fit(normal)
-    save(s, tmp_path, 0xABCD)
-    k = normal.code.shape[1]
-    back = load(tmp_path, 0xABCD, k)
+    ex = _export(tmp_path)
+    save(s, tmp_path, ex.model_id)
+    back = load(ex)
     np.testing.assert_array_equal(back.score_samples(new), s.score_samples(new))
     assert (back.mode, back.rule, back.q, back.threshold_) == ("combined", "far", 0.05, s.threshold_)
-    with pytest.raises(EdgeaeError, match="calibrated for model 0000abcd, not this export \\(00001234\\)"):
-        load(tmp_path, 0x1234, k)
-    (tmp_path / "scorer.json").write_text(json.dumps({"model_id": "0000abcd"}))
+    save(s, tmp_path, 0xABCD)
+    with pytest.raises(EdgeaeError, match=re.escape(f"calibrated for model 0000abcd, not this export ({ex.model_id:08x})")):
+        load(ex)
+    (tmp_path / "scorer.json").write_text(json.dumps({"model_id": f"{ex.model_id:08x}"}))
     with pytest.raises(EdgeaeError, match="not a valid scorer file \\(KeyError: 'mode'\\)"):
-        load(tmp_path, 0xABCD, k)
-    assert load(tmp_path / "none", 1, k) is None
+        load(ex)
+    assert load(_export(tmp_path / "none")) is None
 
 
 def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_path):
     s = AnomalyScorer("residual").fit(_normal())
     s.sensor_thresholds_[7] = s.threshold_ * 2
     assert (s.threshold_for(7), s.threshold_for(8)) == (s.threshold_ * 2, s.threshold_)
-    save(s, tmp_path, 0xABCD)
+    ex = _export(tmp_path)
+    save(s, tmp_path, ex.model_id)
     assert json.loads((tmp_path / "scorer.json").read_text())["sensor_thresholds"] == {"7": s.threshold_ * 2}
-    assert load(tmp_path, 0xABCD, 3).sensor_thresholds_ == {7: s.threshold_ * 2}
+    assert load(ex).sensor_thresholds_ == {7: s.threshold_ * 2}
     s.threshold_, s.sensor_thresholds_[7] = 0.0, 0.0  # most normal residual bytes 0: a threshold fitted as 0 loads
-    save(s, tmp_path, 0xABCD)
-    assert (load(tmp_path, 0xABCD, 3).threshold_, load(tmp_path, 0xABCD, 3).sensor_thresholds_) == (0.0, {7: 0.0})
+    save(s, tmp_path, ex.model_id)
+    assert (load(ex).threshold_, load(ex).sensor_thresholds_) == (0.0, {7: 0.0})
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -116,7 +127,12 @@ def test_a_sensor_of_its_own_threshold_is_judged_by_it_and_kept_in_the_file(tmp_
     ({"threshold": None}, "TypeError"),
     ({"threshold": float("nan")}, "ValueError: nan is not a finite number"),
     ({"code_limit": 0}, "ValueError: the limits must be positive"),
-    ({"mean": [0.0] * 3, "precision": np.eye(3).tolist()}, "ValueError: a code of 3 values, the export's has 4"),
+    ({"mean": [0.0] * 4, "precision": np.eye(4).tolist()}, "ValueError: a code of 4 values, the export's has 3"),
+    # a hand edit that scores every code as inf (1e300 squared), or below 0 (faults missed)
+    ({"mean": [1e300, 0, 0]}, "ValueError: a mean code beyond -6.4 .. 6.35, all the export's code holds"),
+    ({"precision": np.diag([1e300, 1, 1]).tolist()}, "ValueError: precision must be the inverse of a covariance (symmetric, eigenvalues in (0, 1e+06])"),
+    ({"precision": (-np.eye(3)).tolist()}, "ValueError: precision must be the inverse of a covariance"),
+    ({"precision": [[1, 2, 0], [0, 1, 0], [0, 0, 1]]}, "ValueError: precision must be the inverse of a covariance"),
     ({"sensor_thresholds": {"7": "inf"}}, "ValueError: inf is not a finite number"),
     ({"sensor_thresholds": {"pump": 1.0}}, "ValueError: sensor_thresholds must map sensor ids 0..65535 to thresholds"),
     # found by fuzzing it again: a traceback (AttributeError), a rule or sensor no packet has
@@ -136,11 +152,12 @@ def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message)
     """A scorer.json with a mean or precision of the wrong shape, or a threshold that is not a
     number, loaded, and serve then failed with a numpy traceback on its first packet (found by
     fuzzing the file: 219 of 664 loadable edits did so). Each is named with the file."""
-    save(AnomalyScorer("combined").fit(_normal()), tmp_path, 0xABCD)
+    ex = _export(tmp_path)
+    save(AnomalyScorer("combined").fit(_normal()), tmp_path, ex.model_id)
     d = json.loads((tmp_path / "scorer.json").read_text())
     (tmp_path / "scorer.json").write_text(json.dumps({**d, **edit}))
     with pytest.raises(EdgeaeError, match=re.escape(f"not a valid scorer file ({message}")):
-        load(tmp_path, 0xABCD, 4)
+        load(ex)
 
 
 def test_verify_checks_the_stored_scorer(tmp_path, small_export, sim_test):
@@ -162,7 +179,6 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     from test_cli import edgeae
 
     from edgeae.data import read_series
-    from edgeae.manifest import Export
 
     export = tmp_path / "export"
     shutil.copytree(small_export, export)
@@ -171,7 +187,7 @@ def test_calibrate_command_stores_what_serve_scores_with(tmp_path, small_export,
     report = json.loads(proc.stdout)
     assert report["mode"] == "combined" and report["rule"] == "f1" and report["fitted_on"] == "rows labelled normal"
     assert report["auc"] > 0.9 and report["f1"] > 0.8
-    assert load(export, Export.open(export).model_id, Export.open(export).manifest["code_size"]).threshold_ == report["threshold"]
+    assert load(Export.open(export)).threshold_ == report["threshold"]
     auc = report["auc_by_mode"]  # every mode fitted on the same windows: which tells these faults apart
     assert list(auc) == list(HOST_MODES) and auc["combined"] == report["auc"] and auc["code"] < 0.8 < auc["residual"]
     assert "note:" not in proc.stderr  # residual's is within 0.02 of combined's

@@ -1632,7 +1632,7 @@ def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, 
     assert report["sensor"] == 2 and report["packets"] == 300 and report["previous_threshold"] == limit
     assert report["first_time"] == "2026-11-29T10:00:00Z" and report["last_time"] == "2026-11-29T14:59:00Z"
     assert report["flagged_before"] == 300 and report["flagged_now"] == 0 and report["threshold"] > 1.2 * limit
-    scorer = load(export, host.model_id, host.export.manifest["code_size"])
+    scorer = load(host.export)
     assert scorer.threshold_ == limit and scorer.sensor_thresholds_ == {2: report["threshold"]}
 
     server = Server(export, db, state_topic="s/{sensor}")  # serve reads it when it starts
@@ -1651,19 +1651,19 @@ def test_a_sensor_gets_a_threshold_of_its_own_from_its_stored_packets(tmp_path, 
     assert_one_line_error(edgeae("calibrate", export, "--sensor", 2, "--remove", "--db", db), "--remove takes --sensor and nothing else")
     proc = edgeae("calibrate", export, "--sensor", 2, "--remove")  # undone: the export's threshold again
     assert proc.returncode == 0 and json.loads(proc.stdout) == {"removed": [2], "threshold": limit}, proc.stderr
-    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}
+    assert load(host.export).sensor_thresholds_ == {}
 
     server = Server(export, db)  # a machine too rough for the residual byte: its UCL lies beyond byte 255's error
     server.run_packets(packets(3, 0, 300, day, np.arange(230, 256)))
     server.close()
     assert_one_line_error(edgeae("calibrate", export, "--db", db, "--sensor", 2, "--sensor", 3),
                           f"{db}: sensor 3's threshold by the ucl rule would be")  # fmt: skip
-    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}  # all or none: not 2's either
+    assert load(host.export).sensor_thresholds_ == {}  # all or none: not 2's either
 
     assert edgeae("calibrate", export, "--db", db, "--sensor", 2, "--until", "2026-11-30").returncode == 0
     proc = edgeae("calibrate", export, "--data", sim_test)  # a new scorer: the sensor's threshold was on the old one's scale
     assert proc.returncode == 0 and json.loads(proc.stdout)["sensor_thresholds_dropped"] == [2], proc.stderr
-    assert load(export, host.model_id, host.export.manifest["code_size"]).sensor_thresholds_ == {}
+    assert load(host.export).sensor_thresholds_ == {}
 
 
 def test_a_database_of_an_older_edgeae_gets_the_columns_added_since(tmp_path, small_export):

@@ -29,7 +29,7 @@ import numpy as np
 from . import data as D
 from . import wire
 from .errors import EdgeaeError
-from .fsutil import atomic_file
+from .fsutil import atomic_file, parse_json
 from .manifest import Export
 from .pipeline import Pipeline
 
@@ -161,7 +161,7 @@ class Encoder:
 def read_seq_file(path: Path, sensor: int) -> int:
     """The next sequence number `encode --seq-file` kept for `sensor`."""
     try:
-        d = json.loads(path.read_text())
+        d = parse_json(path.read_text())
         sensor_, seq = d["sensor"], d["next_seq"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise EdgeaeError(f"{path}: not a sequence file of edgeae encode ({e.__class__.__name__}: {e})") from None

@@ -69,7 +69,6 @@ metrics.json, schema "edgeae.metrics/1":
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -80,7 +79,7 @@ from . import data as D
 from . import metrics as MT
 from . import protocols as P
 from .errors import EdgeaeError, require
-from .fsutil import atomic_dir, check_replaceable, write_json
+from .fsutil import atomic_dir, check_replaceable, parse_json, write_json
 from .host import Host
 from .manifest import Export
 from .pipeline import Pipeline
@@ -527,7 +526,7 @@ def nab_series(root: str | Path) -> D.Series:
     s = D.read_series(path, ["value"], time="timestamp")
     t = s.unix_times()
     try:
-        windows = json.loads(wpath.read_text())
+        windows = parse_json(wpath.read_text())
         windows = next(iter(windows.values())) if isinstance(windows, dict) else windows
         labels = np.zeros(len(t), np.int8)
         for start, end in windows:

@@ -9,7 +9,6 @@ atomically, and exporting the same run twice gives byte-identical files.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from . import data as D
 from . import graph as G
 from . import manifest as M
 from .errors import EdgeaeError, cause, existing_file
-from .fsutil import atomic_dir, check_replaceable, write_json
+from .fsutil import atomic_dir, check_replaceable, parse_json, write_json
 from .recipe import Recipe, from_dict
 from .wire import MAX_CODE
 
@@ -73,9 +72,9 @@ def _from_run(run: Path, calibration) -> dict:
     if missing:
         raise EdgeaeError(f"{run}: not a complete edgeae run (missing {', '.join(missing)})")
     try:
-        recipe = from_dict(json.loads((run / M.RUN_MARKER).read_text()))
-        norm = D.Normalizer.from_dict(json.loads((run / "normalization.json").read_text()))
-        info = json.loads((run / "data.json").read_text())
+        recipe = from_dict(parse_json((run / M.RUN_MARKER).read_text()))
+        norm = D.Normalizer.from_dict(parse_json((run / "normalization.json").read_text()))
+        info = parse_json((run / "data.json").read_text())
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise EdgeaeError(f"{run}: a damaged or hand-edited run file ({e.__class__.__name__}: {e})") from None
     from .qat import load_scope
@@ -94,7 +93,7 @@ def _from_run(run: Path, calibration) -> dict:
         rep = np.load(run / "calibration.npy")
     rep = with_margin(rep, recipe.export.input_margin)
     reference = np.load(run / "validation.npy")
-    pruning = json.loads((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
+    pruning = parse_json((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
     return dict(
         name=recipe.name, encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
         representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,
@@ -210,7 +209,7 @@ def _from_keras_file(path: Path, code_layer: str, calibration, normalization) ->
     window = n_in // len(series.channels)
     if normalization is not None:
         try:
-            norm = D.Normalizer.from_dict(json.loads(existing_file(normalization, "normalization file").read_text()))
+            norm = D.Normalizer.from_dict(parse_json(existing_file(normalization, "normalization file").read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise EdgeaeError(f"{normalization}: not a normalization file ({e.__class__.__name__}: {e})") from None
         norm.check_channels(series.channels, series.source)

@@ -1,4 +1,5 @@
-"""Atomic output directories and JSON files: a failed command never leaves a half-written output.
+"""Atomic output directories and JSON files: a failed command never leaves a half-written output,
+and a JSON file or message however malformed is a JSONDecodeError.
 
 The temporary paths being written are kept in `PENDING`, so that the SIGTERM / Ctrl-C handler of
 `command_scope` can remove them before it exits; installed through `after_swap`, that handler
@@ -314,3 +315,13 @@ def fsync_path(path: Path) -> None:
 
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def parse_json(text: str | bytes, **kwargs):
+    """`json.loads` for what edgeae reads from users, files and the network: JSON nested deeper than
+    Python's parser goes (some thousand levels: forged or corrupted) is the JSONDecodeError that
+    any malformed JSON raises, not a RecursionError."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None

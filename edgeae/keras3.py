@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from .errors import EdgeaeError, cause
+from .fsutil import parse_json
 
 #: Arguments every tf-keras layer takes through **kwargs, and those its recurrent layers take so.
 _LAYER_BASE = {"name", "trainable", "dtype", "dynamic", "input_dim", "input_shape", "batch_input_shape", "batch_size",
@@ -41,7 +42,7 @@ def is_keras3_file(path: Path) -> bool:
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                version = json.loads(z.read("metadata.json")).get("keras_version", "")
+                version = parse_json(z.read("metadata.json")).get("keras_version", "")
         else:
             with h5py.File(path, "r") as f:
                 version = f.attrs.get("keras_version", "")

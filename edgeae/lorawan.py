@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from typing import NamedTuple
 
 from .data import duration, unix_seconds
+from .fsutil import parse_json
 from .wire import PacketError
 
 ENVELOPES = ("tts", "chirpstack")
@@ -49,7 +49,7 @@ class Uplink(NamedTuple):
 def unwrap(message: bytes, envelope: str) -> Uplink:
     """The packet carried by a network server's uplink message; PacketError if it carries none."""
     try:
-        doc = json.loads(message)
+        doc = parse_json(message)
     except (UnicodeDecodeError, ValueError):
         raise PacketError(NOT_AN_UPLINK, "not JSON") from None
     if envelope == "tts":

@@ -30,6 +30,7 @@ import numpy as np
 
 from .data import Normalizer, Series, read_recordings
 from .errors import EdgeaeError
+from .fsutil import parse_json
 from .runtime import representable
 
 FORMAT_VERSION = 1
@@ -83,7 +84,7 @@ class Export:
             raise EdgeaeError(f"{path}: not an edgeae export (no {MANIFEST})"
                               + (f"; it is a training run: `edgeae export --int8 {path} --out dist/NAME` makes its export" if run else ""))
         try:
-            manifest = json.loads(mpath.read_text())
+            manifest = parse_json(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EdgeaeError(f"{mpath}: not valid JSON ({e})") from None
         version = manifest.get("format_version") if isinstance(manifest, dict) else None

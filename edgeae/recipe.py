@@ -274,6 +274,8 @@ def load(path: str | Path) -> Recipe:
         d = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EdgeaeError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:  # tomllib's parser recurses into nested arrays and tables
+        raise EdgeaeError(f"{path}: not valid TOML (nested too deeply)") from None
     try:
         return from_dict(d, name=path.stem)
     except EdgeaeError as e:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from . import wire
 from .errors import EdgeaeError, require
 from .evaluate import FAR_BUDGET, METRICS, RD, best_text, count_unit, deployed_text, ucl_source_text
-from .fsutil import atomic_file
+from .fsutil import atomic_file, parse_json
 from .manifest import MANIFEST
 from .metrics import COUNTS, count_rates, segments, threshold_counts
 from .recipe import from_dict
@@ -71,7 +70,7 @@ def _read(folder: Path) -> dict:
             return {k: z[k] for k in z.files}
 
     def read_json(path):
-        return json.loads(path.read_text())
+        return parse_json(path.read_text())
 
     out = {}
     if (folder / METRICS).is_file():

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import data as D
 from .errors import EdgeaeError
-from .fsutil import atomic_file
+from .fsutil import atomic_file, parse_json
 from .manifest import Export
 from .metrics import threshold_counts
 from .protocols import ucl
@@ -210,7 +210,7 @@ def load(ex: Export) -> AnomalyScorer | None:
     if not path.is_file():
         return None
     try:
-        d = json.loads(path.read_text())
+        d = parse_json(path.read_text())
         if d["model_id"] != f"{ex.model_id:08x}":
             raise EdgeaeError(f"{path}: calibrated for model {d['model_id']}, not this export ({ex.model_id:08x})")
         scorer = AnomalyScorer.from_dict(d)

@@ -48,6 +48,7 @@ from pathlib import Path
 from . import lorawan, wire
 from .data import duration
 from .errors import EdgeaeError, existing_file
+from .fsutil import parse_json
 from .host import Hosts
 from .mqtt import Message, Subscriber
 from .results import iso_utc, open_results
@@ -474,7 +475,7 @@ def load_keys(path: str | Path) -> dict[int, bytes]:
     Read as pairs, not a dict: a sensor given twice ("1" and "01", or "1" repeated) would
     otherwise keep one of its keys without a word, and its packets tagged with the other fail."""
     try:
-        pairs = json.loads(existing_file(path, "keys file").read_text(), object_pairs_hook=tuple)
+        pairs = parse_json(existing_file(path, "keys file").read_text(), object_pairs_hook=tuple)
         if not isinstance(pairs, tuple):
             raise TypeError
         keys = [(int(k) if re.fullmatch("[0-9]{1,5}", k) else None, k, bytes.fromhex(v)) for k, v in pairs]

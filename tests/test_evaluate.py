@@ -782,6 +782,7 @@ def _edit_metrics(folder, **values):
 
 @pytest.mark.parametrize("damage, message", [
     (_damage_metrics, "metrics.json: unreadable (JSONDecodeError"),
+    (lambda f: (f / "metrics.json").write_text("[" * 100_000), "metrics.json: unreadable (JSONDecodeError: nested too deeply"),
     (lambda f: (f / "scores.npz").unlink(), "scores.npz: missing"),
     (lambda f: (f / "details.npz").write_bytes(b"PK\x03\x04 cut short"), "details.npz: unreadable"),
     (_drop_int8, "damaged or incomplete eval / sweep output (KeyError: 'int8')"),

@@ -122,6 +122,7 @@ def test_incomplete_run(tmp_path):
     ("normalization.json", '{"channels": ["a"], "mean": [0], "std": [0]}', "ValueError: mean and std"),
     ("normalization.json", '{"channels": [', "JSONDecodeError"),
     ("data.json", "", "JSONDecodeError"),
+    ("data.json", "[" * 100_000, "JSONDecodeError: nested too deeply"),  # a RecursionError traceback
 ])  # fmt: skip
 def test_damaged_run_file_is_named(small_run, tmp_path, name, text, message):
     """A run's JSON files, damaged or hand-edited, were a traceback when exported."""
@@ -157,6 +158,9 @@ def test_not_an_export(tmp_path):
         Export.open(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(EdgeaeError, match="not valid JSON"):
+        Export.open(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"a": ' * 100_000)  # Python's parser recursed into a RecursionError
+    with pytest.raises(EdgeaeError, match="not valid JSON \\(nested too deeply"):
         Export.open(tmp_path)
     (tmp_path / "manifest.json").write_text('{"format_version": 99}')
     with pytest.raises(EdgeaeError, match="format version 99"):

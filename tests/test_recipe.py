@@ -136,3 +136,6 @@ def test_invalid_toml(tmp_path):
     p.write_text("[model\n")
     with pytest.raises(EdgeaeError, match="not valid TOML"):
         recipe.load(p)
+    p.write_text("a = " + "[" * 100_000)  # tomllib recursed into a RecursionError
+    with pytest.raises(EdgeaeError, match="r.toml: not valid TOML \\(nested too deeply\\)"):
+        recipe.load(p)

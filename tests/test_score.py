@@ -160,6 +160,14 @@ def test_a_hand_edited_scorer_file_is_named_when_loaded(tmp_path, edit, message)
         load(ex)
 
 
+def test_a_scorer_file_nested_too_deeply_is_named(tmp_path):
+    """Python's JSON parser recurses: a file nested some thousand levels deep was a RecursionError traceback."""
+    ex = _export(tmp_path)
+    (tmp_path / "scorer.json").write_text("[" * 100_000)
+    with pytest.raises(EdgeaeError, match=re.escape("scorer.json: not a valid scorer file (JSONDecodeError: nested too deeply")):
+        load(ex)
+
+
 def test_verify_checks_the_stored_scorer(tmp_path, small_export, sim_test):
     """verify passed an export whose scorer.json was damaged: serve refused it only at the gateway."""
     from test_cli import assert_one_line_error, edgeae

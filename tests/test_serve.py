@@ -862,10 +862,26 @@ def test_network_server_uplinks_unwrap_to_their_packet_or_a_reason(envelope):
     for message, reason in [(b"\x01\x02 not json", "not_an_uplink"), (b"[1, 2]", "not_an_uplink"),
                             (json.dumps({"join_accept": {"session_key_id": "AX"}}).encode(), "not_an_uplink"),
                             (_uplink(envelope, None), "no_payload"),
-                            (_uplink(envelope, b"x").replace(base64.b64encode(b"x"), b"%%%%"), "not_an_uplink")]:  # fmt: skip
+                            (_uplink(envelope, b"x").replace(base64.b64encode(b"x"), b"%%%%"), "not_an_uplink"),
+                            (b"[" * 100_000, "not_an_uplink")]:  # fmt: skip
         with pytest.raises(wire.PacketError) as e:
             lorawan.unwrap(message, envelope)
-        assert e.value.reason == reason, message
+        assert e.value.reason == reason, message[:80]
+
+
+def test_a_message_nested_too_deeply_for_the_parser_is_rejected_and_serve_goes_on(tmp_path, small_export):
+    """Anyone who may publish on the uplink topic stopped serve with one message: JSON nested some
+    thousand levels deep was a RecursionError out of the batch (Python's parser recurses), the
+    batch's good packets lost with it."""
+    from edgeae.mqtt import Message
+    from edgeae.serve import Server
+
+    ex = Export.open(small_export)
+    good = wire.encode(wire.Packet(ex.model_id, 3, 0, 1_700_000_000, (0,) * ex.manifest["code_size"], 10))
+    server = Server(small_export, tmp_path / "r.sqlite", envelope="tts")
+    server.handle([Message("up", b"[" * 100_000, 1_800_000_000.0, False), Message("up", _uplink("tts", good), 1_800_000_000.0, False)])
+    server.close()
+    assert server.stored == 1 and server.rejected == {"not_an_uplink": 1}
 
 
 @pytest.mark.slow
@@ -1181,6 +1197,7 @@ def test_encode_and_serve_refuse_a_bad_topic_or_port_before_connecting(small_exp
     ('{"1": ""}', "(bad: 1)"),
     ('{"1_0": "aa", " 2": "aa"}', "(bad: '1_0', ' 2')"),
     ('[["1", "aa"]]', "not a keys file of {sensor: hex key} (TypeError)"),
+    ("[" * 100_000, "not a keys file of {sensor: hex key} (JSONDecodeError)"),  # a RecursionError traceback
     ('{"1": "aa", "2": "aa", "1": "bb"}', "sensor 1 given more than once (each sensor has one key)"),
     ('{"01": "aa", "1": "bb", "7": "cc", "007": "cc"}', "sensor 1, 7 given more than once"),
     ("{}", "needs at least one sensor id"),

@@ -75,6 +75,7 @@ def _from_run(run: Path, calibration) -> dict:
         recipe = from_dict(parse_json((run / M.RUN_MARKER).read_text()))
         norm = D.Normalizer.from_dict(parse_json((run / "normalization.json").read_text()))
         info = parse_json((run / "data.json").read_text())
+        pruning = parse_json((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise EdgeaeError(f"{run}: a damaged or hand-edited run file ({e.__class__.__name__}: {e})") from None
     from .qat import load_scope
@@ -93,7 +94,6 @@ def _from_run(run: Path, calibration) -> dict:
         rep = np.load(run / "calibration.npy")
     rep = with_margin(rep, recipe.export.input_margin)
     reference = np.load(run / "validation.npy")
-    pruning = parse_json((run / "pruning.json").read_text()) if (run / "pruning.json").is_file() else None
     return dict(
         name=recipe.name, encoder=encoder, decoder=decoder, normalizer=norm, window=recipe.data.window, hop=recipe.data.hop,
         representative=rep, reference=reference, recipe=recipe, fingerprint=info["fingerprint"], pruning=pruning,

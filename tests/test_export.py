@@ -123,6 +123,7 @@ def test_incomplete_run(tmp_path):
     ("normalization.json", '{"channels": [', "JSONDecodeError"),
     ("data.json", "", "JSONDecodeError"),
     ("data.json", "[" * 100_000, "JSONDecodeError: nested too deeply"),  # a RecursionError traceback
+    ("pruning.json", "{", "JSONDecodeError"),  # read outside the check: a traceback
 ])  # fmt: skip
 def test_damaged_run_file_is_named(small_run, tmp_path, name, text, message):
     """A run's JSON files, damaged or hand-edited, were a traceback when exported."""

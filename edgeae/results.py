@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeaeError, existing_file, require
-from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, only_one, temp_folder_beside
+from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, only_one, parse_json, temp_folder_beside
 
 
 #: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`);
@@ -81,6 +81,12 @@ def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
 
 
 NOT_SERVES = "not a results database of edgeae serve (no packets table)"
+
+
+def not_served(column: str, e: Exception) -> sqlite3.DataError:
+    """The error for a value in `column` that serve does not write (the database edited by hand or
+    damaged): raised inside `read_results`, it is named with the database, as SQLite's own are."""
+    return sqlite3.DataError(f"{column} holds a value serve does not write ({e.__class__.__name__}: {e}): an edited or damaged database")
 
 
 @contextlib.contextmanager
@@ -273,12 +279,15 @@ def _write_parquet(con: sqlite3.Connection, table: str, where: str, path: Path, 
     pq = require("pyarrow.parquet", "serve")
     schema = _parquet_schema(pa, table)
     micro = lambda t: round(t * 1e6)  # noqa: E731
-    convert = {"code": json.loads, "reconstruction_rms": json.loads, "anomaly": bool, "reordered": bool,
+    convert = {"code": parse_json, "reconstruction_rms": parse_json, "anomaly": bool, "reordered": bool,
                "received_at": micro, "stored_at": micro, "detected_at": micro, "filled_at": micro}  # fmt: skip
 
     def column(field, values):
         f = convert.get(field.name)
-        return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
+        try:
+            return pa.array(values if f is None else [None if v is None else f(v) for v in values], type=field.type)
+        except (ValueError, TypeError, OverflowError) as e:  # pyarrow's ArrowInvalid and ArrowTypeError among them
+            raise not_served(f"{table}.{field.name}", e) from None
 
     n = 0
     with pq.ParquetWriter(path, schema) as writer:

@@ -343,7 +343,7 @@ def calibrate_sensor(export_dir, db, sensors: list[int], since: float | None = N
 def _stored_scores(host, db, sensor: int, since: float | None, until: float | None, span: str):
     """The scores of the scorable packets of `sensor` from `host`'s export that serve stored in `db`
     with window times in [since, until), with their residual bytes (None for a scorer of codes) and times."""
-    from .results import batches, read_results
+    from .results import batches, not_served, read_results
 
     where, args = ["sensor=?", "model_id=?"], [sensor, f"{host.model_id:08x}"]
     if host.scorer.mode != "code":
@@ -354,12 +354,23 @@ def _stored_scores(host, db, sensor: int, since: float | None, until: float | No
             args.append(t)
     with read_results(db) as con:  # a batch at a time, as serve writes beside it
         rows = [r for b in batches(con, "packets", "code, residual, timestamp", " AND ".join(where), args, key="seq") for r in b]
-    if len(rows) < MIN_SENSOR_PACKETS:
-        raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {args[1]}{span}; "
-                          f"need at least {MIN_SENSOR_PACKETS} to set its threshold")  # fmt: skip
-    codes = np.array([json.loads(c) for c, _, _ in rows], dtype=np.int16)
-    residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows])
-    return host.scorer.score_samples(host.pipe.packet_features(codes, residual)), residual, [t for *_, t in rows]
+        if len(rows) < MIN_SENSOR_PACKETS:
+            raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {args[1]}{span}; "
+                              f"need at least {MIN_SENSOR_PACKETS} to set its threshold")  # fmt: skip
+        size, column = host.export.manifest["code_size"], "packets.code"
+        try:  # as serve wrote them; any other value is an edited or damaged database
+            codes = np.array([parse_json(c) for c, _, _ in rows], dtype=np.int8)
+            if codes.shape != (len(rows), size):
+                raise ValueError(f"codes of shape {codes.shape[1:]}, the export's are ({size},)")
+            column = "packets.residual"
+            residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows], dtype=np.int64)
+            if residual is not None and not ((residual >= 0) & (residual <= 255)).all():
+                raise ValueError("a residual byte outside 0..255")
+            column = "packets.timestamp"
+            times = np.array([t for *_, t in rows], dtype=np.float64).tolist()
+        except (ValueError, TypeError, OverflowError) as e:
+            raise not_served(column, e) from None
+    return host.scorer.score_samples(host.pipe.packet_features(codes, residual)), residual, times
 
 
 def remove_sensor_thresholds(export_dir, sensors: list[int]) -> dict:

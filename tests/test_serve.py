@@ -1803,6 +1803,39 @@ def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
     server.close()
 
 
+@pytest.mark.parametrize("edit, parquet, calibrate", [
+    ("code = '[1, 2'", "packets.code holds a value serve does not write (JSONDecodeError", "packets.code holds a value serve does not write (JSONDecodeError"),
+    ("code = '[1, 2]'", None, "packets.code holds a value serve does not write (ValueError"),
+    ("residual = 999", "packets.residual holds a value serve does not write (ArrowInvalid",
+     "packets.residual holds a value serve does not write (ValueError: a residual byte outside 0..255)"),
+])  # fmt: skip
+def test_a_hand_edited_results_database_is_named(tmp_path, small_export, edit, parquet, calibrate):
+    """A packet's code that is not serve's JSON list, or a residual byte over 255, edited into the
+    database: `results --parquet`, `archive` and `calibrate --db` ended in a traceback."""
+    import shutil
+
+    from edgeae.host import Host
+    from edgeae.results import to_parquet
+    from edgeae.score import calibrate_sensor
+    from edgeae.serve import Server
+
+    export, db = tmp_path / "export", tmp_path / "r.sqlite"
+    shutil.copytree(small_export, export)  # calibrate writes its scorer
+    host = Host(export)
+    server = Server(export, db)
+    server.run_packets([wire.encode(wire.Packet(host.model_id, 2, seq, 1_795_946_400 + seq, (0,) * host.export.manifest["code_size"], 10))
+                        for seq in range(200)])  # fmt: skip
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute(f"UPDATE packets SET {edit} WHERE seq = 7")
+    if parquet:
+        with pytest.raises(EdgeaeError, match=re.escape(f"r.sqlite: cannot read it as a results database ({parquet}")):
+            to_parquet(db, tmp_path / "r.parquet")
+        assert not (tmp_path / "r.parquet").exists()
+    with pytest.raises(EdgeaeError, match=re.escape(f"r.sqlite: cannot read it as a results database ({calibrate}")):
+        calibrate_sensor(export, db, [2])
+
+
 def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
     """A device whose clock a flat battery reset to 1970 sent window times serve stored as they
     came, without a word; `calibrate --since` and the results plot, which go by them, then missed

@@ -1,5 +1,5 @@
 """Atomic output directories and JSON files: a failed command never leaves a half-written output,
-and a JSON file or message however malformed is a JSONDecodeError.
+and a JSON or TOML document however malformed is its parser's DecodeError (`parse_json`, `parse_toml`).
 
 The temporary paths being written are kept in `PENDING`, so that the SIGTERM / Ctrl-C handler of
 `command_scope` can remove them before it exits; installed through `after_swap`, that handler
@@ -23,6 +23,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import tomllib
 from pathlib import Path
 
 from .errors import EdgeaeError
@@ -318,10 +319,27 @@ def write_json(path: Path, obj) -> None:
 
 
 def parse_json(text: str | bytes, **kwargs):
-    """`json.loads` for what edgeae reads from users, files and the network: JSON nested deeper than
-    Python's parser goes (some thousand levels: forged or corrupted) is the JSONDecodeError that
-    any malformed JSON raises, not a RecursionError."""
+    """`json.loads` for what edgeae reads from users, files and the network: any malformed JSON is a
+    JSONDecodeError, also what Python's parser gives up on otherwise (`_refused`)."""
     try:
         return json.loads(text, **kwargs)
-    except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as e:
+        raise json.JSONDecodeError(_refused(e), text if isinstance(text, str) else "", 0) from None
+
+
+def parse_toml(text: str) -> dict:
+    """`tomllib.loads`, with any malformed TOML a TOMLDecodeError, as `parse_json`'s JSON."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except (RecursionError, ValueError) as e:
+        raise tomllib.TOMLDecodeError(_refused(e)) from None
+
+
+def _refused(e: Exception) -> str:
+    """Why a parser gave up on a document (forged or corrupted) other than by its syntax error:
+    nesting deeper than it recurses, or an integer longer than Python converts (4300 digits)."""
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e).split("; use sys.")[0]

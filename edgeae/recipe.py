@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgeaeError, existing_file
+from .fsutil import parse_toml
 from .wire import MAX_CODE
 
 MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds
@@ -271,11 +272,9 @@ def load(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
     path = existing_file(path, "recipe file")
     try:
-        d = tomllib.loads(path.read_text())
+        d = parse_toml(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EdgeaeError(f"{path}: not valid TOML ({e})") from None
-    except RecursionError:  # tomllib's parser recurses into nested arrays and tables
-        raise EdgeaeError(f"{path}: not valid TOML (nested too deeply)") from None
     try:
         return from_dict(d, name=path.stem)
     except EdgeaeError as e:

@@ -163,6 +163,9 @@ def test_not_an_export(tmp_path):
     (tmp_path / "manifest.json").write_text('{"a": ' * 100_000)  # Python's parser recursed into a RecursionError
     with pytest.raises(EdgeaeError, match="not valid JSON \\(nested too deeply"):
         Export.open(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format_version": ' + "1" * 5000 + "}")  # int() refuses: a ValueError traceback
+    with pytest.raises(EdgeaeError, match="not valid JSON \\(Exceeds the limit \\(4300 digits\\) for integer string conversion"):
+        Export.open(tmp_path)
     (tmp_path / "manifest.json").write_text('{"format_version": 99}')
     with pytest.raises(EdgeaeError, match="format version 99"):
         Export.open(tmp_path)

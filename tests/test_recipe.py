@@ -139,3 +139,6 @@ def test_invalid_toml(tmp_path):
     p.write_text("a = " + "[" * 100_000)  # tomllib recursed into a RecursionError
     with pytest.raises(EdgeaeError, match="r.toml: not valid TOML \\(nested too deeply\\)"):
         recipe.load(p)
+    p.write_text("[train]\nepochs = " + "1" * 5000)  # int() refuses: a ValueError traceback
+    with pytest.raises(EdgeaeError, match="r.toml: not valid TOML \\(Exceeds the limit \\(4300 digits\\) for integer string conversion: value has 5000 digits\\)$"):
+        recipe.load(p)

@@ -363,9 +363,7 @@ def _stored_scores(host, db, sensor: int, since: float | None, until: float | No
             if codes.shape != (len(rows), size):
                 raise ValueError(f"codes of shape {codes.shape[1:]}, the export's are ({size},)")
             column = "packets.residual"
-            residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows], dtype=np.int64)
-            if residual is not None and not ((residual >= 0) & (residual <= 255)).all():
-                raise ValueError("a residual byte outside 0..255")
+            residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows], dtype=np.uint8)
             column = "packets.timestamp"
             times = np.array([t for *_, t in rows], dtype=np.float64).tolist()
         except (ValueError, TypeError, OverflowError) as e:

@@ -1807,7 +1807,7 @@ def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
     ("code = '[1, 2'", "packets.code holds a value serve does not write (JSONDecodeError", "packets.code holds a value serve does not write (JSONDecodeError"),
     ("code = '[1, 2]'", None, "packets.code holds a value serve does not write (ValueError"),
     ("residual = 999", "packets.residual holds a value serve does not write (ArrowInvalid",
-     "packets.residual holds a value serve does not write (ValueError: a residual byte outside 0..255)"),
+     "packets.residual holds a value serve does not write (OverflowError: Python integer 999 out of bounds for uint8)"),
 ])  # fmt: skip
 def test_a_hand_edited_results_database_is_named(tmp_path, small_export, edit, parquet, calibrate):
     """A packet's code that is not serve's JSON list, or a residual byte over 255, edited into the

@@ -462,6 +462,8 @@ def _read_csv(path: Path, channels, label, time) -> Series:
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             return _parse_csv(path, f, channels, label, time)
+    except csv.Error as e:  # a field longer than the csv module takes (128 KB)
+        raise EdgeaeError(f"{path}: not a CSV of numbers ({e})") from None
     except UnicodeDecodeError:
         with open(path, "rb") as f:
             head = f.read(1 << 16)

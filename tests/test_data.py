@@ -280,6 +280,19 @@ def test_duplicate_column_names_are_an_error(tmp_path):
         D.read_series(tmp_path / "d.npz", ["a", "b"])
 
 
+@pytest.mark.parametrize("cell", ["9" * 200_000, '"' + "x" * 200_000 + '"'])
+def test_a_field_longer_than_the_csv_module_takes_is_named(tmp_path, cell):
+    """A cell over 128 KB (a log line pasted into a column, a quote left open) was the csv module's
+    Error traceback, read from a file or streamed to encode."""
+    from edgeae.device import stream_rows
+
+    text = "a,b\n" + "".join(f"{i},{i}\n" for i in range(5)) + f"1,{cell}\n"
+    with pytest.raises(EdgeaeError, match=re.escape("d.csv: not a CSV of numbers (field larger than field limit (131072))")):
+        D.read_series(write(tmp_path, text))
+    with pytest.raises(EdgeaeError, match=re.escape("<stdin>: line 7 is not a row of numbers (field larger than field limit (131072))")):
+        list(stream_rows(text.splitlines(), ["a", "b"]))
+
+
 def test_missing_and_non_csv_file(tmp_path):
     with pytest.raises(EdgeaeError, match="nope.csv: no such CSV or .npz file"):
         D.read_series(tmp_path / "nope.csv")

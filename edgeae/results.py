@@ -186,8 +186,9 @@ def summary(db: str | Path, since: float | None = None) -> dict:
             "packets": q(f"SELECT COUNT(*) FROM packets WHERE {recent}")[0][0],
             "anomalies": q(f"SELECT COUNT(*) FROM packets WHERE anomaly=1 AND {recent}")[0][0],
             "unscored": q(f"SELECT COUNT(*) FROM packets WHERE score IS NULL AND {recent}")[0][0],
-            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": iso_utc(t0), "last_time": iso_utc(t1),
-                               "last_received": iso_utc(r)} for s, n, k, a, b, t0, t1, r in
+            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": _stored_time(t0, "packets.timestamp"),
+                               "last_time": _stored_time(t1, "packets.timestamp"), "last_received": _stored_time(r, "packets.received_at")}
+                           for s, n, k, a, b, t0, t1, r in
                            q("SELECT sensor, COUNT(*), SUM(anomaly), MIN(seq), MAX(seq), MIN(timestamp), MAX(timestamp), MAX(received_at) "
                              f"FROM packets WHERE {recent} GROUP BY sensor")},  # fmt: skip
             "open_gaps": {s: n for s, n in q(f"SELECT sensor, COUNT(*) FROM missing WHERE filled_at IS NULL AND {_since('detected_at', since)} "
@@ -209,6 +210,14 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def _stored_time(t, column: str) -> str:
+    """`iso_utc` of a time read from `column`; `not_served` for what is not such a time."""
+    try:
+        return iso_utc(t)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise not_served(column, e) from None
+
+
 def score_series(db: str | Path, sensors: int | None = None, since: float | None = None) -> dict[int, dict[str, np.ndarray]]:
     """Per sensor (the first `sensors` by id, or all), in sequence order: the window timestamps,
     scores and anomaly flags of its packets (that came in since `since`, if given), read a sensor
@@ -220,7 +229,12 @@ def score_series(db: str | Path, sensors: int | None = None, since: float | None
         out = {}
         for s in ids:
             rows = con.execute(f"SELECT timestamp, score, anomaly FROM packets WHERE sensor=? AND {recent} ORDER BY seq", (s,))
-            a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
+            try:
+                a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
+                if not ((a["timestamp"] >= 0) & (a["timestamp"] < 2**32)).all():
+                    raise ValueError("a window time outside the packet's 32-bit field (1970 to 2106)")
+            except (ValueError, TypeError) as e:
+                raise not_served("packets.timestamp, score or anomaly", e) from None
             out[s] = {k: a[k].copy() for k in a.dtype.names}
     return out
 

@@ -1836,6 +1836,29 @@ def test_a_hand_edited_results_database_is_named(tmp_path, small_export, edit, p
         calibrate_sensor(export, db, [2])
 
 
+@pytest.mark.parametrize("edit, reader, message", [
+    ("timestamp = 'x'", "summary", "packets.timestamp holds a value serve does not write (TypeError"),
+    ("received_at = 1e300", "summary", "packets.received_at holds a value serve does not write (OverflowError"),
+    ("score = 'x'", "score_series", "packets.timestamp, score or anomaly holds a value serve does not write (ValueError: could not convert"),
+    ("timestamp = 99999999999999", "score_series",
+     "packets.timestamp, score or anomaly holds a value serve does not write (ValueError: a window time outside the packet's 32-bit field (1970 to 2106))"),
+])  # fmt: skip
+def test_results_and_their_plot_name_a_hand_edited_time_or_score(tmp_path, small_export, edit, reader, message):
+    """`results` and `results --plot` ended in a traceback (TypeError, OverflowError, or
+    matplotlib's ValueError for a date past the year 9999) on a time or score edited into the database."""
+    from edgeae import results
+    from edgeae.serve import Server
+
+    ex, db = Export.open(small_export), tmp_path / "r.sqlite"
+    server = Server(small_export, db)
+    server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10)) for seq in range(5)])
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute(f"UPDATE packets SET {edit} WHERE seq = 3")
+    with pytest.raises(EdgeaeError, match=re.escape(f"r.sqlite: cannot read it as a results database ({message}")):
+        getattr(results, reader)(db)
+
+
 def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
     """A device whose clock a flat battery reset to 1970 sent window times serve stored as they
     came, without a word; `calibrate --since` and the results plot, which go by them, then missed

@@ -195,7 +195,7 @@ def summary(db: str | Path, since: float | None = None) -> dict:
                                              "GROUP BY sensor")},  # fmt: skip
             "reordered": q(f"SELECT COUNT(*) FROM packets WHERE reordered=1 AND {recent}")[0][0],
             "rejected": {r: n for r, n in q(f"SELECT reason, COUNT(*) FROM rejected WHERE {recent} GROUP BY reason")},
-            "archived": {s: {"packets": n, "below_seq": w, "archived_at": iso_utc(t)} for s, n, w, t in
+            "archived": {s: {"packets": n, "below_seq": w, "archived_at": _stored_time(t, "archived.archived_at")} for s, n, w, t in
                          q("SELECT sensor, packets, below_seq, archived_at FROM archived ORDER BY sensor")} if _has(con, "archived") else {},
         }
 

@@ -1837,10 +1837,12 @@ def test_a_hand_edited_results_database_is_named(tmp_path, small_export, edit, p
 
 
 @pytest.mark.parametrize("edit, reader, message", [
-    ("timestamp = 'x'", "summary", "packets.timestamp holds a value serve does not write (TypeError"),
-    ("received_at = 1e300", "summary", "packets.received_at holds a value serve does not write (OverflowError"),
-    ("score = 'x'", "score_series", "packets.timestamp, score or anomaly holds a value serve does not write (ValueError: could not convert"),
-    ("timestamp = 99999999999999", "score_series",
+    ("UPDATE packets SET timestamp = 'x' WHERE seq = 3", "summary", "packets.timestamp holds a value serve does not write (TypeError"),
+    ("UPDATE packets SET received_at = 1e300 WHERE seq = 3", "summary", "packets.received_at holds a value serve does not write (OverflowError"),
+    ("INSERT INTO archived VALUES (2, 0, 0, 1e300)", "summary", "archived.archived_at holds a value serve does not write (OverflowError"),
+    ("UPDATE packets SET score = 'x' WHERE seq = 3", "score_series",
+     "packets.timestamp, score or anomaly holds a value serve does not write (ValueError: could not convert"),
+    ("UPDATE packets SET timestamp = 99999999999999 WHERE seq = 3", "score_series",
      "packets.timestamp, score or anomaly holds a value serve does not write (ValueError: a window time outside the packet's 32-bit field (1970 to 2106))"),
 ])  # fmt: skip
 def test_results_and_their_plot_name_a_hand_edited_time_or_score(tmp_path, small_export, edit, reader, message):
@@ -1854,7 +1856,7 @@ def test_results_and_their_plot_name_a_hand_edited_time_or_score(tmp_path, small
     server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10)) for seq in range(5)])
     server.close()
     with contextlib.closing(sqlite3.connect(db)) as con, con:
-        con.execute(f"UPDATE packets SET {edit} WHERE seq = 3")
+        con.execute(edit)
     with pytest.raises(EdgeaeError, match=re.escape(f"r.sqlite: cannot read it as a results database ({message}")):
         getattr(results, reader)(db)
 

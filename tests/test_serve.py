@@ -872,7 +872,7 @@ def test_network_server_uplinks_unwrap_to_their_packet_or_a_reason(envelope):
 def test_a_message_nested_too_deeply_for_the_parser_is_rejected_and_serve_goes_on(tmp_path, small_export):
     """Anyone who may publish on the uplink topic stopped serve with one message: JSON nested some
     thousand levels deep was a RecursionError out of the batch (Python's parser recurses), the
-    batch's good packets lost with it."""
+    batch's good packets not stored with it."""
     from edgeae.mqtt import Message
     from edgeae.serve import Server
 

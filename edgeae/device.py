@@ -41,10 +41,13 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
     """Parse CSV lines (header first) into (time, row of the given channels), validating each
     line; time is the time column's cell in Unix seconds, None when the header has no time column
     (`data.time_column`, with the first line under the header) or `times` is False."""
-    header_line, delimiter, lines, first = D.csv_header(iter(lines))
-    if header_line is None:
+    try:
+        header_line, delimiter, lines, first = D.csv_header(iter(lines))
+        header = None if header_line is None else [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+    except csv.Error as e:  # a field longer than the csv module takes (128 KB)
+        raise EdgeaeError(f"{source}: the lines before the first row are not a CSV header ({e})") from None
+    if header is None:
         raise EdgeaeError(f"{source}: no header line")
-    header = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
     D.check_unique_names(source, header)
     missing = [c for c in channels if c not in header]
     if missing:

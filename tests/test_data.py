@@ -293,6 +293,16 @@ def test_a_field_longer_than_the_csv_module_takes_is_named(tmp_path, cell):
         list(stream_rows(text.splitlines(), ["a", "b"]))
 
 
+@pytest.mark.parametrize("head", ["a," + "b" * 200_000, "# " + '"' + "x" * 200_000 + "\n1,2"])
+def test_a_header_longer_than_the_csv_module_takes_is_named_in_a_stream(tmp_path, head):
+    """The same in a header, or in a comment read as one, streamed to encode: it was the csv
+    module's Error traceback (a file's was already named, by the test above's reader)."""
+    from edgeae.device import stream_rows
+
+    with pytest.raises(EdgeaeError, match=re.escape("<stdin>: the lines before the first row are not a CSV header (field larger")):
+        list(stream_rows(f"{head}\n1,2\n".splitlines(), ["a", "b"]))
+
+
 def test_missing_and_non_csv_file(tmp_path):
     with pytest.raises(EdgeaeError, match="nope.csv: no such CSV or .npz file"):
         D.read_series(tmp_path / "nope.csv")

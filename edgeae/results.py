@@ -7,7 +7,8 @@ Tables (see `SCHEMA`): packets, rejected, missing (gaps; `filled_at` set when a 
 scorers (per serve run and export, the scorer whose threshold set that run's anomaly flags: a row
 with sensor NULL, and one per sensor that has a threshold of its own),
 archived (per sensor, the sequence numbers below which its packets were archived: serve rejects them
-as replays, as it would the packets themselves).
+as replays, as it would the packets themselves). Each column holds only values serve writes (`SERVED`,
+the tables' CHECK constraints): the readers here trust the types and ranges of what they read.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from .errors import EdgeaeError, existing_file, require
 from .fsutil import PENDING, atomic_file, deferring_signals, fsync_path, only_one, parse_json, temp_folder_beside
 
 
-#: score is NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`);
-#: seq is the packet's counted on past its 32-bit wraps (2^32, 2^32 + 1, ...: `serve.Server._counted_on`).
-PACKETS = """
+#: The tables, with their values' constraints added from `SERVED` (`_ours`). In packets, score is
+#: NULL for a packet without the residual byte that a scorer of residuals needs (`Host.read`); seq
+#: is the packet's counted on past its 32-bit wraps (2^32, 2^32 + 1, ...: `serve.Server._counted_on`).
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
     sensor INTEGER NOT NULL, seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
     model_id TEXT NOT NULL, code TEXT NOT NULL, residual INTEGER,
     reconstruction_rms TEXT NOT NULL, score REAL, anomaly INTEGER NOT NULL,
     reordered INTEGER NOT NULL DEFAULT 0, received_at REAL NOT NULL, stored_at REAL NOT NULL,
-    topic TEXT, PRIMARY KEY (sensor, seq))"""
-SCHEMA = PACKETS + """;
+    topic TEXT, PRIMARY KEY (sensor, seq));
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT,
     reason TEXT NOT NULL, detail TEXT, sensor INTEGER, seq INTEGER, raw BLOB NOT NULL);
@@ -52,17 +53,69 @@ CREATE TABLE IF NOT EXISTS archived (
 APPLICATION_ID = 0x65646165  # "edae" in PRAGMA application_id: marks a results database as edgeae's
 
 
+def _integer(low: int, high: int) -> str:
+    return f"typeof({{c}}) = 'integer' AND {{c}} BETWEEN {low} AND {high}"
+
+
+_TIME = "typeof({c}) = 'real' AND {c} >= 0 AND {c} < 4294967296"  # Unix seconds until 2106, as the packet's field
+_TEXT = "typeof({c}) = 'text'"
+#: The values serve writes, per column name (the same in each table that has it), as SQL: the CHECK
+#: constraints of each table, named for the column, so that SQLite refuses any other value, a hand
+#: edit's too ("CHECK constraint failed: seq"); a NULL passes (NOT NULL says where it may not).
+#: Sequence numbers stay below 2^53, exact as a double (a JSON reader's); score NaN is stored NULL.
+SERVED = {
+    "sensor": _integer(0, 65535), "timestamp": _integer(0, 2**32 - 1), "residual": _integer(0, 255),
+    "seq": _integer(0, 2**53 - 1), **dict.fromkeys(["below_seq", "packets"], _integer(0, 2**53)), **dict.fromkeys(["anomaly", "reordered"], _integer(0, 1)),
+    **dict.fromkeys(["received_at", "stored_at", "detected_at", "filled_at", "archived_at", "started_at"], _TIME),
+    **dict.fromkeys(["score", "threshold"], "typeof({c}) = 'real'"), "raw": "typeof({c}) = 'blob'",
+    **dict.fromkeys(["model_id", "code", "reconstruction_rms", "topic", "reason", "detail", "mode", "rule"], _TEXT),
+}  # fmt: skip
+
+
+def _served(column: str) -> str:
+    return f"{column} IS NULL OR ({SERVED[column].format(c=column)})"
+
+
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
 @functools.cache
-def _ours() -> dict[str, list[tuple[str, str]]]:
-    """Each table of `SCHEMA`: its columns' names and types (read once, from an in-memory database)."""
-    with contextlib.closing(sqlite3.connect(":memory:")) as ours:
-        ours.executescript(SCHEMA)
-        tables = [t for (t,) in ours.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        return {t: [(name, kind) for _, name, kind, *_ in ours.execute(f"PRAGMA table_info({t})")] for t in tables}
+def _ours() -> dict[str, tuple[list[str], str]]:
+    """Each table of `SCHEMA`: its columns' names, and the statement that creates it with
+    a CHECK constraint per column of `SERVED` (made once, in an in-memory database)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as plain:
+        plain.executescript(SCHEMA)
+        ours = {}
+        for t, sql in plain.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall():
+            columns = _columns(plain, t)
+            checks = "".join(f",\n    CONSTRAINT {c} CHECK ({_served(c)})" for c in columns if c in SERVED)
+            ours[t] = columns, f"{sql[:-1]}{checks})"
+        return ours
+
+
+def _older(con: sqlite3.Connection) -> list[str]:
+    """The tables of `con` that an older edgeae made: short of the columns added since, or of the
+    CHECK constraints (their statement is not ours)."""
+    stored = dict(con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+    return [t for t, (_, sql) in _ours().items() if t in stored and stored[t] != sql]
+
+
+def _check_served(con: sqlite3.Connection, table: str) -> None:
+    """`not_served` for the first value of `table` that its CHECK constraints would refuse: a table
+    an older edgeae made has none, so a hand edit could have put anything there. One scan."""
+    columns = [c for c in _columns(con, table) if c in SERVED]
+    row = con.execute(f"SELECT rowid, {', '.join(f'{c}, {_served(c)}' for c in columns)} FROM {table} "
+                      f"WHERE NOT ({' AND '.join(f'({_served(c)})' for c in columns)}) LIMIT 1").fetchone()  # fmt: skip
+    if row is not None:
+        rowid, values, served = row[0], row[1::2], row[2::2]
+        column, value = next((c, v) for c, v, ok in zip(columns, values, served) if not ok)
+        raise not_served(f"{table}.{column}", f"row {rowid}: {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
@@ -71,7 +124,7 @@ def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
     whose columns begin ours is an older edgeae's, short of the columns added since."""
     app_id = con.execute("PRAGMA application_id").fetchone()[0]
     tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-    ours = {t: [name for name, _ in columns] for t, columns in _ours().items()}
+    ours = {t: columns for t, (columns, _) in _ours().items()}
     foreign = [t for t in tables if (c := _columns(con, t)) != ours.get(t, [])[: len(c)] or not c]
     if foreign:
         raise EdgeaeError(f"{db}: its table(s) {', '.join(foreign)} are not edgeae's; {advice}")
@@ -83,10 +136,13 @@ def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:
 NOT_SERVES = "not a results database of edgeae serve (no packets table)"
 
 
-def not_served(column: str, e: Exception) -> sqlite3.DataError:
+def not_served(column: str, what: str | Exception) -> sqlite3.DataError:
     """The error for a value in `column` that serve does not write (the database edited by hand or
-    damaged): raised inside `read_results`, it is named with the database, as SQLite's own are."""
-    return sqlite3.DataError(f"{column} holds a value serve does not write ({e.__class__.__name__}: {e}): an edited or damaged database")
+    damaged), `what` saying which, or the exception reading it raised: raised inside `read_results`
+    or `open_results`, it is named with the database, as SQLite's own are."""
+    if isinstance(what, Exception):
+        what = f"{what.__class__.__name__}: {what}"
+    return sqlite3.DataError(f"{column} holds a value serve does not write ({what}): an edited or damaged database")
 
 
 @contextlib.contextmanager
@@ -103,6 +159,8 @@ def read_results(db: str | Path):
     try:
         if "packets" not in _refuse_foreign(con, db, "give a database made by edgeae serve"):
             raise EdgeaeError(f"{db}: {NOT_SERVES}")
+        for table in _older(con):
+            _check_served(con, table)
         yield con
     except sqlite3.Error as e:
         raise EdgeaeError(f"{db}: cannot read it as a results database ({e})") from None
@@ -121,9 +179,7 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
     try:
         if "packets" not in _refuse_foreign(con, db, advice) and not create:
             raise EdgeaeError(f"{db}: {NOT_SERVES}")
-        _allow_unscored(con)
-        con.executescript(SCHEMA)
-        _add_new_columns(con)
+        _upgrade(con)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
     except sqlite3.Error as e:
@@ -135,34 +191,29 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
     return con
 
 
-def _allow_unscored(con: sqlite3.Connection) -> None:
-    """A packets table from before unscored packets (score NOT NULL) gets today's, its rows kept.
-    SQLite cannot drop a NOT NULL in place: a new table, the rows copied, the old one dropped, in
-    one transaction."""
-    if not any(name == "score" and notnull for _, name, _, notnull, *_ in con.execute("PRAGMA table_info(packets)")):
+def _upgrade(con: sqlite3.Connection) -> None:
+    """Create the tables `con` lacks, and rebuild those an older edgeae made (`_older`) as ours, their
+    rows copied once checked (`_check_served`): SQLite cannot add a constraint, nor drop a NOT NULL,
+    in place. In one transaction, under the write lock: a serve and an archive opening it at once
+    do it once. A table's AUTOINCREMENT count goes on where it was (an archived id is not given again)."""
+    if not _older(con) and all(_has(con, t) for t in _ours()):
         return
     con.execute("BEGIN IMMEDIATE")
     try:
-        con.execute("ALTER TABLE packets RENAME TO packets_score_not_null")
-        con.execute(PACKETS)
-        con.execute("INSERT INTO packets SELECT * FROM packets_score_not_null")
-        con.execute("DROP TABLE packets_score_not_null")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-
-
-def _add_new_columns(con: sqlite3.Connection) -> None:
-    """Give an older edgeae's tables the columns added since (NULL in the rows they hold), under
-    the write lock: a serve and an archive opening it at once add them once."""
-    new = lambda: [(t, c) for t, columns in _ours().items() for c in columns[len(_columns(con, t)):]]  # noqa: E731
-    if not new():
-        return
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        for table, (name, kind) in new():
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        older = _older(con)
+        for table, (_, sql) in _ours().items():
+            if table in older:
+                _check_served(con, table)
+                kept = ", ".join(_columns(con, table))
+                con.execute(f"ALTER TABLE {table} RENAME TO {table}_older")
+                con.execute(sql)
+                con.execute(f"INSERT INTO {table} ({kept}) SELECT {kept} FROM {table}_older")
+                if _has(con, "sqlite_sequence"):
+                    con.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+                    con.execute("UPDATE sqlite_sequence SET name = ? WHERE name = ?", (table, f"{table}_older"))
+                con.execute(f"DROP TABLE {table}_older")
+            elif not _has(con, table):
+                con.execute(sql)
         con.commit()
     except BaseException:
         con.rollback()
@@ -186,8 +237,8 @@ def summary(db: str | Path, since: float | None = None) -> dict:
             "packets": q(f"SELECT COUNT(*) FROM packets WHERE {recent}")[0][0],
             "anomalies": q(f"SELECT COUNT(*) FROM packets WHERE anomaly=1 AND {recent}")[0][0],
             "unscored": q(f"SELECT COUNT(*) FROM packets WHERE score IS NULL AND {recent}")[0][0],
-            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": _stored_time(t0, "packets.timestamp"),
-                               "last_time": _stored_time(t1, "packets.timestamp"), "last_received": _stored_time(r, "packets.received_at")}
+            "per_sensor": {s: {"packets": n, "anomalies": k, "first_seq": a, "last_seq": b, "first_time": iso_utc(t0),
+                               "last_time": iso_utc(t1), "last_received": iso_utc(r)}
                            for s, n, k, a, b, t0, t1, r in
                            q("SELECT sensor, COUNT(*), SUM(anomaly), MIN(seq), MAX(seq), MIN(timestamp), MAX(timestamp), MAX(received_at) "
                              f"FROM packets WHERE {recent} GROUP BY sensor")},  # fmt: skip
@@ -195,7 +246,7 @@ def summary(db: str | Path, since: float | None = None) -> dict:
                                              "GROUP BY sensor")},  # fmt: skip
             "reordered": q(f"SELECT COUNT(*) FROM packets WHERE reordered=1 AND {recent}")[0][0],
             "rejected": {r: n for r, n in q(f"SELECT reason, COUNT(*) FROM rejected WHERE {recent} GROUP BY reason")},
-            "archived": {s: {"packets": n, "below_seq": w, "archived_at": _stored_time(t, "archived.archived_at")} for s, n, w, t in
+            "archived": {s: {"packets": n, "below_seq": w, "archived_at": iso_utc(t)} for s, n, w, t in
                          q("SELECT sensor, packets, below_seq, archived_at FROM archived ORDER BY sensor")} if _has(con, "archived") else {},
         }
 
@@ -210,14 +261,6 @@ def iso_utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _stored_time(t, column: str) -> str:
-    """`iso_utc` of a time read from `column`; `not_served` for what is not such a time."""
-    try:
-        return iso_utc(t)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise not_served(column, e) from None
-
-
 def score_series(db: str | Path, sensors: int | None = None, since: float | None = None) -> dict[int, dict[str, np.ndarray]]:
     """Per sensor (the first `sensors` by id, or all), in sequence order: the window timestamps,
     scores and anomaly flags of its packets (that came in since `since`, if given), read a sensor
@@ -229,12 +272,7 @@ def score_series(db: str | Path, sensors: int | None = None, since: float | None
         out = {}
         for s in ids:
             rows = con.execute(f"SELECT timestamp, score, anomaly FROM packets WHERE sensor=? AND {recent} ORDER BY seq", (s,))
-            try:
-                a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
-                if not ((a["timestamp"] >= 0) & (a["timestamp"] < 2**32)).all():
-                    raise ValueError("a window time outside the packet's 32-bit field (1970 to 2106)")
-            except (ValueError, TypeError) as e:
-                raise not_served("packets.timestamp, score or anomaly", e) from None
+            a = np.fromiter(rows, dtype=[("timestamp", float), ("score", float), ("anomaly", float)])
             out[s] = {k: a[k].copy() for k in a.dtype.names}
     return out
 

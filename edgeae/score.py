@@ -357,17 +357,15 @@ def _stored_scores(host, db, sensor: int, since: float | None, until: float | No
         if len(rows) < MIN_SENSOR_PACKETS:
             raise EdgeaeError(f"{db}: {len(rows)} scorable packets of sensor {sensor} from export {args[1]}{span}; "
                               f"need at least {MIN_SENSOR_PACKETS} to set its threshold")  # fmt: skip
-        size, column = host.export.manifest["code_size"], "packets.code"
-        try:  # as serve wrote them; any other value is an edited or damaged database
+        size = host.export.manifest["code_size"]
+        try:  # JSON lists as serve wrote them (the database's constraints hold the other columns to serve's values)
             codes = np.array([parse_json(c) for c, _, _ in rows], dtype=np.int8)
             if codes.shape != (len(rows), size):
                 raise ValueError(f"codes of shape {codes.shape[1:]}, the export's are ({size},)")
-            column = "packets.residual"
-            residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows], dtype=np.uint8)
-            column = "packets.timestamp"
-            times = np.array([t for *_, t in rows], dtype=np.float64).tolist()
         except (ValueError, TypeError, OverflowError) as e:
-            raise not_served(column, e) from None
+            raise not_served("packets.code", e) from None
+        residual = None if host.scorer.mode == "code" else np.array([r for _, r, _ in rows], dtype=np.uint8)
+        times = [float(t) for *_, t in rows]
     return host.scorer.score_samples(host.pipe.packet_features(codes, residual)), residual, times
 
 

@@ -8,7 +8,11 @@ sensor's packets) each as its own process and reads its peak resident memory fro
 (`os.wait4`). Beside each, a writer inserts a packet every 20 ms in a transaction of its own, as
 serve does, and records its longest wait for SQLite's lock (`writer_max_wait_s`): the broker holds
 what serve does not take meanwhile, and drops what is beyond its queue. A gateway's database grows
-by one row per packet: at one packet a second a sensor adds 2.6 million a month. Writes JSON.
+by one row per packet: at one packet a second a sensor adds 2.6 million a month. Then the same
+rows in a database an older edgeae made (the tables without `results.SERVED`'s CHECK
+constraints): `edgeae results` on it (which first scans it for values serve does not write), and
+its upgrade (`edgeae archive --before 0`, which archives nothing but first rebuilds the tables
+with the constraints, under the write lock: the writer waits for it). Writes JSON.
 
     python tools/bench_results.py [--packets 2000000] [--sensors 10] [--out tools/out/results.json]
 """
@@ -30,11 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import _measure  # noqa: E402
-from edgeae.results import open_results  # noqa: E402
+from edgeae.results import SCHEMA, open_results  # noqa: E402
 
 
-def fill(db: Path, packets: int, sensors: int) -> None:
-    con = open_results(db)
+def fill(db: Path, packets: int, sensors: int, older: bool = False) -> None:
+    """`packets` rows as serve writes them, in edgeae's tables (`older`: an older edgeae's, without the constraints)."""
+    con = sqlite3.connect(db) if older else open_results(db)
+    if older:
+        con.executescript(SCHEMA)
     per = packets // sensors
     rows = ((s, q, 1_700_000_000 + q, "0badcafe", json.dumps([(q * 7 + k) % 256 - 128 for k in range(8)]), q % 256,
              "[0.036981, 0.03778, 5.201715, 45.025692]", (q % 100) / 50, int(q % 100 > 95), 0, 1.7e9 + q, 1.7e9 + q, "edgeae/1/up")
@@ -90,6 +97,10 @@ def main(argv=None) -> dict:
                "archive_half": measure(db, "archive", "--before", str(half), "--out", str(Path(tmp) / "archive"))}  # fmt: skip
         with contextlib.closing(sqlite3.connect(db)) as con:
             assert con.execute("SELECT COUNT(*) FROM packets WHERE received_at < ?", (half,)).fetchone()[0] == 0
+        older = Path(tmp) / "older.sqlite"
+        fill(older, a.packets, a.sensors, older=True)
+        out["older_summary"] = measure(older, "results")
+        out["older_upgrade"] = measure(older, "archive", "--before", "0", "--out", str(Path(tmp) / "nothing"))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -50,7 +50,7 @@ def unwrap(message: bytes, envelope: str) -> Uplink:
     """The packet carried by a network server's uplink message; PacketError if it carries none."""
     try:
         doc = parse_json(message)
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:  # UnicodeDecodeError and the JSON errors among them
         raise PacketError(NOT_AN_UPLINK, "not JSON") from None
     if envelope == "tts":
         uplink = doc.get("uplink_message") if isinstance(doc, dict) else None

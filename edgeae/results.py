@@ -20,6 +20,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,10 +169,12 @@ def read_results(db: str | Path):
         con.close()
 
 
-def open_results(db: str | Path, advice: str = "give another --db", create: bool = True) -> sqlite3.Connection:
+def open_results(db: str | Path, advice: str = "give another --db", create: bool = True,
+                 notify: Callable[[str], None] = lambda message: None) -> sqlite3.Connection:  # fmt: skip
     """The results database at `db`, created if new (unless not `create`: then one that serve has
     made). Checked before anything is written: a database of another program (another application
-    id, or any table that is not edgeae's) is refused rather than given edgeae's tables beside its own."""
+    id, or any table that is not edgeae's) is refused rather than given edgeae's tables beside its own.
+    An older edgeae's is rebuilt as ours (`_upgrade`), said to `notify` first: it takes a while."""
     try:
         con = sqlite3.connect(str(db), check_same_thread=False)
     except sqlite3.Error as e:
@@ -179,7 +182,7 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
     try:
         if "packets" not in _refuse_foreign(con, db, advice) and not create:
             raise EdgeaeError(f"{db}: {NOT_SERVES}")
-        _upgrade(con)
+        _upgrade(con, db, notify)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
     except sqlite3.Error as e:
@@ -191,7 +194,7 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
     return con
 
 
-def _upgrade(con: sqlite3.Connection) -> None:
+def _upgrade(con: sqlite3.Connection, db, notify: Callable[[str], None]) -> None:
     """Create the tables `con` lacks, and rebuild those an older edgeae made (`_older`) as ours, their
     rows copied once checked (`_check_served`): SQLite cannot add a constraint, nor drop a NOT NULL,
     in place. In one transaction, under the write lock: a serve and an archive opening it at once
@@ -201,6 +204,10 @@ def _upgrade(con: sqlite3.Connection) -> None:
     con.execute("BEGIN IMMEDIATE")
     try:
         older = _older(con)
+        if older:
+            rows = sum(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in older)
+            notify(f"{db}: made by an older edgeae: rebuilding its table(s) {', '.join(older)} ({rows} row{'s' * (rows != 1)}) with this one's "
+                   "constraints, once; writers wait meanwhile")  # fmt: skip
         for table, (_, sql) in _ours().items():
             if table in older:
                 _check_served(con, table)

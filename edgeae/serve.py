@@ -86,7 +86,7 @@ class Server:
         self.unwrap = (lambda message: lorawan.Uplink(message, None)) if envelope is None else functools.partial(lorawan.unwrap, envelope=envelope)
         self.hosts = Hosts([export_dirs] if isinstance(export_dirs, (str, Path)) else export_dirs, keys)
         self.db_path, self.notify, self.stop = Path(db), notify, threading.Event()
-        self.db, self.started = open_results(db), time.time()
+        self.db, self.started = open_results(db, notify=notify), time.time()
         try:
             self._record_scorers(self.hosts, self.started)
         except sqlite3.Error as e:

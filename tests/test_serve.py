@@ -1699,7 +1699,11 @@ def test_a_database_of_an_older_edgeae_gets_the_columns_and_constraints_added_si
         con.execute("DELETE FROM rejected")  # archived
         con.commit()
     assert thresholds(db, [1]) == {1: [0.5]} and summary(db)["packets"] == 0  # read as it is
-    Server(small_export, db).close()
+    notes = []
+    Server(small_export, db, notify=notes.append).close()
+    Server(small_export, db, notify=notes.append).close()  # rebuilt once
+    assert notes == [f"{db}: made by an older edgeae: rebuilding its table(s) packets, rejected, missing, scorers, archived (1 row) "
+                     "with this one's constraints, once; writers wait meanwhile"]  # fmt: skip
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert [c[1] for c in con.execute("PRAGMA table_info(scorers)")][-1] == "sensor"
         assert con.execute("SELECT threshold, sensor FROM scorers ORDER BY started_at").fetchone() == (0.5, None)

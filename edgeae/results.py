@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import reprlib
 import shutil
 import sqlite3
 import time
@@ -105,18 +106,13 @@ def _older(con: sqlite3.Connection) -> list[str]:
 def _check_served(con: sqlite3.Connection, table: str) -> None:
     """`not_served` for the first value of `table` that its CHECK constraints would refuse: a table
     an older edgeae made has none, so a hand edit could have put anything there. One scan."""
-    columns = [c for c in _columns(con, table) if c in SERVED]
-    row = con.execute(f"SELECT rowid, {', '.join(f'{c}, {_served(c)}' for c in columns)} FROM {table} "
-                      f"WHERE NOT ({' AND '.join(f'({_served(c)})' for c in columns)}) LIMIT 1").fetchone()  # fmt: skip
+    checks = {c: _served(c) for c in _columns(con, table) if c in SERVED}
+    row = con.execute(f"SELECT rowid, {', '.join(f'{c}, {ok}' for c, ok in checks.items())} FROM {table} "
+                      f"WHERE NOT ({' AND '.join(f'({ok})' for ok in checks.values())}) LIMIT 1").fetchone()  # fmt: skip
     if row is not None:
         rowid, values, served = row[0], row[1::2], row[2::2]
-        column, value = next((c, v) for c, v, ok in zip(columns, values, served) if not ok)
-        raise not_served(f"{table}.{column}", f"row {rowid}: {_short(value)}")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
+        column, value = next((c, v) for c, v, ok in zip(checks, values, served) if not ok)
+        raise not_served(f"{table}.{column}", f"row {rowid}: {reprlib.repr(value)}")
 
 
 def _refuse_foreign(con: sqlite3.Connection, db, advice: str) -> list[str]:

@@ -702,7 +702,7 @@ def archive(db, before, out):
     in. From cron: --before 90d."""
     from . import results as results_
 
-    report = results_.archive(db, before, out)
+    report = results_.archive(db, before, out, notify=lambda m: click.echo(m, err=True))
     if report is None:
         click.echo(f"{db}: nothing came in before {results_.iso_utc(before)}; nothing archived", err=True)
     else:

@@ -192,7 +192,7 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
 
 def _upgrade(con: sqlite3.Connection, db, notify: Callable[[str], None]) -> None:
     """Create the tables `con` lacks, and rebuild those an older edgeae made (`_older`) as ours, their
-    rows copied once checked (`_check_served`): SQLite cannot add a constraint, nor drop a NOT NULL,
+    rows copied once all are checked (`_check_served`), before `notify` is told: SQLite cannot add a constraint, nor drop a NOT NULL,
     in place. In one transaction, under the write lock: a serve and an archive opening it at once
     do it once. A table's AUTOINCREMENT count goes on where it was (an archived id is not given again)."""
     if not _older(con) and all(_has(con, t) for t in _ours()):
@@ -200,13 +200,14 @@ def _upgrade(con: sqlite3.Connection, db, notify: Callable[[str], None]) -> None
     con.execute("BEGIN IMMEDIATE")
     try:
         older = _older(con)
+        for table in older:
+            _check_served(con, table)
         if older:
             rows = sum(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in older)
             notify(f"{db}: made by an older edgeae: rebuilding its table(s) {', '.join(older)} ({rows} row{'s' * (rows != 1)}) with this one's "
                    "constraints, once; writers wait meanwhile")  # fmt: skip
         for table, (_, sql) in _ours().items():
             if table in older:
-                _check_served(con, table)
                 kept = ", ".join(_columns(con, table))
                 con.execute(f"ALTER TABLE {table} RENAME TO {table}_older")
                 con.execute(sql)
@@ -368,7 +369,8 @@ def to_parquet(db: str | Path, out: str | Path, batch: int = PARQUET_BATCH, sinc
 _ARCHIVED_ROWS = {"packets": ("received_at", "sensor, seq"), "rejected": ("received_at", "id"), "missing": ("filled_at", "sensor, seq")}
 
 
-def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET_BATCH) -> dict | None:
+def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET_BATCH,
+            notify: Callable[[str], None] = lambda message: None) -> dict | None:  # fmt: skip
     """Move what `db` received before Unix time `before` (at the latest, now) into a new folder
     `out`: packets.parquet, rejected.parquet, missing.parquet and archive.json (what it holds).
     Returns that, or None when nothing came in before `before` (then no folder is made).
@@ -380,14 +382,15 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
     an archived packet as it did before. Nothing is lost: a crash before that commit leaves every
     row in the database (and perhaps the folder, a copy). One archive of a database at a time (a
     lock on `<db>.archive.lock`): the rows are those up to each table's last rowid when it began,
-    and only another's deletion could let SQLite give a rowid below it to a new row."""
+    and only another's deletion could let SQLite give a rowid below it to a new row. An older
+    edgeae's database is first rebuilt, said to `notify`, as serve does (`open_results`)."""
     existing_file(db, "results database")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise EdgeaeError(f"{out}: exists; an archive goes to a new folder (one is never replaced)")
     if not out.parent.is_dir():
         raise EdgeaeError(f"{out}: folder {out.parent} does not exist")
-    con = open_results(db, "give a database made by edgeae serve", create=False)  # another program's file gets no lock file beside it
+    con = open_results(db, "give a database made by edgeae serve", create=False, notify=notify)  # another program's file gets no lock file beside it
     try:
         with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
             return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before

@@ -1688,6 +1688,10 @@ def test_a_database_of_an_older_edgeae_gets_the_columns_and_constraints_added_si
     constraints (`results.SERVED`); a database from before them must still be read and served
     into, not refused as another program's: its tables are rebuilt with their rows, and the
     rejected table's ids go on past those archived (AUTOINCREMENT), as they would have."""
+    import shutil
+
+    from test_cli import edgeae
+
     from edgeae.results import SCHEMA, _ours, summary, thresholds
     from edgeae.serve import Server
 
@@ -1699,11 +1703,15 @@ def test_a_database_of_an_older_edgeae_gets_the_columns_and_constraints_added_si
         con.execute("DELETE FROM rejected")  # archived
         con.commit()
     assert thresholds(db, [1]) == {1: [0.5]} and summary(db)["packets"] == 0  # read as it is
+    archived = tmp_path / "archived.sqlite"
+    shutil.copy(db, archived)
     notes = []
     Server(small_export, db, notify=notes.append).close()
     Server(small_export, db, notify=notes.append).close()  # rebuilt once
-    assert notes == [f"{db}: made by an older edgeae: rebuilding its table(s) packets, rejected, missing, scorers, archived (1 row) "
-                     "with this one's constraints, once; writers wait meanwhile"]  # fmt: skip
+    said = "made by an older edgeae: rebuilding its table(s) packets, rejected, missing, scorers, archived (1 row) with this one's constraints, once; writers wait meanwhile"
+    assert notes == [f"{db}: {said}"]
+    proc = edgeae("archive", archived, "--before", "2020-01-01", "--out", tmp_path / "a", no_tf=True)  # archive, from cron, says so too
+    assert proc.returncode == 0 and proc.stderr.splitlines()[0] == f"{archived}: {said}", proc.stderr
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert [c[1] for c in con.execute("PRAGMA table_info(scorers)")][-1] == "sensor"
         assert con.execute("SELECT threshold, sensor FROM scorers ORDER BY started_at").fetchone() == (0.5, None)
@@ -1893,8 +1901,10 @@ def test_a_value_serve_does_not_write_is_refused_by_the_database(tmp_path, small
                  lambda db: calibrate_sensor(export, db, [2])):  # fmt: skip
         with pytest.raises(EdgeaeError, match=re.escape(f"old.sqlite: cannot read it as a results database ({named}")):
             read(old)
+    notes = []
     with pytest.raises(EdgeaeError, match=re.escape(f"old.sqlite: cannot open it as the results database ({named}")):
-        Server(export, old)
+        Server(export, old, notify=notes.append)
+    assert notes == []  # not told it is being rebuilt, then that it cannot be
     assert_one_line_error(edgeae("archive", old, "--before", "0d", "--out", tmp_path / "a"), f"cannot open it as the results database ({named}")
     assert_one_line_error(edgeae("results", old, "--plot", tmp_path / "p.png"), f"cannot read it as a results database ({named}")
     assert not (tmp_path / "a").exists() and not (tmp_path / "p.png").exists() and not (tmp_path / "o.parquet").exists()

@@ -77,22 +77,25 @@ class _Group(click.Group):
             with command_scope("edgeae"):
                 return super().invoke(ctx)
         except EdgeaeError as e:
-            click.echo(f"edgeae: error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
         except OSError as e:  # what no check can foresee: a missing folder, permissions, a full disk
-            click.echo(f"edgeae: error: {f'{e.filename}: {e.strerror}' if e.filename else e}", err=True)
-            sys.exit(2)
+            _fail(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         except MemoryError as e:  # numpy's says how much: "Unable to allocate 7.28 TiB for an array with shape ..."
-            click.echo(f"edgeae: error: not enough memory{f' ({e})' if str(e) else ''}: less data at a time, or a larger machine", err=True)
-            sys.exit(2)
+            _fail(f"not enough memory{f' ({e})' if str(e) else ''}: less data at a time, or a larger machine")
         except Exception as e:  # TensorFlow's own out-of-memory error, from a command that loaded it (a recipe's model too large)
             tf = sys.modules.get("tensorflow")
             if tf is None or not isinstance(e, tf.errors.ResourceExhaustedError):
                 raise
             what = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", e.message)
-            click.echo(f"edgeae: error: not enough memory for the model ({what[0] if what else e.message.splitlines()[0]}): fewer units, "
-                       f"filters or a smaller batch (model.hidden, model.filters, train.batch_size in the recipe), or a larger machine", err=True)  # fmt: skip
-            sys.exit(2)
+            _fail(f"not enough memory for the model ({what[0] if what else e.message.splitlines()[0]}): fewer units, "
+                  f"filters or a smaller batch (model.hidden, model.filters, train.batch_size in the recipe), or a larger machine")  # fmt: skip
+
+
+def _fail(message: str) -> None:
+    """Print the error on one line, whatever it quotes (a CSV cell or a file name may hold a line
+    break: shown as \\n), and exit 2."""
+    click.echo("edgeae: error: " + message.replace("\r", "\\r").replace("\n", "\\n"), err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

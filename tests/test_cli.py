@@ -189,6 +189,15 @@ def test_export_and_verify_bad_inputs(tmp_path, small_run, small_export):
     assert_one_line_error(edgeae("verify", small_export, "--data", faulty), "every window is labelled anomalous")
 
 
+def test_an_error_quoting_a_line_break_stays_on_one_line(tmp_path, small_export):
+    """A quoted CSV cell, or a file's name, may hold a line break; the error quoting it went over
+    two lines, so a log or a script reading the last line got half of it."""
+    data = tmp_path / "d.csv"
+    data.write_text('vib_x,vib_y,current,temperature\n1,2,3,4\n1,"2\n3",3,4\n')
+    assert_one_line_error(edgeae("verify", small_export, "--data", data, no_tf=True), "row 2, column 'vib_y': '2\\n3' is not a number")
+    assert_one_line_error(edgeae("verify", tmp_path / "a\nb", no_tf=True), "a\\nb: no such")
+
+
 @pytest.mark.parametrize("args, option", [
     (["serve", "{x}", "--packets", "{p}", "--db", ""], "--db"),  # was an in-memory database: every packet stored, then lost
     (["serve", "{x}", "--packets", "{p}", "--db", "{d}", "--keys", ""], "--keys"),  # was no keys: untagged packets accepted

@@ -61,6 +61,8 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
             cells = D.with_decimal_points(next(csv.reader([line], delimiter=delimiter)), delimiter)
         except csv.Error as e:  # a field longer than the csv module takes (128 KB)
             raise EdgeaeError(f"{source}: line {n} is not a row of numbers ({e})") from None
+        if len(cells) != len(header):  # a delimiter too many or too few: every column after it shifted
+            raise EdgeaeError(f"{source}: line {n} has {len(cells)} fields, the header has {len(header)}")
         if ti == -1:
             column = D.time_column(header, cells) if times else None
             ti = None if column is None or column in channels else header.index(column)

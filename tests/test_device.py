@@ -178,6 +178,10 @@ def test_bad_stream_lines(tmp_path, small_export):
     big = subprocess.run(args, input=(head + "1,2,3,4\n1,2,1e300,4\n").encode(), capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(big), "line 3 has NaN, inf or values beyond float32's range", stream=True)
     assert "Warning" not in big.stderr  # the overflow is reported, not warned about as well
+    shifted = subprocess.run(args, input=(head + "1,2,3,4\n1,2,3,4\n1,2,3,4,5\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(shifted), "line 4 has 5 fields, the header has 4", stream=True)  # was: read, the columns shifted
+    short = subprocess.run(args, input=(head.replace(",temperature", ",temperature,label") + "1,2,3,4,0\n1,2,3,4\n").encode(), capture_output=True, cwd=ROOT)
+    assert_one_line_error(_text(short), "line 3 has 4 fields, the header has 5", stream=True)  # as the file reader says
     cols = subprocess.run(args, input=b"vib_x,vib_y\n1,2\n", capture_output=True, cwd=ROOT)
     assert_one_line_error(_text(cols), "missing channel column(s) 'current', 'temperature'", stream=True)
     twice = subprocess.run(args, input=(head.strip() + ",vib_x\n1,2,3,4,5\n").encode(), capture_output=True, cwd=ROOT)

@@ -73,7 +73,7 @@ class Series:
             self.labels = np.asarray(self.labels)
             if self.labels.shape != (len(self.values),):
                 raise EdgeaeError(f"{self.source}: labels must be one per row, shape ({len(self.values)},); got {self.labels.shape}")
-            if not np.isin(self.labels, (0, 1)).all():
+            if self.labels.dtype.kind not in "biuf" or not np.isin(self.labels, (0, 1)).all():  # complex 0j and 1 + 0j too
                 raise EdgeaeError(f"{self.source}: labels must be 0 (normal) or 1 (anomalous)")
             self.labels = self.labels.astype(np.int8)
         if self.times is not None and np.shape(self.times) != (len(self.values),):
@@ -435,7 +435,10 @@ def _read_npz(path: Path, channels, label, time) -> Series:
     data = arrays["data"]
     if data.ndim != 2:
         raise EdgeaeError(f"{path}: 'data' must be (rows, channels), got shape {data.shape}")
-    names = [str(c) for c in arrays["channels"]] if "channels" in arrays else [f"ch{i}" for i in range(data.shape[1])]
+    if "channels" in arrays and arrays["channels"].shape != (data.shape[1],):
+        raise EdgeaeError(f"{path}: 'channels' must be one name per column of 'data', shape ({data.shape[1]},); got {arrays['channels'].shape}")
+    # names saved as bytes (dtype 'S', as h5py and Python 2 wrote them) read as text, not "b'vib_x'"
+    names = [c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in arrays.get("channels", [f"ch{i}" for i in range(data.shape[1])])]
     check_unique_names(path, names)
     if data.dtype.kind not in "biuf":  # complex too: casting to float32 dropped the imaginary part
         raise EdgeaeError(f"{path}: 'data' is not real numbers ({data.dtype})")

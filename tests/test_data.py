@@ -44,6 +44,9 @@ def test_a_label_column_of_booleans_as_pandas_writes_them(tmp_path):
     ({"data": np.ones((5, 0))}, "no channel columns ('data' has shape (5, 0))"),  # was 'fewer than one window'
     ({"data": np.ones((5, 2)), "labels": np.zeros((5, 1))}, "labels must be one per row, shape (5,); got (5, 1)"),  # was '5 labels for 5 rows'
     ({"data": np.ones((5, 2)), "times": np.arange(2)}, "times must be one per row, shape (5,); got (2,)"),
+    ({"data": np.ones((5, 2)), "channels": np.array("a")}, "'channels' must be one name per column of 'data', shape (2,); got ()"),  # was a TypeError
+    ({"data": np.ones((5, 2)), "channels": np.array([["a", "b"]])}, "'channels' must be one name per column of 'data', shape (2,); got (1, 2)"),
+    ({"data": np.ones((5, 2)), "labels": np.zeros(5, complex)}, "labels must be 0 (normal) or 1 (anomalous)"),  # was read, with a ComplexWarning
 ])  # fmt: skip
 def test_npz_arrays_refused(tmp_path, arrays, message):
     np.savez(tmp_path / "x.npz", **arrays)
@@ -355,6 +358,8 @@ def test_npz(tmp_path):
     np.savez(p, data=np.arange(12.0).reshape(6, 2), channels=np.array(["a", "b"]), labels=np.array([0, 0, 0, 1, 1, 0]))
     s = D.read_series(p)
     assert s.channels == ["a", "b"] and s.labels.tolist() == [0, 0, 0, 1, 1, 0]
+    np.savez(p, data=np.zeros((6, 2)), channels=np.array([b"a", b"b"]))  # as h5py and Python 2 saved names: was "b'a'"
+    assert D.read_series(p).channels == ["a", "b"]
     np.savez(p, other=np.zeros(3))
     with pytest.raises(EdgeaeError, match="no 'data' array"):
         D.read_series(p)

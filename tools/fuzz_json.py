@@ -1,16 +1,18 @@
 """Hand-edit a JSON file edgeae reads, one key at a time, and see that every command reading it
-answers with one line: an export's manifest.json or scorer.json, or an eval folder's metrics.json.
+answers with one line: an export's manifest.json or scorer.json, an eval folder's metrics.json, a
+sweep folder's rd.json, or a training run's history.json, data.json, recipe.json or pruning.json.
 
 Each key (nested tables and short lists followed) is in turn deleted or set to a value of another
 kind (null, a string, -1, 0, 1e300, NaN, an empty list or table, true), in a copy of the folder;
 then the commands that read the file run on the copy (TensorFlow-free: verify, encode, eval and
-serve for an export; report for an eval folder). A run is listed when it ends in a traceback,
+serve for an export; report for the others). A run is listed when it ends in a traceback,
 a warning, a signal, or an error that is not one line. A run that succeeds is not listed: whether
 an edit should have been refused is for a person to judge from `--all`.
 
     python tools/fuzz_json.py manifest --export edgeae-demo/export --data edgeae-demo/data/test.npz
     python tools/fuzz_json.py scorer   --export edgeae-demo/export --data edgeae-demo/data/test.npz
     python tools/fuzz_json.py metrics  --folder edgeae-demo/report --depth 2
+    python tools/fuzz_json.py history  --folder edgeae-demo/run     (also data, recipe, pruning; rd --folder reports/rd)
     options: --depth 3 (how deep keys are edited), --jobs 3 (parallel runs), --all (list every run),
              --out tools/out/fuzz_<file>.json, --train-rows START:STOP (eval's)
 
@@ -36,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGEAE = str(Path(sys.executable).with_name("edgeae"))
 DELETE = object()
 VALUES = [DELETE, None, "x", -1, 0, 1e300, math.nan, [], {}, True]
-FILES = {"manifest": "manifest.json", "scorer": "scorer.json", "metrics": "metrics.json"}
+FILES = {"manifest": "manifest.json", "scorer": "scorer.json", "metrics": "metrics.json", "rd": "rd.json",
+         "history": "history.json", "data": "data.json", "recipe": "recipe.json", "pruning": "pruning.json"}  # fmt: skip
+OF_AN_EXPORT = ("manifest", "scorer")  # the others are read by report, from --folder
 
 
 def key_paths(value, depth: int, path=()):
@@ -62,7 +66,7 @@ def edited(doc, path, value):
 
 
 def commands(target: str, folder: Path, args) -> dict[str, list]:
-    if target == "metrics":
+    if target not in OF_AN_EXPORT:
         return {"report": ["report", folder, "--out", folder / "page"]}
     rows = ["--train-rows", args.train_rows] if args.train_rows else []
     return {"verify": ["verify", folder],
@@ -89,19 +93,20 @@ def main() -> None:
     ap.add_argument("--export", type=Path, help="an export folder (manifest, scorer)")
     ap.add_argument("--data", type=Path, help="labelled data for encode and eval (manifest, scorer)")
     ap.add_argument("--train-rows", help="eval's --train-rows START:STOP")
-    ap.add_argument("--folder", type=Path, help="an eval output folder (metrics)")
+    ap.add_argument("--folder", type=Path, help="an eval output folder (metrics), a sweep's (rd) or a training run (history, data, recipe, pruning)")
     ap.add_argument("--depth", type=int, default=3, help="edit keys down to this depth (metrics.json: 600 edits at 2, 2100 at 3)")
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--all", action="store_true", help="list every run, not only the wrong ones")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    source = args.folder if args.target == "metrics" else args.export
-    if source is None or (args.target != "metrics" and args.data is None):
-        ap.error("manifest and scorer need --export and --data; metrics needs --folder")
+    export = args.target in OF_AN_EXPORT
+    source = args.export if export else args.folder
+    if source is None or (export and args.data is None):
+        ap.error("manifest and scorer need --export and --data; the others need --folder")
     doc = json.loads((source / FILES[args.target]).read_text())
     cases = [(p, v) for p in key_paths(doc, args.depth) for v in VALUES]
     work = Path(tempfile.mkdtemp(prefix="edgeae-fuzz-"))
-    if args.target != "metrics":  # serve's packets, from the export as it is
+    if export:  # serve's packets, from the export as it is
         args.packets = work / "packets.bin"
         subprocess.run([EDGEAE, "encode", source, "--data", args.data, "--sensor", "1", "--out", args.packets], capture_output=True, check=True)
 

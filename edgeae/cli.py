@@ -28,6 +28,7 @@ DEFAULT_RECIPE = "the default recipe, " + summary(Recipe())
 BROKER_HELP = "[mqtt://|mqtts://][USER@]HOST[:PORT] (mqtts: TLS; a user's password in $EDGEAE_MQTT_PASSWORD)."  # mqtt.parse_broker
 seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Training seed (overrides the recipe's [train] seed; eval also seeds Isolation Forest with it): "
                            "to see how much a figure moves with it.")  # fmt: skip
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 
 
 class Number(click.FloatRange):
@@ -145,7 +146,7 @@ def demo(out, seconds):
 @click.option("--train-rows", callback=_rows, help="Train on rows START:STOP (of each file) instead of the rows labelled normal.")
 @click.option("--qat", is_flag=True, default=None, help="Quantization-aware fine-tuning of the encoder (pruning-preserving with --sparsity).")
 @seed_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def train(recipe_path, data, out, sparsity, epochs, train_rows, qat, seed, quiet):
     """Train an autoencoder (and prune it with --sparsity) into a run directory."""
     from .train import data_notes, kept_epoch, model_notes, train as train_
@@ -749,7 +750,7 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
               help="With an export: judge its scorer at this sensor's own threshold (calibrate --db --sensor), as serve judges "
                    "that sensor's packets [default: the export's threshold].")  # fmt: skip
 @seed_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_rows, thresholds, sensor, seed, quiet):
     """Detection and compression quality on labelled data, beside baselines and published results."""
     from . import evaluate
@@ -791,7 +792,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--files", type=int, help="SKAB: only the first N files.")
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
 @seed_option
-def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
+@quiet_option
+def sweep(recipe_path, data, code_sizes, protocol, files, out, seed, quiet):
     """Rate-distortion: code size vs reconstruction SNR and ROC-AUC, autoencoder vs PCA (int8 codes)."""
     from . import evaluate, wire
 
@@ -801,7 +803,7 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
         raise EdgeaeError(f"--code-sizes: {max(sizes)} is more than the {wire.MAX_CODE} values a packet carries")
     recipe = _load_recipe(recipe_path, seed, data)
     out = out or Path("reports") / f"{recipe.name}-rd"
-    rd = evaluate.sweep(recipe, _protocol_data(protocol, data, files), out, sizes, protocol, files)
+    rd = evaluate.sweep(recipe, _protocol_data(protocol, data, files), out, sizes, protocol, files, progress=not quiet)
     click.echo(f"{'bytes':>6}{'packet':>8}{'AE SNR dB':>11}{'PCA SNR dB':>12}{'AE AUC':>8}{'PCA AUC':>9}")
     for k, a, p, x, y in zip(sizes, rd["autoencoder_int8"]["snr_db"], rd["pca_int8"]["snr_db"],
                              rd["autoencoder_int8"]["roc_auc"], rd["pca_int8"]["roc_auc"]):  # fmt: skip
@@ -814,9 +816,10 @@ def sweep(recipe_path, data, code_sizes, protocol, files, out, seed):
 @main.command()
 @click.argument("folder", type=NonEmptyPath())
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Write the page and PNGs here instead.")
-def report(folder, out):
+@quiet_option
+def report(folder, out, quiet):
     """One self-contained HTML page (plots embedded) from an eval or sweep folder, or a training
     run (its loss per epoch and per-layer sparsity)."""
     from .report import render
 
-    click.echo(f"report written to {render(folder, out)}")
+    click.echo(f"report written to {render(folder, out, progress=not quiet)}")

@@ -151,7 +151,7 @@ def test_without_a_recipe_or_an_out_folder_the_defaults_run(tmp_path, sim_train)
     assert (tmp_path / "dist" / "train" / "manifest.json").is_file()
     proc = edgeae("eval", Path("dist") / "train", "--data", sim_train, "--quiet", cwd=tmp_path)  # eval's, the export's
     assert proc.returncode == 0 and (tmp_path / "reports" / "train" / "metrics.json").is_file(), proc.stderr
-    proc = edgeae("sweep", "--data", sim_train, "--code-sizes", "2", cwd=tmp_path)  # sweep's, the recipe's
+    proc = edgeae("sweep", "--data", sim_train, "--code-sizes", "2", "--quiet", cwd=tmp_path)  # sweep's, the recipe's
     assert proc.returncode == 0 and (tmp_path / "reports" / "train-rd" / "rd.json").is_file(), proc.stderr
     for command in ("eval", "sweep"):
         assert_one_line_error(edgeae(command, "--protocol", "skab", "--data", tmp_path, "--out", tmp_path / "o"),

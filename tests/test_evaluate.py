@@ -103,6 +103,35 @@ def test_report_without_the_eval_extra_says_what_to_install(generic_eval, tmp_pa
     assert not (tmp_path / "page").exists()
 
 
+def test_report_quiet_draws_no_progress_bar_on_a_terminal(generic_eval, tmp_path):
+    """report (and sweep) drew progress bars on a terminal with no way to hide them, as train and
+    eval have (--quiet); the bars show only on a terminal, so the test gives stderr one."""
+    import os
+    import sys
+    import termios
+
+    def stderr_on_a_terminal(*args):
+        leader, follower = os.openpty()
+        termios.tcsetwinsize(follower, (24, 100))  # a new one is 0 columns wide: tqdm drew an empty bar
+        proc = subprocess.Popen([sys.executable, "-m", "edgeae", *map(str, args)], stdout=subprocess.DEVNULL, stderr=follower, cwd=ROOT)
+        os.close(follower)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the command has ended and closed it
+                break
+            if not chunk:
+                break
+            said += chunk
+        os.close(leader)
+        assert proc.wait() == 0, said
+        return said.decode()
+
+    assert "figures:" in stderr_on_a_terminal("report", generic_eval[0], "--out", tmp_path / "page")
+    assert stderr_on_a_terminal("report", generic_eval[0], "--out", tmp_path / "page", "--quiet") == ""
+
+
 def test_every_figure_has_axes_labels_and_a_legend(generic_eval, tmp_path):
     from edgeae.report import _figures, _read
 

@@ -1,7 +1,8 @@
 """Model recipes: TOML files in `models/` that say what to build and how to train it.
 
-A recipe has four tables; every key is optional except `model.kind`, and an unknown key is an
-error (a typo must not silently fall back to a default). See `models/*.toml` for examples.
+A recipe has five tables; every key is optional (what it leaves out is the default recipe's,
+`Recipe()`: a dense autoencoder), and an unknown key is an error (a typo must not silently fall
+back to a default). See `models/*.toml` for examples.
 
     [model]   kind = "dense" | "conv1d", hidden / filters, kernel_size, code_size,
               activation, code_activation (names in ACTIVATIONS), tied

@@ -39,6 +39,8 @@ CONSTANT_STD = 1e-8
 PERIOD_ROWS = 10_000
 #: How far a recording's row period may be from the training data's (`check_row_period`): a logger's jitter, not another rate.
 PERIOD_TOLERANCE = 0.1
+#: The largest value a channel, or a recipe's number, may hold: the models compute in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass

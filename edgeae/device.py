@@ -34,7 +34,6 @@ from .manifest import Export
 from .pipeline import Pipeline
 
 BATCH = 64  # windows per LiteRT call
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin>", times: bool = False) -> Iterator[tuple[float | None, np.ndarray]]:
@@ -70,7 +69,7 @@ def stream_rows(lines: Iterable[str], channels: list[str], source: str = "<stdin
             row = np.array([float(cells[i]) for i in idx])
         except (ValueError, IndexError):
             raise EdgeaeError(f"{source}: line {n} is not a row of numbers for {', '.join(channels)}") from None
-        if not (np.abs(row) <= FLOAT32_MAX).all():
+        if not (np.abs(row) <= D.FLOAT32_MAX).all():
             raise EdgeaeError(f"{source}: line {n} has NaN, inf or values beyond float32's range (3.4e38)")
         try:
             t = None if ti is None else D.unix_seconds(cells[ti] if ti < len(cells) else "")

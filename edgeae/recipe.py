@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data import FLOAT32_MAX
 from .errors import EdgeaeError, existing_file
 from .fsutil import parse_toml
 from .wire import MAX_CODE
@@ -236,8 +237,9 @@ def _build(cls, table: dict, where: str):
             raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be {expected.__name__}, got {value!r}")
         if expected is int and value > MAX_INT:
             raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be at most 2^32-1, got {value!r}")
-        if expected is float and not math.isfinite(value):  # TOML has nan and inf, which every range check lets by
-            raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be a finite number, got {value!r}")
+        if expected is float and not abs(value) <= FLOAT32_MAX:  # TOML has nan and inf, which every range check lets by
+            raise EdgeaeError(f"recipe: {where + '.' if where else ''}{key} must be a finite number within float32's range (3.4e38), "
+                              f"got {value!r}")  # fmt: skip
         kwargs[key] = value
     return cls(**kwargs)
 

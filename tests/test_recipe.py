@@ -80,8 +80,10 @@ def test_wrong_types_and_values():
 @pytest.mark.parametrize("table, message", [
     ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
     ({"train": {"seed": -1}}, "train.seed must be 0..2^32-1, got -1"),  # was numpy's traceback in train
-    ({"train": {"learning_rate": float("nan")}}, "train.learning_rate must be a finite number, got nan"),  # TOML's nan: trained on NaN
-    ({"export": {"input_margin": float("inf")}}, "export.input_margin must be a finite number, got inf"),
+    ({"train": {"learning_rate": float("nan")}}, "train.learning_rate must be a finite number within float32's range (3.4e38), got nan"),  # TOML's nan: trained on NaN
+    ({"export": {"input_margin": float("inf")}}, "export.input_margin must be a finite number within float32's range (3.4e38), got inf"),
+    ({"model": {"sparse": {"weight": 1e300}}}, "model.sparse.weight must be a finite number within float32's range"),  # was a NaN loss, blamed on the learning rate
+    ({"model": {"denoise": {"stddev": 1e39}}}, "model.denoise.stddev must be a finite number within float32's range"),
     ({"data": {"highpass": {"a": float("inf")}}}, "data.highpass time constants must be numbers of rows >= 1, got {'a': inf}"),
     ({"model": {"sparse": {"weight": -1e-3}}}, "model.sparse.weight must be > 0 and target in (0, 1), got -0.001, 0.05"),
     ({"model": {"code_activation": "sigmoid", "sparse": {"kind": "kl", "target": 2}}}, "target in (0, 1), got 0.001, 2.0"),  # was a NaN loss
@@ -105,7 +107,7 @@ def test_wrong_types_and_values():
     ({"train": {"batch_size": 2**70}}, "train.batch_size must be at most 2^32-1, got 1180591620717411303424"),
     ({"model": {"filters": [16, 2**40]}}, "model.filters must be a list of positive integers (at most 2^32-1)"),
     ({"model": {"kind": "conv1d", "kernel_size": 65}}, "model.kernel_size (65) must be at most data.window (64)"),
-    ({"export": {"input_margin": 1e300}}, "export.input_margin must be in 1..100"),
+    ({"export": {"input_margin": 1e6}}, "export.input_margin must be in 1..100"),
     ({"export": {"input_margin": 0.5}}, "export.input_margin must be in 1..100"),
 ])  # fmt: skip
 def test_values_caught_when_the_recipe_is_read(table, message):

@@ -282,9 +282,15 @@ def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_run
 
 
 def _fault_kinds(ctx, param, value: str) -> tuple[str, ...]:
+    """--faults as fault names in order; () for 'none'. An empty one ('' from an unset variable, or
+    ',,') is refused, not taken for a healthy recording; so is 'none' beside faults."""
     from .simulate import FAULTS
 
-    kinds = tuple(k.strip() for k in value.split(",") if k.strip() and k.strip() != "none")
+    kinds = tuple(k.strip() for k in value.split(","))
+    if kinds == ("none",):
+        return ()
+    if "" in kinds or "none" in kinds:
+        raise click.BadParameter(f"must be fault names separated by commas, or 'none' alone, got {value!r}")
     unknown = [k for k in kinds if k not in FAULTS]
     if unknown:
         raise click.BadParameter(f"unknown fault {', '.join(unknown)}; known: {', '.join(FAULTS)}, or none")

@@ -783,6 +783,9 @@ def test_simulate_chooses_faults_and_severity(tmp_path):
     np.testing.assert_allclose(s.values, want.values)
     proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--faults", "imbalance,spall")
     assert proc.returncode == 2 and "unknown fault spall" in proc.stderr
+    for faults in ("", ",,", "imbalance,", "none,imbalance"):  # was a healthy recording, or the faults without a word
+        assert_option_refused(edgeae("simulate", "--out", tmp_path / "b.csv", "--faults", faults),
+                              f"Invalid value for '--faults': must be fault names separated by commas, or 'none' alone, got {faults!r}")  # fmt: skip
     assert_one_line_error(edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "-1"), "fault severity")
     proc = edgeae("simulate", "--out", tmp_path / "b.csv", "--severity", "nan")  # refused by the option's type, as every float's NaN
     assert_option_refused(proc, "Invalid value for '--severity': nan is not a finite number")

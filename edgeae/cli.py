@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -92,7 +93,7 @@ class _Group(click.Group):
                   f"filters or a smaller batch (model.hidden, model.filters, train.batch_size in the recipe), or a larger machine")  # fmt: skip
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """Print the error on one line, whatever it quotes (a CSV cell or a file name may hold a line
     break: shown as \\n), and exit 2."""
     click.echo("edgeae: error: " + message.replace("\r", "\\r").replace("\n", "\\n"), err=True)

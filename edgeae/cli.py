@@ -268,10 +268,10 @@ def export(source, int8, out, decoder_int8, calibration, code_layer, normalizati
 @click.option("--min-sqnr", type=Number(), default=20.0, show_default=True, help="Floor on the code SQNR, dB.")
 @click.option("--max-error-increase", type=Number(min=0), default=0.10, show_default=True, help="Ceiling on the relative reconstruction-error increase.")
 @click.option("--max-auc-drop", type=Number(min=0), default=0.01, show_default=True, help="Ceiling on ROC-AUC float minus int8.")
-@click.option("--max-runtime-noise", type=Number(min=0), default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
-@click.option("--max-runtime-gap", type=Number(min=0), default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
+@click.option("--max-runtime-noise", type=Number(min=0, max=255**2), default=round(1 / 12, 4), show_default=True, help="Noise (code steps squared) TFLite Micro's codes may add over LiteRT's ...")
+@click.option("--max-runtime-gap", type=Number(min=0, max=100), default=1.0, show_default=True, help="... or how much lower their SQNR may be (dB), whichever allows more.")
 @click.option("--max-residual-error", type=Number(min=0), default=0.10, show_default=True, help="Ceiling on the device's residual byte vs the float reconstruction error (mean absolute difference, relative).")
-@click.option("--arena", type=click.IntRange(min=1), default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
+@click.option("--arena", type=click.IntRange(min=1, max=2**30), default=256 * 1024, show_default=True, help="TFLite Micro arena, bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(export_dir, data, min_sqnr, max_error_increase, max_auc_drop, max_runtime_noise, max_runtime_gap, max_residual_error, arena, as_json):
     """Check an export without TensorFlow: hashes, LiteRT vs TFLite Micro, the device model, fidelity vs float."""
@@ -397,7 +397,7 @@ def inspect(path, as_json, edgetpu):
 
 @main.command()
 @click.argument("export_dir", type=NonEmptyPath())
-@click.option("--threads", type=click.IntRange(min=1), help="LiteRT threads (default: LiteRT's choice).")
+@click.option("--threads", type=click.IntRange(min=1, max=256), help="LiteRT threads (default: LiteRT's choice).")
 @click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--repeats", type=click.IntRange(min=1), default=200, show_default=True, help="Timed invocations at batch 1 (fewer for larger batches).")
 @click.option("--edgetpu", is_flag=True, help="Also run the int8 encoder through the Edge TPU delegate.")
@@ -746,7 +746,7 @@ def _protocol_data(protocol: str, data: tuple, files: int | None):
 @click.option("--protocol", type=click.Choice(["skab", "nab", "generic"]), help="Train, prune and export as the protocol says (skab and nab need --recipe).")
 @click.option("--recipe", "recipe_path", type=NonEmptyPath(), help="Recipe for --protocol [generic's default: " + DEFAULT_RECIPE + "].")
 @click.option("--sparsity", type=Number(), default=0.5, show_default=True, help="Also evaluate an export pruned to this sparsity (protocols).")
-@click.option("--files", type=int, help="SKAB: only the first N files.")
+@click.option("--files", type=click.IntRange(min=1), help="SKAB: only the first N files.")
 @click.option("--train-rows", callback=_rows, help="Rows START:STOP (of each file) to fit thresholds and baselines on, and with --protocol generic the "
                                    "model too (default: the recipe's train_rows there, else the rows before each file's first anomaly).")
 @click.option("--thresholds", type=click.Choice(["pooled", "per-file"]),
@@ -776,9 +776,12 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
         m = evaluate.evaluate_protocol(protocol, recipe, _protocol_data(protocol, data, files), out,
                                        sparsity=sparsity, files=files, progress=not quiet,
                                        train_rows=train_rows, per_file=thresholds == "per-file")  # fmt: skip
-    elif seed is not None:
-        raise EdgeaeError("--seed is for --protocol, which trains; an export is already trained")
     elif export_dir:
+        ctx = click.get_current_context()  # --sparsity has a default: whether it was given, not its value
+        given = [f"--{p.replace('_path', '')}" for p in ("recipe_path", "sparsity", "files", "seed")
+                 if ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)]  # fmt: skip
+        if given:
+            raise EdgeaeError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --protocol, which trains; an export is already trained")
         out = out or Path("reports") / Path(export_dir).resolve().name
         m = evaluate.evaluate_export(export_dir, data, out, train_rows, progress=not quiet,
                                      per_file=thresholds == "per-file", sensor=sensor)  # fmt: skip
@@ -796,7 +799,7 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
 @click.option("--code-sizes", default="2,4,8,16,32", show_default=True, help="Code sizes to train, comma-separated (an int8 code: bytes per window).")
 @click.option("--protocol", type=click.Choice(["generic", "skab"]), default="generic", show_default=True,
               help="generic: one model over the files' training rows; skab: SKAB's published protocol, one model per file.")
-@click.option("--files", type=int, help="SKAB: only the first N files.")
+@click.option("--files", type=click.IntRange(min=1), help="SKAB: only the first N files.")
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Output folder (rd.json) [default: reports/<the recipe's name>-rd].")
 @seed_option
 @quiet_option

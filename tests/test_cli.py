@@ -198,6 +198,22 @@ def test_an_error_quoting_a_line_break_stays_on_one_line(tmp_path, small_export)
     assert_one_line_error(edgeae("verify", tmp_path / "a\nb", no_tf=True), "a\\nb: no such")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["verify", "{x}", "--max-runtime-gap", "1e300"], "'--max-runtime-gap': 1e+300 is not in the range 0<=x<=100"),  # was an OverflowError
+    (["verify", "{x}", "--max-runtime-noise", "1e300"], "'--max-runtime-noise': 1e+300 is not in the range 0<=x<=65025"),  # was numpy's warning
+    (["verify", "{x}", "--arena", str(2**64)], "'--arena': 18446744073709551616 is not in the range 1<=x<=1073741824"),  # was the model's bytes in an error
+    (["bench", "{x}", "--threads", str(2**64)], "'--threads': 18446744073709551616 is not in the range 1<=x<=256"),  # was LiteRT's traceback
+    (["eval", "--protocol", "skab", "--recipe", "models/skab.toml", "--data", "{x}", "--files", "-1"], "'--files': -1 is not in the range x>=1"),  # was all files but the last
+    (["eval", "{x}", "--data", "{d}", "--files", "2", "--sparsity", "0.5"], "--sparsity, --files are for --protocol, which trains"),  # were ignored
+    (["eval", "{x}", "--data", "{d}", "--recipe", "models/skab.toml"], "--recipe is for --protocol, which trains; an export is already trained"),
+])  # fmt: skip
+def test_an_option_out_of_its_range_is_refused_before_the_command_runs(tmp_path, small_export, sim_test, args, message):
+    """A scratch fuzz of the TensorFlow-free commands' options (nan, inf, -1, 0, 1e300, 2^64, '', ...)
+    found these let by; an option that only --protocol uses was ignored beside an export."""
+    proc = edgeae(*[a.format(x=small_export, d=sim_test) for a in args], no_tf=True)
+    assert_option_refused(proc, message)
+
+
 @pytest.mark.parametrize("args, option", [
     (["serve", "{x}", "--packets", "{p}", "--db", ""], "--db"),  # was an in-memory database: every packet stored, then lost
     (["serve", "{x}", "--packets", "{p}", "--db", "{d}", "--keys", ""], "--keys"),  # was no keys: untagged packets accepted

@@ -203,7 +203,7 @@ def test_an_error_quoting_a_line_break_stays_on_one_line(tmp_path, small_export)
     (["verify", "{x}", "--max-runtime-noise", "1e300"], "'--max-runtime-noise': 1e+300 is not in the range 0<=x<=65025"),  # was numpy's warning
     (["verify", "{x}", "--arena", str(2**64)], "'--arena': 18446744073709551616 is not in the range 1<=x<=1073741824"),  # was the model's bytes in an error
     (["bench", "{x}", "--threads", str(2**64)], "'--threads': 18446744073709551616 is not in the range 1<=x<=256"),  # was LiteRT's traceback
-    (["eval", "--protocol", "skab", "--recipe", "models/skab.toml", "--data", "{x}", "--files", "-1"], "'--files': -1 is not in the range x>=1"),  # was all files but the last
+    (["eval", "--protocol", "skab", "--recipe", "models/skab.toml", "--data", "{x}", "--files", "-1"], "'--files': -1 is not in the range x>=1"),  # as the option says it, not later
     (["eval", "{x}", "--data", "{d}", "--files", "2", "--sparsity", "0.5"], "--sparsity, --files are for --protocol, which trains"),  # were ignored
     (["eval", "{x}", "--data", "{d}", "--recipe", "models/skab.toml"], "--recipe is for --protocol, which trains; an export is already trained"),
 ])  # fmt: skip

@@ -778,8 +778,8 @@ def eval_(export_dir, data, out, protocol, recipe_path, sparsity, files, train_r
                                        train_rows=train_rows, per_file=thresholds == "per-file")  # fmt: skip
     elif export_dir:
         ctx = click.get_current_context()  # --sparsity has a default: whether it was given, not its value
-        given = [f"--{p.replace('_path', '')}" for p in ("recipe_path", "sparsity", "files", "seed")
-                 if ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)]  # fmt: skip
+        given = [option for option, param in (("--recipe", "recipe_path"), ("--sparsity", "sparsity"), ("--files", "files"), ("--seed", "seed"))
+                 if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT)]  # fmt: skip
         if given:
             raise EdgeaeError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --protocol, which trains; an export is already trained")
         out = out or Path("reports") / Path(export_dir).resolve().name

@@ -193,8 +193,9 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
 def _upgrade(con: sqlite3.Connection, db, notify: Callable[[str], None]) -> None:
     """Create the tables `con` lacks, and rebuild those an older edgeae made (`_older`) as ours, their
     rows copied once all are checked (`_check_served`) and `notify` told: SQLite cannot add a
-    constraint, nor drop a NOT NULL, in place. In one transaction, under the write lock: a serve and an archive opening it at once
-    do it once. A table's AUTOINCREMENT count goes on where it was (an archived id is not given again)."""
+    constraint, nor drop a NOT NULL, in place. In one transaction, under the write lock: a serve and
+    an archive opening it at once do it once. A table's AUTOINCREMENT count goes on where it was (an
+    archived id is not given again)."""
     if not _older(con) and all(_has(con, t) for t in _ours()):
         return
     con.execute("BEGIN IMMEDIATE")

@@ -157,18 +157,32 @@ def read(model: str | Path | bytes) -> Graph:
         raise EdgeaeError(f"{name}: the model has no subgraph")
     op_names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
     g = m.subgraphs[0]
-    tensors = [_tensor(i, t, m.buffers) for i, t in enumerate(g.tensors)]
-    ops = []
-    for i, o in enumerate(g.operators):
-        code = m.operatorCodes[o.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        ops.append(Op(
-            index=i, name=op_names.get(builtin, f"UNKNOWN_{builtin}"), version=code.version,
-            inputs=[tensors[j] for j in o.inputs if j >= 0], outputs=[tensors[j] for j in o.outputs],
-            options=_options(o.builtinOptions),
-        ))  # fmt: skip
+    try:  # what the parser cannot check: a damaged file's indices can point past its own lists, a buffer not fit its type
+        tensors = [_tensor(i, t, m.buffers) for i, t in enumerate(g.tensors)]
+
+        def at(indices) -> list[Tensor]:
+            indices = list(indices)
+            if any(j < 0 for j in indices):  # Python would read them from the end
+                raise IndexError("negative tensor index")
+            return [tensors[j] for j in indices]
+
+        ops = []
+        for i, o in enumerate(g.operators):
+            code = m.operatorCodes[o.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            ops.append(Op(
+                index=i, name=op_names.get(builtin, f"UNKNOWN_{builtin}"), version=code.version,
+                inputs=at(j for j in o.inputs if j != -1), outputs=at(o.outputs),  # -1: an optional input left out
+                options=_options(o.builtinOptions),
+            ))  # fmt: skip
+        inputs, outputs = at(g.inputs), at(g.outputs)
+    except (IndexError, TypeError, ValueError) as e:
+        raise EdgeaeError(f"{name}: damaged TFLite flatbuffer: its tensors, buffers and operators do not fit together "
+                          f"({e.__class__.__name__})") from None  # fmt: skip
+    if not inputs or not outputs:
+        raise EdgeaeError(f"{name}: damaged TFLite flatbuffer: the model has no {'input' if not inputs else 'output'}")
     return Graph(
-        ops=ops, inputs=[tensors[i] for i in g.inputs], outputs=[tensors[i] for i in g.outputs],
+        ops=ops, inputs=inputs, outputs=outputs,
         size_bytes=len(model), subgraphs=len(m.subgraphs), sparse_tensors=sum(t.sparsity is not None for t in g.tensors),
     )  # fmt: skip
 
@@ -185,7 +199,7 @@ def _tensor(index, t, buffers) -> Tensor:
         data = np.frombuffer(bytes(bytearray(buf.data)), dtype=_NUMPY[dtype])
         if shape and data.size == int(np.prod(shape)):
             data = data.reshape(shape)
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)  # only shown; a damaged one is no reason to stop
     sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
     return Tensor(index, name, shape, dtype, scale, zp, data, sig, bool(t.isVariable))
 

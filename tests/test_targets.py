@@ -283,6 +283,47 @@ def test_bad_inputs(tmp_path, small_export):
         targets.measure_arena(junk)
 
 
+def _edited(model: bytes, edit) -> bytes:
+    """The flatbuffer unpacked, changed by `edit` and packed again: damage the parser cannot see."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+
+    m = S.ModelT.InitFromPackedBuf(model, 0)
+    edit(m)
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: setattr(m.subgraphs[0].operators[0], "inputs", [99, *m.subgraphs[0].operators[0].inputs[1:]]),  # no tensor 99
+    lambda m: setattr(m.subgraphs[0].operators[0], "outputs", [-2]),  # Python would take the last but one
+    lambda m: setattr(m.subgraphs[0].operators[0], "opcodeIndex", 99),
+    lambda m: setattr(m.subgraphs[0], "outputs", [99]),
+    lambda m: setattr(m.subgraphs[0], "inputs", []),
+], ids=["op-input", "negative-output", "opcode", "subgraph-output", "no-input"])  # fmt: skip
+def test_inspect_damaged_indices(tmp_path, small_export, edit):
+    """A flatbuffer the parser reads but whose indices point past its own lists was an IndexError
+    traceback (a bit flip in a byte fuzz of `inspect`, 4 runs of 500), or a wrong tensor read silently."""
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(_edited((small_export / "encoder_int8.tflite").read_bytes(), edit))
+    assert_one_line_error(edgeae("inspect", bad), "damaged TFLite flatbuffer")
+
+
+def test_inspect_shows_a_damaged_tensor_name(tmp_path, small_export):
+    """A name that is not UTF-8 (one flipped byte) was a UnicodeDecodeError traceback; a name is only shown."""
+
+    def edit(m):
+        m.subgraphs[0].tensors[0].name = b"window\xff"
+
+    bad = tmp_path / "name.tflite"
+    bad.write_bytes(_edited((small_export / "encoder_int8.tflite").read_bytes(), edit))
+    assert graph.read(bad).inputs[0].name == "window\ufffd"
+    proc = edgeae("inspect", bad, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["totals"]["parameters"] == graph.read(small_export / "encoder_int8.tflite").parameters
+
+
 @pytest.mark.skipif(CC is None, reason="no system C compiler")
 @pytest.mark.parametrize("io_type", ["int8", "uint8"])
 def test_config_helpers_map_model_outputs_to_packet_bytes(small_run, tmp_path, io_type):

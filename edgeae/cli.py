@@ -576,9 +576,12 @@ def calibrate(export_dir, data, db, sensor, since, until, mode, rule, q, train_r
         raise EdgeaeError("--mode, --train-rows and --f1 go with --data: --db keeps the export's scorer and sets a sensor's threshold")
     if not sensor:
         raise EdgeaeError("--db needs --sensor: the sensor whose threshold its packets set")
+    from .results import damage_named
     from .score import calibrate_sensor
 
-    click.echo(json.dumps(calibrate_sensor(export_dir, db, list(dict.fromkeys(sensor)), since, until, rule, q)[1], indent=2))
+    with damage_named(db):
+        report = calibrate_sensor(export_dir, db, list(dict.fromkeys(sensor)), since, until, rule, q)[1]
+    click.echo(json.dumps(report, indent=2))
     click.echo(RESTART_SERVE, err=True)
 
 
@@ -683,18 +686,19 @@ def results(db, parquet, plot, since):
     for wanted, module, extra in ((parquet, "pyarrow", "serve"), (plot, "matplotlib", "eval")):  # before any output
         if wanted:
             require(module, extra)
-    summary = results_.summary(db, since)
-    # the files are written before the summary prints: a refusal (nothing to plot, a full disk) comes alone, not after a success
-    if plot:
-        from .report import RESULTS_SENSORS, results_plot
+    with results_.damage_named(db):
+        summary = results_.summary(db, since)
+        # the files are written before the summary prints: a refusal (nothing to plot, a full disk) comes alone, not after a success
+        if plot:
+            from .report import RESULTS_SENSORS, results_plot
 
-        series = results_.score_series(db, RESULTS_SENSORS, since)
-        if not series and since is not None:
-            raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
-        click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
-    if parquet:
-        click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
-    click.echo(json.dumps(summary, indent=2))
+            series = results_.score_series(db, RESULTS_SENSORS, since)
+            if not series and since is not None:
+                raise EdgeaeError(f"{db}: no packet came in since {summary['since']}: nothing to plot")
+            click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
+        if parquet:
+            click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
+        click.echo(json.dumps(summary, indent=2))
 
 
 @main.command()

@@ -104,9 +104,12 @@ def _older(con: sqlite3.Connection) -> list[str]:
 
 
 def _check_served(con: sqlite3.Connection, table: str) -> None:
-    """`not_served` for the first value of `table` that its CHECK constraints would refuse: a table
-    an older edgeae made has none, so a hand edit could have put anything there. One scan."""
-    checks = {c: _served(c) for c in _columns(con, table) if c in SERVED}
+    """`not_served` for the first value of `table` that its CHECK or NOT NULL constraints would
+    refuse. SQLite checks them only on writing: a table an older edgeae made has no CHECKs, so a
+    hand edit could have put anything there, and byte damage (or PRAGMA ignore_check_constraints)
+    can leave any value in one of ours. One scan."""
+    checks = {c: f"{c} IS NOT NULL AND ({_served(c)})" if not_null else _served(c)
+              for _, c, _, not_null, *_ in con.execute(f"PRAGMA table_info({table})") if c in SERVED}  # fmt: skip
     row = con.execute(f"SELECT rowid, {', '.join(f'{c}, {ok}' for c, ok in checks.items())} FROM {table} "
                       f"WHERE NOT ({' AND '.join(f'({ok})' for ok in checks.values())}) LIMIT 1").fetchone()  # fmt: skip
     if row is not None:
@@ -163,6 +166,28 @@ def read_results(db: str | Path):
         raise EdgeaeError(f"{db}: cannot read it as a results database ({e})") from None
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def damage_named(db: str | Path):
+    """Around a command that reads `db`: a TypeError, ValueError or OverflowError that a value serve
+    does not write caused becomes the error naming that value (`not_served`). The tables' checks
+    keep such values out only as rows are written: byte damage, or a hand edit under PRAGMA
+    ignore_check_constraints, can leave one. The database is scanned for one only on such an error
+    (a gateway's takes seconds); if it holds none, the error is edgeae's own and goes on as it is."""
+    try:
+        yield
+    except (TypeError, ValueError, OverflowError):
+        with read_results(db) as con:
+            _check_all_served(con)
+        raise
+
+
+def _check_all_served(con: sqlite3.Connection) -> None:
+    """`_check_served` of each of edgeae's tables that `con` holds."""
+    for table in _ours():
+        if _has(con, table):
+            _check_served(con, table)
 
 
 def open_results(db: str | Path, advice: str = "give another --db", create: bool = True,
@@ -394,7 +419,12 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
     con = open_results(db, "give a database made by edgeae serve", create=False, notify=notify)  # another program's file gets no lock file beside it
     try:
         with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
-            return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before
+            try:
+                return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before
+            except (TypeError, ValueError, OverflowError):  # from a value serve does not write? As in damage_named
+                con.rollback()
+                _check_all_served(con)
+                raise
     except sqlite3.Error as e:
         con.rollback()
         kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""

@@ -1910,6 +1910,49 @@ def test_a_value_serve_does_not_write_is_refused_by_the_database(tmp_path, small
     assert not (tmp_path / "a").exists() and not (tmp_path / "p.png").exists() and not (tmp_path / "o.parquet").exists()
 
 
+@pytest.mark.parametrize("edit, command, column", [
+    ("UPDATE packets SET received_at = 1e300 WHERE seq = 3", ["results"], "packets.received_at"),
+    ("UPDATE packets SET sensor = X'00ff' WHERE seq = 3", ["results"], "packets.sensor"),
+    ("UPDATE packets SET timestamp = 99999999999999 WHERE seq = 3", ["results", "--plot", "PLOT"], "packets.timestamp"),
+    ("UPDATE packets SET anomaly = '' WHERE seq = 3", ["results", "--plot", "PLOT"], "packets.anomaly"),
+    ("UPDATE packets SET timestamp = '' WHERE seq = 3", ["calibrate", "EXPORT", "--sensor", "2", "--db"], "packets.timestamp"),
+    ("UPDATE packets SET seq = 9223372036854775807 WHERE seq = 3", ["archive", "--before", "2100-01-01", "--out", "ARCHIVE"], "packets.seq"),
+])  # fmt: skip
+def test_a_value_its_checks_refuse_left_by_damage_is_named(tmp_path, small_export, edit, command, column):
+    """SQLite checks the CHECK constraints only on writing: byte damage (a flipped bit in the file
+    of a gateway's SD card), or a hand edit under PRAGMA ignore_check_constraints, can leave a value
+    they refuse in a database of this edgeae, and results, calibrate --db and archive ended in a
+    traceback (OverflowError from the clock, json's TypeError on a sensor of bytes, matplotlib's
+    date range, the int too large for SQLite). Now the command names the value, as for an older
+    edgeae's database; archive says its folder holds copies of rows it kept."""
+    import shutil
+
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.serve import Server
+
+    export, db = tmp_path / "export", tmp_path / "r.sqlite"
+    shutil.copytree(small_export, export)  # calibrate would write its scorer
+    ex = Export.open(export)
+    server = Server(export, db)
+    server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10)) for seq in range(100)])  # calibrate needs 100
+    server.close()
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("PRAGMA ignore_check_constraints = 1")
+        con.execute(edit)
+    paths = {"PLOT": tmp_path / "p.png", "ARCHIVE": tmp_path / "a", "EXPORT": export}
+    args = [str(paths.get(a, a)) for a in command]
+    args = [*args, db] if command[0] == "calibrate" else [args[0], db, *args[1:]]
+    verb = "archive" if command[0] == "archive" else "read it as a results database"
+    proc = edgeae(*args)
+    assert_one_line_error(proc, f"r.sqlite: cannot {verb} ({column} holds a value serve does not write (row 4: ")
+    if command[0] == "archive":
+        assert proc.stderr.rstrip().endswith("a holds copies of rows still in the database: remove it before archiving again")
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            assert con.execute("SELECT COUNT(*) FROM packets").fetchone()[0] == 100
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
     """A device whose clock a flat battery reset to 1970 sent window times serve stored as they
     came, without a word; `calibrate --since` and the results plot, which go by them, then missed

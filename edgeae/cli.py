@@ -688,6 +688,7 @@ def results(db, parquet, plot, since):
             require(module, extra)
     with results_.damage_named(db):
         summary = results_.summary(db, since)
+        shown = json.dumps(summary, indent=2)  # before any file is written: one not written for a summary that cannot be shown
         # the files are written before the summary prints: a refusal (nothing to plot, a full disk) comes alone, not after a success
         if plot:
             from .report import RESULTS_SENSORS, results_plot
@@ -698,7 +699,7 @@ def results(db, parquet, plot, since):
             click.echo(f"scores plotted in {results_plot(series, plot, results_.thresholds(db, series), len(summary['per_sensor']))}", err=True)
         if parquet:
             click.echo(f"packets written to {results_.to_parquet(db, parquet, since=since)}", err=True)
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(shown)
 
 
 @main.command()

@@ -169,17 +169,22 @@ def read_results(db: str | Path):
 
 
 @contextlib.contextmanager
-def damage_named(db: str | Path):
-    """Around a command that reads `db`: a TypeError, ValueError or OverflowError that a value serve
-    does not write caused becomes the error naming that value (`not_served`). The tables' checks
-    keep such values out only as rows are written: byte damage, or a hand edit under PRAGMA
-    ignore_check_constraints, can leave one. The database is scanned for one only on such an error
-    (a gateway's takes seconds); if it holds none, the error is edgeae's own and goes on as it is."""
+def damage_named(db: str | Path | sqlite3.Connection):
+    """Around what reads the database `db` (a path, or a connection whose transaction is then
+    rolled back): a TypeError, ValueError or OverflowError that a value serve does not write caused
+    becomes the error naming that value (`not_served`). The tables' checks keep such values out
+    only as rows are written: byte damage, or a hand edit under PRAGMA ignore_check_constraints,
+    can leave one. The database is scanned for one only on such an error (a gateway's takes
+    seconds); if it holds none, the error is edgeae's own and goes on as it is."""
     try:
         yield
     except (TypeError, ValueError, OverflowError):
-        with read_results(db) as con:
-            _check_all_served(con)
+        if isinstance(db, sqlite3.Connection):
+            db.rollback()
+            _check_all_served(db)
+        else:
+            with read_results(db) as con:
+                _check_all_served(con)
         raise
 
 
@@ -419,12 +424,8 @@ def archive(db: str | Path, before: float, out: str | Path, batch: int = PARQUET
     con = open_results(db, "give a database made by edgeae serve", create=False, notify=notify)  # another program's file gets no lock file beside it
     try:
         with only_one(Path(f"{db}.archive.lock"), f"another edgeae archive of {db}"):  # rowids stay put until it deletes
-            try:
+            with damage_named(con):
                 return _archive(con, Path(db), min(before, time.time()), out, batch)  # a gap filled from now on: filled_at >= before
-            except (TypeError, ValueError, OverflowError):  # from a value serve does not write? As in damage_named
-                con.rollback()
-                _check_all_served(con)
-                raise
     except sqlite3.Error as e:
         con.rollback()
         kept = f"; {out} holds copies of rows still in the database: remove it before archiving again" if out.exists() else ""

@@ -51,7 +51,7 @@ from .errors import EdgeaeError, existing_file
 from .fsutil import parse_json
 from .host import Hosts
 from .mqtt import Message, Subscriber
-from .results import iso_utc, open_results
+from .results import damage_named, iso_utc, open_results
 
 REPLAYED = "replayed_seq"
 CLOCK_AHEAD_S = 300  # a window time this far after its packet arrived cannot be right (`Server._note_clock`)
@@ -141,7 +141,8 @@ class Server:
         waiting = False
         while True:
             try:
-                self._handle(batch)
+                with damage_named(self.db):  # a stored value serve does not write (byte damage) is a database error
+                    self._handle(batch)
                 break
             except sqlite3.Error as e:
                 self.last_seq.clear()  # the rolled-back batch may have moved it: read it again from the database

@@ -1917,14 +1917,18 @@ def test_a_value_serve_does_not_write_is_refused_by_the_database(tmp_path, small
     ("UPDATE packets SET anomaly = '' WHERE seq = 3", ["results", "--plot", "PLOT"], "packets.anomaly"),
     ("UPDATE packets SET timestamp = '' WHERE seq = 3", ["calibrate", "EXPORT", "--sensor", "2", "--db"], "packets.timestamp"),
     ("UPDATE packets SET seq = 9223372036854775807 WHERE seq = 3", ["archive", "--before", "2100-01-01", "--out", "ARCHIVE"], "packets.seq"),
+    ("UPDATE packets SET seq = 'x' WHERE seq = 3", ["serve", "EXPORT", "--packets", "PACKETS", "--db"], "packets.seq"),
+    ("INSERT INTO missing VALUES (X'00ff', 1, 1795946400.0, NULL)", ["results", "--plot", "PLOT"], "missing.sensor"),
 ])  # fmt: skip
 def test_a_value_its_checks_refuse_left_by_damage_is_named(tmp_path, small_export, edit, command, column):
     """SQLite checks the CHECK constraints only on writing: byte damage (a flipped bit in the file
     of a gateway's SD card), or a hand edit under PRAGMA ignore_check_constraints, can leave a value
     they refuse in a database of this edgeae, and results, calibrate --db and archive ended in a
     traceback (OverflowError from the clock, json's TypeError on a sensor of bytes, matplotlib's
-    date range, the int too large for SQLite). Now the command names the value, as for an older
-    edgeae's database; archive says its folder holds copies of rows it kept."""
+    date range, the int too large for SQLite, serve's TypeError counting on from a sequence number
+    of text), or in a plot written before the summary failed. Now the command names the value, as
+    for an older edgeae's database, and writes nothing; archive says its folder holds copies of rows
+    it kept, serve keeps the packets it could not store in a packet file."""
     import shutil
 
     from test_cli import assert_one_line_error, edgeae
@@ -1940,12 +1944,15 @@ def test_a_value_its_checks_refuse_left_by_damage_is_named(tmp_path, small_expor
     with contextlib.closing(sqlite3.connect(db)) as con, con:
         con.execute("PRAGMA ignore_check_constraints = 1")
         con.execute(edit)
-    paths = {"PLOT": tmp_path / "p.png", "ARCHIVE": tmp_path / "a", "EXPORT": export}
+    wire.write_packet_file(tmp_path / "more.bin", [wire.encode(wire.Packet(ex.model_id, 2, 100, 1_795_946_500, (0,) * ex.manifest["code_size"], 10))])
+    paths = {"PLOT": tmp_path / "p.png", "ARCHIVE": tmp_path / "a", "EXPORT": export, "PACKETS": tmp_path / "more.bin"}
     args = [str(paths.get(a, a)) for a in command]
-    args = [*args, db] if command[0] == "calibrate" else [args[0], db, *args[1:]]
-    verb = "archive" if command[0] == "archive" else "read it as a results database"
+    args = [*args, db] if command[0] in ("calibrate", "serve") else [args[0], db, *args[1:]]
+    verb = {"archive": "archive", "serve": "store packets"}.get(command[0], "read it as a results database")
     proc = edgeae(*args)
-    assert_one_line_error(proc, f"r.sqlite: cannot {verb} ({column} holds a value serve does not write (row 4: ")
+    assert_one_line_error(proc, f"r.sqlite: cannot {verb} ({column} holds a value serve does not write (row ")
+    if command[0] == "serve":
+        assert "the 1 not stored are kept in" in proc.stderr and len(list(tmp_path.glob("r.sqlite.unstored-*.bin"))) == 1
     if command[0] == "archive":
         assert proc.stderr.rstrip().endswith("a holds copies of rows still in the database: remove it before archiving again")
         with contextlib.closing(sqlite3.connect(db)) as con:

@@ -157,7 +157,7 @@ def read(model: str | Path | bytes) -> Graph:
         raise EdgeaeError(f"{name}: the model has no subgraph")
     op_names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
     g = m.subgraphs[0]
-    try:  # what the parser cannot check: a damaged file's indices can point past its own lists, a buffer not fit its type
+    try:  # what the parser cannot check: a damaged file's indices can point past its own lists, a buffer can misfit its type
         tensors = [_tensor(i, t, m.buffers) for i, t in enumerate(g.tensors)]
 
         def at(indices) -> list[Tensor]:

@@ -316,12 +316,20 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     if len(representative) == 0:
         raise EdgeaeError("no calibration windows to quantize with")
     edgetpu = target == "edgetpu"
+    power = recipe.export.residual_power if recipe is not None else 1
+    channels = normalizer.channels
+    ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
+    recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
+    ref_errors = reconstruction_error(reference.reshape(len(reference), window, len(channels)), recon, power)
+    near = max(float(np.abs(recon.reshape(len(reference), -1) - reference.reshape(len(reference), -1)).max()), 1e-6)
+    device = _device_model(encoder, decoder, window, len(channels), power, near)
     enc_f32 = to_tflite(encoder)
     codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
     dec_f32 = to_tflite(decoder)
-    for part, f32, x in (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep)):
+    for part, f32, x in (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep), ("device model", to_tflite(device), representative)):
         # TFLite's quantizer calibrates on these float graphs, and crashes the process (a segmentation
-        # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88.
+        # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88;
+        # the device model's squared errors overflow float32 (3.4e38) on windows of 2e19, at power 4 of 4e9.
         blown = Model(f32, keep_tensors=True).non_finite_tensor(x)
         if blown is not None:
             raise EdgeaeError(f"the calibration windows drive the {part}'s tensor '{blown}' to inf or NaN in TFLite, "
@@ -331,13 +339,6 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
     dec = to_tflite(decoder, codes_rep) if decoder_int8 else dec_f32
 
-    power = recipe.export.residual_power if recipe is not None else 1
-    channels = normalizer.channels
-    ref_codes = encoder.predict(reference, verbose=0, batch_size=256)
-    recon = decoder.predict(ref_codes, verbose=0, batch_size=256)
-    ref_errors = reconstruction_error(reference.reshape(len(reference), window, len(channels)), recon, power)
-    near = max(float(np.abs(recon.reshape(len(reference), -1) - reference.reshape(len(reference), -1)).max()), 1e-6)
-    device = _device_model(encoder, decoder, window, len(channels), power, near)
     # A fixed batch of 1: with a dynamic batch the flattening reshapes become SHAPE / STRIDED_SLICE /
     # PACK ops on a dynamic shape, which TFLite Micro cannot allocate; the device runs one window anyway.
     dev_int8 = to_tflite(device, representative, io_type=io_type, per_tensor=edgetpu, static_batch=True)

@@ -139,6 +139,20 @@ def test_damaged_run_file_is_named(small_run, tmp_path, name, text, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_calibration_that_overflows_the_device_model_is_named_not_a_crash(tmp_path, small_run):
+    """Calibration rows of 1e19 (a file of uint64 maxima, say: still within float32) square to inf
+    in the device model's residual, and TFLite's quantizer died of a segmentation fault (exit -11)
+    calibrating it: the encoder and decoder were checked for that, the device model was not."""
+    from test_cli import assert_one_line_error, edgeae
+
+    s = simulate.machine(seconds=2, seed=3)
+    s.values = np.full_like(s.values, 1.8e19)
+    calib, out = save_npz(tmp_path / "huge.npz", s), tmp_path / "dist"
+    proc = edgeae("export", "--int8", small_run, "--calibration", calib, "--out", out)
+    assert_one_line_error(proc, "the calibration windows drive the device model's tensor '")
+    assert "are they scaled as the model was trained?" in proc.stderr and not out.exists()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_artifact_is_caught(small_export, tmp_path, damage):
     bad = tmp_path / "bad"

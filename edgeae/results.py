@@ -145,6 +145,14 @@ def not_served(column: str, what: str | Exception) -> sqlite3.DataError:
     return sqlite3.DataError(f"{column} holds a value serve does not write ({what}): an edited or damaged database")
 
 
+def sqlite_message(e: sqlite3.Error | UnicodeDecodeError) -> str:
+    """SQLite's error message. One that quotes a damaged database's bytes (its schema's, "malformed
+    database schema (packets) - no such column: ...") reaches Python as the UnicodeDecodeError of
+    decoding it: that happens where a connection first reads the schema (`read_results`,
+    `open_results`), before any query of edgeae's runs."""
+    return e.object.decode("utf-8", "replace") if isinstance(e, UnicodeDecodeError) else str(e)
+
+
 @contextlib.contextmanager
 def read_results(db: str | Path):
     """A connection to an existing results database for reading (`edgeae results`). It never
@@ -162,8 +170,8 @@ def read_results(db: str | Path):
         for table in _older(con):
             _check_served(con, table)
         yield con
-    except sqlite3.Error as e:
-        raise EdgeaeError(f"{db}: cannot read it as a results database ({e})") from None
+    except (sqlite3.Error, UnicodeDecodeError) as e:
+        raise EdgeaeError(f"{db}: cannot read it as a results database ({sqlite_message(e)})") from None
     finally:
         con.close()
 
@@ -211,9 +219,9 @@ def open_results(db: str | Path, advice: str = "give another --db", create: bool
         _upgrade(con, db, notify)
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         con.commit()
-    except sqlite3.Error as e:
+    except (sqlite3.Error, UnicodeDecodeError) as e:
         con.close()
-        raise EdgeaeError(f"{db}: cannot open it as the results database ({e})") from None
+        raise EdgeaeError(f"{db}: cannot open it as the results database ({sqlite_message(e)})") from None
     except EdgeaeError:
         con.close()
         raise

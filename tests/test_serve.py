@@ -1960,6 +1960,30 @@ def test_a_value_its_checks_refuse_left_by_damage_is_named(tmp_path, small_expor
     assert not (tmp_path / "p.png").exists()
 
 
+def test_a_schema_damaged_into_bytes_that_are_not_utf8_is_named(tmp_path, small_export):
+    """SQLite's "malformed database schema" error quotes the damaged bytes, and Python's decoding
+    of that message raised a UnicodeDecodeError traceback from every command that opens the database
+    (a flipped bit in the file, in a byte fuzz of it: 1 of 150)."""
+    import shutil
+
+    from test_cli import assert_one_line_error, edgeae
+
+    from edgeae.serve import Server
+
+    db, packets, ex = tmp_path / "r.sqlite", tmp_path / "p.bin", Export.open(small_export)
+    Server(small_export, db).close()
+    wire.write_packet_file(packets, [wire.encode(wire.Packet(ex.model_id, 1, 0, 1_795_946_400, (0,) * ex.manifest["code_size"], 10))])
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        sql = con.execute("SELECT sql FROM sqlite_master WHERE name = 'rejected'").fetchone()[0].encode()
+        con.execute("PRAGMA writable_schema = ON")
+        con.execute("UPDATE sqlite_master SET sql = CAST(? AS TEXT) WHERE name = 'rejected'", (sql.replace(b"typeof(raw)", b"typeof(r\xe1w)"),))
+    named = "malformed database schema (rejected) - no such column: r\ufffdw"
+    for command, verb in ((["results", db], "read it as"), (["calibrate", tmp_path / "export", "--sensor", "1", "--db", db], "read it as"),
+                          (["archive", db, "--before", "0", "--out", tmp_path / "a"], "open it as"), (["serve", small_export, "--db", db, "--packets", packets], "open it as")):  # fmt: skip
+        shutil.copytree(small_export, tmp_path / "export", dirs_exist_ok=True)
+        assert_one_line_error(edgeae(*command), f"r.sqlite: cannot {verb} {'the' if verb == 'open it as' else 'a'} results database ({named})")
+
+
 def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
     """A device whose clock a flat battery reset to 1970 sent window times serve stored as they
     came, without a word; `calibrate --since` and the results plot, which go by them, then missed

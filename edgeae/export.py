@@ -326,7 +326,8 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     enc_f32 = to_tflite(encoder)
     codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
     dec_f32 = to_tflite(decoder)
-    for part, f32, x in (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep), ("device model", to_tflite(device), representative)):
+    checked = (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep), ("device model", to_tflite(device), representative))
+    for part, f32, x in checked:
         # TFLite's quantizer calibrates on these float graphs, and crashes the process (a segmentation
         # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88;
         # the device model's squared errors overflow float32 (3.4e38) on windows of 2e19, at power 4 of 4e9.

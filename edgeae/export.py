@@ -147,6 +147,14 @@ def _device_model(encoder, decoder, window: int, channels: int, power: int, near
     return keras.Model(inp, [code, residual], name="device")
 
 
+def _refuse_non_finite(part: str, tensor: str | None, representative: np.ndarray) -> None:
+    """The error for calibration windows that drive `part`'s `tensor` to inf or NaN (None: none do)."""
+    if tensor is not None:
+        raise EdgeaeError(f"the calibration windows drive the {part}'s tensor '{tensor}' to inf or NaN in TFLite, "
+                          f"which int8 cannot quantize (the windows span {representative.min():.4g} to "
+                          f"{representative.max():.4g}: are they scaled as the model was trained?)")  # fmt: skip
+
+
 def with_margin(representative: np.ndarray, margin: float) -> np.ndarray:
     """The representative set plus copies scaled by `margin` (see recipe.Export.input_margin)."""
     return representative if margin == 1.0 else np.concatenate([representative, representative * margin])
@@ -326,16 +334,14 @@ def _write(out, *, name, encoder, decoder, normalizer, window, hop, representati
     enc_f32 = to_tflite(encoder)
     codes_rep = encoder.predict(representative, verbose=0, batch_size=256)
     dec_f32 = to_tflite(decoder)
-    checked = (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep), ("device model", to_tflite(device), representative))
-    for part, f32, x in checked:
+    for part, f32, x in (("encoder", enc_f32, representative), ("decoder", dec_f32, codes_rep)):
         # TFLite's quantizer calibrates on these float graphs, and crashes the process (a segmentation
-        # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88;
-        # the device model's squared errors overflow float32 (3.4e38) on windows of 2e19, at power 4 of 4e9.
-        blown = Model(f32, keep_tensors=True).non_finite_tensor(x)
-        if blown is not None:
-            raise EdgeaeError(f"the calibration windows drive the {part}'s tensor '{blown}' to inf or NaN in TFLite, "
-                              f"which int8 cannot quantize (the windows span {representative.min():.4g} to "
-                              f"{representative.max():.4g}: are they scaled as the model was trained?)")  # fmt: skip
+        # fault) on a range that is inf or NaN: a softplus becomes EXP, which overflows on inputs over 88.
+        _refuse_non_finite(part, Model(f32, keep_tensors=True).non_finite_tensor(x), representative)
+    # The device model adds to them its residual, whose squared errors overflow float32 (3.4e38) on
+    # windows beyond 1.8e19: Keras computes it as TFLite would, without a float conversion (2 s).
+    if not np.isfinite(device.predict(representative, verbose=0, batch_size=256)[1]).all():
+        _refuse_non_finite("device model", "residual", representative)
     enc_int8 = to_tflite(encoder, representative, io_type=io_type, per_tensor=edgetpu, static_batch=edgetpu)
     dec_name = "decoder_int8.tflite" if decoder_int8 else "decoder_float32.tflite"
     dec = to_tflite(decoder, codes_rep) if decoder_int8 else dec_f32

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1824,6 +1825,23 @@ def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
     server.close()
 
 
+def _served_copy(tmp_path, small_export, packets: int) -> tuple[Path, Path, Export]:
+    """A copy of the export (calibrate writes its scorer there) and a database into which serve
+    stored `packets` packets of sensor 2, seq 0, 1, ...: (export, db, the export opened)."""
+    import shutil
+
+    from edgeae.serve import Server
+
+    export, db = tmp_path / "export", tmp_path / "r.sqlite"
+    shutil.copytree(small_export, export)
+    ex = Export.open(export)
+    server = Server(export, db)
+    server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10))
+                        for seq in range(packets)])  # fmt: skip
+    server.close()
+    return export, db, ex
+
+
 @pytest.mark.parametrize("edit, parquet", [
     ("code = '[1, 2'", "packets.code holds a value serve does not write (JSONDecodeError"),
     ("code = '[1, 2]'", None),
@@ -1831,20 +1849,10 @@ def test_a_reload_judges_each_sensors_state_again(tmp_path, small_export):
 def test_a_hand_edited_code_is_named(tmp_path, small_export, edit, parquet):
     """A packet's code that is not serve's JSON list (text, as serve writes, so SQLite takes it)
     edited into the database: `results --parquet`, `archive` and `calibrate --db` ended in a traceback."""
-    import shutil
-
-    from edgeae.host import Host
     from edgeae.results import to_parquet
     from edgeae.score import calibrate_sensor
-    from edgeae.serve import Server
 
-    export, db = tmp_path / "export", tmp_path / "r.sqlite"
-    shutil.copytree(small_export, export)  # calibrate writes its scorer
-    host = Host(export)
-    server = Server(export, db)
-    server.run_packets([wire.encode(wire.Packet(host.model_id, 2, seq, 1_795_946_400 + seq, (0,) * host.export.manifest["code_size"], 10))
-                        for seq in range(200)])  # fmt: skip
-    server.close()
+    export, db, _ = _served_copy(tmp_path, small_export, 200)
     with contextlib.closing(sqlite3.connect(db)) as con, con:
         con.execute(f"UPDATE packets SET {edit} WHERE seq = 7")
     if parquet:
@@ -1874,8 +1882,6 @@ def test_a_value_serve_does_not_write_is_refused_by_the_database(tmp_path, small
     column. Now SQLite refuses the edit (the tables' CHECK constraints); in a database an older
     edgeae made, without them, each reader names the first such value, and serve and archive,
     which would add them, refuse it."""
-    import shutil
-
     from test_cli import assert_one_line_error, edgeae
 
     from edgeae import results
@@ -1883,12 +1889,7 @@ def test_a_value_serve_does_not_write_is_refused_by_the_database(tmp_path, small
     from edgeae.score import calibrate_sensor
     from edgeae.serve import Server
 
-    export, db, old = tmp_path / "export", tmp_path / "r.sqlite", tmp_path / "old.sqlite"
-    shutil.copytree(small_export, export)  # calibrate would write its scorer
-    ex = Export.open(export)
-    server = Server(export, db)
-    server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10)) for seq in range(5)])
-    server.close()
+    (export, db, _), old = _served_copy(tmp_path, small_export, 5), tmp_path / "old.sqlite"
     with contextlib.closing(sqlite3.connect(db)) as con, pytest.raises(sqlite3.IntegrityError, match=f"^CHECK constraint failed: {column.split('.')[1]}$"):
         con.execute(edit)
     with contextlib.closing(sqlite3.connect(old)) as con, con:  # an older edgeae's: the same rows, no constraints
@@ -1929,18 +1930,9 @@ def test_a_value_its_checks_refuse_left_by_damage_is_named(tmp_path, small_expor
     of text), or in a plot written before the summary failed. Now the command names the value, as
     for an older edgeae's database, and writes nothing; archive says its folder holds copies of rows
     it kept, serve keeps the packets it could not store in a packet file."""
-    import shutil
-
     from test_cli import assert_one_line_error, edgeae
 
-    from edgeae.serve import Server
-
-    export, db = tmp_path / "export", tmp_path / "r.sqlite"
-    shutil.copytree(small_export, export)  # calibrate would write its scorer
-    ex = Export.open(export)
-    server = Server(export, db)
-    server.run_packets([wire.encode(wire.Packet(ex.model_id, 2, seq, 1_795_946_400 + seq, (0,) * ex.manifest["code_size"], 10)) for seq in range(100)])  # calibrate needs 100
-    server.close()
+    export, db, ex = _served_copy(tmp_path, small_export, 100)  # calibrate needs 100
     with contextlib.closing(sqlite3.connect(db)) as con, con:
         con.execute("PRAGMA ignore_check_constraints = 1")
         con.execute(edit)
@@ -1978,10 +1970,11 @@ def test_a_schema_damaged_into_bytes_that_are_not_utf8_is_named(tmp_path, small_
         con.execute("PRAGMA writable_schema = ON")
         con.execute("UPDATE sqlite_master SET sql = CAST(? AS TEXT) WHERE name = 'rejected'", (sql.replace(b"typeof(raw)", b"typeof(r\xe1w)"),))
     named = "malformed database schema (rejected) - no such column: r\ufffdw"
-    for command, verb in ((["results", db], "read it as"), (["calibrate", tmp_path / "export", "--sensor", "1", "--db", db], "read it as"),
-                          (["archive", db, "--before", "0", "--out", tmp_path / "a"], "open it as"), (["serve", small_export, "--db", db, "--packets", packets], "open it as")):  # fmt: skip
-        shutil.copytree(small_export, tmp_path / "export", dirs_exist_ok=True)
-        assert_one_line_error(edgeae(*command), f"r.sqlite: cannot {verb} {'the' if verb == 'open it as' else 'a'} results database ({named})")
+    shutil.copytree(small_export, tmp_path / "export")  # calibrate would write its scorer
+    for command, verb in ((["results", db], "read it as a"), (["calibrate", tmp_path / "export", "--sensor", "1", "--db", db], "read it as a"),
+                          (["archive", db, "--before", "0", "--out", tmp_path / "a"], "open it as the"),
+                          (["serve", small_export, "--db", db, "--packets", packets], "open it as the")):  # fmt: skip
+        assert_one_line_error(edgeae(*command), f"r.sqlite: cannot {verb} results database ({named})")
 
 
 def test_window_times_that_cannot_be_right_are_said_once_per_sensor(tmp_path, small_export):
